@@ -1,0 +1,410 @@
+"""The streaming engine: chunks in, smoothed genre readouts out."""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .audio import rms_dbfs, to_float_mono, validate_rate, validate_samples
+from .buffer import RingBuffer
+from .errors import EngineClosedError
+from .resample import StreamingResampler
+from .smoothing import ScoreSmoother
+from .worker import Job, get_worker
+
+log = logging.getLogger(__name__)
+
+ALL_LABELS = "*"
+
+
+@dataclass
+class EngineConfig:
+    """Engine settings. `None` means "the model's own default".
+
+    window_s: seconds of audio per classification (default: the model's; 10 s for the
+        DistilHuBERT/GTZAN course model, ~9 s = three 3 s patches for MusiCNN). GTZAN clips
+        are 30 s, so longer windows score closer to training conditions, but the readout
+        then reacts later to a change of music and each forward costs more; 5-15 s is the
+        useful range live.
+    hop_s: seconds of new audio between classifications (default: the model's, 1 s). A
+        shorter hop updates more often but costs proportionally more compute; the real-time
+        factor is inference time / hop.
+    min_window_s: the first readout appears once this much audio has arrived (the window
+        then grows to `window_s`), so a listener does not wait a full window for a first
+        answer. Set it equal to window_s to classify only full windows.
+    smoothing_s: EMA time constant in seconds (0 = off). In seconds, not in updates, so it
+        means the same whatever the hop; ~tau seconds to move 63 % towards new scores.
+    silence_dbfs: windows whose RMS is below this level are not classified; the result
+        says silent (feature extractors normalise each window, so silence would otherwise
+        get a confident genre). -55 dBFS sits above a quiet laptop mic's noise floor and
+        well below music heard from a metre or two.
+    top_k: how many labels `Result.scores` keeps (0 = all visible labels).
+    allow / deny: label names to show / hide. allow=None shows the model's default view
+        (e.g. the genre tags of a tagger); allow=["*"] shows every label.
+    switch_margin: hysteresis; the leading label changes only when a challenger's smoothed
+        score beats the leader's by this margin.
+    """
+
+    window_s: float | None = None
+    hop_s: float | None = None
+    min_window_s: float = 3.0
+    smoothing_s: float = 4.0
+    silence_dbfs: float = -55.0
+    top_k: int = 5
+    allow: Sequence[str] | None = None
+    deny: Sequence[str] = ()
+    switch_margin: float = 0.05
+
+
+@dataclass(frozen=True)
+class Result:
+    """One readout.
+
+    scores: smoothed probabilities of the visible labels, highest first, `top_k` of them.
+    raw_scores: this window's own probabilities of the visible labels, highest first.
+    label: the leading label (with hysteresis); None when silent.
+    time_s: stream time of the window's end, counted from samples fed (not wall clock).
+    silent: the window was below `silence_dbfs`; no inference ran and no genre is claimed.
+    level_dbfs: RMS level of the window.
+    window_s: duration of the classified window.
+    inference_ms: model forward time (of the whole batch the window ran in); 0 when silent.
+    latency_ms: window complete -> result ready (queueing + inference).
+    """
+
+    scores: dict
+    raw_scores: dict
+    label: str | None
+    time_s: float
+    silent: bool
+    level_dbfs: float
+    window_s: float
+    inference_ms: float
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    windows_classified: int
+    windows_skipped: int
+    windows_silent: int
+    errors: int
+    last_error: str | None
+    inference_ms_mean: float
+    inference_ms_p95: float
+    real_time_factor: float  # mean inference time / hop: < 1 keeps up
+    samples_received: int  # input frames (per channel) accepted by feed
+    seconds_received: float
+    bad_samples_replaced: int
+    lag_s: float  # newest audio fed minus the newest result's window end
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """Where the time went: shares of non-silent time per leading label, highest first."""
+
+    duration_s: float
+    silent_s: float
+    shares: dict
+    dominant: str | None
+
+
+class StreamEngine:
+    """Feed audio chunks of any format; read `latest` (or get `on_result` calls) every hop.
+
+    One engine per listener (browser session, microphone). All engines of one model share a
+    single inference thread; `feed` never waits for the model.
+
+    background=False runs inference inline inside `feed` (every hop is classified, nothing
+    skipped, deterministic): for tests and file replay.
+    on_result(result) is called from the inference thread (or inside `feed` when inline);
+    keep it short.
+    """
+
+    def __init__(self, model, config: EngineConfig | None = None, *, background: bool = True,
+                 on_result: Callable[[Result], None] | None = None):
+        self.model = model
+        self.config = self._resolve(config or EngineConfig(), model)
+        self.background = background
+        self.on_result = on_result
+        rate = self.rate = int(model.sample_rate)
+        c = self.config
+        self._win = max(int(round(c.window_s * rate)), int(model.min_samples))
+        self._hop = max(1, int(round(c.hop_s * rate)))
+        self._min = min(self._win, max(int(round(c.min_window_s * rate)), int(model.min_samples)))
+        self._visible = self._visible_indices(c, model)
+        self._ring = RingBuffer(self._win)
+        self._resampler: StreamingResampler | None = None
+        self._worker = get_worker(model) if background else None
+        self._feed_lock = threading.Lock()
+        self._result_lock = threading.Lock()
+        self._smoother = ScoreSmoother(c.smoothing_s, c.switch_margin)
+        self._closed = False
+        self._gen = 0  # bumped by reset(): results of older windows are dropped
+        self._seq = 0
+        self._delivered_seq = -1
+        self._since_hop = 0
+        self.latest: Result | None = None
+        # stats
+        self._infer_ms = collections.deque(maxlen=512)
+        self._n_classified = self._n_skipped = self._n_silent = self._n_errors = 0
+        self._last_error: str | None = None
+        self._samples_in = 0
+        self._seconds_in = 0.0
+        self._bad = 0
+        # session tally
+        self._last_result_t: float | None = None
+        self._shares: dict[str, float] = collections.defaultdict(float)
+        self._silent_s = 0.0
+
+    # ---- configuration -------------------------------------------------------------
+    @staticmethod
+    def _resolve(c: EngineConfig, model) -> EngineConfig:
+        c = replace(c,
+                    window_s=float(model.default_window_s if c.window_s is None else c.window_s),
+                    hop_s=float(model.default_hop_s if c.hop_s is None else c.hop_s))
+        problems = []
+        if not 0.1 <= c.window_s <= 120:
+            problems.append(f"window_s={c.window_s} (expected 0.1..120 s)")
+        if not 0.05 <= c.hop_s <= 60:
+            problems.append(f"hop_s={c.hop_s} (expected 0.05..60 s)")
+        if c.min_window_s < 0:
+            problems.append(f"min_window_s={c.min_window_s} (expected >= 0)")
+        if c.smoothing_s < 0:
+            problems.append(f"smoothing_s={c.smoothing_s} (expected >= 0; 0 turns smoothing off)")
+        if c.top_k < 0:
+            problems.append(f"top_k={c.top_k} (expected >= 0; 0 shows all)")
+        if c.switch_margin < 0:
+            problems.append(f"switch_margin={c.switch_margin} (expected >= 0)")
+        if problems:
+            raise ValueError("invalid EngineConfig: " + "; ".join(problems))
+        return c
+
+    @staticmethod
+    def _visible_indices(c: EngineConfig, model) -> np.ndarray:
+        labels = list(model.labels)
+        index = {l.lower(): i for i, l in enumerate(labels)}
+
+        def lookup(names, what):
+            unknown = [n for n in names if n.lower() not in index]
+            if unknown:
+                raise ValueError(f"unknown label(s) in {what}: {unknown}; this model's labels are: {labels}")
+            return {index[n.lower()] for n in names}
+
+        if c.allow is None:
+            base = model.default_labels
+            allowed = set(range(len(labels))) if base is None else lookup(base, "the model's default view")
+        elif ALL_LABELS in c.allow:
+            allowed = set(range(len(labels)))
+        else:
+            allowed = lookup(c.allow, "allow")
+        allowed -= lookup(c.deny, "deny")
+        if not allowed:
+            raise ValueError("allow/deny leave no label to show; remove some names from deny")
+        return np.array(sorted(allowed), dtype=np.int64)
+
+    @property
+    def visible_labels(self) -> list[str]:
+        return [self.model.labels[i] for i in self._visible]
+
+    # ---- feeding -------------------------------------------------------------------
+    def feed(self, samples, sample_rate) -> None:
+        """Add a chunk: shape (n,) or (n, channels), int16/int32/uint8/float32/float64, any
+        rate 4-192 kHz. Returns at once in background mode. Raises ValueError for malformed
+        input (nothing of the chunk is used) and EngineClosedError after close()."""
+        if self._closed:
+            raise EngineClosedError("feed() called after close(); create a new StreamEngine")
+        arr = validate_samples(samples)
+        rate = validate_rate(sample_rate)
+        if arr.shape[0] == 0:
+            return
+        with self._feed_lock:
+            if self._resampler is None or self._resampler.in_rate != rate:
+                if self._resampler is not None:  # rate changed: finish the old stream first
+                    self._push(self._resampler.flush())
+                self._resampler = StreamingResampler(rate, self.rate)
+            block = rate  # 1 s blocks keep temporary memory bounded for huge chunks
+            for start in range(0, arr.shape[0], block):
+                mono, bad = to_float_mono(arr[start:start + block])
+                self._bad += bad
+                self._push(self._resampler.process(mono))
+            self._samples_in += arr.shape[0]
+            self._seconds_in += arr.shape[0] / rate
+
+    def _push(self, y: np.ndarray) -> None:
+        while len(y):
+            n = min(len(y), self._hop - self._since_hop)
+            self._ring.write(y[:n])
+            y = y[n:]
+            self._since_hop += n
+            if self._since_hop >= self._hop:
+                self._since_hop = 0
+                if len(self._ring) >= self._min:
+                    self._emit()
+
+    def _emit(self) -> None:
+        window = self._ring.newest(len(self._ring))
+        t_end = self._ring.total / self.rate
+        level = rms_dbfs(window)
+        self._seq += 1
+        meta = (self._gen, self._seq, t_end, level, len(window) / self.rate)
+        if level < self.config.silence_dbfs:
+            if self._worker is not None and self._worker.cancel(self):
+                self._n_skipped += 1
+            self._deliver_silent(meta)
+            return
+        job = Job(window=window.copy(), deliver=self._deliver, meta=meta)
+        if self._worker is not None:
+            if self._worker.submit(self, job):
+                self._n_skipped += 1
+        else:
+            t0 = time.perf_counter()
+            try:
+                probs, err = self.model.predict(job.window[None])[0], None
+            except Exception as exc:
+                probs, err = None, exc
+            self._deliver(job, probs, (time.perf_counter() - t0) * 1000.0, err)
+
+    def flush(self) -> None:
+        """End of input (a file, a recording that stopped): pass the resampler's tail through
+        and classify the audio that arrived since the last window, even when it is shorter
+        than `min_window_s` (it must reach the model's minimum)."""
+        if self._closed:
+            raise EngineClosedError("flush() called after close(); create a new StreamEngine")
+        with self._feed_lock:
+            if self._resampler is not None:
+                self._push(self._resampler.flush())
+            if self._since_hop > 0 and len(self._ring) >= self.model.min_samples:
+                self._since_hop = 0
+                self._emit()
+
+    # ---- results -------------------------------------------------------------------
+    def _accept(self, meta) -> bool:
+        gen, seq = meta[0], meta[1]
+        if self._closed or gen != self._gen or seq <= self._delivered_seq:
+            return False
+        self._delivered_seq = seq
+        return True
+
+    def _tally(self, t_end: float, label: str | None) -> None:
+        dt = self.config.hop_s if self._last_result_t is None else max(t_end - self._last_result_t, 0.0)
+        self._last_result_t = t_end
+        if label is None:
+            self._silent_s += dt
+        else:
+            self._shares[label] += dt
+
+    def _deliver_silent(self, meta) -> None:
+        _, _, t_end, level, dur = meta
+        with self._result_lock:
+            if not self._accept(meta):
+                return
+            self._smoother.reset()
+            self._n_silent += 1
+            self._tally(t_end, None)
+            res = Result({}, {}, None, t_end, True, level, dur, 0.0, 0.0)
+            self.latest = res
+        self._notify(res)
+
+    def _deliver(self, job: Job, probs, infer_ms: float, err) -> None:
+        _, _, t_end, level, dur = job.meta
+        with self._result_lock:
+            if err is not None:
+                self._n_errors += 1
+                self._last_error = f"{type(err).__name__}: {err}"
+                return
+            if not self._accept(job.meta):
+                return
+            labels = self.model.labels
+            vis = self._visible
+            smooth = self._smoother.update(probs, t_end, vis)
+            order = vis[np.argsort(-smooth[vis], kind="stable")]
+            k = self.config.top_k or len(order)
+            scores = {labels[i]: float(smooth[i]) for i in order[:k]}
+            raw_order = vis[np.argsort(-probs[vis], kind="stable")]
+            raw = {labels[i]: float(probs[i]) for i in raw_order}
+            leader = labels[self._smoother.leader] if self._smoother.leader is not None else None
+            self._infer_ms.append(infer_ms)
+            self._n_classified += 1
+            self._tally(t_end, leader)
+            latency = (time.perf_counter() - job.submitted) * 1000.0
+            res = Result(scores, raw, leader, t_end, False, level, dur, infer_ms, latency)
+            self.latest = res
+        self._notify(res)
+
+    def _notify(self, res: Result) -> None:
+        if self.on_result is not None:
+            try:
+                self.on_result(res)
+            except Exception:  # a broken callback must not break the stream
+                log.exception("on_result callback failed")
+
+    # ---- state ---------------------------------------------------------------------
+    @property
+    def stats(self) -> EngineStats:
+        with self._result_lock:
+            ms = np.array(self._infer_ms) if self._infer_ms else np.zeros(1)
+            latest_t = self.latest.time_s if self.latest else 0.0
+            return EngineStats(
+                windows_classified=self._n_classified,
+                windows_skipped=self._n_skipped,
+                windows_silent=self._n_silent,
+                errors=self._n_errors,
+                last_error=self._last_error,
+                inference_ms_mean=float(ms.mean()),
+                inference_ms_p95=float(np.percentile(ms, 95)),
+                real_time_factor=float(ms.mean()) / (self.config.hop_s * 1000.0),
+                samples_received=self._samples_in,
+                seconds_received=self._seconds_in,
+                bad_samples_replaced=self._bad,
+                lag_s=max(self._ring.total / self.rate - latest_t, 0.0) if self.latest else 0.0,
+            )
+
+    def summary(self) -> SessionSummary:
+        """Dominant genres of the session so far, as shares of the non-silent time."""
+        with self._result_lock:
+            total = sum(self._shares.values())
+            shares = {k: v / total for k, v in sorted(self._shares.items(), key=lambda kv: -kv[1])} if total else {}
+            return SessionSummary(
+                duration_s=total + self._silent_s,
+                silent_s=self._silent_s,
+                shares=shares,
+                dominant=next(iter(shares), None),
+            )
+
+    def reset(self) -> None:
+        """Forget the audio and the readout (a new song, a new visitor); stats are kept."""
+        with self._feed_lock, self._result_lock:
+            if self._worker is not None:
+                self._worker.cancel(self)
+            self._gen += 1
+            self._ring.clear()
+            self._since_hop = 0
+            if self._resampler is not None:
+                self._resampler.reset()
+            self._smoother.reset()
+            self.latest = None
+            self._last_result_t = None
+            self._shares.clear()
+            self._silent_s = 0.0
+
+    def close(self) -> None:
+        """Stop: drop any pending window; further `feed` raises. Idempotent."""
+        with self._result_lock:
+            self._closed = True
+        if self._worker is not None:
+            self._worker.cancel(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,193 @@
+"""Whole-file analysis: sliding windows over a recording, decoded and resampled in blocks."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import soundfile as sf
+
+from .audio import validate_rate, validate_samples
+from .engine import EngineConfig, Result, StreamEngine
+from .errors import AudioDecodeError
+
+BLOCK_S = 10  # decode this many seconds at a time: memory stays flat whatever the file length
+FFMPEG_RATE = 48000
+
+
+@dataclass
+class FileAnalysis:
+    """Result of `analyze_file`.
+
+    labels: the visible labels, in the column order of `timeline`.
+    starts_s / ends_s: each window's span in the file.
+    timeline: (n_windows, n_labels) per-window probabilities; rows of silent windows are NaN.
+    scores: mean probability over non-silent windows, highest first.
+    top_label: the highest mean score (None if the whole file is silent).
+    segment: (start_s, end_s) of the window where `top_label` is most pronounced.
+    """
+
+    path: str | None
+    model: str
+    duration_s: float
+    labels: list
+    starts_s: np.ndarray
+    ends_s: np.ndarray
+    timeline: np.ndarray
+    silent: np.ndarray
+    scores: dict
+    top_label: str | None
+    segment: tuple | None
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.ends_s)
+
+
+def _ffmpeg_blocks(path: str, block_s: int) -> Iterator[tuple[np.ndarray, int]]:
+    proc = subprocess.Popen(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "f32le", "-ac", "1", "-ar", str(FFMPEG_RATE), "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        want = FFMPEG_RATE * block_s * 4
+        while True:
+            data = proc.stdout.read(want)
+            if not data:
+                break
+            yield np.frombuffer(data[: len(data) // 4 * 4], np.float32), FFMPEG_RATE
+        err = proc.stderr.read().decode(errors="replace").strip()
+        if proc.wait() != 0:
+            raise AudioDecodeError(f"ffmpeg could not decode {path!r}: {err.splitlines()[-1] if err else 'unknown error'}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def decode_blocks(path, block_s: int = BLOCK_S) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield ``(samples, rate)`` blocks of a file: float32 (n,) or (n, channels).
+
+    wav/flac/ogg/opus/mp3 are read by libsndfile (bundled with `soundfile`); anything else
+    is piped through ffmpeg when it is installed. Raises AudioDecodeError with the reason.
+    """
+    path = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise AudioDecodeError(f"{path!r} does not exist or is not a file")
+    if p.stat().st_size == 0:
+        raise AudioDecodeError(f"{path!r} is empty (0 bytes)")
+    try:
+        f = sf.SoundFile(path)
+    except Exception as exc:
+        fmt = p.suffix.lstrip(".").lower() or "unknown"
+        if shutil.which("ffmpeg"):
+            yield from _checked_ffmpeg(path, block_s, exc)
+            return
+        raise AudioDecodeError(
+            f"cannot decode {p.name!r} (format {fmt!r}): {exc}. Supported without extra tools: "
+            "wav, flac, ogg, opus, mp3; install ffmpeg (apt-get install ffmpeg) for other formats"
+        ) from None
+    with f:
+        if f.frames == 0:
+            raise AudioDecodeError(f"{p.name!r} contains no audio samples")
+        rate = f.samplerate
+        try:
+            for block in f.blocks(blocksize=rate * block_s, dtype="float32", always_2d=False):
+                yield block, rate
+        except sf.LibsndfileError as exc:
+            raise AudioDecodeError(f"{p.name!r} is corrupt: decoding stopped at {f.tell() / rate:.1f} s ({exc})") from None
+
+
+def _checked_ffmpeg(path, block_s, first_exc):
+    got = False
+    try:
+        for block, rate in _ffmpeg_blocks(path, block_s):
+            got = got or len(block) > 0
+            yield block, rate
+    except AudioDecodeError as exc:
+        raise AudioDecodeError(f"{Path(path).name!r} is not a readable audio file ({first_exc}; {exc})") from None
+    if not got:
+        raise AudioDecodeError(f"{Path(path).name!r} contains no audio samples")
+
+
+def _array_blocks(samples, sample_rate, block_s):
+    arr = validate_samples(samples)
+    rate = validate_rate(sample_rate)
+    if arr.shape[0] == 0:
+        raise AudioDecodeError("the audio array is empty")
+    step = rate * block_s
+    for i in range(0, arr.shape[0], step):
+        yield arr[i:i + step], rate
+
+
+def analyze_file(path_or_array, model, *, window_s: float | None = None, hop_s: float | None = None,
+                 sample_rate: int | None = None, progress: Callable[[float, str], None] | None = None,
+                 max_duration_s: float | None = None, config: EngineConfig | None = None) -> FileAnalysis:
+    """Classify a whole recording with sliding windows.
+
+    window_s / hop_s default to the model's; a hop below the window overlaps windows, which
+    gives a finer timeline at proportionally more compute. A file shorter than one window is
+    classified once as a whole. `progress(fraction, text)` is called after each decoded block.
+    `config` supplies the other engine settings (label view, silence gate); smoothing is off.
+    For arrays pass `sample_rate`. Raises AudioDecodeError for unreadable/empty/too long input.
+    """
+    base = config or EngineConfig()
+    ws = window_s if window_s is not None else (base.window_s or model.default_window_s)
+    cfg = EngineConfig(window_s=ws, hop_s=hop_s if hop_s is not None else base.hop_s, min_window_s=ws,
+                       smoothing_s=0.0, top_k=0, allow=base.allow, deny=base.deny,
+                       silence_dbfs=base.silence_dbfs, switch_margin=0.0)
+    results: list[Result] = []
+    engine = StreamEngine(model, cfg, background=False, on_result=results.append)
+    if isinstance(path_or_array, (str, Path)):
+        path = str(path_or_array)
+        blocks = decode_blocks(path)
+        try:
+            info = sf.info(path)
+            total = info.frames / info.samplerate
+        except Exception:
+            total = None
+    else:
+        if sample_rate is None:
+            raise ValueError("analyze_file(array, ...) needs sample_rate=")
+        path = None
+        blocks = _array_blocks(path_or_array, sample_rate, BLOCK_S)
+        total = np.asarray(path_or_array).shape[0] / sample_rate
+    if max_duration_s is not None and total is not None and total > max_duration_s:
+        raise AudioDecodeError(f"the recording is {total:.0f} s long; the limit is {max_duration_s:.0f} s")
+    done = 0.0
+    for block, rate in blocks:
+        engine.feed(block, rate)
+        done += len(block) / rate
+        if max_duration_s is not None and done > max_duration_s:
+            raise AudioDecodeError(f"the recording is longer than the limit of {max_duration_s:.0f} s")
+        if progress is not None:
+            progress(min(done / total, 1.0) if total else 0.0, f"{done:.0f} s analysed")
+    engine.flush()
+    engine.close()
+    if not results:
+        raise AudioDecodeError(f"the recording is too short to classify ({done:.2f} s)")
+    return _summarise(path, model, engine, results, done)
+
+
+def _summarise(path, model, engine, results, duration) -> FileAnalysis:
+    labels = engine.visible_labels
+    ends = np.array([r.time_s for r in results])
+    starts = np.maximum(ends - np.array([r.window_s for r in results]), 0.0)
+    silent = np.array([r.silent for r in results])
+    timeline = np.full((len(results), len(labels)), np.nan, np.float32)
+    for i, r in enumerate(results):
+        if not r.silent:
+            timeline[i] = [r.raw_scores[l] for l in labels]
+    scores, top, segment = {}, None, None
+    if not silent.all():
+        mean = np.nanmean(timeline, axis=0)
+        order = np.argsort(-mean, kind="stable")
+        scores = {labels[i]: float(mean[i]) for i in order}
+        top = labels[order[0]]
+        col = np.where(silent, -np.inf, np.nan_to_num(timeline[:, order[0]], nan=-np.inf))
+        best = int(np.argmax(col))
+        segment = (float(starts[best]), float(ends[best]))
+    return FileAnalysis(path, model.name, duration, labels, starts, ends, timeline, silent, scores, top, segment)

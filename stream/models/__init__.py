@@ -1,0 +1,84 @@
+"""Model loading: one entry point for Hub ids, local checkpoints and the bundled model."""
+from __future__ import annotations
+
+import logging
+import os
+
+from ..errors import ModelLoadError
+from .base import AudioModel
+from .hf import COURSE_MODEL, hub_offline, hub_reachable, load_hf
+
+log = logging.getLogger(__name__)
+
+BUNDLED = "musicnn"
+BUNDLED_PREFIXES = ("musicnn", "vgg-")
+
+
+def _load_bundled(spec: str, device: str) -> AudioModel:
+    from .musicnn import load_bundled
+
+    return load_bundled(spec, device=device)
+
+
+def _course_cached() -> bool:
+    try:
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(COURSE_MODEL, local_files_only=True)
+        return True
+    except Exception:
+        return False
+
+
+def _load_auto(device: str) -> AudioModel:
+    if _course_cached():
+        model = load_hf(COURSE_MODEL, device)
+        model.notice = f"Model: {COURSE_MODEL} (course model, from the local cache)."
+        return model
+    if hub_offline():
+        why = "HF_HUB_OFFLINE is set and the course model is not cached"
+    else:
+        ok, why = hub_reachable()
+        if ok:
+            try:
+                model = load_hf(COURSE_MODEL, device)
+                model.notice = f"Model: {COURSE_MODEL} (course model, downloaded from the Hugging Face Hub)."
+                return model
+            except ModelLoadError as exc:
+                why = str(exc)
+    model = _load_bundled(BUNDLED, device)
+    model.notice = f"Model: bundled offline {model.name} ({why})."
+    log.warning(model.notice)
+    return model
+
+
+def load_model(spec="auto", *, device: str = "cpu") -> AudioModel:
+    """Turn `spec` into a ready `AudioModel`.
+
+    spec:
+      "auto"        the course model (DistilHuBERT fine-tuned on GTZAN) when it is cached or
+                    the Hub answers within a few seconds, else the bundled offline MusiCNN
+                    tagger; `model.notice` says which and why. Never hangs on a dead network.
+      "musicnn"...  the bundled offline model (no network at all).
+      a Hub id      e.g. "sanchit-gandhi/distilhubert-finetuned-gtzan" (cached, or downloaded).
+      a directory   a local checkpoint saved with `save_pretrained` (+ its feature extractor).
+      an AudioModel returned as is.
+    Raises ModelLoadError naming the spec, the cause and what to do.
+    """
+    if isinstance(spec, AudioModel):
+        return spec
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelLoadError(spec, "a model spec must be a non-empty string (Hub id, directory, 'musicnn' or 'auto')")
+    spec = spec.strip()
+    if spec == "auto":
+        return _load_auto(device)
+    if spec.lower().startswith(BUNDLED_PREFIXES) and not os.path.exists(spec):
+        return _load_bundled(spec.lower(), device)
+    model = load_hf(spec, device)
+    model.notice = f"Model: {model.name}."
+    return model
+
+
+__all__ = ["AudioModel", "load_model", "ModelLoadError", "COURSE_MODEL", "BUNDLED"]

@@ -1,0 +1,45 @@
+"""The interface every model backend implements, so the engine never cares where scores come from."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class AudioModel(ABC):
+    """A classifier of fixed-rate mono float32 windows.
+
+    Attributes
+    ----------
+    name: human-readable model id (Hub id, directory or bundled name).
+    sample_rate: rate the windows passed to `predict` must have (the engine resamples to it).
+    labels: output label names in output order, read from the checkpoint (never hard-coded).
+    multi_label: True when outputs are independent sigmoids (taggers), False for a softmax.
+    default_labels: the labels shown by default (e.g. a genre view of a tagger); None = all.
+    default_window_s / default_hop_s: window and hop that suit this model (used when the
+        engine config leaves them unset).
+    min_samples: the shortest window `predict` accepts.
+    notice: one line saying which model is in use and why (set by `load_model("auto")`).
+    """
+
+    name: str = "model"
+    sample_rate: int = 16000
+    labels: list[str] = []
+    multi_label: bool = False
+    default_labels: list[str] | None = None
+    default_window_s: float = 10.0
+    default_hop_s: float = 1.0
+    min_samples: int = 400
+    notice: str | None = None
+
+    @abstractmethod
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Classify a batch.
+
+        windows: float32 array ``(batch, n_samples)`` at `sample_rate`, all the same length.
+        Returns float32 probabilities ``(batch, len(labels))``: softmax for single-label
+        checkpoints, sigmoid for multi-label ones.
+        """
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.sample_rate} Hz, {len(self.labels)} labels>"

@@ -1,0 +1,127 @@
+"""Hugging Face `transformers` audio-classification checkpoints (Hub id or local directory)."""
+from __future__ import annotations
+
+import os
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelLoadError
+from .base import AudioModel
+
+COURSE_MODEL = "sanchit-gandhi/distilhubert-finetuned-gtzan"
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
+    """One bounded HTTP request to the Hub. The Hub client itself retries for ~30 s when
+    offline, which would freeze a kiosk at start-up, so we ask first."""
+    import httpx
+
+    try:
+        httpx.head(hub_endpoint() + "/api/models", timeout=timeout, follow_redirects=True)
+        return True, ""
+    except Exception as exc:
+        return False, f"the Hugging Face Hub ({hub_endpoint()}) is unreachable ({type(exc).__name__}: {exc})"
+
+
+class HFAudioModel(AudioModel):
+    """A `AutoModelForAudioClassification` checkpoint with its feature extractor.
+
+    Labels come from `config.id2label`. Outputs are softmax probabilities, or sigmoids when
+    the checkpoint declares `problem_type="multi_label_classification"`.
+    """
+
+    default_window_s = 10.0
+    default_hop_s = 1.0
+
+    def __init__(self, model, feature_extractor, name: str, device: str = "cpu"):
+        import torch
+
+        self.torch = torch
+        self.model = model.to(device).eval()
+        self.fe = feature_extractor
+        self.device = device
+        self.name = name
+        self.sample_rate = int(feature_extractor.sampling_rate)
+        cfg = model.config
+        self.labels = [str(cfg.id2label[i]) for i in range(cfg.num_labels)]
+        self.multi_label = getattr(cfg, "problem_type", None) == "multi_label_classification"
+        # the conv front end of wav2vec2/HuBERT needs at least its receptive field (400 samples)
+        self.min_samples = 400
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        windows = np.asarray(windows, np.float32)
+        inputs = self.fe(list(windows), sampling_rate=self.sample_rate, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits.float()
+        probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        return probs.cpu().numpy().astype(np.float32)
+
+
+def _is_local(spec: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else path-like is meant as a directory
+    return spec.startswith((".", "~", "/")) or spec.count("/") > 1 or "\\" in spec
+
+
+def load_hf(spec: str, device: str = "cpu") -> HFAudioModel:
+    """Load a Hub id or a local checkpoint directory; every failure becomes a ModelLoadError."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
+    from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
+
+    path = Path(spec).expanduser()
+    local = path.exists() or _is_local(spec)
+    if local:
+        if not path.exists():
+            raise ModelLoadError(spec, f"the directory {str(path)!r} does not exist")
+        if not path.is_dir():
+            raise ModelLoadError(spec, f"{str(path)!r} is a file, not a checkpoint directory")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(spec, f"the directory {str(path)!r} holds no checkpoint (no config.json)")
+        source, kwargs = str(path), {"local_files_only": True}
+    else:
+        source, kwargs = spec, {}
+        try:  # cached copies load without any network
+            AutoConfig.from_pretrained(spec, local_files_only=True)
+            kwargs = {"local_files_only": True}
+        except Exception:
+            if hub_offline():
+                raise ModelLoadError(spec, "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
+            ok, why = hub_reachable()
+            if not ok:
+                raise ModelLoadError(spec, why + " and the model is not in the local cache") from None
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(spec, _explain(exc)) from exc
+    if config.model_type not in MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES:
+        raise ModelLoadError(
+            spec, f"it is a {config.model_type!r} checkpoint ({', '.join(config.architectures or [])}), "
+            "not an audio-classification model",
+            "Use a checkpoint fine-tuned for audio classification (e.g. " + COURSE_MODEL + "), or load_model('musicnn').")
+    try:
+        model = AutoModelForAudioClassification.from_pretrained(source, **kwargs)
+        fe = AutoFeatureExtractor.from_pretrained(source, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(spec, _explain(exc)) from exc
+    if not hasattr(fe, "sampling_rate"):
+        raise ModelLoadError(spec, "its preprocessor has no sampling_rate: not an audio feature extractor")
+    return HFAudioModel(model, fe, name=spec, device=device)
+
+
+def _explain(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "is not a valid model identifier" in str(exc) or "Repository Not Found" in str(exc) or "404" in str(exc):
+        return f"no such model on the Hugging Face Hub ({text})"
+    return f"{type(exc).__name__}: {text}"

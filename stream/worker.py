@@ -1,0 +1,104 @@
+"""One inference thread per model, shared by every engine that uses the model.
+
+Each engine has at most one pending window: a newer window replaces the older one (the
+older is counted as skipped), so when the model is slower than the hop, lag stays bounded
+instead of a queue growing. Pending engines are served in the order they started waiting
+(a replaced window keeps its engine's place), so a busy engine cannot starve another.
+Windows of equal length from several engines are batched into one forward call.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IDLE_EXIT_S = 30.0  # the thread exits after this long with nothing to do; restarted on demand
+
+
+@dataclass
+class Job:
+    window: np.ndarray
+    deliver: Callable[["Job", np.ndarray | None, float, BaseException | None], None]
+    submitted: float = field(default_factory=time.perf_counter)
+    meta: Any = None
+
+
+class InferenceWorker:
+    def __init__(self, model, max_batch: int = 8):
+        self.model = model
+        self.max_batch = max(1, int(max_batch))
+        self._cond = threading.Condition()
+        self._pending: dict[Any, Job] = {}  # insertion order = service order
+        self._thread: threading.Thread | None = None
+        self.batches = 0
+        self.windows = 0
+
+    def submit(self, key, job: Job) -> bool:
+        """Queue `job` for `key` (an engine); returns True if it replaced an unserved job."""
+        with self._cond:
+            replaced = key in self._pending
+            self._pending[key] = job  # same key keeps its place in the order
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=f"inference-{getattr(self.model, 'name', '')}", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return replaced
+
+    def cancel(self, key) -> bool:
+        """Drop `key`'s pending job, if any; returns True if one was dropped."""
+        with self._cond:
+            return self._pending.pop(key, None) is not None
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def _take_batch(self) -> list[Job]:
+        keys = list(self._pending)
+        n = len(self._pending[keys[0]].window)
+        chosen = [k for k in keys if len(self._pending[k].window) == n][: self.max_batch]
+        return [self._pending.pop(k) for k in chosen]
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._pending:
+                    self._cond.wait(IDLE_EXIT_S)
+                    if not self._pending:
+                        self._thread = None
+                        return
+                jobs = self._take_batch()
+            t0 = time.perf_counter()
+            try:
+                probs = self.model.predict(np.stack([j.window for j in jobs]))
+                err = None
+            except Exception as exc:  # a model failure must not kill the shared thread
+                log.exception("model forward failed")
+                probs, err = None, exc
+            ms = (time.perf_counter() - t0) * 1000.0
+            self.batches += 1
+            self.windows += len(jobs)
+            for i, job in enumerate(jobs):
+                try:
+                    job.deliver(job, None if probs is None else probs[i], ms, err)
+                except Exception:
+                    log.exception("result delivery failed")
+
+
+_workers_lock = threading.Lock()
+
+
+def get_worker(model) -> InferenceWorker:
+    """The worker shared by all engines of `model` (created on first use)."""
+    with _workers_lock:
+        w = getattr(model, "_stream_worker", None)
+        if w is None:
+            w = InferenceWorker(model, max_batch=getattr(model, "max_batch", 8))
+            model._stream_worker = w
+        return w

@@ -1,0 +1,83 @@
+"""Shared fixtures: a tiny real transformers checkpoint, simple real models, test audio."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from stream.models.base import AudioModel
+
+GTZAN_LABELS = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
+
+
+def make_tiny_checkpoint(path, labels=GTZAN_LABELS, multi_label=False, seed=0):
+    """Save a tiny HuBERT-for-classification + feature extractor (random weights) to `path`."""
+    import torch
+    from transformers import HubertConfig, HubertForSequenceClassification, Wav2Vec2FeatureExtractor
+
+    torch.manual_seed(seed)
+    cfg = HubertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(32, 32, 32, 32, 32, 32, 32), conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, classifier_proj_size=16,
+        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
+        problem_type="multi_label_classification" if multi_label else "single_label_classification",
+    )
+    HubertForSequenceClassification(cfg).eval().save_pretrained(path)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=False).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    return str(make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_hubert")))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_ckpt):
+    from stream import load_model
+
+    return load_model(tiny_ckpt)
+
+
+class BandModel(AudioModel):
+    """A real, deterministic classifier for engine tests: which third of the spectrum
+    (low < 1 kHz, mid 1-3 kHz, high > 3 kHz) holds most energy. Optional delay emulates a
+    slow model."""
+
+    name = "band"
+    sample_rate = 16000
+    labels = ["low", "mid", "high"]
+    default_window_s = 2.0
+    default_hop_s = 0.5
+    min_samples = 400
+
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        self.calls = 0
+        self.batch_sizes = []
+        self.lock = threading.Lock()
+
+    def predict(self, windows):
+        with self.lock:
+            self.calls += 1
+            self.batch_sizes.append(len(windows))
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        spec = np.abs(np.fft.rfft(windows, axis=1)) ** 2
+        f = np.fft.rfftfreq(windows.shape[1], 1 / self.sample_rate)
+        e = np.stack([spec[:, f < 1000].sum(1), spec[:, (f >= 1000) & (f < 3000)].sum(1), spec[:, f >= 3000].sum(1)], 1)
+        return (e / e.sum(1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def band_model():
+    return BandModel()
+
+
+def tone(freq, seconds, rate, amp=0.5, phase=0.0):
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amp * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)

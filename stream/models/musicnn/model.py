@@ -1,0 +1,211 @@
+"""`MusicnnModel`: the bundled offline tagger (musicnn 0.1.0 weights, ISC) as an `AudioModel`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import ModelLoadError
+from ..base import AudioModel
+from .frontend import PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, LogMel, patch_starts
+from .nets import ARCHITECTURES
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+TAGS_PATH = PACKAGE_DIR / "tags.json"
+
+# spec -> checkpoints it runs. Each checkpoint is "<DATASET>_<arch>"; its tag list is
+# "<DATASET>_LABELS" in tags.json.
+SPECS: dict[str, tuple[str, ...]] = {
+    "musicnn": ("MTT_musicnn", "MSD_musicnn"),
+    "musicnn-mtt": ("MTT_musicnn",),
+    "musicnn-msd": ("MSD_musicnn",),
+    "vgg-mtt": ("MTT_vgg",),
+    "vgg-msd": ("MSD_vgg",),
+}
+
+# Tags (display form, lower case) that name a genre or style. The genre view is this set
+# *intersected with the tags the loaded checkpoints really output*, so a label is never
+# invented. Left out on purpose: eras ("00s", "oldies"), moods ("mellow", "chill", "sad"),
+# voices/instruments ("female vocalists", "guitar", "choral", "acoustic",
+# "instrumental"), and ambiguous tags ("classic": classical or classic rock?; "indian":
+# mostly sitar/instrument tags in MagnaTagATune).
+GENRE_TAGS = frozenset({
+    "rock", "pop", "alternative", "indie", "electronic", "dance", "alternative rock", "jazz",
+    "metal", "chillout", "classic rock", "soul", "indie rock", "electronica", "folk", "punk",
+    "blues", "hard rock", "ambient", "hip-hop", "country", "funk", "electro", "heavy metal",
+    "progressive rock", "rnb", "indie pop", "house", "experimental", "easy listening",
+    "classical", "techno", "opera", "new age",
+})
+
+
+def display_name(tag: str) -> str:
+    """The label shown to users: lower case, so "Hip-Hop"/"House" read like the other tags
+    and tags from the two datasets merge case-insensitively."""
+    return tag.strip().lower()
+
+
+def load_tag_lists(path: Path = TAGS_PATH) -> dict[str, list[str]]:
+    """{"MTT_LABELS": [...], "MSD_LABELS": [...]} in logit order, as shipped by musicnn."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+class MusicnnModel(AudioModel):
+    """musicnn tagger(s) behind the engine's `AudioModel` interface.
+
+    One or more checkpoints (e.g. MagnaTagATune and Million Song Dataset musicnn) share
+    one front end. Their tag sets are merged by `display_name`; a tag output by several
+    checkpoints gets the *mean* of their probabilities (each is a calibrated-ish sigmoid
+    for the same concept, and averaging two independently trained models reduces the
+    variance of either), a tag output by one keeps that model's probability.
+
+    Windows and patches
+    -------------------
+    The networks see fixed 3 s patches (187 frames of 16 ms). A window is cut into
+    non-overlapping patches and the per-patch sigmoid probabilities are averaged (as the
+    upstream tagger averages its taggram). A longer window averages more patches: steadier
+    tags, but it reacts later to a change of music and costs proportionally more per hop.
+    The default 9 s window holds 3 patches; with a 1 s hop the display follows a change
+    within a few seconds, at a cost of 3 patch forwards per hop (see bench/musicnn.py).
+
+    With ``align="end"`` (default) the patches are anchored at the newest frame, so the
+    leftover (< 3 s) is dropped from the *oldest* audio; ``align="start"`` is upstream's
+    behaviour (drop the newest). Windows shorter than one patch (`min_samples`, 2.976 s)
+    are still accepted: their frames are repeated to fill one patch ("repeat-pad", the
+    training-time ``pad_short`` setting in the checkpoint's config.json). Quality drops
+    for very short inputs; the engine should normally wait for `min_samples`.
+    """
+
+    sample_rate = SAMPLE_RATE
+    multi_label = True
+    default_window_s = 9.0
+    default_hop_s = 1.0
+    min_samples = PATCH_SAMPLES
+
+    def __init__(self, name: str, checkpoints: dict[str, torch.nn.Module], tag_lists: dict[str, list[str]],
+                 device: str | torch.device = "cpu", align: str = "end") -> None:
+        if align not in ("start", "end"):
+            raise ValueError(f"align must be 'start' or 'end', got {align!r}")
+        self.name = name
+        self.align = align
+        self.device = torch.device(device)
+        self.frontend = LogMel().to(self.device).eval()
+        self.nets = {k: net.to(self.device).eval() for k, net in checkpoints.items()}
+        labels: list[str] = []
+        index: dict[str, int] = {}
+        self.raw_labels: dict[str, list[str]] = {}
+        columns: dict[str, list[int]] = {}
+        for ckpt in self.nets:
+            raw = tag_lists[ckpt.split("_", 1)[0] + "_LABELS"]
+            if len({display_name(t) for t in raw}) != len(raw):
+                raise ValueError(f"{ckpt}: tags collide after case folding")
+            self.raw_labels[ckpt] = list(raw)
+            cols = []
+            for tag in raw:
+                key = display_name(tag)
+                if key not in index:
+                    index[key] = len(labels)
+                    labels.append(key)
+                cols.append(index[key])
+            columns[ckpt] = cols
+        # Per checkpoint, a (n_tags, n_labels) matrix that places its probabilities in the
+        # merged columns, divided by how many checkpoints feed each column (= a mean).
+        counts = np.zeros(len(labels))
+        for cols in columns.values():
+            counts[cols] += 1
+        self._merge = {}
+        for ckpt, cols in columns.items():
+            m = np.zeros((len(cols), len(labels)), dtype=np.float32)
+            m[np.arange(len(cols)), cols] = 1.0 / counts[cols]
+            self._merge[ckpt] = torch.from_numpy(m).to(self.device)
+        self.labels = labels
+        self.default_labels = [t for t in labels if t in GENRE_TAGS]
+
+    # -- pieces, exposed for tests and tools ------------------------------------------
+
+    def logmel(self, windows: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, N) audio -> (B, 1 + N // 256, 96) float32 log-mel on `device`."""
+        x = torch.as_tensor(windows, dtype=torch.float32, device=self.device)
+        with torch.inference_mode():
+            return self.frontend(x)
+
+    def patches(self, logmel: torch.Tensor) -> torch.Tensor:
+        """(B, T, 96) -> (B, K, 187, 96): patches per `align`, or one repeat-padded patch."""
+        total = logmel.shape[1]
+        if total < PATCH_FRAMES:
+            reps = -(-PATCH_FRAMES // total)
+            return logmel.repeat(1, reps, 1)[:, None, :PATCH_FRAMES]
+        starts = patch_starts(total, self.align)
+        return torch.stack([logmel[:, s:s + PATCH_FRAMES] for s in starts], dim=1)
+
+    def patch_logits(self, windows: np.ndarray) -> dict[str, torch.Tensor]:
+        """{checkpoint: (B, K, n_tags) logits} for a batch of windows, one forward each."""
+        with torch.inference_mode():
+            p = self.patches(self.logmel(windows))
+            b, k = p.shape[:2]
+            flat = p.reshape(b * k, PATCH_FRAMES, p.shape[-1])
+            return {ck: net(flat).view(b, k, -1) for ck, net in self.nets.items()}
+
+    # -- AudioModel ---------------------------------------------------------------------
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Tag probabilities ``(B, len(labels))`` float32 for windows ``(B, N)`` at 16 kHz.
+
+        All patches of all windows go through each network in one batched forward.
+        Raises ValueError for a wrong shape, an empty window or non-finite samples.
+        """
+        w = np.asarray(windows)
+        if w.ndim != 2:
+            raise ValueError(f"predict expects windows of shape (batch, n_samples), got {w.shape}")
+        if w.shape[0] == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if w.shape[1] == 0:
+            raise ValueError("predict got empty windows (0 samples)")
+        w = w.astype(np.float32, copy=False)
+        if not np.isfinite(w).all():
+            raise ValueError("predict got NaN or infinite samples")
+        with torch.inference_mode():
+            out = None
+            for ckpt, logits in self.patch_logits(w).items():
+                probs = torch.sigmoid(logits).mean(dim=1) @ self._merge[ckpt]
+                out = probs if out is None else out + probs
+        return out.cpu().numpy().astype(np.float32, copy=False)
+
+
+def load_bundled(spec: str = "musicnn", device: str = "cpu") -> MusicnnModel:
+    """Load a bundled musicnn model, offline.
+
+    Specs: ``"musicnn"`` (MTT + MSD musicnn merged, 92 tags; the default),
+    ``"musicnn-mtt"``, ``"musicnn-msd"``, ``"vgg-mtt"``, ``"vgg-msd"`` (single checkpoints,
+    50 tags). The vgg models are a little cheaper per patch (see bench/musicnn.py) and
+    a little less accurate (upstream ROC-AUC MTT 0.9030 vs 0.9067 for musicnn).
+    Raises `ModelLoadError` for an unknown spec, a missing/corrupt weight file or a bad device.
+    """
+    key = spec.strip().lower() if isinstance(spec, str) else spec
+    if key not in SPECS:
+        raise ModelLoadError(spec, "not a bundled musicnn model",
+                             f"Use one of: {', '.join(SPECS)}.")
+    try:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available")
+    except RuntimeError as e:
+        raise ModelLoadError(spec, f"bad device {device!r} ({e})", "Use device='cpu'.") from e
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tags = load_tag_lists()
+        nets = {}
+        for ckpt in SPECS[key]:
+            arch = ckpt.split("_", 1)[1]
+            nets[ckpt] = ARCHITECTURES[arch](load_file(str(WEIGHTS_DIR / f"{ckpt}.safetensors")))
+        return MusicnnModel(key, nets, tags, device=dev)
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        raise ModelLoadError(
+            spec, f"bundled weights are missing or damaged ({type(e).__name__}: {e})",
+            "Regenerate them: pip download --no-deps musicnn==0.1.0 -d /tmp/w && "
+            "python tools/convert_musicnn.py /tmp/w/musicnn-0.1.0-py3-none-any.whl") from e

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Speed of the bundled musicnn models on this CPU.
+
+    python bench/musicnn.py [--threads N] [--repeats R] [--specs musicnn vgg-mtt ...]
+
+For each spec: `predict` time for one 3 s patch (batch 1) and for one default window
+(batch 1; 9 s = 3 patches), the front end's share, and the real-time factor
+RTF = window time / default hop (below 1 means the model keeps up with a live stream;
+the engine also needs headroom for resampling, smoothing and the UI).
+Times are medians over `--repeats` runs after a warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from stream.models.musicnn import SPECS, load_bundled  # noqa: E402
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up (allocator, oneDNN primitive caches)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--specs", nargs="+", default=list(SPECS), choices=list(SPECS))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}")
+    rng = np.random.default_rng(0)
+    rows = []
+    for spec in args.specs:
+        m = load_bundled(spec)
+        patch = (0.1 * rng.standard_normal((1, m.min_samples))).astype(np.float32)
+        n_win = int(m.default_window_s * m.sample_rate)
+        window = (0.1 * rng.standard_normal((1, n_win))).astype(np.float32)
+        n_patches = m.patches(m.logmel(window)).shape[1]
+        t_patch = median_ms(lambda: m.predict(patch), args.repeats)
+        t_win = median_ms(lambda: m.predict(window), args.repeats)
+        t_front = median_ms(lambda: m.logmel(window), args.repeats)
+        rows.append((spec, len(m.labels), t_patch, n_patches, t_win, t_front, t_win / (1000 * m.default_hop_s)))
+    print(f"\ndefault window {m.default_window_s:g} s, hop {m.default_hop_s:g} s, batch 1\n")
+    head = ("spec", "labels", "1 patch ms", "patches/win", "window ms", "ms/patch", "front end ms", "RTF")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for spec, n_lab, tp, k, tw, tf, rtf in rows:
+        print(f"| {spec} | {n_lab} | {tp:.1f} | {k} | {tw:.1f} | {tw / k:.1f} | {tf:.2f} | {rtf:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

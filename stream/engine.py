@@ -396,6 +396,8 @@ class StreamEngine:
         """Stop: drop any pending window; further `feed` raises. Idempotent."""
         with self._result_lock:
             self._closed = True
+        with self._feed_lock:
+            self._resampler = None
         if self._worker is not None:
             self._worker.cancel(self)
 

@@ -79,6 +79,9 @@ def load_hf(spec: str, device: str = "cpu") -> HFAudioModel:
     """Load a Hub id or a local checkpoint directory; every failure becomes a ModelLoadError."""
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
     from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # kiosk logs and the CLI's live display stay clean
 
     path = Path(spec).expanduser()
     local = path.exists() or _is_local(spec)
@@ -105,7 +108,9 @@ def load_hf(spec: str, device: str = "cpu") -> HFAudioModel:
         config = AutoConfig.from_pretrained(source, **kwargs)
     except Exception as exc:
         raise ModelLoadError(spec, _explain(exc)) from exc
-    if config.model_type not in MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES:
+    heads = config.architectures or []
+    if config.model_type not in MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES or (
+            heads and not any(a.endswith(("ForSequenceClassification", "ForAudioClassification")) for a in heads)):
         raise ModelLoadError(
             spec, f"it is a {config.model_type!r} checkpoint ({', '.join(config.architectures or [])}), "
             "not an audio-classification model",

@@ -95,14 +95,13 @@ def _relu_bn_maxfreq(y: torch.Tensor, bn: _BN) -> torch.Tensor:
 
     BN is a per-channel affine map, so its max equals scale*max+shift where scale >= 0 and
     scale*min+shift where scale < 0. This applies BN to the (B, C, T) result instead of
-    the F-times larger conv output.
+    the F-times larger conv output. ReLU is monotonic too, so it is also applied after
+    the reduction: max(relu(y)) == relu(max(y)) exactly.
     """
-    y = F.relu(y)
-    hi = y.amax(dim=3)
+    hi = F.relu(y.amax(dim=3))
     s, b = bn.channel_view(3)
     if bool((bn.scale < 0).any()):
-        lo = y.amin(dim=3)
-        hi = torch.where(s >= 0, hi, lo)
+        hi = torch.where(s >= 0, hi, F.relu(y.amin(dim=3)))
     return torch.addcmul(b, hi, s)
 
 

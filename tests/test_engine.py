@@ -1,0 +1,276 @@
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from conftest import BandModel, tone
+
+from stream import EngineClosedError, EngineConfig, StreamEngine
+
+
+def feed_chunks(engine, x, rate, chunk_s=0.1):
+    n = int(rate * chunk_s)
+    for i in range(0, len(x), n):
+        engine.feed(x[i:i + n], rate)
+
+
+def wait_for(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_window_every_hop_after_min_window(band_model):
+    got = []
+    cfg = EngineConfig(window_s=2.0, hop_s=0.5, min_window_s=1.0, smoothing_s=0)
+    with StreamEngine(band_model, cfg, background=False, on_result=got.append) as e:
+        feed_chunks(e, tone(300, 5.0, 48000), 48000, chunk_s=0.037)
+        e.flush()
+    times = [r.time_s for r in got]
+    # first at 1.0 s (min window), then every 0.5 s up to 5 s (resampler tail flushed at the end)
+    assert times[:3] == pytest.approx([1.0, 1.5, 2.0], abs=0.01)
+    assert np.allclose(np.diff(times[:-1]), 0.5, atol=1e-6) and times[-1] == pytest.approx(5.0, abs=0.01)
+    assert got[0].window_s == pytest.approx(1.0, abs=0.01) and got[4].window_s == pytest.approx(2.0)
+    assert all(r.label == "low" for r in got)
+
+
+@pytest.mark.parametrize("dtype,channels,rate", [
+    (np.int16, 1, 48000), (np.int16, 2, 44100), (np.int32, 2, 96000), (np.uint8, 1, 8000),
+    (np.float64, 6, 22050), (np.float32, 1, 16000)])
+def test_any_input_format_classifies_the_same(dtype, channels, rate):
+    x = tone(2000, 3.0, rate, amp=0.4)
+    x = np.repeat(x[:, None], channels, axis=1) if channels > 1 else x
+    if dtype == np.int16:
+        x = (x * 32767).astype(np.int16)
+    elif dtype == np.int32:
+        x = (x * 2**31).astype(np.int32)
+    elif dtype == np.uint8:
+        x = (x * 127 + 128).astype(np.uint8)
+    else:
+        x = x.astype(dtype)
+    with StreamEngine(BandModel(), EngineConfig(hop_s=1.0, min_window_s=2.0), background=False) as e:
+        feed_chunks(e, x, rate, chunk_s=0.05)
+        assert e.latest.label == "mid"
+        assert e.latest.level_dbfs == pytest.approx(20 * np.log10(0.4 / np.sqrt(2)), abs=0.3)
+        assert e.stats.samples_received == len(x)
+
+
+def test_silence_gate_skips_inference_and_claims_no_genre():
+    m = BandModel()
+    with StreamEngine(m, EngineConfig(hop_s=0.5, min_window_s=1.0, silence_dbfs=-50), background=False) as e:
+        rng = np.random.default_rng(0)
+        e.feed((rng.standard_normal(16000 * 3) * 1e-4).astype(np.float32), 16000)  # -80 dBFS noise
+        assert m.calls == 0
+        assert e.latest.silent and e.latest.label is None and e.latest.scores == {}
+        e.feed(tone(200, 3, 16000), 16000)
+        assert not e.latest.silent and e.latest.label == "low" and m.calls > 0
+        assert e.stats.windows_silent >= 3
+
+
+def test_nan_replaced_and_does_not_poison_later_windows(band_model):
+    with StreamEngine(band_model, EngineConfig(window_s=1.0, hop_s=0.5, min_window_s=1.0), background=False) as e:
+        x = tone(4000, 2.0, 44100)
+        x[1000:1100] = np.nan
+        x[5000] = np.inf
+        e.feed(x, 44100)
+        e.feed(tone(4000, 2.0, 44100), 44100)
+        assert e.stats.bad_samples_replaced == 101
+        assert all(np.isfinite(v) for v in e.latest.scores.values())
+        assert e.latest.label == "high"
+
+
+def test_empty_chunk_is_noop(band_model):
+    with StreamEngine(band_model, background=False) as e:
+        e.feed(np.zeros(0, np.int16), 48000)
+        e.feed(np.zeros((0, 2), np.float32), 44100)
+        assert e.latest is None and e.stats.samples_received == 0
+
+
+@pytest.mark.parametrize("samples,rate,match", [
+    (np.zeros((10, 2, 2), np.float32), 16000, "dimensions"),
+    (np.array(["x"] * 10), 16000, "dtype"),
+    (np.zeros(10, np.float32), 0, "sample_rate"),
+    (np.zeros(10, np.float32), 22050.5, "sample_rate"),
+])
+def test_bad_input_raises_and_keeps_stream(band_model, samples, rate, match):
+    with StreamEngine(band_model, EngineConfig(hop_s=0.5, min_window_s=1.0), background=False) as e:
+        e.feed(tone(200, 1.0, 16000), 16000)
+        before = e.stats.samples_received
+        with pytest.raises(ValueError, match=match):
+            e.feed(samples, rate)
+        assert e.stats.samples_received == before
+        e.feed(tone(200, 1.0, 16000), 16000)
+        assert e.latest.label == "low"
+
+
+def test_rate_change_mid_stream(band_model):
+    got = []
+    with StreamEngine(band_model, EngineConfig(window_s=1.0, hop_s=0.5, min_window_s=1.0), background=False,
+                      on_result=got.append) as e:
+        feed_chunks(e, tone(4000, 2.0, 48000), 48000)
+        feed_chunks(e, tone(4000, 2.0, 22050), 22050)
+        feed_chunks(e, tone(4000, 2.0, 8000 * 2), 16000)
+    assert got[-1].time_s == pytest.approx(6.0, abs=0.02)  # no audio lost across the switches
+    assert {r.label for r in got} == {"high"}
+
+
+def test_feed_after_close_raises(band_model):
+    e = StreamEngine(band_model)
+    e.close()
+    e.close()  # idempotent
+    with pytest.raises(EngineClosedError, match="after close"):
+        e.feed(np.zeros(100, np.float32), 16000)
+
+
+def test_ten_minute_chunk_bounded_memory():
+    m = BandModel()
+    x = np.zeros((48000 * 600, 2), np.int16)
+    x[:, 0] = (tone(200, 600, 48000) * 20000).astype(np.int16)
+    with StreamEngine(m, EngineConfig(window_s=10, hop_s=1), background=True) as e:
+        tracemalloc.start()
+        e.feed(x, 48000)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < 20e6, f"feed of a 10-minute chunk ({x.nbytes / 1e6:.0f} MB) allocated {peak / 1e6:.1f} MB"
+        assert e.stats.seconds_received == pytest.approx(600)
+        assert wait_for(lambda: e.latest is not None and e.latest.time_s >= 599)
+        assert e.latest.label == "low"
+        st = e.stats  # every hop from 3 s (min window) to ~600 s was either classified or skipped as stale, none queued
+        assert 595 <= st.windows_classified + st.windows_skipped <= 598 and st.windows_skipped > 0
+
+
+class GatedModel(BandModel):
+    """Blocks every forward until released: makes overload deterministic."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.seen = []
+
+    def predict(self, windows):
+        self.entered.set()
+        self.gate.wait(10)
+        out = super().predict(windows)
+        self.seen.append([int(np.argmax(p)) for p in out])
+        return out
+
+
+def test_overload_skips_stale_windows_and_feed_never_blocks():
+    m = GatedModel()
+    m.max_batch = 1
+    with StreamEngine(m, EngineConfig(window_s=1.0, hop_s=0.25, min_window_s=1.0, smoothing_s=0)) as e:
+        feed_chunks(e, tone(200, 1.0, 16000), 16000)
+        assert m.entered.wait(5)  # the worker is stuck inside the model now
+        feed_chunks(e, tone(200, 10.0, 16000), 16000)  # 40 more hops while it is stuck
+        assert e.stats.windows_skipped >= 38  # only the newest window waits
+        m.gate.set()
+        assert wait_for(lambda: e.latest is not None and e.latest.time_s == pytest.approx(11.0))
+        assert e.stats.windows_classified == 2
+
+
+def test_engines_share_worker_fairly_and_batch():
+    m = GatedModel()
+    m.max_batch = 1
+    cfg = EngineConfig(window_s=1.0, hop_s=0.25, min_window_s=1.0)
+    a, b = StreamEngine(m, cfg), StreamEngine(m, cfg)
+    feed_chunks(a, tone(200, 1.0, 16000), 16000)
+    assert m.entered.wait(5)
+    feed_chunks(a, tone(200, 5.0, 16000), 16000)  # a floods
+    feed_chunks(b, tone(5000, 1.0, 16000), 16000)  # b asks once
+    m.gate.set()
+    assert wait_for(lambda: b.latest is not None)
+    # b's window ("high" = 2) ran no later than the second forward: a could not starve it
+    assert 2 in [c[0] for c in m.seen[:3]]
+    a.close(), b.close()
+
+    m2 = GatedModel()
+    m2.max_batch = 8
+    engines = [StreamEngine(m2, cfg) for _ in range(3)]
+    feed_chunks(engines[0], tone(200, 1.0, 16000), 16000)
+    assert m2.entered.wait(5)
+    for e in engines:
+        feed_chunks(e, tone(300, 1.0, 16000), 16000)
+    m2.gate.set()
+    assert wait_for(lambda: all(e.latest is not None for e in engines))
+    assert max(m2.batch_sizes) == 3  # the three pending windows ran in one forward
+    for e in engines:
+        e.close()
+
+
+def test_allow_deny_top_k(band_model):
+    with pytest.raises(ValueError, match="unknown label.*jazz"):
+        StreamEngine(band_model, EngineConfig(allow=["jazz"]))
+    with pytest.raises(ValueError, match="no label"):
+        StreamEngine(band_model, EngineConfig(deny=["low", "mid", "high"]))
+    with StreamEngine(band_model, EngineConfig(deny=["LOW"], top_k=1, min_window_s=1), background=False) as e:
+        e.feed(tone(200, 2.0, 16000) + tone(2000, 2.0, 16000, amp=0.1), 16000)
+        assert list(e.latest.scores) == ["mid"] and e.latest.label == "mid"
+        assert set(e.latest.raw_scores) == {"mid", "high"}
+    with StreamEngine(band_model, EngineConfig(allow=["*"], top_k=0, min_window_s=1), background=False) as e:
+        e.feed(tone(200, 2.0, 16000), 16000)
+        assert set(e.latest.scores) == {"low", "mid", "high"}
+
+
+def test_config_validation(band_model):
+    with pytest.raises(ValueError, match="hop_s"):
+        StreamEngine(band_model, EngineConfig(hop_s=0))
+    with pytest.raises(ValueError, match="smoothing_s"):
+        StreamEngine(band_model, EngineConfig(smoothing_s=-1))
+
+
+def test_model_error_is_counted_and_stream_survives():
+    class Flaky(BandModel):
+        def predict(self, windows):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("boom")
+            return super().predict(windows)
+
+    m = Flaky()
+    with StreamEngine(m, EngineConfig(window_s=1, hop_s=0.5, min_window_s=1)) as e:
+        e.feed(tone(200, 1.0, 16000), 16000)
+        assert wait_for(lambda: e.stats.errors == 1)
+        assert "boom" in e.stats.last_error
+        e.feed(tone(200, 0.5, 16000), 16000)
+        assert wait_for(lambda: e.latest is not None and e.latest.label == "low")
+
+
+def test_broken_callback_does_not_break_stream(band_model):
+    def cb(r):
+        raise ValueError("callback bug")
+
+    with StreamEngine(band_model, EngineConfig(min_window_s=1), background=False, on_result=cb) as e:
+        e.feed(tone(200, 3.0, 16000), 16000)
+        assert e.latest.label == "low"
+
+
+def test_smoothing_hysteresis_and_summary(band_model):
+    cfg = EngineConfig(window_s=1.0, hop_s=0.5, min_window_s=1.0, smoothing_s=2.0, switch_margin=0.05)
+    labels = []
+    with StreamEngine(band_model, cfg, background=False, on_result=lambda r: labels.append(r.label)) as e:
+        e.feed(tone(200, 6.0, 16000), 16000)
+        e.feed(tone(5000, 6.0, 16000), 16000)
+        s = e.summary()
+        assert labels[0] == "low" and labels[-1] == "high"
+        # smoothing delays the switch past the change at 6 s; it never flips back
+        switch = labels.index("high")
+        assert switch > 10 and "low" not in labels[switch:]
+        assert s.dominant in ("low", "high") and sum(s.shares.values()) == pytest.approx(1.0)
+        assert s.duration_s == pytest.approx(12.0, abs=0.6)
+        e.reset()
+        assert e.latest is None and e.summary().shares == {}
+
+
+def test_stats_fields(band_model):
+    with StreamEngine(band_model, EngineConfig(window_s=1.0, hop_s=0.5, min_window_s=1.0), background=False) as e:
+        e.feed(tone(200, 4.0, 16000), 16000)
+        st = e.stats
+        assert st.windows_classified == 7 and st.windows_skipped == 0
+        assert st.inference_ms_p95 >= st.inference_ms_mean * 0.5 > 0
+        assert st.real_time_factor == pytest.approx(st.inference_ms_mean / 500)
+        assert st.samples_received == 64000 and st.lag_s == pytest.approx(0.0)

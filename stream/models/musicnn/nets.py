@@ -90,19 +90,26 @@ def _conv2d_weight(k: torch.Tensor) -> torch.Tensor:
     return k.permute(3, 2, 0, 1).contiguous()
 
 
-def _relu_bn_maxfreq(y: torch.Tensor, bn: _BN) -> torch.Tensor:
-    """max over frequency (dim 3) of BN(ReLU(y)), for y (B, C, T, F) -> (B, C, T).
+def _flip_negative_channels(conv: nn.Module, bn: _BN) -> None:
+    """Negate the conv filters of channels whose folded BN scale is negative (see below)."""
+    neg = bn.scale < 0
+    conv.weight.data[neg] *= -1
+    conv.bias.data[neg] *= -1
 
-    BN is a per-channel affine map, so its max equals scale*max+shift where scale >= 0 and
-    scale*min+shift where scale < 0. This applies BN to the (B, C, T) result instead of
-    the F-times larger conv output. ReLU is monotonic too, so it is also applied after
-    the reduction: max(relu(y)) == relu(max(y)) exactly.
+
+def _relu_bn_maxfreq(y: torch.Tensor, bn: _BN) -> torch.Tensor:
+    """max over frequency (dim 3) of BN(ReLU(conv)), for y (B, C, T, F) -> (B, C, T).
+
+    BN is a per-channel affine map ``s*x + b``: its max over F is ``s*max(x) + b`` where
+    s >= 0 and ``s*min(x) + b`` where s < 0, and ReLU commutes with max and min. So BN and
+    ReLU run on the F-times smaller reduced tensor. The channels with s < 0 had their conv
+    filters negated at load time (`_flip_negative_channels`, exact in floating point), so
+    ``y = -conv`` there and ``min(conv) = -max(y)``: a single max reduction serves both.
     """
-    hi = F.relu(y.amax(dim=3))
+    m = y.amax(dim=3)
     s, b = bn.channel_view(3)
-    if bool((bn.scale < 0).any()):
-        hi = torch.where(s >= 0, hi, F.relu(y.amin(dim=3)))
-    return torch.addcmul(b, hi, s)
+    m = F.relu(torch.where(s < 0, -m, m))
+    return torch.addcmul(b, m, s)
 
 
 class MusiCNN(nn.Module):
@@ -139,6 +146,8 @@ class MusiCNN(nn.Module):
             kt = k.shape[0]
             self.temporal_pad.append(((kt - 1) // 2, kt // 2))  # TF SAME: extra pad after
         self.front_bn = nn.ModuleList(_BN(t, f"batch_normalization_{i}") for i in range(1, 6))
+        for conv, bn in zip([*self.timbral, *self.temporal], self.front_bn):
+            _flip_negative_channels(conv, bn)
         self.mid = nn.ModuleList()
         for conv in ("conv2d_5", "conv2d_6", "conv2d_7"):
             k = t[f"{conv}/kernel"]  # [7, C, 1, 64]

@@ -7,7 +7,7 @@ For each spec: `predict` time for one 3 s patch (batch 1) and for one default wi
 (batch 1; 9 s = 3 patches), the front end's share, and the real-time factor
 RTF = window time / default hop (below 1 means the model keeps up with a live stream;
 the engine also needs headroom for resampling, smoothing and the UI).
-Times are medians over `--repeats` runs after a warm-up.
+Times are medians (and minima) over `--repeats` runs after a warm-up.
 """
 from __future__ import annotations
 
@@ -27,20 +27,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from stream.models.musicnn import SPECS, load_bundled  # noqa: E402
 
 
-def median_ms(fn, repeats: int) -> float:
+def timed_ms(fn, repeats: int) -> tuple[float, float]:
+    """(median, min) wall time in ms. The min is the better estimate of the cost on a
+    shared machine; the median shows what a busy machine gives."""
     fn()  # warm-up (allocator, oneDNN primitive caches)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(times), 1000 * min(times)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--scaling", action="store_true", help="also time 1..24 patches per network call")
     ap.add_argument("--specs", nargs="+", default=list(SPECS), choices=list(SPECS))
     args = ap.parse_args()
     if args.threads:
@@ -55,16 +58,31 @@ def main() -> None:
         n_win = int(m.default_window_s * m.sample_rate)
         window = (0.1 * rng.standard_normal((1, n_win))).astype(np.float32)
         n_patches = m.patches(m.logmel(window)).shape[1]
-        t_patch = median_ms(lambda: m.predict(patch), args.repeats)
-        t_win = median_ms(lambda: m.predict(window), args.repeats)
-        t_front = median_ms(lambda: m.logmel(window), args.repeats)
-        rows.append((spec, len(m.labels), t_patch, n_patches, t_win, t_front, t_win / (1000 * m.default_hop_s)))
-    print(f"\ndefault window {m.default_window_s:g} s, hop {m.default_hop_s:g} s, batch 1\n")
+        t_patch = timed_ms(lambda: m.predict(patch), args.repeats)
+        t_win = timed_ms(lambda: m.predict(window), args.repeats)
+        t_front = timed_ms(lambda: m.logmel(window), args.repeats)
+        rows.append((spec, len(m.labels), t_patch, n_patches, t_win, t_front))
+    hop = m.default_hop_s
+    print(f"\ndefault window {m.default_window_s:g} s, hop {hop:g} s, batch 1; "
+          f"median (min) of {args.repeats} runs\n")
     head = ("spec", "labels", "1 patch ms", "patches/win", "window ms", "ms/patch", "front end ms", "RTF")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for spec, n_lab, tp, k, tw, tf, rtf in rows:
-        print(f"| {spec} | {n_lab} | {tp:.1f} | {k} | {tw:.1f} | {tw / k:.1f} | {tf:.2f} | {rtf:.3f} |")
+    for spec, n_lab, tp, k, tw, tf in rows:
+        print(f"| {spec} | {n_lab} | {tp[0]:.1f} ({tp[1]:.1f}) | {k} | {tw[0]:.1f} ({tw[1]:.1f}) | "
+              f"{tw[0] / k:.1f} ({tw[1] / k:.1f}) | {tf[0]:.2f} ({tf[1]:.2f}) | "
+              f"{tw[0] / (1000 * hop):.3f} ({tw[1] / (1000 * hop):.3f}) |")
+    if args.scaling:
+        # Per-patch network time vs patches per call (what max_patches_per_forward tunes).
+        m = load_bundled("musicnn-mtt")
+        net = m.nets["MTT_musicnn"]
+        print("\nmusicnn-mtt network only, ms per patch vs patches per call: median (min)\n")
+        print("| patches per call | ms/patch |\n|---|---|")
+        for k in (1, 2, 3, 4, 6, 8, 12, 24):
+            x = torch.from_numpy((rng.standard_normal((k, 187, 96))).astype(np.float32))
+            with torch.inference_mode():
+                med, lo = timed_ms(lambda: net(x), args.repeats)
+            print(f"| {k} | {med / k:.1f} ({lo / k:.1f}) |")
 
 
 if __name__ == "__main__":

@@ -58,9 +58,10 @@ class MusicnnModel(AudioModel):
 
     One or more checkpoints (e.g. MagnaTagATune and Million Song Dataset musicnn) share
     one front end. Their tag sets are merged by `display_name`; a tag output by several
-    checkpoints gets the *mean* of their probabilities (each is a calibrated-ish sigmoid
-    for the same concept, and averaging two independently trained models reduces the
-    variance of either), a tag output by one keeps that model's probability.
+    checkpoints gets the *mean* of their probabilities (a simple two-model ensemble; the
+    datasets tag differently, so neither model's value is preferred), a tag output by
+    one keeps that model's probability. Display names are lower case ("Hip-Hop" ->
+    "hip-hop"); the original spellings are in `raw_labels`.
 
     Windows and patches
     -------------------
@@ -68,8 +69,10 @@ class MusicnnModel(AudioModel):
     non-overlapping patches and the per-patch sigmoid probabilities are averaged (as the
     upstream tagger averages its taggram). A longer window averages more patches: steadier
     tags, but it reacts later to a change of music and costs proportionally more per hop.
-    The default 9 s window holds 3 patches; with a 1 s hop the display follows a change
-    within a few seconds, at a cost of 3 patch forwards per hop (see bench/musicnn.py).
+    The default 9 s window holds 3 patches: after a change of music the newest patch
+    (1/3 of the average) is all new after ~3 s and the whole window after 9 s; a 6 s
+    window (2 patches) would react faster but be noisier. With the 1 s hop that costs
+    3 patch forwards per checkpoint per second (see bench/musicnn.py for timings).
 
     With ``align="end"`` (default) the patches are anchored at the newest frame, so the
     leftover (< 3 s) is dropped from the *oldest* audio; ``align="start"`` is upstream's
@@ -84,6 +87,10 @@ class MusicnnModel(AudioModel):
     default_window_s = 9.0
     default_hop_s = 1.0
     min_samples = PATCH_SAMPLES
+    # Patches per network call. Bounds memory (the first conv output is ~9 MB per patch
+    # and branch) and, on a 2-core CPU, per-patch time stops improving beyond a few
+    # patches per call as the activations fall out of cache (bench/musicnn.py).
+    max_patches_per_forward = 6
 
     def __init__(self, name: str, checkpoints: dict[str, torch.nn.Module], tag_lists: dict[str, list[str]],
                  device: str | torch.device = "cpu", align: str = "end") -> None:
@@ -142,19 +149,25 @@ class MusicnnModel(AudioModel):
         return torch.stack([logmel[:, s:s + PATCH_FRAMES] for s in starts], dim=1)
 
     def patch_logits(self, windows: np.ndarray) -> dict[str, torch.Tensor]:
-        """{checkpoint: (B, K, n_tags) logits} for a batch of windows, one forward each."""
+        """{checkpoint: (B, K, n_tags) logits} for a batch of windows.
+
+        The patches of all windows are batched together, `max_patches_per_forward` at a time.
+        """
         with torch.inference_mode():
             p = self.patches(self.logmel(windows))
             b, k = p.shape[:2]
             flat = p.reshape(b * k, PATCH_FRAMES, p.shape[-1])
-            return {ck: net(flat).view(b, k, -1) for ck, net in self.nets.items()}
+            n = self.max_patches_per_forward
+            return {ck: torch.cat([net(flat[i:i + n]) for i in range(0, b * k, n)]).view(b, k, -1)
+                    for ck, net in self.nets.items()}
 
     # -- AudioModel ---------------------------------------------------------------------
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Tag probabilities ``(B, len(labels))`` float32 for windows ``(B, N)`` at 16 kHz.
 
-        All patches of all windows go through each network in one batched forward.
+        All patches of all windows go through each network together (in chunks of
+        `max_patches_per_forward`); the front end runs once for all checkpoints.
         Raises ValueError for a wrong shape, an empty window or non-finite samples.
         """
         w = np.asarray(windows)

@@ -291,6 +291,73 @@ def test_protobuf_bundle_entry():
         c.parse_proto(bytes([0x08]))  # truncated varint
 
 
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _tiny_bundle(c, tensors):
+    """A minimal single-shard TF bundle (.index SSTable + .data) written from the format
+    description, so the reader is tested without the musicnn wheel."""
+    import struct
+
+    data, entries = b"", [(b"", bytes([0x08, 0x01, 0x1A, 0x02, 0x08, 0x01]))]  # header
+    for name in sorted(tensors):
+        raw = np.ascontiguousarray(tensors[name], "<f4").tobytes()
+        shape = b"".join(b"\x12" + _varint(len(d)) + d for d in (b"\x08" + _varint(n) for n in tensors[name].shape))
+        msg = (b"\x08\x01" + b"\x12" + _varint(len(shape)) + shape + (b"\x20" + _varint(len(data)) if data else b"")
+               + b"\x28" + _varint(len(raw)) + b"\x35" + struct.pack("<I", c.mask_crc(c.crc32c(raw))))
+        entries.append((name.encode(), msg))
+        data += raw
+    table = bytearray()
+
+    def block(items):  # prefix-shared keys, one restart point
+        body, prev = bytearray(), b""
+        for k, v in items:
+            shared = 0
+            while shared < min(len(k), len(prev)) and k[shared] == prev[shared]:
+                shared += 1
+            body += _varint(shared) + _varint(len(k) - shared) + _varint(len(v)) + k[shared:] + v
+            prev = k
+        body += struct.pack("<II", 0, 1)
+        off = len(table)
+        table.extend(body + b"\x00" + struct.pack("<I", c.mask_crc(c.crc32c(bytes(body) + b"\x00"))))
+        return _varint(off) + _varint(len(body))
+
+    data_handle = block(entries)
+    meta_handle = block([])
+    index_handle = block([(b"z", data_handle)])
+    footer = (meta_handle + index_handle).ljust(40, b"\x00") + struct.pack("<Q", 0xDB4775248B80FB57)
+    return bytes(table + footer), data
+
+
+def test_bundle_reader_on_a_synthetic_bundle():
+    c = _converter()
+    tensors = {"conv/kernel": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
+               "conv/kernel/Adam": np.ones((2, 3), np.float32), "conv/bias": np.array([1.5], np.float32)}
+    index, data = _tiny_bundle(c, tensors)
+    got = c.read_bundle(index, data)
+    assert set(got) == set(tensors)
+    for k in tensors:
+        assert got[k].shape == tensors[k].shape and np.array_equal(got[k], tensors[k])
+    assert sorted(k for k in got if c.is_inference_tensor(k)) == ["conv/bias", "conv/kernel"]
+    bad = bytearray(data)
+    bad[3] ^= 0x01
+    with pytest.raises(c.FormatError, match="CRC"):
+        c.read_bundle(index, bytes(bad))
+    bad = bytearray(index)
+    bad[5] ^= 0x01  # inside the data block: block CRC must fail
+    with pytest.raises(c.FormatError, match="CRC"):
+        c.read_bundle(bytes(bad), data)
+    with pytest.raises(c.FormatError, match="magic"):
+        c.read_bundle(index[:-1] + b"\x00", data)
+
+
 def _wheel():
     env = os.environ.get("MUSICNN_WHEEL")
     for p in ([Path(env)] if env else []) + [Path("/tmp/musicnn_whl/musicnn-0.1.0-py3-none-any.whl")]:

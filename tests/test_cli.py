@@ -1,0 +1,342 @@
+"""cli_listen.py end to end: a real PulseAudio null sink is the microphone, real music is
+played into it with paplay, and the CLI runs as a subprocess reading ALSA 'default'
+through PortAudio. Assertions are on its JSON lines, exit codes and messages."""
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pulse_support import GHOST_PCM, NULL_PCM, PACKAGES, PulseServer, missing_tools
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(ROOT / "cli_listen.py")
+MUSIC = Path("/usr/share/games/asc/music/machine_wars.mp3")  # Debian asc-music, GPL-2+, electronic
+# Tags of the bundled MusiCNN that count as a plausible reading of electronic music.
+ELECTRONIC = {"electronic", "techno", "electronica", "electro", "dance", "house"}
+MODEL = "musicnn"  # the bundled offline model: no network, loads in ~1 s
+
+
+# ---------------------------------------------------------------- fixtures --------------
+@pytest.fixture(scope="session")
+def pulse(tmp_path_factory):
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"PulseAudio tools not installed ({', '.join(missing)}): apt-get install {PACKAGES}")
+    server = PulseServer(tmp_path_factory.mktemp("pulse")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sink(pulse):
+    """The server, with nothing left playing after the test."""
+    yield pulse
+    pulse.stop_playing()
+
+
+@pytest.fixture(scope="session")
+def music_wav(tmp_path_factory):
+    """40 s of real electronic music (from 18 s into the track, where it is clearly
+    electronic/techno), as a WAV for paplay."""
+    if not MUSIC.is_file():
+        pytest.skip(f"{MUSIC} missing: apt-get install asc-music")
+    import soundfile as sf
+
+    with sf.SoundFile(str(MUSIC)) as f:
+        f.seek(18 * f.samplerate)
+        data = f.read(40 * f.samplerate, dtype="int16")
+        rate = f.samplerate
+    path = tmp_path_factory.mktemp("music") / "machine_wars_18s.wav"
+    sf.write(str(path), data, rate, subtype="PCM_16")
+    return path
+
+
+# ---------------------------------------------------------------- helpers ---------------
+def run_cli(args, env, timeout=60.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, CLI, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+class LiveRun:
+    """The CLI as a subprocess; stdout lines are collected with their arrival times."""
+
+    def __init__(self, args, env):
+        self.proc = subprocess.Popen([sys.executable, CLI, *args], env=env, cwd=ROOT, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines: list[tuple[float, str]] = []
+        self.stderr = ""
+        self._out = threading.Thread(target=self._read_out, daemon=True)
+        self._err = threading.Thread(target=self._read_err, daemon=True)
+        self._out.start()
+        self._err.start()
+
+    def _read_out(self):
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    def _read_err(self):
+        self.stderr = self.proc.stderr.read()
+
+    def wait_for_lines(self, n, timeout):
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < n and time.monotonic() < deadline and self.proc.poll() is None:
+            time.sleep(0.05)
+        return len(self.lines) >= n
+
+    def wait(self, timeout):
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"cli_listen.py did not exit within {timeout} s; stderr:\n{self.stderr}")
+        self._out.join(5)
+        self._err.join(5)
+        return rc
+
+    def json(self):
+        objs = [(t, json.loads(line)) for t, line in self.lines]
+        results = [(t, o) for t, o in objs if o["event"] == "result"]
+        summaries = [o for _, o in objs if o["event"] == "summary"]
+        return results, summaries
+
+
+def parse_json_lines(stdout):
+    objs = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    return [o for o in objs if o["event"] == "result"], [o for o in objs if o["event"] == "summary"]
+
+
+# ---------------------------------------------------------------- live device -----------
+def test_list_devices_shows_the_virtual_mic(pulse):
+    r = run_cli(["--list-devices"], pulse.env(), timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "default" in r.stdout and "pulse" in r.stdout
+    inputs = r.stdout.split("Input devices")[1]
+    assert "> " in inputs and "default" in inputs  # the default input is marked
+
+
+def test_live_music_results_every_hop_with_plausible_tags(sink, music_wav):
+    sink.play(music_wav)
+    hop, duration = 0.5, 10.0
+    run = LiveRun(["--duration", str(duration), "--json", "--hop", str(hop), "--model", MODEL], sink.env())
+    rc = run.wait(timeout=60)
+    assert rc == 0, run.stderr
+    results, summaries = run.json()
+    assert len(summaries) == 1 and summaries[0]["reason"] == "duration reached"
+    # the first readout comes after min_window_s (3 s), then one per hop
+    assert len(results) >= (duration - 3.0) / hop - 2, (len(results), run.stderr)
+    times = [o["time"] for _, o in results]
+    steps = [b - a for a, b in zip(times, times[1:])][:-1]  # the last one may be the flushed tail
+    assert all(abs(s - hop) < 0.02 for s in steps), steps
+    # ... and they arrive live, about one per hop of wall-clock time, not in a burst at the end
+    arrivals = [t for t, _ in results[:-1]]
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    assert 0.6 * hop < statistics.median(gaps) < 1.6 * hop, gaps
+    assert arrivals[-1] - arrivals[0] > 0.6 * (len(arrivals) - 1) * hop
+    # music is playing: never silent, a real level, a leading genre, electronic tags on top
+    assert not any(o["silent"] for _, o in results), [o["level_dbfs"] for _, o in results]
+    assert all(o["level_dbfs"] is not None and o["level_dbfs"] > -40 for _, o in results)
+    assert all(o["label"] for _, o in results)
+    plausible = [bool(ELECTRONIC & set(o["scores"])) for _, o in results]
+    assert sum(plausible) >= 0.8 * len(results), [list(o["scores"]) for _, o in results]
+    assert summaries[0]["dominant"] in ELECTRONIC | {"experimental", "ambient"}, summaries[0]
+    assert all(len(o["scores"]) == 5 for _, o in results)  # top-k default
+    assert all(o["latency_ms"] is not None and o["latency_ms"] >= 0 for _, o in results)
+    assert summaries[0]["overflows"] == 0 and summaries[0]["windows_classified"] >= len(results) - 1
+
+
+def test_live_silence_is_reported_as_silent(sink):
+    # nothing plays into the sink: its monitor delivers digital silence
+    r = run_cli(["--duration", "6", "--json", "--hop", "0.5", "--model", MODEL], sink.env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    results, summaries = parse_json_lines(r.stdout)
+    assert len(results) >= 3
+    assert all(o["silent"] and o["label"] is None and o["scores"] == {} for o in results), results
+    assert summaries[0]["dominant"] is None and summaries[0]["windows_classified"] == 0
+    assert summaries[0]["windows_silent"] == len(results)
+
+
+def test_ctrl_c_exits_cleanly_with_summary(sink, music_wav):
+    sink.play(music_wav)
+    # stdout is a pipe and no --json: plain lines, one per result
+    run = LiveRun(["--hop", "0.5", "--model", MODEL], sink.env())
+    got = run.wait_for_lines(3, timeout=40)
+    assert got, f"no readouts before Ctrl-C; stderr:\n{run.stderr}"
+    run.proc.send_signal(signal.SIGINT)
+    rc = run.wait(timeout=20)
+    assert rc == 0, run.stderr
+    out = "\n".join(line for _, line in run.lines)
+    assert "Traceback" not in run.stderr
+    assert "Session summary (interrupted)" in out
+    dominant = out.split("Dominant genre: ")[1].split(".")[0]
+    assert dominant in ELECTRONIC | {"experimental", "ambient"}, out
+    readouts = [line for _, line in run.lines if "dBFS" in line]
+    assert len(readouts) >= 3 and all("overflows 0" in line for line in readouts)
+
+
+def test_device_substring_selects_the_pulse_device(sink, music_wav):
+    sink.play(music_wav)
+    r = run_cli(["-d", "puls", "--duration", "4", "--json", "--hop", "1", "--model", MODEL], sink.env())
+    assert r.returncode == 0, r.stderr
+    assert "Listening on [" in r.stderr and "] pulse at" in r.stderr
+    results, _ = parse_json_lines(r.stdout)
+    assert results and not any(o["silent"] for o in results)
+
+
+# ---------------------------------------------------------------- file replay -----------
+def test_file_replay_fast_is_deterministic_and_plausible(pulse):
+    hop, duration = 1.0, 40.0
+    t0 = time.monotonic()
+    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", str(duration), "--hop", str(hop),
+                 "--json", "--model", MODEL], pulse.env(), timeout=120)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    results, summaries = parse_json_lines(r.stdout)
+    times = [o["time"] for o in results]
+    # inline engine: every hop classified, from the 3 s minimum window to the 40 s limit
+    assert times[:3] == [3.0, 4.0, 5.0] and abs(times[-1] - duration) < 0.05, times
+    assert all(abs(b - a - hop) < 1e-3 for a, b in zip(times, times[1:])), times
+    assert summaries[0]["reason"] == "duration reached" and summaries[0]["windows_skipped"] == 0
+    assert elapsed < duration, "--fast should not replay in real time"
+    assert summaries[0]["dominant"] in ELECTRONIC | {"experimental", "ambient"}, summaries[0]
+    assert sum(bool(ELECTRONIC & set(o["scores"])) for o in results) >= 0.8 * len(results)
+    # the same file gives the same readout twice
+    r2 = run_cli(["--file", str(MUSIC), "--fast", "--duration", "6", "--hop", str(hop), "--json",
+                  "--model", MODEL], pulse.env(), timeout=120)
+    again = {o["time"]: o["scores"] for o in parse_json_lines(r2.stdout)[0]}
+    first = {o["time"]: o["scores"] for o in results}
+    common = sorted(set(again) & set(first))
+    assert common[:4] == [3.0, 4.0, 5.0, 6.0]
+    assert all(again[t] == first[t] for t in common)
+
+
+def test_file_replay_real_time_paces_results(pulse, music_wav):
+    run = LiveRun(["--file", str(music_wav), "--duration", "7", "--hop", "1", "--json", "--model", MODEL],
+                  pulse.env())
+    rc = run.wait(timeout=60)
+    assert rc == 0, run.stderr
+    results, summaries = run.json()
+    times = [o["time"] for _, o in results]
+    assert times[0] == 3.0 and abs(times[-1] - 7.0) < 0.05, times
+    # real time: results 1 s of audio apart arrive ~1 s of wall clock apart
+    span_audio = times[-1] - times[0]
+    span_wall = results[-1][0] - results[0][0]
+    assert span_wall > 0.7 * span_audio, (span_wall, span_audio)
+    assert summaries[0]["reason"] == "duration reached"
+
+
+def test_file_replay_missing_file(pulse):
+    r = run_cli(["--file", "/nonexistent/song.mp3", "--model", MODEL], pulse.env(), timeout=30)
+    assert r.returncode == 3 and "no such file" in r.stderr
+
+
+# ---------------------------------------------------------------- error paths -----------
+def _no_portaudio_env(pulse, tmp_path):
+    """An environment where ctypes cannot find libportaudio, so sounddevice's own import
+    code raises its real OSError('PortAudio library not found')."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import ctypes.util\n"
+        "_real = ctypes.util.find_library\n"
+        "def find_library(name):\n"
+        "    return None if 'portaudio' in name else _real(name)\n"
+        "ctypes.util.find_library = find_library\n")
+    env = pulse.env()
+    env["PYTHONPATH"] = str(tmp_path)
+    return env
+
+
+def test_portaudio_missing_names_the_package(pulse, tmp_path):
+    env = _no_portaudio_env(pulse, tmp_path)
+    probe = subprocess.run([sys.executable, "-c", "import sounddevice"], env=env, capture_output=True,
+                           text=True, timeout=30)
+    assert "PortAudio library not found" in probe.stderr  # the simulation is effective
+    for args in (["--duration", "2"], ["--list-devices"]):
+        r = run_cli(args, env, timeout=30)
+        assert r.returncode == 3, r.stderr
+        assert "libportaudio2" in r.stderr and "Traceback" not in r.stderr
+    # replaying a file does not need PortAudio
+    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "4", "--hop", "1", "--json", "--model", MODEL],
+                env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert parse_json_lines(r.stdout)[0]
+
+
+def test_unknown_device_lists_inputs(pulse):
+    r = run_cli(["-d", "no-such-mic", "--duration", "2"], pulse.env(), timeout=30)
+    assert r.returncode == 3
+    assert "unknown input device 'no-such-mic'" in r.stderr
+    assert "Available input devices" in r.stderr and "default" in r.stderr and "pulse" in r.stderr
+    r = run_cli(["-d", "987", "--duration", "2"], pulse.env(), timeout=30)
+    assert r.returncode == 3 and "Available input devices" in r.stderr
+
+
+def test_no_input_device_at_all(pulse, tmp_path):
+    env = pulse.env()
+    (tmp_path / "run").mkdir()
+    env.update(PULSE_SERVER=f"unix:{tmp_path}/no-server", XDG_RUNTIME_DIR=str(tmp_path / "run"),
+               HOME=str(tmp_path))  # no sound server, no ~/.asoundrc: PortAudio finds no inputs
+    r = run_cli(["--duration", "2"], env, timeout=30)
+    assert r.returncode == 3, r.stderr
+    assert "there is no default input device" in r.stderr and "none: no microphone" in r.stderr
+
+
+def test_device_that_cannot_be_opened(pulse):
+    r = run_cli(["-d", GHOST_PCM, "--duration", "2", "--model", MODEL], pulse.env(), timeout=30)
+    assert r.returncode == 3, r.stderr
+    assert f"could not open input device '{GHOST_PCM}'" in r.stderr and "busy" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unsupported_sample_rates(pulse):
+    r = run_cli(["--samplerate", "400000", "--duration", "2"], pulse.env(), timeout=30)  # the device says no
+    assert r.returncode == 3 and "does not support 400000 Hz" in r.stderr, r.stderr
+    r = run_cli(["--samplerate", "2000", "--duration", "2"], pulse.env(), timeout=30)  # the engine says no
+    assert r.returncode == 2 and "2000 Hz is out of range" in r.stderr, r.stderr
+    r = run_cli(["--channels", "99", "--duration", "2"], pulse.env(), timeout=30)
+    assert r.returncode == 3 and "too many" in r.stderr, r.stderr
+
+
+def test_input_faster_than_consumed_is_counted_not_fatal(pulse):
+    # the ALSA null PCM has no clock: it delivers silence as fast as PortAudio reads, far faster
+    # than real time, so the callback->feeder queue overflows and blocks are dropped
+    r = run_cli(["-d", NULL_PCM, "--duration", "3", "--hop", "5", "--json", "--model", MODEL],
+                pulse.env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    results, summaries = parse_json_lines(r.stdout)
+    assert summaries[0]["dropped_blocks"] > 0
+    assert results and results[-1]["dropped_blocks"] > 0
+    assert "dropped blocks" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_model_that_cannot_load(pulse, tmp_path):
+    r = run_cli(["--model", str(tmp_path / "no-model"), "--duration", "2"], pulse.env(), timeout=60)
+    assert r.returncode == 4
+    assert "Could not load model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_invalid_engine_settings(pulse):
+    r = run_cli(["--window", "500", "--duration", "2", "--model", MODEL], pulse.env(), timeout=60)
+    assert r.returncode == 2 and "invalid EngineConfig" in r.stderr and "window_s=500" in r.stderr
+    r = run_cli(["--hop", "-1"], pulse.env(), timeout=30)
+    assert r.returncode == 2 and "must be a positive number" in r.stderr
+
+
+def test_busy_device_message_mapping():
+    """PortAudio's 'device unavailable' (EBUSY from ALSA hw) cannot be produced on a virtual
+    device; check the mapping with the real exception type."""
+    sys.path.insert(0, str(ROOT))
+    import sounddevice as sd
+
+    import cli_listen
+
+    err = cli_listen.stream_error(sd.PortAudioError("Error opening InputStream: Device unavailable", -9985),
+                                  "USB Mic", 48000, 1)
+    assert err.code == 3 and "busy" in str(err) and "USB Mic" in str(err)

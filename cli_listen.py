@@ -397,12 +397,12 @@ class LiveView:
             level.append("  (no audio for >2 s)", style="yellow")
         counters = Text(
             f"t {source.seconds:6.1f} s   inference {st.inference_ms_mean:4.0f} ms (p95 {st.inference_ms_p95:.0f})"
-            f"   RTF {st.real_time_factor:.2f}   lag {st.lag_s:.1f} s   silent {st.windows_silent}"
-            f"   skipped {st.windows_skipped}   overflows {source.overflows + source.dropped}",
-            style="dim")
-        if source.overflows or source.dropped:
-            counters.stylize("bold red")
-        body = Group(head, rows, level, counters, Text("Ctrl-C to stop", style="dim"))
+            f"   real-time factor {st.real_time_factor:.2f}   lag {st.lag_s:.1f} s", style="dim")
+        lost = source.overflows + source.dropped
+        counts = Text(f"silent windows {st.windows_silent}   skipped {st.windows_skipped}   "
+                      f"overflows {source.overflows}   dropped blocks {source.dropped}",
+                      style="bold red" if lost else "dim")
+        body = Group(head, rows, level, counters, counts, Text("Ctrl-C to stop", style="dim"))
         self.live.update(Panel(body, title=self.title, expand=False), refresh=True)
 
 
@@ -632,5 +632,18 @@ def main(argv=None) -> int:
         return EXIT_OK
 
 
+def _exit(code: int) -> None:
+    """Exit without interpreter teardown: the engine's daemon inference thread may still be
+    inside a torch forward (its result no longer wanted), and finalizing the interpreter
+    under it aborts the process ("terminate called without an active exception", SIGABRT)
+    instead of returning our exit code. Everything we own is closed and flushed by now."""
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

@@ -166,9 +166,11 @@ def test_live_silence_is_reported_as_silent(sink):
 
 def test_ctrl_c_exits_cleanly_with_summary(sink, music_wav):
     sink.play(music_wav)
-    # stdout is a pipe and no --json: plain lines, one per result
-    run = LiveRun(["--hop", "0.5", "--model", MODEL], sink.env())
-    got = run.wait_for_lines(3, timeout=40)
+    # stdout is a pipe and no --json: plain lines, one per result. A short hop keeps the
+    # inference thread busy, so the signal usually lands during a forward pass (which used
+    # to abort the interpreter at exit: SIGABRT instead of exit code 0).
+    run = LiveRun(["--hop", "0.25", "--model", MODEL], sink.env())
+    got = run.wait_for_lines(4, timeout=40)
     assert got, f"no readouts before Ctrl-C; stderr:\n{run.stderr}"
     run.proc.send_signal(signal.SIGINT)
     rc = run.wait(timeout=20)
@@ -179,7 +181,19 @@ def test_ctrl_c_exits_cleanly_with_summary(sink, music_wav):
     dominant = out.split("Dominant genre: ")[1].split(".")[0]
     assert dominant in ELECTRONIC | {"experimental", "ambient"}, out
     readouts = [line for _, line in run.lines if "dBFS" in line]
-    assert len(readouts) >= 3 and all("overflows 0" in line for line in readouts)
+    assert len(readouts) >= 4 and all("overflows 0" in line for line in readouts)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_during_file_replay(pulse, music_wav, sig):
+    run = LiveRun(["--file", str(music_wav), "--hop", "0.25", "--json", "--model", MODEL], pulse.env())
+    assert run.wait_for_lines(4, timeout=40), run.stderr
+    run.proc.send_signal(sig)
+    rc = run.wait(timeout=20)
+    assert rc == 0, (rc, run.stderr)
+    results, summaries = run.json()
+    assert len(results) >= 4 and summaries and summaries[0]["reason"] == "interrupted"
+    assert summaries[0]["dominant"] is not None and "Session summary (interrupted)" in run.stderr
 
 
 def test_device_substring_selects_the_pulse_device(sink, music_wav):

@@ -1,0 +1,46 @@
+"""`load_model("auto")`: the course model when reachable, else the bundled model, in bounded time."""
+import time
+
+from stream import load_model
+from stream.models import COURSE_MODEL
+
+
+def test_auto_falls_back_to_bundled_when_hub_unreachable(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: refused at once
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # empty cache
+    t0 = time.monotonic()
+    m = load_model("auto")
+    assert time.monotonic() - t0 < 60  # bounded: no 30 s Hub retries
+    assert m.name.startswith("musicnn")
+    assert "bundled" in m.notice and "unreachable" in m.notice
+
+
+def test_auto_offline_flag_skips_hub(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://192.0.2.1:81")  # would hang if it were contacted
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    t0 = time.monotonic()
+    m = load_model("auto")
+    assert time.monotonic() - t0 < 60
+    assert m.name.startswith("musicnn") and "HF_HUB_OFFLINE" in m.notice
+
+
+def test_auto_uses_cached_course_model(monkeypatch, tmp_path):
+    """A course model in the local cache wins, without the network."""
+    from conftest import make_tiny_checkpoint
+    from huggingface_hub import constants
+
+    hf_home = tmp_path / "hf"
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # lay out a Hub cache entry for the course id (refs/main -> snapshot)
+    repo = hf_home / "hub" / ("models--" + COURSE_MODEL.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    make_tiny_checkpoint(repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    m = load_model("auto")
+    assert m.name == COURSE_MODEL and "cache" in m.notice
+    assert len(m.labels) == 10

@@ -88,9 +88,10 @@ class MusicnnModel(AudioModel):
     default_hop_s = 1.0
     min_samples = PATCH_SAMPLES
     # Patches per network call. Bounds memory (the first conv output is ~9 MB per patch
-    # and branch) and, on a 2-core CPU, per-patch time stops improving beyond a few
-    # patches per call as the activations fall out of cache (bench/musicnn.py).
-    max_patches_per_forward = 6
+    # and branch), and per-patch CPU time rises beyond ~4 patches per call as the
+    # activations fall out of cache (1 thread: ~41 ms/patch for 1-3, 51 for 6, 64-69
+    # for 8-24; `python bench/musicnn.py --scaling --threads 1`).
+    max_patches_per_forward = 4
 
     def __init__(self, name: str, checkpoints: dict[str, torch.nn.Module], tag_lists: dict[str, list[str]],
                  device: str | torch.device = "cpu", align: str = "end") -> None:

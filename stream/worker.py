@@ -8,9 +8,11 @@ Windows of equal length from several engines are batched into one forward call.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -36,12 +38,15 @@ class InferenceWorker:
         self._cond = threading.Condition()
         self._pending: dict[Any, Job] = {}  # insertion order = service order
         self._thread: threading.Thread | None = None
+        self._stopping = False
         self.batches = 0
         self.windows = 0
 
     def submit(self, key, job: Job) -> bool:
         """Queue `job` for `key` (an engine); returns True if it replaced an unserved job."""
         with self._cond:
+            if self._stopping:
+                return False
             replaced = key in self._pending
             self._pending[key] = job  # same key keeps its place in the order
             if self._thread is None or not self._thread.is_alive():
@@ -59,6 +64,17 @@ class InferenceWorker:
         with self._cond:
             return len(self._pending)
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """Drop pending windows and wait for a running forward to end (used at exit: a daemon
+        thread still inside torch while the interpreter tears down can abort the process)."""
+        with self._cond:
+            self._stopping = True
+            self._pending.clear()
+            self._cond.notify_all()
+            t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+
     def _take_batch(self) -> list[Job]:
         keys = list(self._pending)
         n = len(self._pending[keys[0]].window)
@@ -68,11 +84,11 @@ class InferenceWorker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._pending:
+                if not self._pending and not self._stopping:
                     self._cond.wait(IDLE_EXIT_S)
-                    if not self._pending:
-                        self._thread = None
-                        return
+                if self._stopping or not self._pending:  # idle too long, or the process exits
+                    self._thread = None
+                    return
                 jobs = self._take_batch()
             t0 = time.perf_counter()
             try:
@@ -92,6 +108,13 @@ class InferenceWorker:
 
 
 _workers_lock = threading.Lock()
+_all_workers: "weakref.WeakSet[InferenceWorker]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for w in list(_all_workers):
+        w.stop()
 
 
 def get_worker(model) -> InferenceWorker:
@@ -101,4 +124,5 @@ def get_worker(model) -> InferenceWorker:
         if w is None:
             w = InferenceWorker(model, max_batch=getattr(model, "max_batch", 8))
             model._stream_worker = w
+            _all_workers.add(w)
         return w

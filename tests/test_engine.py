@@ -274,3 +274,30 @@ def test_stats_fields(band_model):
         assert st.inference_ms_p95 >= st.inference_ms_mean * 0.5 > 0
         assert st.real_time_factor == pytest.approx(st.inference_ms_mean / 500)
         assert st.samples_received == 64000 and st.lag_s == pytest.approx(0.0)
+
+
+def test_process_exit_waits_for_running_forward(tmp_path):
+    """At exit the shared worker finishes its forward before the interpreter tears down
+    (a daemon thread inside torch during teardown can abort the process)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "exit_mid_forward.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parent.parent)!r}]\n"
+        "from conftest import BandModel, tone\n"
+        "from stream import EngineConfig, StreamEngine\n"
+        "class Slow(BandModel):\n"
+        "    def predict(self, w):\n"
+        "        print('forward start', flush=True); time.sleep(1.0); print('forward end', flush=True)\n"
+        "        return super().predict(w)\n"
+        "e = StreamEngine(Slow(), EngineConfig(window_s=1, hop_s=0.5, min_window_s=1))\n"
+        "e.feed(tone(200, 1.0, 16000), 16000)\n"
+        "time.sleep(0.3)\n"
+        "e.feed(tone(200, 1.0, 16000), 16000)  # pending window: dropped at exit, not run\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["forward", "start", "forward", "end"]

@@ -196,3 +196,43 @@ def table(rows: list[list], header: list[str]) -> str:
     w = [max(len(r[i]) for r in cells) for i in range(len(header))]
     line = lambda r: "  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
     return "\n".join([line(cells[0]), "  ".join("-" * x for x in w)] + [line(r) for r in cells[1:]])
+
+
+# ---- engine models ------------------------------------------------------------------------
+
+def load_engine_model(ckpt: str, accel_mode: str = "auto"):
+    """`stream.load_model(ckpt)` whose `predict` runs through `accelerate(mode=accel_mode)`,
+    whether or not `HFAudioModel` has been wired to `stream.models.accel` yet (the instance's
+    predict is replaced by the same fe -> forward -> softmax steps)."""
+    import torch
+
+    from stream import load_model
+    from stream.models.accel import accelerate
+
+    m = load_model(ckpt)
+    fwd = accelerate(m.model, m.fe, mode=accel_mode)
+
+    def predict(windows):
+        m.busy += 1
+        try:
+            w = np.asarray(windows, np.float32)
+            inputs = m.fe(list(w), sampling_rate=m.sample_rate, return_tensors="pt")
+            logits = fwd(**inputs)
+            probs = torch.sigmoid(logits) if m.multi_label else torch.softmax(logits, dim=-1)
+            return probs.numpy().astype(np.float32)
+        finally:
+            m.busy -= 1
+
+    m.busy = 0
+
+    m.predict = predict
+    m.accel = fwd
+    return m
+
+
+def wait_idle(model, timeout_s: float = 300.0) -> None:
+    """Wait until no forward of `model` (from load_engine_model) is running: a daemon worker
+    thread still inside torch when the interpreter exits aborts the process."""
+    t0 = time.perf_counter()
+    while getattr(model, "busy", 0) and time.perf_counter() - t0 < timeout_s:
+        time.sleep(0.05)

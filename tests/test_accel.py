@@ -156,8 +156,6 @@ def test_bf16_failure_at_run_time_falls_back_for_good(tiny_ckpt, no_env, monkeyp
     ref = _reference(model, inputs)
     fwd = accelerate(model, fe, mode="bf16", check=False)
     assert fwd.mode == "bf16"
-
-
     real_run = fwd._run
 
     def run(mode, args, kwargs):

@@ -46,6 +46,7 @@ STREAM_EVERY_S = 0.25  # microphone chunk length: shorter = fresher audio, more 
 PLOT_SPAN_S = 60.0  # the live plot shows the last minute
 IDLE_STOP_S = 30.0  # a "recording" that sends nothing for this long is considered gone
 FLUSH_WAIT_S = 2.0  # how long Stop waits for the last window's result
+SESSION_TTL_S = 3600  # an idle session's engine is closed after this long
 
 # The browser's speech processing (echo cancellation, noise suppression, automatic gain)
 # is made for voices: it pumps levels and eats sustained tones, which damages music. Gradio
@@ -256,8 +257,9 @@ _SESSIONS: "weakref.WeakValueDictionary[str, LiveSession]" = weakref.WeakValueDi
 
 
 def _close_session(session) -> None:  # gr.State delete callback
-    if isinstance(session, LiveSession):
+    if isinstance(session, LiveSession) and not session.closed:
         session.close()
+        log.info("live session closed (expired); %d open", len(_SESSIONS))
 
 
 def _upload_root() -> Path:
@@ -313,7 +315,7 @@ def _status_html(session: LiveSession, res, note: str = "") -> str:
                          f" data-render-ms='{time.time() * 1000:.1f}' data-infer-ms='{res.inference_ms:.1f}'"
                          f" data-result-s='{res.time_s:.3f}'")
                 if not res.silent:
-                    parts.append(f"chunk→result {max(time.time() - arrival, 0) * 1000:.0f} ms")
+                    parts.append(f"chunk→result {max(ready - arrival, 0) * 1000:.0f} ms")
     if note:
         parts.append(escape(note))
     return f"<div class='live-status'{attrs}>" + " · ".join(parts) + "</div>"
@@ -401,18 +403,24 @@ def build_demo(model, args) -> gr.Blocks:
         session = LiveSession(model, defaults)
         if request is not None and request.session_hash:
             _SESSIONS[request.session_hash] = session
+            log.info("live session opened; %d open", len(_SESSIONS))
         return session, _status_html(session, None, "Press Record to start listening.")
 
     def end_session(request: gr.Request):
         session = _SESSIONS.pop(request.session_hash, None) if request is not None else None
         if session is not None:
             session.close()
+            log.info("live session closed (tab closed); %d open", len(_SESSIONS))
 
     # -- live handlers --
     def on_chunk(path, session: LiveSession):
         """Decode the chunk, drop its file, feed the engine: a few ms, no inference here."""
         arrival = time.time()
+        if session is None:
+            log.warning("microphone chunk without a session (page not loaded yet?)")
         if not path or session is None:
+            if path:
+                _discard_upload(path)
             return
         try:
             rate, data = processing_utils.audio_from_file(path)
@@ -442,7 +450,7 @@ def build_demo(model, args) -> gr.Blocks:
         session._waiters.add((loop, event))
         first_wait = f"Listening… the first readout comes after {EngineConfig.min_window_s:g} s of audio."
         try:
-            yield "listening…", EMPTY_PLOT, _status_html(session, None, first_wait), ""
+            yield "listening…", EMPTY_PLOT, _status_html(session, None, first_wait), "", session
             last, last_status = None, time.monotonic()
             while session.active(run):
                 try:
@@ -456,10 +464,11 @@ def build_demo(model, args) -> gr.Blocks:
                     last, last_status = res, time.monotonic()
                     if res.scores:
                         session.history.append((res.time_s, dict(res.scores)))
-                    yield _label_value(res, settings.top_k), _live_plot(session, res), _status_html(session, res), gr.skip()
+                    yield (_label_value(res, settings.top_k), _live_plot(session, res), _status_html(session, res),
+                           gr.skip(), session)
                 elif time.monotonic() - last_status > 1.0:
                     last_status = time.monotonic()
-                    yield gr.skip(), gr.skip(), _status_html(session, last, "" if last else first_wait), gr.skip()
+                    yield gr.skip(), gr.skip(), _status_html(session, last, "" if last else first_wait), gr.skip(), session
         finally:
             session._waiters.discard((loop, event))
 
@@ -509,7 +518,9 @@ def build_demo(model, args) -> gr.Blocks:
         gr.Markdown("# Live music-genre classifier\n"
                     f"{escape(model.notice or f'Model: {model.name}.')} Hold your microphone near the music, "
                     "or analyse a recording in the **File** tab.")
-        session = gr.State(None, delete_callback=_close_session, time_to_live=6 * 3600)
+        # one LiveSession per browser tab: set by demo.load, closed by demo.unload when the tab
+        # goes, or by the time-to-live (refreshed by every live readout) when a tab vanishes
+        session = gr.State(None, delete_callback=_close_session, time_to_live=SESSION_TTL_S)
         with gr.Accordion("Settings", open=False):
             with gr.Row():
                 window = gr.Slider(3, 30, value=window0, step=0.5, label="Window (s)",
@@ -552,7 +563,7 @@ def build_demo(model, args) -> gr.Blocks:
         mic.stream(on_chunk, inputs=[mic, session], outputs=None, stream_every=STREAM_EVERY_S,
                    concurrency_limit=None, time_limit=None, show_progress="hidden", queue=True)
         mic.start_recording(watch, inputs=[session, window, hop, smoothing, top_k],
-                            outputs=[live_label, live_plot, live_status, summary],
+                            outputs=[live_label, live_plot, live_status, summary, session],
                             concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")
         mic.stop_recording(finish, inputs=[session], outputs=[summary, live_status],
                            concurrency_limit=None, show_progress="hidden")

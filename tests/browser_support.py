@@ -120,9 +120,11 @@ class AppServer:
                 time.sleep(0.3)
         raise TimeoutError(f"app.py did not answer within {timeout} s:\n{self.log()}")
 
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-6000:]
+    def log(self, tail: int | None = 6000) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        text = self.log_path.read_text(errors="replace")
+        return text[-tail:] if tail else text
 
     def alive(self) -> bool:
         return self.proc.poll() is None

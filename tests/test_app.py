@@ -93,6 +93,7 @@ def audio(tmp_path_factory):
     a["silence"] = write_wav(d / "silence.wav", (rng.standard_normal(FAKE_RATE * 5) * 10 ** (-90 / 20)).astype(np.float32))
     a["corrupt"] = d / "corrupt.wav"
     a["corrupt"].write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 40)
+    a["big"] = write_wav(d / "big.wav", np.zeros(16000 * 200, np.float32), 16000)  # 6.4 MB > 5 MB limit
     a["empty"] = d / "empty.flac"
     a["empty"].write_bytes(b"")
     a["text"] = d / "notes.ogg"
@@ -102,7 +103,7 @@ def audio(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_spec):
-    srv = AppServer(tmp_path_factory.mktemp("app"), model=model_spec, extra_args=["--max-file-minutes", "1"])
+    srv = AppServer(tmp_path_factory.mktemp("app"), model=model_spec, extra_args=["--max-file-minutes", "1", "--max-file-mb", "5"])
     try:
         srv.wait_ready()
         yield srv
@@ -258,10 +259,13 @@ def test_live_readout_updates_fast_with_true_level_and_summary(server, pw, audio
         top = re.search(r"Dominant genre: (.+?)\.", summary).group(1)
         assert top in {r["label"].split("\n")[1] for r in rs}, (top, rs[-1]["label"])
         page.screenshot(path=str(artifacts / "live_tab_stopped.png"), full_page=True)
-    deadline = time.monotonic() + 5
-    while server.chunk_files() and time.monotonic() < deadline:
+    # the tab is gone: its engine is closed, and no chunk is left behind
+    deadline = time.monotonic() + 10
+    while (server.chunk_files() or "live session closed (tab closed)" not in server.log(None)) \
+            and time.monotonic() < deadline:
         time.sleep(0.2)
     assert server.chunk_files() == []
+    assert "live session closed (tab closed)" in server.log(None)
 
 
 @browser
@@ -310,6 +314,7 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
         page.get_by_role("tab", name="File").click()
         file_input = page.locator("#file-in input[type=file]")
         file_input.set_input_files(str(audio["mp3"]))
+        page.get_by_text(re.compile(r"\d+ s analysed")).first.wait_for(timeout=30000)  # progress while it runs
         page.wait_for_function("document.querySelector('#file-status').innerText.includes('Top genre')", timeout=60000)
         md = page.locator("#file-status").inner_text()
         assert "time_to_strike_excerpt.mp3" in md and re.search(r"\d+ windows", md), md
@@ -329,7 +334,7 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
         page.screenshot(path=str(artifacts / "file_tab.png"), full_page=True)
 
         def upload_bad(path: Path, expect: str):
-            page.locator("#file-in button[aria-label=Clear]").click()
+            page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")
             file_input.set_input_files(str(path))
             page.wait_for_function(
                 f"document.querySelector('#file-status').innerText.includes({json.dumps(path.name)})", timeout=30000)
@@ -343,8 +348,13 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
         upload_bad(audio["empty"], r"empty|no audio")
         upload_bad(audio["text"], r"not a readable|cannot decode|corrupt")
         upload_bad(audio["long"], r"70 s long; the limit is 60 s")
+        # over the upload size limit: refused before it is sent
+        page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")
+        file_input.set_input_files(str(audio["big"]))
+        page.get_by_text("exceed the maximum allowed size").first.wait_for(timeout=10000)
+        assert not list(server.cache.rglob("big.wav"))
         # the page and the server keep working
-        page.locator("#file-in button[aria-label=Clear]").click()
+        page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")
         file_input.set_input_files(str(audio["mp3"]))
         page.wait_for_function("document.querySelector('#file-status').innerText.includes('Top genre')", timeout=60000)
     assert server.alive()

@@ -43,7 +43,8 @@ PORTAUDIO_MISSING = (
 
 FILE_CHUNK_S = 0.1  # --file is fed in blocks like a microphone callback delivers them
 QUEUE_BLOCKS = 1000  # callback -> feeder queue bound (minutes of audio at typical block sizes)
-DRAIN_TIMEOUT_S = 5.0  # at the end, wait at most this long for the last window's result
+DRAIN_TIMEOUT_S = 5.0
+STALL_FACTOR, STALL_GRACE_S = 1.5, 10.0  # --duration: give up when audio lags wall time this much  # at the end, wait at most this long for the last window's result
 
 
 class CliError(Exception):
@@ -433,7 +434,7 @@ def parse_args(argv):
     parser.add_argument("--hop", type=pos, help="seconds between readouts (default: the model's)")
     parser.add_argument("-s", "--smoothing", type=float, help="smoothing time constant in seconds (0 = off; default 4)")
     parser.add_argument("-k", "--top-k", type=int, help="genres to show (default 5; 0 = all)")
-    parser.add_argument("-t", "--duration", type=pos, help="stop after this many seconds")
+    parser.add_argument("-t", "--duration", type=pos, help="stop after this many seconds of audio")
     parser.add_argument("--json", action="store_true", help="print one JSON object per result on stdout")
     parser.add_argument("-f", "--file", metavar="PATH", help="replay an audio file through the live engine in real time")
     parser.add_argument("--fast", action="store_true", help="with --file: as fast as possible")
@@ -578,9 +579,17 @@ def run(args) -> int:
             if source.finished():
                 reason = "end of file" if args.duration is None or source.seconds < args.duration else "duration reached"
                 break
-            if args.file is None and args.duration is not None and now - t0 >= args.duration:
-                reason = "duration reached"
-                break
+            if args.file is None and args.duration is not None:
+                # counted in audio received, like --file: a device can take a second or
+                # two to deliver its first block, and those seconds are not listened to
+                if source.seconds >= args.duration:
+                    reason = "duration reached"
+                    break
+                if now - t0 > STALL_FACTOR * args.duration + STALL_GRACE_S:
+                    err(f"the input device delivered only {source.seconds:.1f} s of audio in "
+                        f"{now - t0:.0f} s; is it stalled or suspended?")
+                    reason, code = "input stalled", EXIT_AUDIO
+                    break
     except (KeyboardInterrupt, Stop):
         interrupted = True
         reason = "interrupted"

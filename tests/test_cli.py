@@ -131,8 +131,10 @@ def test_live_music_results_every_hop_with_plausible_tags(sink, music_wav):
     assert rc == 0, run.stderr
     results, summaries = run.json()
     assert len(summaries) == 1 and summaries[0]["reason"] == "duration reached"
-    # the first readout comes after min_window_s (3 s), then one per hop
-    assert len(results) >= (duration - 3.0) / hop - 2, (len(results), run.stderr)
+    # the first readout comes after min_window_s (3 s), then one per hop until --duration
+    # seconds of audio were heard (plus possibly the flushed tail)
+    assert (duration - 3.0) / hop + 1 <= len(results) <= (duration - 3.0) / hop + 2, (len(results), run.stderr)
+    assert results[0][1]["time"] == 3.0 and abs(results[-1][1]["time"] - duration) < 0.3
     times = [o["time"] for _, o in results]
     steps = [b - a for a, b in zip(times, times[1:])][:-1]  # the last one may be the flushed tail
     assert all(abs(s - hop) < 0.02 for s in steps), steps
@@ -155,10 +157,10 @@ def test_live_music_results_every_hop_with_plausible_tags(sink, music_wav):
 
 def test_live_silence_is_reported_as_silent(sink):
     # nothing plays into the sink: its monitor delivers digital silence
-    r = run_cli(["--duration", "6", "--json", "--hop", "0.5", "--model", MODEL], sink.env(), timeout=60)
+    r = run_cli(["--duration", "5", "--json", "--hop", "0.5", "--model", MODEL], sink.env(), timeout=60)
     assert r.returncode == 0, r.stderr
     results, summaries = parse_json_lines(r.stdout)
-    assert len(results) >= 3
+    assert len(results) >= 5
     assert all(o["silent"] and o["label"] is None and o["scores"] == {} for o in results), results
     assert summaries[0]["dominant"] is None and summaries[0]["windows_classified"] == 0
     assert summaries[0]["windows_silent"] == len(results)
@@ -202,12 +204,12 @@ def test_device_substring_selects_the_pulse_device(sink, music_wav):
     assert r.returncode == 0, r.stderr
     assert "Listening on [" in r.stderr and "] pulse at" in r.stderr
     results, _ = parse_json_lines(r.stdout)
-    assert results and not any(o["silent"] for o in results)
+    assert len(results) >= 2 and not any(o["silent"] for o in results)
 
 
 # ---------------------------------------------------------------- file replay -----------
 def test_file_replay_fast_is_deterministic_and_plausible(pulse):
-    hop, duration = 1.0, 40.0
+    hop, duration = 1.0, 30.0
     t0 = time.monotonic()
     r = run_cli(["--file", str(MUSIC), "--fast", "--duration", str(duration), "--hop", str(hop),
                  "--json", "--model", MODEL], pulse.env(), timeout=120)
@@ -215,7 +217,7 @@ def test_file_replay_fast_is_deterministic_and_plausible(pulse):
     assert r.returncode == 0, r.stderr
     results, summaries = parse_json_lines(r.stdout)
     times = [o["time"] for o in results]
-    # inline engine: every hop classified, from the 3 s minimum window to the 40 s limit
+    # inline engine: every hop classified, from the 3 s minimum window to the 30 s limit
     assert times[:3] == [3.0, 4.0, 5.0] and abs(times[-1] - duration) < 0.05, times
     assert all(abs(b - a - hop) < 1e-3 for a, b in zip(times, times[1:])), times
     assert summaries[0]["reason"] == "duration reached" and summaries[0]["windows_skipped"] == 0
@@ -321,7 +323,7 @@ def test_unsupported_sample_rates(pulse):
 def test_input_faster_than_consumed_is_counted_not_fatal(pulse):
     # the ALSA null PCM has no clock: it delivers silence as fast as PortAudio reads, far faster
     # than real time, so the callback->feeder queue overflows and blocks are dropped
-    r = run_cli(["-d", NULL_PCM, "--duration", "3", "--hop", "5", "--json", "--model", MODEL],
+    r = run_cli(["-d", NULL_PCM, "--duration", "600", "--hop", "20", "--json", "--model", MODEL],
                 pulse.env(), timeout=60)
     assert r.returncode == 0, r.stderr
     results, summaries = parse_json_lines(r.stdout)

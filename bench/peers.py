@@ -42,18 +42,17 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 RATE = C.RATE
 
 
-def seed_update_ms(pipe, chunk: np.ndarray, tmpdir: str, repeats: int) -> float:
+def seed_update(pipe, chunk: np.ndarray, tmpdir: str):
+    """One update of the seed: write the chunk to a WAV file, classify the file."""
     import soundfile as sf
 
-    times = []
-    for r in range(repeats + 1):
+    def run() -> float:
         t0 = time.perf_counter()
         path = os.path.join(tmpdir, "chunk.wav")
         sf.write(path, chunk, RATE)
         pipe(path)
-        if r:  # first call warms up
-            times.append((time.perf_counter() - t0) * 1000)
-    return C.med(times)
+        return (time.perf_counter() - t0) * 1000
+    return run
 
 
 def growing_ms(pipe, buf: np.ndarray, chunk: np.ndarray) -> float:
@@ -63,35 +62,41 @@ def growing_ms(pipe, buf: np.ndarray, chunk: np.ndarray) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def engine_update_ms(model, audio: np.ndarray, minutes: float, repeats: int) -> float:
-    from stream import EngineConfig, StreamEngine
+class EnginePeer:
+    """An engine that has been streamed `minutes` of audio; update() feeds the next 1 s and
+    returns the ms until its result arrives."""
 
-    done = threading.Event()
-    eng = StreamEngine(model, EngineConfig(window_s=10.0, hop_s=1.0, min_window_s=10.0),
-                       on_result=lambda r: done.set())
-    n = int(minutes * 60 * RATE)
-    for s in range(0, n, 60 * RATE):  # N minutes streamed (superseded windows are skipped)
-        eng.feed(np.take(audio, np.arange(s, min(s + 60 * RATE, n)), mode="wrap"), RATE)
-    t_wait = time.perf_counter()
-    while eng._worker.pending() and time.perf_counter() - t_wait < 120:
-        time.sleep(0.02)
-    time.sleep(0.2)
-    times = []
-    pos = n
-    for r in range(repeats + 1):
-        while eng._worker.pending():
-            time.sleep(0.01)
-        done.clear()
-        chunk = np.take(audio, np.arange(pos, pos + RATE), mode="wrap")
-        pos += RATE
+    def __init__(self, model, audio: np.ndarray, minutes: float):
+        from stream import EngineConfig, StreamEngine
+
+        self.audio, self.model = audio, model
+        self.done = threading.Event()
+        self.eng = StreamEngine(model, EngineConfig(window_s=10.0, hop_s=1.0, min_window_s=10.0),
+                                on_result=lambda r: self.done.set())
+        n = self.pos = int(minutes * 60 * RATE)
+        for s in range(0, n, 60 * RATE):  # N minutes streamed (superseded windows are skipped)
+            self.eng.feed(np.take(audio, np.arange(s, min(s + 60 * RATE, n)), mode="wrap"), RATE)
+        self._idle()
+        assert self.eng.stats.seconds_received >= minutes * 60 - 1e-6
+
+    def _idle(self):
         t0 = time.perf_counter()
-        eng.feed(chunk, RATE)
-        done.wait(120)
-        if r:
-            times.append((time.perf_counter() - t0) * 1000)
-    assert eng.stats.seconds_received >= minutes * 60
-    eng.close()
-    return C.med(times)
+        while (self.eng._worker.pending() or getattr(self.model, "busy", 0)) and time.perf_counter() - t0 < 120:
+            time.sleep(0.01)
+
+    def update(self) -> float:
+        self._idle()
+        self.done.clear()
+        chunk = np.take(self.audio, np.arange(self.pos, self.pos + RATE), mode="wrap")
+        self.pos += RATE
+        t0 = time.perf_counter()
+        self.eng.feed(chunk, RATE)
+        self.done.wait(120)
+        return (time.perf_counter() - t0) * 1000
+
+    def close(self):
+        self.eng.close()
+        C.wait_idle(self.model)
 
 
 def nonneg_quadratic(t: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -125,7 +130,7 @@ def main(argv=None) -> dict:
     from transformers import pipeline
 
     max_meas = args.max_measured or (60.0 if args.quick else 120.0)
-    repeats = args.repeats or (2 if args.quick else 4)
+    repeats = args.repeats or (3 if args.quick else 6)
     ckpt = C.temp_checkpoint("distilhubert")
     music = C.real_music(120.0)
     audio = np.concatenate([y for _, y in music]) if music else C.synthetic_music(240.0)
@@ -151,15 +156,26 @@ def main(argv=None) -> dict:
 
     rows, out = [], []
     for m in minutes:
-        a1 = seed_update_ms(pipe, audio[(m * 60 - 1) * RATE % len(audio):][:RATE], tmp, repeats)
-        a2 = seed_update_ms(pipe, np.take(audio, np.arange((m * 60 - 10) * RATE, m * 60 * RATE), mode="wrap"), tmp, repeats)
         s = m * 60
+        cands = {
+            "a1": seed_update(pipe, np.take(audio, np.arange((s - 1) * RATE, s * RATE), mode="wrap"), tmp),
+            "a2": seed_update(pipe, np.take(audio, np.arange((s - 10) * RATE, s * RATE), mode="wrap"), tmp),
+        }
+        peers = {"c_fast": EnginePeer(eng_fast, audio, m), "c_off": EnginePeer(eng_off, audio, m)}
+        cands.update({k: p.update for k, p in peers.items()})
+        times = {k: [] for k in cands}
+        for r in range(repeats + 1):  # interleaved rounds; the first warms up
+            for k, fn in cands.items():
+                ms = fn()
+                if r:
+                    times[k].append(ms)
+        for p in peers.values():
+            p.close()
+        a1, a2, c_fast, c_off = (C.med(times[k]) for k in ("a1", "a2", "c_fast", "c_off"))
         if s in meas:
             b, b_note = meas[s], "measured"
         else:
             b, b_note = fit(s), f"extrapolated (fit on {int(t[0])}-{int(t[-1])} s)"
-        c_fast = engine_update_ms(eng_fast, audio, m, repeats)
-        c_off = engine_update_ms(eng_off, audio, m, repeats)
         out.append({"minutes": m, "seed_1s": a1, "seed_10s": a2, "growing": b, "growing_note": b_note,
                     "engine": c_fast, "engine_fp32": c_off})
         rows.append([f"{m} min", f"{a1:.0f}", f"{a2:.0f}", f"{b:.0f}{'*' if b_note != 'measured' else ''}",

@@ -427,7 +427,9 @@ def parse_args(argv):
     pos = lambda t: _positive(parser, t)
     parser.add_argument("-d", "--device", type=int_or_str, help="input device (numeric index or name substring)")
     parser.add_argument("-r", "--samplerate", type=int, help="sampling rate (default: the device's native rate)")
-    parser.add_argument("-c", "--channels", type=int, default=1, help="number of input channels (default: %(default)s)")
+    parser.add_argument("-c", "--channels", type=int,
+                        help="number of input channels (default: 1, or 2 where the device cannot record mono); "
+                             "the engine mixes them to mono")
     parser.add_argument("-m", "--model", default="auto",
                         help="model: 'auto' (default), 'musicnn' (bundled, offline), a Hub id or a checkpoint directory")
     parser.add_argument("-w", "--window", type=pos, help="seconds of audio per classification (default: the model's)")
@@ -441,7 +443,7 @@ def parse_args(argv):
     args = parser.parse_args(remaining)
     if args.fast and not args.file:
         parser.error("--fast only applies to --file")
-    if args.channels < 1:
+    if args.channels is not None and args.channels < 1:
         parser.error("--channels must be at least 1")
     return args
 
@@ -484,6 +486,12 @@ def run(args) -> int:
         sd = import_sounddevice()
         device, dev_info = resolve_input(sd, args.device)
         rate = args.samplerate or int(dev_info["default_samplerate"])
+        if args.channels is None:  # mono, unless the device insists on more (some raw hw devices)
+            args.channels = 1
+            try:
+                MicSource(sd, device, rate, 1, None, None).check()
+            except CliError:
+                args.channels = min(2, dev_info["max_input_channels"])
         if args.channels > dev_info["max_input_channels"]:
             raise CliError(EXIT_AUDIO, f"input device {dev_info['name']!r} has {dev_info['max_input_channels']} "
                                        f"input channel(s); --channels {args.channels} is too many")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -132,17 +131,23 @@ def test_live_music_results_every_hop_with_plausible_tags(sink, music_wav):
     results, summaries = run.json()
     assert len(summaries) == 1 and summaries[0]["reason"] == "duration reached"
     # the first readout comes after min_window_s (3 s), then one per hop until --duration
-    # seconds of audio were heard (plus possibly the flushed tail)
-    assert (duration - 3.0) / hop + 1 <= len(results) <= (duration - 3.0) / hop + 2, (len(results), run.stderr)
-    assert results[0][1]["time"] == 3.0 and abs(results[-1][1]["time"] - duration) < 0.3
+    # seconds of audio were heard, plus possibly the flushed tail. Under CPU load the engine
+    # may skip a window (a newer one replaced it while the model was busy): by design, and
+    # counted, so results + skipped must account for every hop.
     times = [o["time"] for _, o in results]
-    steps = [b - a for a, b in zip(times, times[1:])][:-1]  # the last one may be the flushed tail
-    assert all(abs(s - hop) < 0.02 for s in steps), steps
-    # ... and they arrive live, about one per hop of wall-clock time, not in a burst at the end
-    arrivals = [t for t, _ in results[:-1]]
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
-    assert 0.6 * hop < statistics.median(gaps) < 1.6 * hop, gaps
-    assert arrivals[-1] - arrivals[0] > 0.6 * (len(arrivals) - 1) * hop
+    on_grid = [t for t in times if abs((t - 3.0) / hop - round((t - 3.0) / hop)) < 0.02]
+    assert len(on_grid) >= len(times) - 1 and times == sorted(times), times  # all but the tail
+    n_hops = (duration - 3.0) / hop + 1
+    skipped = summaries[0]["windows_skipped"]
+    assert n_hops <= len(results) + skipped <= n_hops + 2, (len(results), skipped, run.stderr)
+    assert len(results) >= 0.6 * n_hops and abs(times[-1] - duration) < 0.3, times
+    # ... and they arrive live: wall-clock time between readouts follows the stream time
+    # between them (not a burst at the end), with one per hop when nothing is skipped
+    (t_a, first), (t_b, last) = results[0], results[-2]
+    assert 0.6 < (t_b - t_a) / (last["time"] - first["time"]) < 1.6, (t_b - t_a, last["time"] - first["time"])
+    if skipped == 0:
+        steps = [b - a for a, b in zip(times, times[1:])][:-1]
+        assert all(abs(s - hop) < 0.02 for s in steps), steps
     # music is playing: never silent, a real level, a leading genre, electronic tags on top
     assert not any(o["silent"] for _, o in results), [o["level_dbfs"] for _, o in results]
     assert all(o["level_dbfs"] is not None and o["level_dbfs"] > -40 for _, o in results)
@@ -241,7 +246,8 @@ def test_file_replay_real_time_paces_results(pulse, music_wav):
     assert rc == 0, run.stderr
     results, summaries = run.json()
     times = [o["time"] for _, o in results]
-    assert times[0] == 3.0 and abs(times[-1] - 7.0) < 0.05, times
+    assert times[0] in (3.0, 4.0) and abs(times[-1] - 7.0) < 0.05, times  # 3.0 unless skipped under load
+    assert all(abs(t - round(t)) < 1e-3 for t in times), times
     # real time: results 1 s of audio apart arrive ~1 s of wall clock apart
     span_audio = times[-1] - times[0]
     span_wall = results[-1][0] - results[0][0]

@@ -194,8 +194,10 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu") -> MusicnnModel:
 
     Specs: ``"musicnn"`` (MTT + MSD musicnn merged, 92 tags; the default),
     ``"musicnn-mtt"``, ``"musicnn-msd"``, ``"vgg-mtt"``, ``"vgg-msd"`` (single checkpoints,
-    50 tags). The vgg models are a little cheaper per patch (see bench/musicnn.py) and
-    a little less accurate (upstream ROC-AUC MTT 0.9030 vs 0.9067 for musicnn).
+    50 tags). The vgg models cost about as much per patch as musicnn on a CPU (see
+    bench/musicnn.py) and score a little lower upstream (ROC-AUC on MTT 0.9030 vs
+    0.9067), so they are mainly for comparison. The merged default costs two single
+    models' forwards per window (the front end is shared and is ~1% of the time).
     Raises `ModelLoadError` for an unknown spec, a missing/corrupt weight file or a bad device.
     """
     key = spec.strip().lower() if isinstance(spec, str) else spec

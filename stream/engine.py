@@ -278,7 +278,9 @@ class StreamEngine:
         with self._feed_lock:
             if self._resampler is not None:
                 self._push(self._resampler.flush())
-            if self._since_hop > 0 and len(self._ring) >= self.model.min_samples:
+            # a tail shorter than a quarter hop (e.g. the resampler's few ms) adds nothing new
+            fresh = self._since_hop >= self._hop / 4 or self.latest is None
+            if self._since_hop > 0 and fresh and len(self._ring) >= self.model.min_samples:
                 self._since_hop = 0
                 self._emit()
 

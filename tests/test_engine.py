@@ -301,3 +301,15 @@ def test_process_exit_waits_for_running_forward(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["forward", "start", "forward", "end"]
+
+
+def test_flush_adds_no_near_duplicate_window(band_model):
+    got = []
+    with StreamEngine(band_model, EngineConfig(window_s=2, hop_s=1, min_window_s=1), background=False,
+                      on_result=got.append) as e:
+        e.feed(tone(200, 6.0, 48000), 48000)  # ends exactly on a hop
+        e.flush()
+        e.feed(tone(200, 0.5, 48000), 48000)  # half a hop more: worth a final window
+        e.flush()
+    times = [round(r.time_s, 3) for r in got]
+    assert times == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 6.5]

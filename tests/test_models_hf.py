@@ -78,6 +78,7 @@ def test_corrupt_checkpoint(tmp_path):
 
 
 def test_unreachable_hub_fails_fast_with_advice(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     t0 = time.monotonic()

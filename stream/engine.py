@@ -147,6 +147,7 @@ class StreamEngine:
         self._gen = 0  # bumped by reset(): results of older windows are dropped
         self._seq = 0
         self._delivered_seq = -1
+        self._done_seq = 0  # newest window whose inference finished (result or error)
         self._since_hop = 0
         self.latest: Result | None = None
         # stats
@@ -284,6 +285,18 @@ class StreamEngine:
                 self._since_hop = 0
                 self._emit()
 
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until the newest window emitted so far has been classified (e.g. after `flush()`
+        at the end of a file, before reading the final `latest` or `summary()`). Returns False
+        if that took longer than `timeout` seconds."""
+        target = self._seq
+        deadline = time.monotonic() + timeout
+        while self._done_seq < target and not self._closed:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
     # ---- results -------------------------------------------------------------------
     def _accept(self, meta) -> bool:
         gen, seq = meta[0], meta[1]
@@ -301,8 +314,9 @@ class StreamEngine:
             self._shares[label] += dt
 
     def _deliver_silent(self, meta) -> None:
-        _, _, t_end, level, dur = meta
+        _, seq, t_end, level, dur = meta
         with self._result_lock:
+            self._done_seq = max(self._done_seq, seq)
             if not self._accept(meta):
                 return
             self._smoother.reset()
@@ -313,8 +327,9 @@ class StreamEngine:
         self._notify(res)
 
     def _deliver(self, job: Job, probs, infer_ms: float, err) -> None:
-        _, _, t_end, level, dur = job.meta
+        _, seq, t_end, level, dur = job.meta
         with self._result_lock:
+            self._done_seq = max(self._done_seq, seq)
             if err is not None:
                 self._n_errors += 1
                 self._last_error = f"{type(err).__name__}: {err}"
@@ -384,6 +399,7 @@ class StreamEngine:
             if self._worker is not None:
                 self._worker.cancel(self)
             self._gen += 1
+            self._done_seq = self._seq  # nothing older is worth waiting for
             self._ring.clear()
             self._since_hop = 0
             if self._resampler is not None:

@@ -313,3 +313,16 @@ def test_flush_adds_no_near_duplicate_window(band_model):
         e.flush()
     times = [round(r.time_s, 3) for r in got]
     assert times == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 6.5]
+
+
+def test_drain_waits_for_the_last_window():
+    m = GatedModel()
+    with StreamEngine(m, EngineConfig(window_s=1, hop_s=0.5, min_window_s=1)) as e:
+        e.feed(tone(200, 1.0, 16000), 16000)
+        assert m.entered.wait(5)
+        assert e.drain(timeout=0.2) is False  # the model is still stuck
+        threading.Timer(0.3, m.gate.set).start()
+        assert e.drain(timeout=10) is True
+        assert e.latest is not None and e.latest.time_s == pytest.approx(1.0)
+        e.reset()
+        assert e.drain(timeout=0.1) is True

@@ -146,6 +146,7 @@ class LiveSession:
         self._waiters: set = set()  # (loop, asyncio.Event) of watchers
         self._result_event = threading.Event()
         self.ready = (None, 0.0)  # newest result and the wall time it was ready
+        self.handler_ms: collections.deque = collections.deque(maxlen=256)  # stream handler durations
 
     def __deepcopy__(self, memo):
         return self
@@ -262,6 +263,16 @@ def _close_session(session) -> None:  # gr.State delete callback
         log.info("live session closed (expired); %d open", len(_SESSIONS))
 
 
+_last_warning: dict = {}
+
+
+def _warn_once(msg: str, every_s: float = 60.0) -> None:
+    now = time.monotonic()
+    if now - _last_warning.get(msg, -every_s) >= every_s:
+        _last_warning[msg] = now
+        log.warning(msg)
+
+
 def _upload_root() -> Path:
     return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(__import__("tempfile").gettempdir()) / "gradio").resolve()
 
@@ -305,6 +316,8 @@ def _status_html(session: LiveSession, res, note: str = "") -> str:
                          f"real-time factor {s.real_time_factor:.2f}")
         parts.append(f"heard {_fmt_s(s.seconds_received)} · windows {s.windows_classified} · "
                      f"silent {s.windows_silent} · skipped {s.windows_skipped}")
+        if session.bad_chunks or session.late_chunks:
+            parts.append(f"undecodable chunks {session.bad_chunks} · chunks after stop {session.late_chunks}")
         if s.errors:
             parts.append(f"<span class='warn'>model errors {s.errors}: {escape(s.last_error or '')}</span>")
         if res is not None:
@@ -314,6 +327,9 @@ def _status_html(session: LiveSession, res, note: str = "") -> str:
                 attrs = (f" data-arrival-ms='{arrival * 1000:.1f}' data-ready-ms='{ready * 1000:.1f}'"
                          f" data-render-ms='{time.time() * 1000:.1f}' data-infer-ms='{res.inference_ms:.1f}'"
                          f" data-result-s='{res.time_s:.3f}'")
+                if session.handler_ms:
+                    h = np.array(session.handler_ms)
+                    attrs += f" data-handler-median-ms='{np.median(h):.2f}' data-handler-max-ms='{h.max():.2f}'"
                 if not res.silent:
                     parts.append(f"chunk→result {max(ready - arrival, 0) * 1000:.0f} ms")
     if note:
@@ -417,7 +433,7 @@ def build_demo(model, args) -> gr.Blocks:
         """Decode the chunk, drop its file, feed the engine: a few ms, no inference here."""
         arrival = time.time()
         if session is None:
-            log.warning("microphone chunk without a session (page not loaded yet?)")
+            _warn_once("microphone chunks without a session (page not loaded, or session expired)")
         if not path or session is None:
             if path:
                 _discard_upload(path)
@@ -433,6 +449,7 @@ def build_demo(model, args) -> gr.Blocks:
             session.feed(rate, data, arrival)
         except ValueError:
             session.bad_chunks += 1
+        session.handler_ms.append((time.time() - arrival) * 1000.0)
 
     async def watch(session: LiveSession, window, hop, smoothing, top_k):
         """Started by Record: push every new readout to the page until Stop."""

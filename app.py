@@ -541,12 +541,12 @@ def build_demo(model, args) -> gr.Blocks:
         with gr.Accordion("Settings", open=False):
             with gr.Row():
                 window = gr.Slider(3, 30, value=window0, step=0.5, label="Window (s)",
-                                   info="audio per classification; longer is steadier but reacts later")
+                                   info="audio per classification; longer is steadier but reacts later", elem_id="set-window")
                 hop = gr.Slider(0.25, 5, value=hop0, step=0.25, label="Hop (s)",
-                                info="time between readouts; compute grows as hop shrinks")
+                                info="time between readouts; compute grows as hop shrinks", elem_id="set-hop")
                 smoothing = gr.Slider(0, 20, value=args.smoothing, step=0.5, label="Smoothing (s)",
-                                      info="time constant of the live readout (0 = off)")
-                top_k = gr.Slider(1, 10, value=args.top_k, step=1, label="Genres shown (top-k)")
+                                      info="time constant of the live readout (0 = off)", elem_id="set-smoothing")
+                top_k = gr.Slider(1, 10, value=args.top_k, step=1, label="Genres shown (top-k)", elem_id="set-topk")
             gr.Markdown("Live settings apply from the next **Record**.")
         with gr.Tabs():
             with gr.Tab("Live", id="live"):

@@ -363,6 +363,27 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
     assert server.alive()
 
 
+@browser
+def test_settings_apply_to_the_next_recording(server, pw, audio):
+    with browser_page(pw, audio["chord"]) as page:
+        open_app(page, server)
+        page.get_by_text("Settings").first.click()
+        for eid, value in (("set-window", "4"), ("set-hop", "0.5"), ("set-topk", "3")):
+            box = page.locator(f"#{eid} input[type=number]")
+            box.fill(value)
+            box.press("Enter")
+        page.wait_for_timeout(300)
+        record(page)
+        rs = wait_for_readouts(page, 6, 12)
+        st = status(page)
+        assert "window 4 s" in st and "hop 0.5 s" in st, st
+        steps = [round(b["t"] - a["t"], 2) for a, b in zip(rs, rs[1:])]
+        # a readout every 0.5 s of audio (a window may be skipped when the CPU is busy)
+        assert statistics.median(steps) == 0.5 and all(x in (0.5, 1.0, 1.5) for x in steps), steps
+        assert len(label_scores(page)) == 3, page.locator("#live-label").inner_text()
+        stop(page)
+
+
 # ---- in-process checks (no browser) --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def app_module():

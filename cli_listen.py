@@ -608,12 +608,7 @@ def run(args) -> int:
         if not interrupted and code == EXIT_OK:
             # end of input: classify the tail and wait (bounded) for the last result
             engine.flush()
-            deadline = time.monotonic() + max(DRAIN_TIMEOUT_S, 3 * engine.stats.inference_ms_p95 / 1000)
-            expect = engine.stats.seconds_received >= min(engine.config.min_window_s, engine.config.window_s)
-            while time.monotonic() < deadline and (
-                    engine.stats.lag_s > 1e-6 if engine.latest is not None else expect):
-                time.sleep(0.02)
-            time.sleep(0.01)
+            engine.drain(max(DRAIN_TIMEOUT_S, 3 * engine.stats.inference_ms_p95 / 1000))
         drain()
         engine.close()
         if view is not None:
@@ -649,18 +644,6 @@ def main(argv=None) -> int:
         return EXIT_OK
 
 
-def _exit(code: int) -> None:
-    """Exit without interpreter teardown: the engine's daemon inference thread may still be
-    inside a torch forward (its result no longer wanted), and finalizing the interpreter
-    under it aborts the process ("terminate called without an active exception", SIGABRT)
-    instead of returning our exit code. Everything we own is closed and flushed by now."""
-    for f in (sys.stdout, sys.stderr):
-        try:
-            f.flush()
-        except Exception:
-            pass
-    os._exit(code)
-
-
 if __name__ == "__main__":
-    _exit(main())
+    # the engine's worker finishes a running forward at exit, so normal teardown is safe
+    sys.exit(main())

@@ -51,10 +51,10 @@ SESSION_TTL_S = 3600  # an idle session's engine is closed after this long
 # The browser's speech processing (echo cancellation, noise suppression, automatic gain)
 # is made for voices: it pumps levels and eats sustained tones, which damages music. Gradio
 # 6 calls getUserMedia({audio: true}) and has no option for it, so this page asks for raw
-# capture by wrapping getUserMedia before Gradio uses it. The settings the browser actually
-# granted are kept in window.__micSettings (shown in the status line, read by the tests).
+# capture by wrapping getUserMedia before Gradio uses it (run by the status component's
+# js_on_load, so it is part of `demo` however it is launched). The settings the browser
+# actually granted are kept in window.__micSettings (read by the tests).
 MUSIC_MIC_JS = """
-<script>
 (() => {
   const md = navigator.mediaDevices;
   if (!md || !md.getUserMedia || md.__musicFriendly) return;
@@ -72,7 +72,6 @@ MUSIC_MIC_JS = """
   };
   md.__musicFriendly = true;
 })();
-</script>
 """
 
 CSS = """
@@ -560,7 +559,7 @@ def build_demo(model, args) -> gr.Blocks:
                         live_plot = gr.LinePlot(EMPTY_PLOT, x="time (s)", y="score", color="genre", y_lim=[0, 1],
                                                 label="Top genres over the last minute", elem_id="live-plot")
                         summary = gr.Markdown(elem_id="live-summary")
-                live_status = gr.HTML(elem_id="live-status")
+                live_status = gr.HTML(elem_id="live-status", js_on_load=MUSIC_MIC_JS)
             with gr.Tab("File", id="file"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2):
@@ -597,7 +596,7 @@ def build_demo(model, args) -> gr.Blocks:
 ARGS = parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 MODEL = load_model(ARGS.model)
 demo = build_demo(MODEL, ARGS)
-LAUNCH_KWARGS = dict(head=MUSIC_MIC_JS, css=CSS, theme=gr.themes.Soft())
+LAUNCH_KWARGS = dict(css=CSS, theme=gr.themes.Soft())
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import collections
 import logging
-import math
 import os
 import shutil
 import subprocess
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 from gradio import processing_utils
+from gradio.utils import get_upload_folder
 
 from stream import AudioDecodeError, EngineClosedError, EngineConfig, StreamEngine, analyze_file, load_model
 
@@ -273,7 +273,7 @@ def _warn_once(msg: str, every_s: float = 60.0) -> None:
 
 
 def _upload_root() -> Path:
-    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(__import__("tempfile").gettempdir()) / "gradio").resolve()
+    return Path(get_upload_folder()).resolve()  # GRADIO_TEMP_DIR, else <tmp>/gradio
 
 
 def _discard_upload(path: str) -> None:
@@ -556,7 +556,7 @@ def build_demo(model, args) -> gr.Blocks:
                                        waveform_options=gr.WaveformOptions(show_recording_waveform=False))
                         live_label = gr.Label(label="Genre now (smoothed)", num_top_classes=10, elem_id="live-label")
                     with gr.Column(scale=3):
-                        live_plot = gr.LinePlot(EMPTY_PLOT, x="time (s)", y="score", color="genre", y_lim=[0, 1],
+                        live_plot = gr.LinePlot(EMPTY_PLOT, x="time (s)", y="score", color="genre",
                                                 label="Top genres over the last minute", elem_id="live-plot")
                         summary = gr.Markdown(elem_id="live-summary")
                 live_status = gr.HTML(elem_id="live-status", js_on_load=MUSIC_MIC_JS)
@@ -569,7 +569,7 @@ def build_demo(model, args) -> gr.Blocks:
                         file_label = gr.Label(label="Average genre scores", num_top_classes=10, elem_id="file-label")
                     with gr.Column(scale=3):
                         file_md = gr.Markdown(elem_id="file-status")
-                        timeline = gr.LinePlot(EMPTY_PLOT, x="time (s)", y="score", color="genre", y_lim=[0, 1],
+                        timeline = gr.LinePlot(EMPTY_PLOT, x="time (s)", y="score", color="genre",
                                                label="Scores per window", elem_id="file-timeline")
                         segment = gr.Audio(label="Most characteristic segment", type="numpy", interactive=False,
                                            elem_id="file-segment")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from browser_support import (ARTIFACTS, CHROMIUM, FAKE_RATE, MUSIC_DIR, AppServer, at_level, browser_page, chord,
-                             loopable, music_excerpt, rms_dbfs, write_wav)
+                             loopable, music_excerpt, write_wav)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -7,7 +7,6 @@ Screenshots and the measured latencies go to test-artifacts/ (git-ignored).
 from __future__ import annotations
 
 import json
-import os
 import re
 import statistics
 import time
@@ -19,8 +18,6 @@ import soundfile as sf
 
 from browser_support import (ARTIFACTS, CHROMIUM, FAKE_RATE, MUSIC_DIR, AppServer, at_level, browser_page, chord,
                              loopable, music_excerpt, write_wav)
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ELECTRONIC_TAGS = {"electronic", "techno", "electronica", "electro", "house", "dance", "experimental", "ambient",
                    "chillout", "trance", "industrial"}
@@ -385,12 +382,16 @@ def test_settings_apply_to_the_next_recording(server, pw, audio):
 
 # ---- in-process checks (no browser) --------------------------------------------------------------
 @pytest.fixture(scope="module")
-def app_module():
+def app_module(model_spec):
+    """app.py imported in-process (it builds `demo` at import, with the model from GENRE_MODEL)."""
     import importlib
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    return importlib.import_module("app")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("GENRE_MODEL", model_spec)
+        mp.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+        return importlib.import_module("app")
 
 
 def test_command_line_defaults_are_private(app_module, monkeypatch):

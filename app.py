@@ -345,6 +345,24 @@ def _label_value(res, top_k: int):
 
 
 EMPTY_PLOT = None  # (an empty DataFrame as a plot's first value breaks its colour legend in Gradio 6)
+PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+           "#bab0ac", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _plot(df: pd.DataFrame, genres: list, labels: list):
+    """A plot update with a colour per genre that stays the same from update to update.
+
+    Gradio 6's plot fixes its colour domain when it (re)draws the chart, and redraws only
+    when a setting such as `color_map` changes: so the map must follow the plotted genres,
+    else genres that enter the top later are not drawn."""
+    taken, cmap = set(), {}
+    for g in genres:
+        i = labels.index(g) if g in labels else len(taken)
+        colour = next(PALETTE[(i + k) % len(PALETTE)] for k in range(len(PALETTE))
+                      if PALETTE[(i + k) % len(PALETTE)] not in taken or k == len(PALETTE) - 1)
+        taken.add(colour)
+        cmap[g] = colour
+    return gr.LinePlot(value=df, color_map=cmap)
 
 
 def _live_plot(session: LiveSession, res):
@@ -359,7 +377,7 @@ def _live_plot(session: LiveSession, res):
     rows = [(t, sc[g], g) for t, sc in session.history for g in current if g in sc]
     if not rows:
         return EMPTY_PLOT
-    return pd.DataFrame(rows, columns=["time (s)", "score", "genre"])
+    return _plot(pd.DataFrame(rows, columns=["time (s)", "score", "genre"]), current, list(session.model.labels))
 
 
 def _summary_md(summary) -> str:
@@ -520,7 +538,7 @@ def build_demo(model, args) -> gr.Blocks:
         mid = (fa.starts_s + fa.ends_s) / 2
         rows = [(float(mid[i]), float(fa.timeline[i, c]), g)
                 for i in range(fa.n_windows) if not fa.silent[i] for c, g in zip(cols, top)]
-        timeline = pd.DataFrame(rows, columns=["time (s)", "score", "genre"])
+        timeline = _plot(pd.DataFrame(rows, columns=["time (s)", "score", "genre"]), top, list(model.labels))
         segment = _read_segment(path, *fa.segment) if fa.segment else None
         seg_txt = (f" The most **{fa.top_label}** part is {_fmt_s(fa.segment[0])} – {_fmt_s(fa.segment[1])} (play it below)."
                    if fa.segment else "")

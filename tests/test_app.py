@@ -213,7 +213,7 @@ def test_live_readout_updates_fast_with_true_level_and_summary(server, pw, audio
         assert 3 <= len(scores) <= 5, scores
         # the status line: model (and why) and timing
         st = status(page)
-        assert re.search(r"Model: .*musicnn|Model: ", st) and "window 9 s" in st and "hop 1 s" in st, st
+        assert "Model: " in st and re.search(r"window \d+(\.\d+)? s", st) and re.search(r"hop \d+(\.\d+)? s", st), st
         assert re.search(r"inference \d+ ms", st) and re.search(r"real-time factor \d\.\d\d", st), st
         # music-friendly capture: the level the engine measures is the source file's level
         lo, hi = audio["music_range"]
@@ -228,6 +228,15 @@ def test_live_readout_updates_fast_with_true_level_and_summary(server, pw, audio
             counts.append(len(server.chunk_files()))
             page.wait_for_timeout(300)
         assert max(counts) <= 2, counts
+        # the plot draws a line for each genre of the readout (also genres that entered the top later)
+        page.wait_for_function("""() => {
+            const legend = [...document.querySelectorAll('#live-plot svg .role-legend-label')].map(e => e.textContent);
+            const rows = document.querySelector('#live-label').innerText.split('\\n');
+            const genres = rows.filter((r, i) => /^\\d+%$/.test((rows[i + 1] || '').trim()));
+            const lines = document.querySelectorAll("#live-plot svg [aria-roledescription='line mark']").length;
+            return genres.length >= 3 && lines === legend.length
+                && JSON.stringify([...legend].sort()) === JSON.stringify([...genres].sort());
+        }""", timeout=5000)
         if model_spec == "auto":  # the bundled model hears electronic game music as such
             assert set(list(scores)[:3]) & ELECTRONIC_TAGS, scores
         page.screenshot(path=str(artifacts / "live_tab.png"), full_page=True)

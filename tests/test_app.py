@@ -7,6 +7,7 @@ Screenshots and the measured latencies go to test-artifacts/ (git-ignored).
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import time
@@ -53,8 +54,9 @@ def _bundled_model_loads() -> bool:
 @pytest.fixture(scope="module")
 def model_spec(tmp_path_factory):
     """The bundled offline model through "auto" (as a visitor gets it without network), else a
-    tiny generated checkpoint (plumbing only: its scores are random)."""
-    if _bundled_model_loads():
+    tiny generated checkpoint (plumbing only: its scores are random). APP_TEST_MODEL=tiny forces
+    the tiny one."""
+    if os.environ.get("APP_TEST_MODEL") != "tiny" and _bundled_model_loads():
         return "auto"
     from conftest import make_tiny_checkpoint
 
@@ -278,7 +280,7 @@ def test_live_readout_updates_fast_with_true_level_and_summary(server, pw, audio
 
 @browser
 @needs_music
-def test_two_sessions_get_their_own_readouts(server, pw, audio, artifacts):
+def test_two_sessions_get_their_own_readouts(server, pw, audio, artifacts, model_spec):
     with browser_page(pw, audio["music"]) as a, browser_page(pw, audio["chord"]) as b:
         open_app(a, server)
         open_app(b, server)
@@ -292,8 +294,9 @@ def test_two_sessions_get_their_own_readouts(server, pw, audio, artifacts):
         # the sustained chord is what noise suppression would eat: it must arrive at its true level
         assert abs(lb - CHORD_DBFS) < 2.0, lb
         sa, sb = label_scores(a), label_scores(b)
-        assert sa and sb and sa != sb, (sa, sb)
-        assert ra[-1]["label"] != rb[-1]["label"]
+        assert sa and sb
+        if model_spec == "auto":  # (the tiny random checkpoint gives ~uniform scores to everything)
+            assert sa != sb and ra[-1]["label"] != rb[-1]["label"], (sa, sb)
         b.screenshot(path=str(artifacts / "live_tab_second_session.png"), full_page=True)
         stop(a)
         stop(b)
@@ -334,8 +337,9 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
             timeout=10000)
         legend = page.locator("#file-timeline svg .role-legend-label").evaluate_all("els => els.map(e => e.textContent)")
         assert set(legend) <= set(re.findall(r"^(\S[^\n]*)\n\d+%$", scores, re.M)) and len(legend) >= 3, (legend, scores)
-        # the most characteristic segment is playable: 9 s of audio
-        page.locator("#file-segment").get_by_text("0:09").wait_for(timeout=10000)
+        # the most characteristic segment is playable: one window of audio
+        window = float(re.search(r"windows of (\d+(?:\.\d+)?) s", md).group(1))
+        page.locator("#file-segment").get_by_text(f"0:{int(window):02d}").wait_for(timeout=10000)
         if model_spec == "auto":
             top = re.search(r"Top genre: (\S+)", md).group(1)
             assert top in ELECTRONIC_TAGS, md
@@ -373,11 +377,16 @@ def test_settings_apply_to_the_next_recording(server, pw, audio):
     with browser_page(pw, audio["chord"]) as page:
         open_app(page, server)
         page.get_by_text("Settings").first.click()
-        for eid, value in (("set-window", "4"), ("set-hop", "0.5"), ("set-topk", "3")):
-            box = page.locator(f"#{eid} input[type=number]")
-            box.fill(value)
-            box.press("Enter")
-        page.wait_for_timeout(300)
+        page.locator("#set-window input[type=number]").wait_for(state="visible")
+        wanted = {"set-window": "4", "set-hop": "0.5", "set-topk": "3"}
+        for _ in range(3):  # (a value typed while the accordion is still mounting can be lost)
+            for eid, value in wanted.items():
+                box = page.locator(f"#{eid} input[type=number]")
+                box.fill(value)
+                box.press("Enter")
+            page.wait_for_timeout(300)
+            if all(page.locator(f"#{eid} input[type=range]").input_value() == v for eid, v in wanted.items()):
+                break
         record(page)
         rs = wait_for_readouts(page, 6, 12)
         st = status(page)

@@ -146,6 +146,8 @@ class LiveSession:
         self._result_event = threading.Event()
         self.ready = (None, 0.0)  # newest result and the wall time it was ready
         self.handler_ms: collections.deque = collections.deque(maxlen=256)  # stream handler durations
+        self.chunk_header: bytes | None = None  # WAV header of this session's streamed chunks
+        self.first_chunk_wall: float | None = None
 
     def __deepcopy__(self, memo):
         return self
@@ -185,6 +187,7 @@ class LiveSession:
                 self._clear()
             self.stopped = False
             self.recording = True
+            self.chunk_header = self.first_chunk_wall = None  # each recording has its own
             self.last_feed = time.monotonic()
             self.run += 1
             return self.run
@@ -270,6 +273,40 @@ def _warn_once(msg: str, every_s: float = 60.0) -> None:
     if now - _last_warning.get(msg, -every_s) >= every_s:
         _last_warning[msg] = now
         log.warning(msg)
+
+
+def _wav_header(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(44)
+        return head if head[:4] == b"RIFF" and len(head) == 44 else None
+    except OSError:
+        return None
+
+
+def _sweep_orphan_chunks(session: "LiveSession", delay_s: float = 5.0) -> None:
+    """Delete this session's chunks that were uploaded but never reached the stream handler.
+
+    Gradio's recorder uploads a chunk, then skips the stream event when recording stopped
+    meanwhile: that chunk would stay in the cache. Every chunk of one recording starts with
+    the same 44-byte WAV header (the browser's first chunk's), so after a short delay the
+    files with this session's header written since it started streaming are removed."""
+    header, since = session.chunk_header, session.first_chunk_wall
+    if header is None or since is None:
+        return
+
+    def sweep():
+        root = _upload_root()
+        for p in root.glob("*/audio.wav"):
+            try:
+                if p.stat().st_mtime >= since - 1 and _wav_header(str(p)) == header:
+                    _discard_upload(str(p))
+            except OSError:
+                pass
+
+    t = threading.Timer(delay_s, sweep)
+    t.daemon = True
+    t.start()
 
 
 def _upload_root() -> Path:
@@ -443,6 +480,7 @@ def build_demo(model, args) -> gr.Blocks:
         session = _SESSIONS.pop(request.session_hash, None) if request is not None else None
         if session is not None:
             session.close()
+            _sweep_orphan_chunks(session)
             log.info("live session closed (tab closed); %d open", len(_SESSIONS))
 
     # -- live handlers --
@@ -455,6 +493,9 @@ def build_demo(model, args) -> gr.Blocks:
             if path:
                 _discard_upload(path)
             return
+        if session.chunk_header is None:
+            session.chunk_header = _wav_header(path)
+            session.first_chunk_wall = arrival
         try:
             rate, data = processing_utils.audio_from_file(path)
         except Exception:
@@ -510,6 +551,7 @@ def build_demo(model, args) -> gr.Blocks:
         if session is None:
             return gr.skip(), gr.skip()
         summary = session.stop()
+        _sweep_orphan_chunks(session)
         res = session.engine.latest if session.engine is not None else None
         return _summary_md(summary), _status_html(session, res, "stopped")
 

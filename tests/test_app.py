@@ -231,14 +231,20 @@ def test_live_readout_updates_fast_with_true_level_and_summary(server, pw, audio
             page.wait_for_timeout(300)
         assert max(counts) <= 2, counts
         # the plot draws a line for each genre of the readout (also genres that entered the top later)
-        page.wait_for_function("""() => {
+        plot_state = """() => {
             const legend = [...document.querySelectorAll('#live-plot svg .role-legend-label')].map(e => e.textContent);
             const rows = document.querySelector('#live-label').innerText.split('\\n');
             const genres = rows.filter((r, i) => /^\\d+%$/.test((rows[i + 1] || '').trim()));
             const lines = document.querySelectorAll("#live-plot svg [aria-roledescription='line mark']").length;
-            return genres.length >= 3 && lines === legend.length
-                && JSON.stringify([...legend].sort()) === JSON.stringify([...genres].sort());
-        }""", timeout=5000)
+            return {legend: [...legend].sort(), genres: [...genres].sort(), lines};
+        }"""
+        deadline = time.monotonic() + 8
+        while True:
+            ps = page.evaluate(plot_state)
+            if len(ps["genres"]) >= 3 and ps["legend"] == ps["genres"] and ps["lines"] == len(ps["legend"]):
+                break
+            assert time.monotonic() < deadline, ps
+            page.wait_for_timeout(100)
         if model_spec == "auto":  # the bundled model hears electronic game music as such
             assert set(list(scores)[:3]) & ELECTRONIC_TAGS, scores
         page.screenshot(path=str(artifacts / "live_tab.png"), full_page=True)

@@ -309,7 +309,7 @@ def test_two_sessions_get_their_own_readouts(server, pw, audio, artifacts, model
 
 
 @browser
-def test_silence_reads_silence_not_a_genre(server, pw, audio):
+def test_silence_reads_silence_not_a_genre(server, pw, audio, artifacts):
     with browser_page(pw, audio["silence"]) as page:
         open_app(page, server)
         record(page)
@@ -319,6 +319,7 @@ def test_silence_reads_silence_not_a_genre(server, pw, audio):
         assert all("%" not in r["label"] for r in rs), rs
         assert "silence" in status(page)
         assert status_level(page) < -60
+        page.screenshot(path=str(artifacts / "live_tab_silence.png"), full_page=True)
         stop(page)
         page.wait_for_function("document.querySelector('#live-summary').innerText.includes('silence')", timeout=5000)
 

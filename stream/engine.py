@@ -233,6 +233,7 @@ class StreamEngine:
                 mono, bad = to_float_mono(arr[start:start + block])
                 self._bad += bad
                 self._push(self._resampler.process(mono))
+            self._emit_early()
             self._samples_in += arr.shape[0]
             self._seconds_in += arr.shape[0] / rate
 
@@ -246,6 +247,17 @@ class StreamEngine:
                 self._since_hop = 0
                 if len(self._ring) >= self._min:
                     self._emit()
+
+    def _emit_early(self) -> None:
+        """The resampler holds back a few ms of audio. When the input already covers a hop
+        boundary but only that held-back tail is missing, classify now instead of one chunk
+        later (with 0.25 s browser chunks that would add 250 ms to every readout). The held-back
+        samples then count towards the same hop, so the hop grid does not move."""
+        missing = self._hop - self._since_hop
+        slack = int(self._resampler.delay()) + 1
+        if 0 < missing <= slack and len(self._ring) + missing >= self._min:
+            self._since_hop -= self._hop
+            self._emit()
 
     def _emit(self) -> None:
         window = self._ring.newest(len(self._ring))

@@ -131,7 +131,8 @@ class AppServer:
 
     def chunk_files(self) -> list[Path]:
         """Streamed microphone chunks left in Gradio's cache (they are all named audio.wav)."""
-        return [p for p in self.cache.rglob("audio.wav")]
+        # os.walk skips folders that vanish mid-walk (the app deletes chunk folders as it goes)
+        return [Path(d) / "audio.wav" for d, _, files in os.walk(self.cache) if "audio.wav" in files]
 
     def stop(self) -> None:
         if self.proc.poll() is None:

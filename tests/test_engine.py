@@ -30,11 +30,13 @@ def test_window_every_hop_after_min_window(band_model):
     with StreamEngine(band_model, cfg, background=False, on_result=got.append) as e:
         feed_chunks(e, tone(300, 5.0, 48000), 48000, chunk_s=0.037)
         e.flush()
-    times = [r.time_s for r in got]
-    # first at 1.0 s (min window), then every 0.5 s up to 5 s (resampler tail flushed at the end)
-    assert times[:3] == pytest.approx([1.0, 1.5, 2.0], abs=0.01)
-    assert np.allclose(np.diff(times[:-1]), 0.5, atol=1e-6) and times[-1] == pytest.approx(5.0, abs=0.01)
-    assert got[0].window_s == pytest.approx(1.0, abs=0.01) and got[4].window_s == pytest.approx(2.0)
+    times = np.array([r.time_s for r in got])
+    # one window per hop boundary (1.0, 1.5, ... 5.0 s); a window may end up to the resampler's
+    # delay (< 40 ms) early, when only the held-back tail was missing, but never late
+    grid = np.arange(1.0, 5.01, 0.5)
+    assert len(times) == len(grid)
+    assert ((grid - times) >= -1e-9).all() and ((grid - times) < 0.04).all()
+    assert got[0].window_s == pytest.approx(1.0, abs=0.04) and got[4].window_s == pytest.approx(2.0)
     assert all(r.label == "low" for r in got)
 
 
@@ -311,8 +313,8 @@ def test_flush_adds_no_near_duplicate_window(band_model):
         e.flush()
         e.feed(tone(200, 0.5, 48000), 48000)  # half a hop more: worth a final window
         e.flush()
-    times = [round(r.time_s, 3) for r in got]
-    assert times == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 6.5]
+    times = [r.time_s for r in got]
+    assert times == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 6.5], abs=0.04)
 
 
 def test_drain_waits_for_the_last_window():
@@ -326,3 +328,19 @@ def test_drain_waits_for_the_last_window():
         assert e.latest is not None and e.latest.time_s == pytest.approx(1.0)
         e.reset()
         assert e.drain(timeout=0.1) is True
+
+
+def test_resampler_delay_does_not_postpone_a_readout(band_model):
+    """Browser-sized chunks ending exactly on a hop: the readout comes with that chunk, not
+    with the next one (the resampler holds back ~20-40 ms)."""
+    got = []
+    with StreamEngine(band_model, EngineConfig(window_s=2, hop_s=1, min_window_s=2), background=False,
+                      on_result=got.append) as e:
+        x = (tone(300, 4.0, 48000) * 32767).astype(np.int16)
+        for i in range(0, len(x), 12000):  # 0.25 s chunks
+            e.feed(x[i:i + 12000], 48000)
+            fed = (i + 12000) / 48000
+            if fed in (2.0, 3.0, 4.0):
+                assert got and got[-1].time_s == pytest.approx(fed, abs=0.04), (fed, [r.time_s for r in got])
+        e.flush()
+    assert len(got) == 3  # the held-back tail completed the last hop: no extra window

@@ -68,7 +68,8 @@ class Result:
     scores: smoothed probabilities of the visible labels, highest first, `top_k` of them.
     raw_scores: this window's own probabilities of the visible labels, highest first.
     label: the leading label (with hysteresis); None when silent.
-    time_s: stream time of the window's end, counted from samples fed (not wall clock).
+    time_s: stream time of the window's end (the hop boundary), counted from samples fed, not
+        wall clock; the newest few ms may still have been inside the resampler's filter.
     silent: the window was below `silence_dbfs`; no inference ran and no genre is claimed.
     level_dbfs: RMS level of the window.
     window_s: duration of the classified window.
@@ -257,11 +258,12 @@ class StreamEngine:
         slack = int(self._resampler.delay()) + 1
         if 0 < missing <= slack and len(self._ring) + missing >= self._min:
             self._since_hop -= self._hop
-            self._emit()
+            self._emit(missing)
 
-    def _emit(self) -> None:
+    def _emit(self, early: int = 0) -> None:
         window = self._ring.newest(len(self._ring))
-        t_end = self._ring.total / self.rate
+        # stream time of the hop boundary: an early window lacks only the resampler's tail
+        t_end = (self._ring.total + early) / self.rate
         level = rms_dbfs(window)
         self._seq += 1
         meta = (self._gen, self._seq, t_end, level, len(window) / self.rate)

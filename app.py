@@ -143,7 +143,6 @@ class LiveSession:
         self.late_chunks = 0
         self.bad_chunks = 0
         self._waiters: set = set()  # (loop, asyncio.Event) of watchers
-        self._result_event = threading.Event()
         self.ready = (None, 0.0)  # newest result and the wall time it was ready
         self.handler_ms: collections.deque = collections.deque(maxlen=256)  # stream handler durations
         self.chunk_header: bytes | None = None  # WAV header of this session's streamed chunks
@@ -155,7 +154,6 @@ class LiveSession:
     # engine callbacks come from the inference thread: only wake the waiters
     def _on_result(self, res) -> None:
         self.ready = (res, time.time())
-        self._result_event.set()
         for loop, event in list(self._waiters):
             try:
                 loop.call_soon_threadsafe(event.set)
@@ -215,12 +213,8 @@ class LiveSession:
             engine = self.engine
             if engine is None or engine.closed:
                 return None
-            before = engine.latest
-            self._result_event.clear()
             engine.flush()
-        deadline = time.monotonic() + FLUSH_WAIT_S
-        while engine.latest is before and time.monotonic() < deadline and engine.stats.seconds_received:
-            self._result_event.wait(0.05)
+        engine.drain(FLUSH_WAIT_S)
         return engine.summary()
 
     def active(self, run: int) -> bool:

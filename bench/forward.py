@@ -94,31 +94,23 @@ def build_candidates(ckpt: str, args, calib: list) -> dict:
     cands["off (fp32 as loaded)"] = lambda x: off(input_values=x)
     fp = accelerate(fresh(), mode="fp32")
     cands["fp32 + folded weight norm"] = lambda x: fp(input_values=x)
-    bf = accelerate(fresh(), mode="bf16")
-    if bf.mode == "bf16":
-        cands["bf16 autocast (accel auto)"] = lambda x: bf(input_values=x)
-
-        def bf16_1t(x):
+    def one_thread(fwd):
+        def run(x):
             n = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                return bf(input_values=x)
+                return fwd(input_values=x)
             finally:
                 torch.set_num_threads(n)
+        return run
 
-        cands["bf16, 1 thread"] = bf16_1t
+    bf = accelerate(fresh(), mode="bf16")
+    if bf.mode == "bf16":
+        cands["bf16 autocast (accel auto)"] = lambda x: bf(input_values=x)
+        cands["bf16, 1 thread"] = one_thread(bf)
     else:
         print(f"  (bf16 not measured: {bf.reason})")
-
-    def fp32_1t(x):
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return off(input_values=x)
-        finally:
-            torch.set_num_threads(n)
-
-    cands["fp32, 1 thread"] = fp32_1t
+    cands["fp32, 1 thread"] = one_thread(off)
     m8 = fresh()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -11,6 +11,12 @@ pkgs=(libportaudio2 ffmpeg)
 if [ "${1:-}" = "--dev" ]; then
   pkgs+=(chromium pulseaudio pulseaudio-utils libasound2-plugins asc-music)
 fi
+# Debian's own python3 refuses system-wide pip installs (PEP 668): use a virtualenv there.
+if [ -z "${VIRTUAL_ENV:-}" ] && python3 -c 'import sys, sysconfig, os; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+  echo "This python3 is managed by the system (PEP 668). Create and activate a virtualenv first:" >&2
+  echo "  python3 -m venv .venv && . .venv/bin/activate && bash scripts/setup.sh $*" >&2
+  exit 2
+fi
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
 if [ "${1:-}" = "--dev" ]; then

@@ -209,7 +209,10 @@ class MicSource:
                 self.stream.close(ignore_errors=True)
             except Exception:
                 pass
-        self.q.put(None)  # the sentinel goes after every block already queued
+        try:  # the sentinel goes after every block already queued
+            self.q.put(None, timeout=1.0)
+        except queue.Full:  # the feeder already died on an error: nobody is reading
+            pass
         self._feeder.join(timeout=5.0)
 
     @property

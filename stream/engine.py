@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -122,8 +123,9 @@ class StreamEngine:
 
     background=False runs inference inline inside `feed` (every hop is classified, nothing
     skipped, deterministic): for tests and file replay.
-    on_result(result) is called from the inference thread (or inside `feed` when inline);
-    keep it short.
+    on_result(result) is called from the inference thread, or, for silent windows and in
+    inline mode, by the thread that fed the audio just before `feed`/`flush` returns; keep it
+    short. It may call the engine's own methods.
     """
 
     def __init__(self, model, config: EngineConfig | None = None, *, background: bool = True,
@@ -142,6 +144,8 @@ class StreamEngine:
         self._resampler: StreamingResampler | None = None
         self._worker = get_worker(model) if background else None
         self._feed_lock = threading.Lock()
+        self._outbox: list | None = None  # results to announce once the feed lock is released
+        self._feeder: int | None = None  # thread holding the feed lock
         self._result_lock = threading.Lock()
         self._smoother = ScoreSmoother(c.smoothing_s, c.switch_margin)
         self._closed = False
@@ -224,7 +228,9 @@ class StreamEngine:
         rate = validate_rate(sample_rate)
         if arr.shape[0] == 0:
             return
-        with self._feed_lock:
+        with self._feeding():
+            if self._closed:  # close() may have run while we waited for the lock
+                raise EngineClosedError("feed() called after close(); create a new StreamEngine")
             if self._resampler is None or self._resampler.in_rate != rate:
                 if self._resampler is not None:  # rate changed: finish the old stream first
                     self._push(self._resampler.flush())
@@ -290,7 +296,9 @@ class StreamEngine:
         than `min_window_s` (it must reach the model's minimum)."""
         if self._closed:
             raise EngineClosedError("flush() called after close(); create a new StreamEngine")
-        with self._feed_lock:
+        with self._feeding():
+            if self._closed:
+                raise EngineClosedError("flush() called after close(); create a new StreamEngine")
             if self._resampler is not None:
                 self._push(self._resampler.flush())
             # a tail shorter than a quarter hop (e.g. the resampler's few ms) adds nothing new
@@ -298,6 +306,27 @@ class StreamEngine:
             if self._since_hop > 0 and fresh and len(self._ring) >= self.model.min_samples:
                 self._since_hop = 0
                 self._emit()
+
+    @contextlib.contextmanager
+    def _feeding(self):
+        """Hold the feed lock; results produced meanwhile on this thread (silent windows,
+        inline inference) reach `on_result` only after it is released, so a callback may
+        itself call feed/flush/reset without deadlocking."""
+        outbox: list[Result] = []
+        with self._feed_lock:
+            self._outbox, self._feeder = outbox, threading.get_ident()
+            try:
+                yield
+            finally:
+                self._outbox, self._feeder = None, None
+        for res in outbox:
+            self._notify(res)
+
+    def _post(self, res: Result) -> None:
+        if self._feeder == threading.get_ident():
+            self._outbox.append(res)
+        else:  # the inference thread
+            self._notify(res)
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until the newest window emitted so far has been classified (e.g. after `flush()`
@@ -338,15 +367,16 @@ class StreamEngine:
             self._tally(t_end, None)
             res = Result({}, {}, None, t_end, True, level, dur, 0.0, 0.0)
             self.latest = res
-        self._notify(res)
+        self._post(res)
 
     def _deliver(self, job: Job, probs, infer_ms: float, err) -> None:
         _, seq, t_end, level, dur = job.meta
         with self._result_lock:
             self._done_seq = max(self._done_seq, seq)
             if err is not None:
-                self._n_errors += 1
-                self._last_error = f"{type(err).__name__}: {err}"
+                if job.meta[0] == self._gen and not self._closed:  # not for audio reset() discarded
+                    self._n_errors += 1
+                    self._last_error = f"{type(err).__name__}: {err}"
                 return
             if not self._accept(job.meta):
                 return
@@ -365,7 +395,7 @@ class StreamEngine:
             latency = (time.perf_counter() - job.submitted) * 1000.0
             res = Result(scores, raw, leader, t_end, False, level, dur, infer_ms, latency)
             self.latest = res
-        self._notify(res)
+        self._post(res)
 
     def _notify(self, res: Result) -> None:
         if self.on_result is not None:

@@ -1,6 +1,7 @@
 """Whole-file analysis: sliding windows over a recording, decoded and resampled in blocks."""
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ import soundfile as sf
 from .audio import validate_rate, validate_samples
 from .engine import EngineConfig, Result, StreamEngine
 from .errors import AudioDecodeError
+
+log = logging.getLogger(__name__)
 
 BLOCK_S = 10  # decode this many seconds at a time: memory stays flat whatever the file length
 FFMPEG_RATE = 48000
@@ -167,8 +170,14 @@ def analyze_file(path_or_array, model, *, window_s: float | None = None, hop_s: 
             progress(min(done / total, 1.0) if total else 0.0, f"{done:.0f} s analysed")
     engine.flush()
     engine.close()
+    st = engine.stats
+    if not results and st.errors:
+        raise RuntimeError(f"the model failed on every window ({st.errors}): {st.last_error}")
     if not results:
         raise AudioDecodeError(f"the recording is too short to classify ({done:.2f} s)")
+    if st.errors:
+        log.warning("analyze_file: the model failed on %d of %d windows (%s)", st.errors,
+                    st.errors + len(results), st.last_error)
     return _summarise(path, model, engine, results, done)
 
 

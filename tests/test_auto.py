@@ -44,3 +44,26 @@ def test_auto_uses_cached_course_model(monkeypatch, tmp_path):
     m = load_model("auto")
     assert m.name == COURSE_MODEL and "cache" in m.notice
     assert len(m.labels) == 10
+
+
+def test_auto_with_incomplete_cached_course_model_falls_back(monkeypatch, tmp_path):
+    """An interrupted download (config.json cached, no weights) must not break start-up."""
+    import shutil
+
+    from conftest import make_tiny_checkpoint
+    from huggingface_hub import constants
+
+    hf_home = tmp_path / "hf"
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = hf_home / "hub" / ("models--" + COURSE_MODEL.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snap = make_tiny_checkpoint(repo / "snapshots" / commit)
+    for f in snap.iterdir():
+        if f.name != "config.json":
+            f.unlink() if f.is_file() else shutil.rmtree(f)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    m = load_model("auto")
+    assert m.name.startswith("musicnn") and "incomplete" in m.notice

@@ -341,3 +341,48 @@ def test_resampler_delay_does_not_postpone_a_readout(band_model):
                 assert got and got[-1].time_s == pytest.approx(fed), (fed, [r.time_s for r in got])
         e.flush()
     assert len(got) == 3  # the held-back tail completed the last hop: no extra window
+
+
+def test_callback_may_call_engine_methods_from_silent_and_inline_results(band_model):
+    """Silent and inline results are announced after feed() releases its lock."""
+    seen = []
+
+    def cb(res):
+        seen.append(res.silent)
+        if len(seen) == 2:
+            e.reset()  # would deadlock if called under the feed lock
+
+    e = StreamEngine(band_model, EngineConfig(window_s=1, hop_s=0.5, min_window_s=1), background=False,
+                     on_result=cb)
+    e.feed(np.zeros(16000 * 2, np.float32), 16000)
+    e.feed(tone(200, 2.0, 16000), 16000)
+    assert seen[:2] == [True, True] and len(seen) >= 4
+    e.close()
+
+
+def test_errors_of_discarded_windows_are_not_counted():
+    class Failing(GatedModel):
+        def predict(self, windows):
+            super().predict(windows)
+            raise RuntimeError("late failure")
+
+    m = Failing()
+    e = StreamEngine(m, EngineConfig(window_s=1, hop_s=0.5, min_window_s=1))
+    e.feed(tone(200, 1.0, 16000), 16000)
+    assert m.entered.wait(5)
+    e.reset()  # the running window's audio is discarded
+    m.gate.set()
+    time.sleep(0.3)
+    assert e.stats.errors == 0
+    e.close()
+
+
+def test_file_analysis_reports_model_failure(tmp_path):
+    from stream import analyze_file
+
+    class Broken(BandModel):
+        def predict(self, windows):
+            raise RuntimeError("weights missing")
+
+    with pytest.raises(RuntimeError, match="failed on every window.*weights missing"):
+        analyze_file(tone(200, 5.0, 16000), Broken(), sample_rate=16000, window_s=2, hop_s=1)

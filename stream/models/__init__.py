@@ -32,10 +32,13 @@ def _course_cached() -> bool:
 
 def _load_auto(device: str, accel: str) -> AudioModel:
     if _course_cached():
-        model = load_hf(COURSE_MODEL, device, accel)
-        model.notice = f"Model: {COURSE_MODEL} (course model, from the local cache; {model.accel.mode})."
-        return model
-    if hub_offline():
+        try:
+            model = load_hf(COURSE_MODEL, device, accel)
+            model.notice = f"Model: {COURSE_MODEL} (course model, from the local cache; {model.accel.mode})."
+            return model
+        except ModelLoadError as exc:  # e.g. an interrupted download left only config.json
+            why = f"the cached course model is incomplete: {exc.cause}"
+    elif hub_offline():
         why = "HF_HUB_OFFLINE is set and the course model is not cached"
     else:
         ok, why = hub_reachable()

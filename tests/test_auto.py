@@ -26,28 +26,9 @@ def test_auto_offline_flag_skips_hub(monkeypatch, tmp_path):
     assert m.name.startswith("musicnn") and "HF_HUB_OFFLINE" in m.notice
 
 
-def test_auto_uses_cached_course_model(monkeypatch, tmp_path):
-    """A course model in the local cache wins, without the network."""
-    from conftest import make_tiny_checkpoint
-    from huggingface_hub import constants
-
-    hf_home = tmp_path / "hf"
-    monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # lay out a Hub cache entry for the course id (refs/main -> snapshot)
-    repo = hf_home / "hub" / ("models--" + COURSE_MODEL.replace("/", "--"))
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    make_tiny_checkpoint(repo / "snapshots" / commit)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
-    m = load_model("auto")
-    assert m.name == COURSE_MODEL and "cache" in m.notice
-    assert len(m.labels) == 10
-
-
-def test_auto_with_incomplete_cached_course_model_falls_back(monkeypatch, tmp_path):
-    """An interrupted download (config.json cached, no weights) must not break start-up."""
+def cache_course_model(monkeypatch, tmp_path, keep=None):
+    """Lay out an offline Hub cache entry (refs/main -> snapshot) for the course id holding a
+    tiny checkpoint; `keep` limits the snapshot to those file names (an interrupted download)."""
     import shutil
 
     from conftest import make_tiny_checkpoint
@@ -60,10 +41,23 @@ def test_auto_with_incomplete_cached_course_model_falls_back(monkeypatch, tmp_pa
     commit = "0123456789abcdef0123456789abcdef01234567"
     snap = make_tiny_checkpoint(repo / "snapshots" / commit)
     for f in snap.iterdir():
-        if f.name != "config.json":
+        if keep is not None and f.name not in keep:
             f.unlink() if f.is_file() else shutil.rmtree(f)
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+
+
+def test_auto_uses_cached_course_model(monkeypatch, tmp_path):
+    """A course model in the local cache wins, without the network."""
+    cache_course_model(monkeypatch, tmp_path)
+    m = load_model("auto")
+    assert m.name == COURSE_MODEL and "cache" in m.notice
+    assert len(m.labels) == 10
+
+
+def test_auto_with_incomplete_cached_course_model_falls_back(monkeypatch, tmp_path):
+    """An interrupted download (config.json cached, no weights) must not break start-up."""
+    cache_course_model(monkeypatch, tmp_path, keep={"config.json"})
     m = load_model("auto")
     assert m.name.startswith("musicnn") and "incomplete" in m.notice

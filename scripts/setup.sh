@@ -21,6 +21,8 @@ $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${pkgs[@]}"
 if [ "${1:-}" = "--dev" ]; then
   python3 -m pip install -q -r requirements-dev.txt
+  # The converter tests read the original musicnn checkpoints out of this wheel (no TensorFlow needed).
+  python3 -m pip download -q --no-deps musicnn==0.1.0 -d /tmp/musicnn_whl
 else
   python3 -m pip install -q -r requirements.txt
 fi

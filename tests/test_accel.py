@@ -130,13 +130,15 @@ def test_weight_norm_folding_is_exact(tiny_ckpt):
 def test_fallback_when_cpu_lacks_bf16(tiny_ckpt, no_env, monkeypatch):
     monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"fpu", "sse2", "avx2", "fma"}))
     ok, why = bf16_support()
-    assert not ok and "lacks avx512_bf16" in why
+    # The decision, not one machine's wording: the reason is the CPU's flags or, on a torch
+    # build without oneDNN bf16 (or one capped to AVX2), that build.
+    assert not ok and why
     model, fe = _load(tiny_ckpt)
     inputs = _inputs(fe, [_music_like(3.0)])
     ref = _reference(model, inputs)
     for mode in ("auto", "bf16"):
         fwd = accelerate(model, fe, mode=mode)
-        assert fwd.mode == "fp32" and "lacks" in fwd.reason
+        assert fwd.mode == "fp32" and why in fwd.reason
         assert float((torch.softmax(fwd(**inputs), -1) - ref).abs().max()) < 1e-5
 
 

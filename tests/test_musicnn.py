@@ -87,6 +87,16 @@ def test_patch_starts():
 
 # -- networks -------------------------------------------------------------------------------
 
+def assert_scaled_close(got, want, rel=1e-4):
+    """|got - want| <= rel x the reference's magnitude (at least 1). float32 summation order
+    differs between AVX2 and AVX-512 kernels: logits of ~17 move by ~4e-4 there, while a
+    porting error (wrong padding, axis, weight) moves them by whole units."""
+    got, want = np.asarray(got), np.asarray(want)
+    bound = rel * max(1.0, float(np.abs(want).max()))
+    err = float(np.abs(got - want).max())
+    assert err <= bound, f"max |diff| {err:.3g} > {bound:.3g} (rel {rel} of max |ref| {np.abs(want).max():.3g})"
+
+
 @pytest.mark.parametrize("name", INPUTS)
 @pytest.mark.parametrize("ckpt", list(CKPTS))
 def test_logits_on_reference_patches(nets, ckpt, name):
@@ -94,14 +104,14 @@ def test_logits_on_reference_patches(nets, ckpt, name):
     x = torch.from_numpy(np.stack([r["logmel"][a:b] for a, b in r["patch_frames"]]))
     with torch.inference_mode():
         f = nets[ckpt].features(x)
-    assert np.abs(f["logits"].numpy() - r[f"{ckpt}_logits"]).max() <= 1e-4
+    assert_scaled_close(f["logits"].numpy(), r[f"{ckpt}_logits"])
     assert np.abs(torch.sigmoid(f["logits"]).numpy() - r[f"{ckpt}_probs"]).max() <= 2e-5
     if ckpt.endswith("musicnn"):
-        assert np.abs(f["penultimate"].numpy() - r[f"{ckpt}_penultimate"]).max() <= 1e-4
+        assert_scaled_close(f["penultimate"].numpy(), r[f"{ckpt}_penultimate"])
         for k in ("max_pool", "mean_pool"):
-            np.testing.assert_allclose(f[k].numpy(), r[f"{ckpt}_{k}"], rtol=1e-5, atol=1e-4)
+            assert_scaled_close(f[k].numpy(), r[f"{ckpt}_{k}"])
     else:
-        assert np.abs(f["flat_pool5"].numpy() - r[f"{ckpt}_flat_pool5"]).max() <= 1e-4
+        assert_scaled_close(f["flat_pool5"].numpy(), r[f"{ckpt}_flat_pool5"])
 
 
 @pytest.mark.parametrize("name", INPUTS)
@@ -116,7 +126,7 @@ def test_end_to_end_from_wav_and_top5(models, ckpt, name):
     finally:
         m.align = "end"
     assert logits.shape == (2, 50)
-    assert np.abs(logits - r[f"{ckpt}_logits"]).max() <= 1e-4
+    assert_scaled_close(logits, r[f"{ckpt}_logits"])
     tags = raw_tags(ckpt)
     expected = TOP5[name][ckpt]
     for i, patch in enumerate(expected["per_patch"]):

@@ -29,6 +29,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -396,6 +397,19 @@ async def _serve_stream(st: _Stream, ws, rate, channels, fmt, settings: ServerSe
 
 
 # ---------------------------------------------------------------- command line -------
+class _RedactToken(logging.Filter):
+    """uvicorn logs each WebSocket request with its query string: hide ?token=..."""
+
+    pattern = re.compile(r"(token=)[^&\s\"']*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(self.pattern.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = self.pattern.sub(r"\1***", record.msg)
+        return True
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -482,6 +496,8 @@ def main(argv=None) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
                             ws_max_size=4 * settings.max_frame_bytes,  # over the limit: the app says why
                             ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="off")
+    for name in ("uvicorn.error", "uvicorn.access"):  # uvicorn.Config has set up its loggers by now
+        logging.getLogger(name).addFilter(_RedactToken())
     server = uvicorn.Server(config)
 
     async def serve():

@@ -45,7 +45,7 @@ def server():
 def strict():
     """Token, origin allow-list, 2 streams at most, 2 s idle timeout."""
     srv = ServerProcess("--token", TOKEN, "--allow-origin", KIOSK, "--max-streams", "2", "--idle-timeout", "2",
-                        "--hop", "0.5").wait_ready()
+                        "--hop", "0.5", "--log-level", "info").wait_ready()
     yield srv
     srv.stop()
     assert "Traceback" not in srv.log, srv.log
@@ -285,6 +285,8 @@ def test_token_required(strict):
     # /healthz says nothing about streams (or the model) without the token
     assert strict.healthz() == {"status": "ok"}
     assert strict.healthz(TOKEN)["max_streams"] == 2
+    # uvicorn logs every request with its query string (at info level): never the token
+    assert "token=***" in strict.log and TOKEN not in strict.log, strict.log
 
 
 def test_foreign_origin_refused(strict, server):

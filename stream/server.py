@@ -177,7 +177,7 @@ class _Stream:
         self.wakeup = asyncio.Event()
         self.dropped = 0  # results dropped because the client did not read them
         self.engine: StreamEngine | None = None
-        self.last_result: Result | None = None
+        self.results_seen = 0  # results handed to this stream by the engine (sent or dropped)
 
     # called on the event loop (via call_soon_threadsafe from the inference thread)
     def push_result(self, res: Result) -> None:
@@ -190,7 +190,7 @@ class _Stream:
                     del self.out[i]
                     break
             self.dropped += 1
-        self.last_result = res
+        self.results_seen += 1
         self.out.append(("result", result_record(res)))
         self.wakeup.set()
 
@@ -351,10 +351,13 @@ async def _serve_stream(st: _Stream, ws, rate, channels, fmt, settings: ServerSe
         engine.flush()
         # the worker thread classifies the last window; wait for it off the event loop
         await asyncio.to_thread(engine.drain, 30.0)
-        # drain() returns once the window is done; its on_result hand-over may still be on its
-        # way through call_soon_threadsafe: let it land before the summary
-        for _ in range(200):
-            if engine.latest is None or engine.latest is st.last_result:
+        # drain() returns once the last window is done, but its result may still be on its way
+        # (worker thread -> call_soon_threadsafe): wait until every result the engine counted
+        # (stats takes the engine's result lock, so the counts are complete) reached our queue
+        st_ = engine.stats
+        expected = st_.windows_classified + st_.windows_silent
+        for _ in range(1000):
+            if st.results_seen >= expected:
                 break
             await asyncio.sleep(0.005)
         st.push(summary_record(engine.summary(), engine.stats, reason, dropped_results=st.dropped))

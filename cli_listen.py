@@ -23,7 +23,6 @@ reached, refused the stream (token, origin, busy) or the connection was lost (af
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os

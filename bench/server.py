@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import sys
-import threading
 import time
 import warnings
 

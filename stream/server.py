@@ -32,7 +32,6 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import urlsplit
 
 import numpy as np

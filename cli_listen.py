@@ -16,12 +16,13 @@ Examples:
 
 Exit codes: 0 ok (also after Ctrl-C), 1 unexpected error, 2 bad arguments,
 3 audio input problem (no PortAudio, no/unknown/busy device, unsupported settings, stream
-died, unreadable --file), 4 the model could not be loaded, 130 interrupted before listening.
+died, unreadable --file), 4 the model could not be loaded, 5 --server: the server could not be
+reached, refused the stream (token, origin, busy) or the connection was lost (after retries with
+--reconnect), 130 interrupted before listening.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ import threading
 import time
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUDIO, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_SERVER = 5
 
 PORTAUDIO_MISSING = (
     "the PortAudio library was not found ({exc}). sounddevice needs it to record audio: "
@@ -289,23 +291,10 @@ class LevelMeter:
 
 
 # ---------------------------------------------------------------- output -------------
-def _num(x, nd=4):
-    return round(float(x), nd) if x is not None and math.isfinite(x) else None
-
-
 def result_json(res, source) -> str:
-    return json.dumps({
-        "event": "result",
-        "time": _num(res.time_s, 3),
-        "label": res.label,
-        "scores": {k: _num(v) for k, v in res.scores.items()},
-        "silent": res.silent,
-        "level_dbfs": _num(res.level_dbfs, 1),
-        "inference_ms": _num(res.inference_ms, 1),
-        "latency_ms": _num(res.latency_ms, 1),
-        "overflows": source.overflows,
-        "dropped_blocks": source.dropped,
-    })
+    from ui.report import dumps, result_record
+
+    return dumps(result_record(res, overflows=source.overflows, dropped_blocks=source.dropped))
 
 
 def summary_text(engine, source, reason) -> str:
@@ -320,15 +309,10 @@ def summary_text(engine, source, reason) -> str:
 
 
 def summary_json(engine, source, reason) -> str:
-    s, st = engine.summary(), engine.stats
-    return json.dumps({
-        "event": "summary", "reason": reason, "duration_s": _num(s.duration_s, 2), "silent_s": _num(s.silent_s, 2),
-        "dominant": s.dominant, "shares": {k: _num(v) for k, v in s.shares.items()},
-        "windows_classified": st.windows_classified, "windows_silent": st.windows_silent,
-        "windows_skipped": st.windows_skipped, "inference_ms_mean": _num(st.inference_ms_mean, 1),
-        "inference_ms_p95": _num(st.inference_ms_p95, 1), "real_time_factor": _num(st.real_time_factor),
-        "overflows": source.overflows, "dropped_blocks": source.dropped,
-    })
+    from ui.report import dumps, summary_record
+
+    return dumps(summary_record(engine.summary(), engine.stats, reason, overflows=source.overflows,
+                                dropped_blocks=source.dropped))
 
 
 def plain_line(res, engine, source) -> str:
@@ -443,7 +427,14 @@ def parse_args(argv):
     parser.add_argument("--json", action="store_true", help="print one JSON object per result on stdout")
     parser.add_argument("-f", "--file", metavar="PATH", help="replay an audio file through the live engine in real time")
     parser.add_argument("--fast", action="store_true", help="with --file: as fast as possible")
+    parser.add_argument("--server", metavar="ws://HOST:PORT",
+                        help="send the audio to a genre server (python -m stream.server) instead of loading a model")
+    parser.add_argument("--token", help="with --server: its access token (default: env GENRE_SERVER_TOKEN)")
+    parser.add_argument("--reconnect", action="store_true",
+                        help="with --server: retry a lost connection with backoff instead of exiting")
     args = parser.parse_args(remaining)
+    if (args.reconnect or args.token) and not args.server:
+        parser.error("--reconnect and --token only apply to --server")
     if args.fast and not args.file:
         parser.error("--fast only applies to --file")
     if args.channels is not None and args.channels < 1:
@@ -472,6 +463,34 @@ def engine_config(args):
     if args.window is not None:
         cfg.min_window_s = min(cfg.min_window_s, args.window)
     return cfg
+
+
+def open_remote(args, rate, on_result):
+    """--server: a RemoteEngine (stream/client.py) connected at the input's rate and channels."""
+    from stream.client import RemoteEngine, ServerError
+
+    if args.file is not None:  # the file's own rate and channels (decode errors surface here too)
+        from stream import decode_blocks
+
+        try:
+            block, rate = next(decode_blocks(args.file))
+        except Exception as exc:
+            raise CliError(EXIT_AUDIO, f"--file {args.file!r}: {exc}") from None
+        channels = 1 if block.ndim == 1 else block.shape[1]
+    else:
+        channels = args.channels
+    options = {"window": args.window, "hop": args.hop, "smoothing": args.smoothing, "top_k": args.top_k}
+    try:
+        token = args.token or os.environ.get("GENRE_SERVER_TOKEN")
+        engine = RemoteEngine(args.server, options, token=token, on_result=on_result,
+                              on_event=lambda m: info(f"cli_listen: {m}"), reconnect=args.reconnect)
+        ready = engine.connect(rate, channels)
+    except ValueError as exc:
+        raise CliError(EXIT_USAGE, f"--server: {exc}") from None
+    except ServerError as exc:
+        raise CliError(EXIT_USAGE if exc.kind == "rejected" else EXIT_SERVER, str(exc)) from None
+    info(f"Server {args.server}: model {ready['model']}.")
+    return engine
 
 
 def err(msg):
@@ -508,25 +527,28 @@ def run(args) -> int:
     elif not os.path.isfile(args.file):
         raise CliError(EXIT_AUDIO, f"--file {args.file!r}: no such file")
 
-    from stream import ModelLoadError, StreamEngine, load_model
-
-    models_log = logging.getLogger("stream.models")
-    level = models_log.level
-    models_log.setLevel(logging.ERROR)  # its warning repeats model.notice, which we print below
-    try:
-        model = load_model(args.model)
-    except ModelLoadError as exc:
-        raise CliError(EXIT_MODEL, str(exc)) from None
-    finally:
-        models_log.setLevel(level)
-    info(model.notice or f"Model: {model.name}.")
-
     results: queue.Queue = queue.Queue()
-    try:
-        engine = StreamEngine(model, engine_config(args), background=not (args.file and args.fast),
-                              on_result=results.put)
-    except ValueError as exc:
-        raise CliError(EXIT_USAGE, str(exc)) from None
+    if args.server:
+        engine = open_remote(args, rate, results.put)
+    else:
+        from stream import ModelLoadError, StreamEngine, load_model
+
+        models_log = logging.getLogger("stream.models")
+        level = models_log.level
+        models_log.setLevel(logging.ERROR)  # its warning repeats model.notice, which we print below
+        try:
+            model = load_model(args.model)
+        except ModelLoadError as exc:
+            raise CliError(EXIT_MODEL, str(exc)) from None
+        finally:
+            models_log.setLevel(level)
+        info(model.notice or f"Model: {model.name}.")
+
+        try:
+            engine = StreamEngine(model, engine_config(args), background=not (args.file and args.fast),
+                                  on_result=results.put)
+        except ValueError as exc:
+            raise CliError(EXIT_USAGE, str(exc)) from None
 
     meter = LevelMeter()
     if args.file is None:
@@ -586,6 +608,10 @@ def run(args) -> int:
             if problem:
                 err(problem)
                 reason, code = "input failed", EXIT_AUDIO
+                break
+            if args.server and engine.failed():
+                err(engine.failed())
+                reason, code = "connection lost", EXIT_SERVER
                 break
             if source.finished():
                 reason = "end of file" if args.duration is None or source.seconds < args.duration else "duration reached"

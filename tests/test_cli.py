@@ -134,7 +134,7 @@ def test_live_music_results_every_hop_with_plausible_tags(sink, music_wav):
     # seconds of audio were heard, plus possibly the flushed tail. Under CPU load the engine
     # may skip a window (a newer one replaced it while the model was busy): by design, and
     # counted, so results + skipped must account for every hop.
-    times = [o["time"] for _, o in results]
+    times = [o["time_s"] for _, o in results]
     on_grid = [t for t in times if abs((t - 3.0) / hop - round((t - 3.0) / hop)) < 0.02]
     assert len(on_grid) >= len(times) - 1 and times == sorted(times), times  # all but the tail
     n_hops = (duration - 3.0) / hop + 1
@@ -144,7 +144,7 @@ def test_live_music_results_every_hop_with_plausible_tags(sink, music_wav):
     # ... and they arrive live: wall-clock time between readouts follows the stream time
     # between them (not a burst at the end), with one per hop when nothing is skipped
     (t_a, first), (t_b, last) = results[0], results[-2]
-    assert 0.6 < (t_b - t_a) / (last["time"] - first["time"]) < 1.6, (t_b - t_a, last["time"] - first["time"])
+    assert 0.6 < (t_b - t_a) / (last["time_s"] - first["time_s"]) < 1.6, (t_b - t_a, last["time_s"] - first["time_s"])
     if skipped == 0:
         steps = [b - a for a, b in zip(times, times[1:])][:-1]
         assert all(abs(s - hop) < 0.02 for s in steps), steps
@@ -221,7 +221,7 @@ def test_file_replay_fast_is_deterministic_and_plausible(pulse):
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     results, summaries = parse_json_lines(r.stdout)
-    times = [o["time"] for o in results]
+    times = [o["time_s"] for o in results]
     # inline engine: every hop classified, from the 3 s minimum window to the 30 s limit
     assert times[:3] == [3.0, 4.0, 5.0] and abs(times[-1] - duration) < 0.05, times
     assert all(abs(b - a - hop) < 1e-3 for a, b in zip(times, times[1:])), times
@@ -232,8 +232,8 @@ def test_file_replay_fast_is_deterministic_and_plausible(pulse):
     # the same file gives the same readout twice
     r2 = run_cli(["--file", str(MUSIC), "--fast", "--duration", "6", "--hop", str(hop), "--json",
                   "--model", MODEL], pulse.env(), timeout=120)
-    again = {o["time"]: o["scores"] for o in parse_json_lines(r2.stdout)[0]}
-    first = {o["time"]: o["scores"] for o in results}
+    again = {o["time_s"]: o["scores"] for o in parse_json_lines(r2.stdout)[0]}
+    first = {o["time_s"]: o["scores"] for o in results}
     common = sorted(set(again) & set(first))
     assert common[:4] == [3.0, 4.0, 5.0, 6.0]
     assert all(again[t] == first[t] for t in common)
@@ -245,7 +245,7 @@ def test_file_replay_real_time_paces_results(pulse, music_wav):
     rc = run.wait(timeout=60)
     assert rc == 0, run.stderr
     results, summaries = run.json()
-    times = [o["time"] for _, o in results]
+    times = [o["time_s"] for _, o in results]
     assert times[0] in (3.0, 4.0) and abs(times[-1] - 7.0) < 0.05, times  # 3.0 unless skipped under load
     assert all(abs(t - round(t)) < 1e-3 for t in times), times
     # real time: results 1 s of audio apart arrive ~1 s of wall clock apart

@@ -49,6 +49,20 @@ class EngineConfig:
         (e.g. the genre tags of a tagger); allow=["*"] shows every label.
     switch_margin: hysteresis; the leading label changes only when a challenger's smoothed
         score beats the leader's by this margin.
+    patch_reuse: for models that score fixed patches and average them (`AudioModel.patch_samples`
+        set: the bundled MusiCNN, 3 s patches), score only the hop's new patch and average it
+        with the patches earlier hops already scored: one patch per network per hop instead of
+        the whole window (3x less compute at the default 9 s window and 1 s hop). The patches
+        then sit on a grid of their own: each ends on a hop boundary and they are spaced by the
+        patch length rounded to whole hops (3 s for hops of 1 s, 0.5 s, ...), as many as fit in
+        the window; whole-window scoring instead cuts them back to back from the newest frame.
+        The newest patch is the same audio either way; the older ones lie a few ms apart
+        (8 ms for 9 s / 1 s), a shift to which the network itself is as sensitive as to the
+        choice of grid (bench/streams.py --quality compares both on real music). Patches
+        missed while the machine was overloaded, silent or after `reset()` are scored when a
+        window needs them, so every readout is the mean of its own grid patches. Models
+        without patches (Hugging Face checkpoints) always score whole windows. False scores
+        whole windows every hop (the behaviour before this option).
     """
 
     window_s: float | None = None
@@ -60,6 +74,7 @@ class EngineConfig:
     allow: Sequence[str] | None = None
     deny: Sequence[str] = ()
     switch_margin: float = 0.05
+    patch_reuse: bool = True
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,16 @@ class SessionSummary:
     dominant: str | None
 
 
+@dataclass
+class _PatchJob(Job):
+    """The patches of one window: `keys` (the hop boundary each patch ends on, in stream
+    samples, newest first) are what the readout averages, `todo` the ones whose rows are
+    still in `window`."""
+
+    keys: list = field(default_factory=list)
+    todo: list = field(default_factory=list)
+
+
 class StreamEngine:
     """Feed audio chunks of any format; read `latest` (or get `on_result` calls) every hop.
 
@@ -123,6 +148,8 @@ class StreamEngine:
 
     background=False runs inference inline inside `feed` (every hop is classified, nothing
     skipped, deterministic): for tests and file replay.
+    For patch-scoring models the engine keeps the scores of the stream's recent patches
+    (bounded: the patches one window spans) and forgets them on `reset()`.
     on_result(result) is called from the inference thread, or, for silent windows and in
     inline mode, by the thread that fed the audio just before `feed`/`flush` returns; keep it
     short. It may call the engine's own methods.
@@ -141,6 +168,9 @@ class StreamEngine:
         self._min = min(self._win, max(int(round(c.min_window_s * rate)), int(model.min_samples)))
         self._visible = self._visible_indices(c, model)
         self._ring = RingBuffer(self._win)
+        self._patch = self._patch_plan(c, model, self._win, self._hop)
+        self._patch_scores: dict[int, np.ndarray] = {}  # hop boundary (stream sample) -> its patch's probabilities
+        self._patch_ends: dict[int, int] = {}  # hop boundary -> where its patch's audio ends (feed thread)
         self._resampler: StreamingResampler | None = None
         self._worker = get_worker(model) if background else None
         self._feed_lock = threading.Lock()
@@ -189,6 +219,15 @@ class StreamEngine:
         if problems:
             raise ValueError("invalid EngineConfig: " + "; ".join(problems))
         return c
+
+    @staticmethod
+    def _patch_plan(c: EngineConfig, model, win: int, hop: int) -> tuple[int, int, int] | None:
+        """(patch samples, spacing, patches per window) when patches are reused, else None."""
+        n = getattr(model, "patch_samples", None)
+        if not c.patch_reuse or not n or win < n:
+            return None
+        spacing = hop * max(1, round(n / hop))  # patches end on hop boundaries
+        return int(n), spacing, 1 + (win - n) // spacing
 
     @staticmethod
     def _visible_indices(c: EngineConfig, model) -> np.ndarray:
@@ -278,17 +317,73 @@ class StreamEngine:
                 self._n_skipped += 1
             self._deliver_silent(meta)
             return
-        job = Job(window=window.copy(), deliver=self._deliver, meta=meta)
+        if self._patch is not None and len(window) >= self._patch[0]:
+            job = self._patch_job(window, self._ring.total + early, meta)
+        else:
+            job = Job(window=window.copy(), deliver=self._deliver, meta=meta)
         if self._worker is not None:
             if self._worker.submit(self, job):
                 self._n_skipped += 1
         else:
             t0 = time.perf_counter()
             try:
-                probs, err = self.model.predict(job.window[None])[0], None
+                if job.prepare is not None:
+                    job.prepare(job)
+                x = job.inputs()
+                probs = self.model.predict(x) if len(x) else np.zeros((0, 0), np.float32)
+                probs, err = (probs[0] if job.window.ndim == 1 else probs), None
             except Exception as exc:
                 probs, err = None, exc
             self._deliver(job, probs, (time.perf_counter() - t0) * 1000.0, err)
+
+    def _patch_job(self, window: np.ndarray, end: int, meta) -> _PatchJob:
+        """The window's grid patches: the newest ends at this hop boundary (`end`, in stream
+        samples; an early window lacks only the resampler's last few samples), each other one
+        `spacing` earlier, as far back as the window reaches. The worker drops those already
+        scored just before the forward (`_prepare`), so normally one patch is computed."""
+        n, spacing, count = self._patch
+        have = self._ring.total
+        ends = self._patch_ends  # an early hop's patch ends where its audio did, for good
+        ends[end] = have
+        for key in [k for k in ends if k < end - (count - 1) * spacing]:
+            del ends[key]
+        keys, rows = [], []
+        for i in range(count):
+            key = end - i * spacing
+            stop = len(window) - (have - ends.get(key, key))
+            if stop < n:
+                break
+            keys.append(key)
+            rows.append(window[stop - n:stop])
+        return _PatchJob(window=np.stack(rows), deliver=self._deliver, meta=meta, prepare=self._prepare,
+                         keys=keys, todo=list(keys))
+
+    _reuse_patches = True  # False recomputes every patch of every window (tests check the cache so)
+
+    def _prepare(self, job: _PatchJob) -> None:
+        with self._result_lock:
+            if job.meta[0] != self._gen or self._closed:
+                keep = []
+            elif self._reuse_patches:
+                keep = [i for i, k in enumerate(job.keys) if k not in self._patch_scores]
+            else:
+                keep = list(range(len(job.keys)))
+        job.todo = [job.keys[i] for i in keep]
+        job.window = job.window[keep]
+
+    def _combine(self, job: _PatchJob, rows: np.ndarray) -> np.ndarray | None:
+        """Cache the job's new patch scores; the window's probabilities = mean of its patches."""
+        if job.meta[0] != self._gen or self._closed:
+            return None
+        cache = self._patch_scores
+        for key, p in zip(job.todo, rows):
+            cache[key] = p
+        _, spacing, count = self._patch
+        oldest = job.keys[0] - (count - 1) * spacing  # no later window reaches further back
+        for key in [k for k in cache if k < oldest]:
+            del cache[key]
+        got = [cache[k] for k in job.keys if k in cache]
+        return np.mean(got, axis=0, dtype=np.float64).astype(np.float32) if got else None
 
     def flush(self) -> None:
         """End of input (a file, a recording that stopped): pass the resampler's tail through
@@ -378,6 +473,10 @@ class StreamEngine:
                     self._n_errors += 1
                     self._last_error = f"{type(err).__name__}: {err}"
                 return
+            if isinstance(job, _PatchJob):
+                probs = self._combine(job, probs)
+                if probs is None:
+                    return
             if not self._accept(job.meta):
                 return
             labels = self.model.labels
@@ -445,6 +544,8 @@ class StreamEngine:
             self._gen += 1
             self._done_seq = self._seq  # nothing older is worth waiting for
             self._ring.clear()
+            self._patch_scores.clear()
+            self._patch_ends.clear()
             self._since_hop = 0
             if self._resampler is not None:
                 self._resampler.reset()

@@ -1,8 +1,8 @@
 """The distribution: pyproject.toml agrees with requirements*.txt, the wheel carries the code, the bundled
 weights with their license and both console scripts, and `genre-app` passes its arguments to app.py.
 
-The wheel is built for real (setuptools, no network) from a copy of the checkout, so the test does not
-write into the repository."""
+The wheel is built for real (setuptools, no network) from a copy of the checkout (its git-tracked and new,
+not ignored files), so the test does not write into the repository."""
 from __future__ import annotations
 
 import email
@@ -25,7 +25,7 @@ except ImportError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ["MTT_musicnn.safetensors", "MSD_musicnn.safetensors", "MTT_vgg.safetensors", "MSD_vgg.safetensors",
            "LICENSE", "README.md"]
-# What never goes into the wheel; the copy for the build leaves it out too.
+# Left out of the copy the wheel is built from when the checkout is not a git repository.
 NOT_SHIPPED = (".git", ".venv", "build", "dist", "test-artifacts", "__pycache__", "*.egg-info", "*.pyc")
 
 
@@ -61,10 +61,24 @@ def test_pyproject_lists_what_the_requirements_files_list():
     assert not problems, "\n".join(problems)
 
 
+def _copy_checkout(dest: Path) -> None:
+    """The files of a clean checkout plus new ones (not .venv, caches or build outputs)."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                                capture_output=True, check=True, timeout=60).stdout.decode().split("\0")
+    except (OSError, subprocess.SubprocessError):  # not a git checkout (e.g. an unpacked sdist)
+        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(*NOT_SHIPPED))
+        return
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():  # deleted but not yet committed files are listed too
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     src = tmp_path_factory.mktemp("src") / "checkout"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*NOT_SHIPPED))
+    _copy_checkout(src)
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                            "-q", "-w", str(out), str(src)], capture_output=True, text=True, timeout=300)

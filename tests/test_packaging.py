@@ -108,7 +108,7 @@ def test_wheel_carries_code_weights_and_their_license(wheel):
     assert any(n.endswith(".dist-info/licenses/stream/models/musicnn/weights/LICENSE") for n in names)
 
 
-def test_wheel_metadata_matches_requirements_and_names_both_scripts(wheel):
+def test_wheel_metadata_matches_requirements_and_names_the_scripts(wheel):
     meta = email.message_from_string(_dist_info(wheel, "METADATA"))
     assert meta["Name"] == "live-genre"
     assert meta["Requires-Python"] == ">=3.10"
@@ -126,7 +126,7 @@ def test_wheel_metadata_matches_requirements_and_names_both_scripts(wheel):
         elif "=" in line and section == "console_scripts":
             name, target = (s.strip() for s in line.split("=", 1))
             scripts[name] = target
-    assert set(scripts) == {"genre-app", "genre-listen"}
+    assert set(scripts) == {"genre-app", "genre-listen", "genre-serve"}
     # Each target exists (imported in a fresh interpreter: importing app would start building the page).
     for target in scripts.values():
         module, func = target.split(":")

@@ -125,7 +125,9 @@ class StreamEngine:
     single inference thread; `feed` never waits for the model.
 
     background=False runs inference inline inside `feed` (every hop is classified, nothing
-    skipped, deterministic): for tests and file replay.
+    skipped, deterministic): for tests and file replay. Live audio wants the default: a
+    background engine fed faster than real time (a file read in a loop) skips most windows
+    (logged once); for whole files see `analyze_file`.
     on_result(result) is called from the inference thread, or, for silent windows and in
     inline mode, by the thread that fed the audio just before `feed`/`flush` returns; keep it
     short. It may call the engine's own methods.

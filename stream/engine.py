@@ -330,15 +330,17 @@ class StreamEngine:
         """Hold the feed lock; results produced meanwhile on this thread (silent windows,
         inline inference) reach `on_result` only after it is released, so a callback may
         itself call feed/flush/reset without deadlocking."""
-        outbox: list[Result] = []
-        with self._feed_lock:
-            self._outbox, self._feeder = outbox, threading.get_ident()
-            try:
-                yield
-            finally:
-                self._outbox, self._feeder = None, None
-        for res, seq in outbox:
-            self._notify(res, seq)
+        outbox: list[tuple[Result, int]] = []
+        try:
+            with self._feed_lock:
+                self._outbox, self._feeder = outbox, threading.get_ident()
+                try:
+                    yield
+                finally:
+                    self._outbox, self._feeder = None, None
+        finally:  # also after an error: drain() waits for these callbacks
+            for res, seq in outbox:
+                self._notify(res, seq)
 
     def _post(self, res: Result, seq: int) -> None:
         if self._feeder == threading.get_ident():

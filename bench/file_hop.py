@@ -48,7 +48,7 @@ def main(argv=None):
     model = load_model("musicnn")
     print(cpu_note())
     print(load_note())
-    files = music_files()
+    files = sorted(music_files(), key=lambda f: Path(f).stat().st_size)  # shortest first
     times = {h: 0.0 for h in hops}
     rows, per = [], {h: [] for h in hops}
     audio_s = 0.0
@@ -59,16 +59,18 @@ def main(argv=None):
             fa = analyze_file(path, model, hop_s=h)
             results[h] = (fa, time.perf_counter() - t0)
             times[h] += results[h][1]
+            print(f"  {Path(path).name} hop {h:g}: {fa.n_windows} windows, {results[h][1]:.1f} s", flush=True)
         base, base_t = results[1.0]
         audio_s += base.duration_s
         for h in hops:
             fa, t = results[h]
             c = compare(base, fa)
             per[h].append(c)
-            rows.append([Path(path).name, f"{base.duration_s:.0f}", f"{h:g}", fa.n_windows, f"{t:.1f}",
-                         f"{t / base_t:.2f}", fa.top_label, "yes" if c["same_top"] else "NO", f"{c['dp']:.4f}",
-                         f"{c['agree']:.0%}", "-" if c["segment_shift"] is None else f"{c['segment_shift']:.1f}"])
-        print(f"{Path(path).name}: done", flush=True)
+            row = [Path(path).name, f"{base.duration_s:.0f}", f"{h:g}", fa.n_windows, f"{t:.1f}",
+                   f"{t / base_t:.2f}", fa.top_label, "yes" if c["same_top"] else "NO", f"{c['dp']:.4f}",
+                   f"{c['agree']:.0%}", "-" if c["segment_shift"] is None else f"{c['segment_shift']:.1f}"]
+            rows.append(row)
+            print("  " + " | ".join(str(x) for x in row), flush=True)  # as it comes: a long run may be cut
     print()
     print(table(rows, ["file", "s", "hop s", "windows", "time s", "ratio", "top label", "same top",
                        "max |dp|", "windows agreeing", "segment shift s"]))

@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 
 BLOCK_S = 10  # decode this many seconds at a time: memory stays flat whatever the file length
 FFMPEG_RATE = 48000
-SUPPORTED = ("wav", "flac", "ogg", "opus", "mp3")  # read by libsndfile, no ffmpeg needed
+SUPPORTED = ("wav", "flac", "ogg", "opus", "mp3")
+# Whole files need no live refresh: the default hop is a third of the window (3 s with MusiCNN's
+# 9 s windows) instead of the live 1 s. bench/file_hop.py: FIGURES
+FILE_HOP_FRACTION = 1 / 3  # read by libsndfile, no ffmpeg needed
 
 
 @dataclass
@@ -88,7 +91,7 @@ class AudioInfo:
 
 # libmpg123 (inside libsndfile) prints notes such as "Note: Illegal Audio-MPEG-Header ..." on
 # file descriptor 2 itself, outside any log format; they are routed to this module's log.
-_DECODER_LINE = re.compile(r"^(Note|Warning|Error|\[[^\]]*(mpg123|mpeg|src/)[^\]]*\])", re.IGNORECASE)
+_DECODER_LINE = re.compile(r"^(Note: |Warning: |Error: |\[[^\]]*\.c:\d+\] )")
 _fd2_lock = threading.Lock()
 _fd2_users = 0
 _fd2_saved: int | None = None
@@ -274,15 +277,19 @@ def analyze_file(path_or_array, model, *, window_s: float | None = None, hop_s: 
                  max_duration_s: float | None = None, config: EngineConfig | None = None) -> FileAnalysis:
     """Classify a whole recording with sliding windows.
 
-    window_s / hop_s default to the model's; a hop below the window overlaps windows, which
-    gives a finer timeline at proportionally more compute. A file shorter than one window is
+    window_s defaults to the model's. hop_s defaults to `config.hop_s` if set, else to a third
+    of the window (3 s for MusiCNN's 9 s windows, 3.3 s for the 10 s DistilHuBERT window),
+    not the live 1 s: compute is proportional to 1 / hop, and on real recordings FIGURES_DOC
+    (bench/file_hop.py). Pass hop_s=1.0 for the finest timeline. A file shorter than one window is
     classified once as a whole. `progress(fraction, text)` is called after each decoded block.
     `config` supplies the other engine settings (label view, silence gate); smoothing is off.
     For arrays pass `sample_rate`. Raises AudioDecodeError for unreadable/empty/too long input.
     """
     base = config or EngineConfig()
     ws = window_s if window_s is not None else (base.window_s or model.default_window_s)
-    cfg = EngineConfig(window_s=ws, hop_s=hop_s if hop_s is not None else base.hop_s, min_window_s=ws,
+    if hop_s is None:
+        hop_s = base.hop_s if base.hop_s is not None else ws * FILE_HOP_FRACTION
+    cfg = EngineConfig(window_s=ws, hop_s=hop_s, min_window_s=ws,
                        smoothing_s=0.0, top_k=0, allow=base.allow, deny=base.deny,
                        silence_dbfs=base.silence_dbfs, switch_margin=0.0)
     results: list[Result] = []

@@ -213,3 +213,18 @@ def test_too_short_file_names_the_minimum(tmp_path):
     sf.write(path, tone(440, 0.01, 16000), 16000)  # 160 samples; BandModel needs 400
     with pytest.raises(AudioDecodeError, match=r"too short.*0\.01 s.*band needs at least 0\.03 s"):
         analyze_file(path, BandModel())
+
+
+def test_default_hop_for_files_is_a_third_of_the_window():
+    x = low_then_high(16000, 15)  # 30 s
+    fa = analyze_file(x, BandModel(), sample_rate=16000, window_s=6.0)
+    assert np.diff(fa.ends_s) == pytest.approx(np.full(fa.n_windows - 1, 2.0))  # 6 s / 3
+    assert fa.ends_s[0] == pytest.approx(6.0) and fa.ends_s[-1] == pytest.approx(30.0)
+    # the caller's hop wins, as an argument or in the config
+    fine = analyze_file(x, BandModel(), sample_rate=16000, window_s=6.0, hop_s=1.0)
+    assert np.diff(fine.ends_s) == pytest.approx(np.ones(fine.n_windows - 1)) and fine.n_windows == 25
+    cfg = analyze_file(x, BandModel(), sample_rate=16000, window_s=6.0, config=EngineConfig(hop_s=1.5))
+    assert np.diff(cfg.ends_s) == pytest.approx(np.full(cfg.n_windows - 1, 1.5))
+    # the coarse timeline tells the same story: low first, high last, the same top label
+    assert fa.top_label == fine.top_label
+    assert fa.timeline[0, 0] > 0.9 and fa.timeline[-1, 2] > 0.9

@@ -91,7 +91,7 @@ class AudioInfo:
 
 # libmpg123 (inside libsndfile) prints notes such as "Note: Illegal Audio-MPEG-Header ..." on
 # file descriptor 2 itself, outside any log format; they are routed to this module's log.
-_DECODER_LINE = re.compile(r"^(Note: |Warning: |Error: |\[[^\]]*\.c:\d+\] )")
+_DECODER_LINE = re.compile(r"^(Note: |Warning: |Error: |\[[^\]]*\.c:[^\]]*\] )")
 _fd2_lock = threading.Lock()
 _fd2_users = 0
 _fd2_saved: int | None = None

@@ -228,3 +228,19 @@ def test_default_hop_for_files_is_a_third_of_the_window():
     # the coarse timeline tells the same story: low first, high last, the same top label
     assert fa.top_label == fine.top_label
     assert fa.timeline[0, 0] > 0.9 and fa.timeline[-1, 2] > 0.9
+
+
+def test_decoder_lines_are_told_apart_from_other_stderr_output(capfd, caplog):
+    """What libmpg123 prints while decoding slightly damaged frames of a good mp3 goes to the
+    log; anything else caught during a decode is written back to stderr."""
+    import logging
+
+    from stream.files import _route_caught
+
+    caplog.set_level(logging.DEBUG, logger="stream.files")
+    _route_caught(b"[src/libmpg123/layer3.c:INT123_do_layer3():1774] error: part2_3_length (2048) too large\n"
+                  b"Note: Trying to resync...\n"
+                  b"note: a line of the program itself\nWARNING:app:port busy\n")
+    assert capfd.readouterr().err == "note: a line of the program itself\nWARNING:app:port busy\n"
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("part2_3_length" in m for m in logged) and any("Trying to resync" in m for m in logged)

@@ -81,7 +81,10 @@ class EngineConfig:
 class Result:
     """One readout.
 
-    scores: smoothed probabilities of the visible labels, highest first, `top_k` of them.
+    scores: smoothed probabilities of `top_k` visible labels: `label` first, then the others
+        by smoothed score, highest first. The leader comes first even while a challenger's
+        score is a little higher (within `switch_margin`), so every front end that shows
+        "the first entry" shows the same genre as `label` and the session summary.
     raw_scores: this window's own probabilities of the visible labels, highest first.
     label: the leading label (with hysteresis); None when silent.
     time_s: stream time of the window's end (the hop boundary), counted from samples fed, not
@@ -147,7 +150,9 @@ class StreamEngine:
     single inference thread; `feed` never waits for the model.
 
     background=False runs inference inline inside `feed` (every hop is classified, nothing
-    skipped, deterministic): for tests and file replay.
+    skipped, deterministic): for tests and file replay. Live audio wants the default: a
+    background engine fed faster than real time (a file read in a loop) skips most windows
+    (logged once); for whole files see `analyze_file`.
     For patch-scoring models the engine keeps the scores of the stream's recent patches
     (bounded: the patches one window spans) and forgets them on `reset()`.
     on_result(result) is called from the inference thread, or, for silent windows and in
@@ -182,7 +187,9 @@ class StreamEngine:
         self._gen = 0  # bumped by reset(): results of older windows are dropped
         self._seq = 0
         self._delivered_seq = -1
-        self._done_seq = 0  # newest window whose inference finished (result or error)
+        self._done_seq = 0  # newest window fully handled: result delivered and on_result returned
+        self._in_callback = threading.local()  # drain() inside on_result would wait for itself
+        self._warned_skip = False
         self._since_hop = 0
         self.latest: Result | None = None
         # stats
@@ -314,7 +321,7 @@ class StreamEngine:
         meta = (self._gen, self._seq, t_end, level, len(window) / self.rate)
         if level < self.config.silence_dbfs:
             if self._worker is not None and self._worker.cancel(self):
-                self._n_skipped += 1
+                self._skipped()
             self._deliver_silent(meta)
             return
         if self._patch is not None and len(window) >= self._patch[0]:
@@ -323,7 +330,7 @@ class StreamEngine:
             job = Job(window=window.copy(), deliver=self._deliver, meta=meta)
         if self._worker is not None:
             if self._worker.submit(self, job):
-                self._n_skipped += 1
+                self._skipped()
         else:
             t0 = time.perf_counter()
             try:
@@ -385,6 +392,17 @@ class StreamEngine:
         got = [cache[k] for k in job.keys if k in cache]
         return np.mean(got, axis=0, dtype=np.float64).astype(np.float32) if got else None
 
+    def _skipped(self) -> None:
+        self._n_skipped += 1
+        if not self._warned_skip:  # once per engine: the count is in stats.windows_skipped
+            self._warned_skip = True
+            log.warning(
+                "StreamEngine: the model is slower than the hop (%g s), so windows are being skipped: a "
+                "newer window replaced one still waiting for the model (count: stats.windows_skipped). "
+                "Live this only lowers the update rate. For a file or other recorded audio use "
+                "background=False or analyze_file() so that every window is classified; live, use a "
+                "larger hop_s or a faster model.", self.config.hop_s)
+
     def flush(self) -> None:
         """End of input (a file, a recording that stopped): pass the resampler's tail through
         and classify the audio that arrived since the last window, even when it is shorter
@@ -407,26 +425,37 @@ class StreamEngine:
         """Hold the feed lock; results produced meanwhile on this thread (silent windows,
         inline inference) reach `on_result` only after it is released, so a callback may
         itself call feed/flush/reset without deadlocking."""
-        outbox: list[Result] = []
-        with self._feed_lock:
-            self._outbox, self._feeder = outbox, threading.get_ident()
-            try:
-                yield
-            finally:
-                self._outbox, self._feeder = None, None
-        for res in outbox:
-            self._notify(res)
+        outbox: list[tuple[Result, int]] = []
+        try:
+            with self._feed_lock:
+                self._outbox, self._feeder = outbox, threading.get_ident()
+                try:
+                    yield
+                finally:
+                    self._outbox, self._feeder = None, None
+        finally:  # also after an error: drain() waits for these callbacks
+            for res, seq in outbox:
+                self._notify(res, seq)
 
-    def _post(self, res: Result) -> None:
+    def _post(self, res: Result, seq: int) -> None:
         if self._feeder == threading.get_ident():
-            self._outbox.append(res)
+            self._outbox.append((res, seq))
         else:  # the inference thread
-            self._notify(res)
+            self._notify(res, seq)
+
+    def _done(self, seq: int) -> None:
+        """Window `seq` needs nothing more (its callback returned, or it gets none)."""
+        with self._result_lock:
+            self._done_seq = max(self._done_seq, seq)
 
     def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until the newest window emitted so far has been classified (e.g. after `flush()`
-        at the end of a file, before reading the final `latest` or `summary()`). Returns False
-        if that took longer than `timeout` seconds."""
+        """Wait until the newest window emitted so far has been classified and its `on_result`
+        callback has returned (e.g. after `flush()` at the end of a file, before reading the final
+        `latest` or `summary()`). Returns False if that took longer than `timeout` seconds.
+        Raises RuntimeError when called from inside `on_result` (it would wait for itself)."""
+        if getattr(self._in_callback, "active", False):
+            raise RuntimeError("drain() called from inside on_result would wait for its own callback; "
+                               "call it from the thread that feeds the engine")
         target = self._seq
         deadline = time.monotonic() + timeout
         while self._done_seq < target and not self._closed:
@@ -454,35 +483,34 @@ class StreamEngine:
     def _deliver_silent(self, meta) -> None:
         _, seq, t_end, level, dur = meta
         with self._result_lock:
-            self._done_seq = max(self._done_seq, seq)
             if not self._accept(meta):
+                self._done_seq = max(self._done_seq, seq)
                 return
             self._smoother.reset()
             self._n_silent += 1
             self._tally(t_end, None)
             res = Result({}, {}, None, t_end, True, level, dur, 0.0, 0.0)
             self.latest = res
-        self._post(res)
+        self._post(res, seq)
 
     def _deliver(self, job: Job, probs, infer_ms: float, err) -> None:
         _, seq, t_end, level, dur = job.meta
         with self._result_lock:
-            self._done_seq = max(self._done_seq, seq)
-            if err is not None:
-                if job.meta[0] == self._gen and not self._closed:  # not for audio reset() discarded
+            if err is None and isinstance(job, _PatchJob):
+                probs = self._combine(job, probs)  # caches the new patches, also for a stale window
+            if err is not None or probs is None or not self._accept(job.meta):
+                self._done_seq = max(self._done_seq, seq)  # no callback for this window
+                if err is not None and job.meta[0] == self._gen and not self._closed:  # not for audio reset() discarded
                     self._n_errors += 1
                     self._last_error = f"{type(err).__name__}: {err}"
-                return
-            if isinstance(job, _PatchJob):
-                probs = self._combine(job, probs)
-                if probs is None:
-                    return
-            if not self._accept(job.meta):
                 return
             labels = self.model.labels
             vis = self._visible
             smooth = self._smoother.update(probs, t_end, vis)
             order = vis[np.argsort(-smooth[vis], kind="stable")]
+            lead = self._smoother.leader
+            if lead is not None:  # the leader heads the list, also while a challenger is within the margin
+                order = np.concatenate(([lead], order[order != lead]))
             k = self.config.top_k or len(order)
             scores = {labels[i]: float(smooth[i]) for i in order[:k]}
             raw_order = vis[np.argsort(-probs[vis], kind="stable")]
@@ -494,14 +522,18 @@ class StreamEngine:
             latency = (time.perf_counter() - job.submitted) * 1000.0
             res = Result(scores, raw, leader, t_end, False, level, dur, infer_ms, latency)
             self.latest = res
-        self._post(res)
+        self._post(res, seq)
 
-    def _notify(self, res: Result) -> None:
+    def _notify(self, res: Result, seq: int) -> None:
         if self.on_result is not None:
+            self._in_callback.active = True
             try:
                 self.on_result(res)
             except Exception:  # a broken callback must not break the stream
                 log.exception("on_result callback failed")
+            finally:
+                self._in_callback.active = False
+        self._done(seq)
 
     # ---- state ---------------------------------------------------------------------
     @property

@@ -19,7 +19,7 @@ class AudioModel(ABC):
     default_window_s / default_hop_s: window and hop that suit this model (used when the
         engine config leaves them unset).
     min_samples: the shortest window `predict` accepts.
-    notice: one line saying which model is in use and why (set by `load_model("auto")`).
+    notice: one line saying which model is in use (and for "auto" why); `load_model` always sets it.
     patch_samples: optional capability. A model whose window score is the mean of the scores
         of fixed-length patches sets it to the patch length; `predict` on windows of exactly
         that length must return one patch's probabilities. The engine may then score each

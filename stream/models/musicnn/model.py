@@ -235,13 +235,13 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "aut
     key = spec.strip().lower() if isinstance(spec, str) else spec
     if key not in SPECS:
         raise ModelLoadError(spec, "not a bundled musicnn model",
-                             f"Use one of: {', '.join(SPECS)}.")
+                             f"Use one of: {', '.join(SPECS)}", fallback=None)
     try:
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("CUDA is not available")
     except RuntimeError as e:
-        raise ModelLoadError(spec, f"bad device {device!r} ({e})", "Use device='cpu'.") from e
+        raise ModelLoadError(spec, f"bad device {device!r} ({e})", "Use device='cpu'", fallback=None) from e
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -255,7 +255,7 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "aut
         raise ModelLoadError(
             spec, f"bundled weights are missing or damaged ({type(e).__name__}: {e})",
             "Regenerate them: pip download --no-deps musicnn==0.1.0 -d /tmp/w && "
-            "python tools/convert_musicnn.py /tmp/w/musicnn-0.1.0-py3-none-any.whl") from e
+            "python tools/convert_musicnn.py /tmp/w/musicnn-0.1.0-py3-none-any.whl", fallback=None) from e
     try:
         return MusicnnModel(key, nets, tags, device=dev, backend=backend)
     except ValueError as e:  # unknown backend, or onnxruntime asked for and unusable

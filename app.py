@@ -62,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The page's settings from the command line (and, on a Space, the environment).
     Values the page cannot use exit with status 2 and one line saying which and why."""
     env = os.environ.get
-    p = _Parser(prog="app.py", description="Live music-genre classifier (Gradio page).")
+    p = _Parser(prog=_prog(), description="Live music-genre classifier (Gradio page).")
     p.add_argument("--model", default=env("GENRE_MODEL", "auto"),
                    help="auto (course model if reachable, else bundled MusiCNN), musicnn, a Hub id or a "
                         "checkpoint directory [env GENRE_MODEL; default auto]")
@@ -123,8 +123,12 @@ def port_problem(host: str, port: int) -> str | None:
     return None
 
 
+def _prog() -> str:  # "app.py", or the console script's name
+    return Path(sys.argv[0]).name if __name__ == "__main__" and sys.argv and sys.argv[0] else "app.py"
+
+
 def _fail(code: int, message: str):
-    print(f"app.py: error: {message}", file=sys.stderr, flush=True)
+    print(f"{_prog()}: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 
@@ -808,6 +812,8 @@ def build_demo(model, args) -> gr.Blocks:
                 except asyncio.TimeoutError:
                     pass
                 event.clear()
+                if not session.active(run):  # stopped while we waited: Stop's status stays
+                    break
                 if last is None and session.mic_problem != problem:  # the browser gave no microphone
                     problem = session.mic_problem
                     if problem:
@@ -995,8 +1001,13 @@ def main(argv=None) -> None:
             _fail(EXIT_PORT, problem)
     try:
         model = load_model(args.model)
-    except (ModelLoadError, OSError, ValueError) as exc:
-        _fail(EXIT_MODEL, str(exc) if isinstance(exc, ModelLoadError) else f"cannot load model {args.model!r}: {exc}")
+    except ModelLoadError as exc:
+        if hasattr(exc, "advice"):  # phrased for this command line, not the Python API
+            fallback = f", or use the bundled offline model: --model {exc.fallback}" if exc.fallback else ""
+            _fail(EXIT_MODEL, f"cannot load model {exc.spec!r}: {exc.cause}. {exc.advice}{fallback}.")
+        _fail(EXIT_MODEL, str(exc))
+    except (OSError, ValueError) as exc:
+        _fail(EXIT_MODEL, f"cannot load model {args.model!r}: {exc}")
     log.info("%s", model.notice or f"Model: {model.name}")
     ARGS, MODEL, demo = args, model, build_demo(model, args)
     demo.queue(default_concurrency_limit=1)

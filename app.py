@@ -251,7 +251,10 @@ class LiveSession:
         self.settings = settings
         self.engine: StreamEngine | None = None
         self.lock = threading.Lock()
+        # every readout of this recording, as the engine delivered it (the plot's band then
+        # agrees with the session summary, also when the page skipped some renders)
         self.history: collections.deque = collections.deque()  # (time_s, scores, leader); silent: ({}, None)
+        self.history_lock = threading.Lock()  # (appended on the inference thread)
         self.arrivals: collections.deque = collections.deque(maxlen=512)  # (seconds fed, wall time)
         self.fed_s = 0.0
         self.run = 0
@@ -274,6 +277,10 @@ class LiveSession:
 
     # engine callbacks come from the inference thread: only wake the waiters
     def _on_result(self, res) -> None:
+        with self.history_lock:
+            self.history.append((res.time_s, dict(res.scores), res.label))
+            while self.history and self.history[0][0] < res.time_s - PLOT_SPAN_S - 5:
+                self.history.popleft()
         self.ready = (res, time.time())
         self.wake()
 
@@ -285,7 +292,8 @@ class LiveSession:
         self._clear()
 
     def _clear(self) -> None:
-        self.history.clear()
+        with self.history_lock:
+            self.history.clear()
         self.arrivals.clear()
         self.fed_s = 0.0
 
@@ -561,19 +569,19 @@ EMPTY_LIVE_PLOT = ("<div class='genre-plot'><div class='plot-title'>Genres over 
 def _live_plot(session: LiveSession, res) -> str:
     """The last minute as it was: a line for every genre that led in it and for the current
     top few, the leading genre as a band under the lines, on a score axis from 0."""
-    hist = session.history
+    with session.history_lock:
+        hist = [h for h in session.history if h[0] <= res.time_s] if res is not None else list(session.history)
     if not hist:
         return EMPTY_LIVE_PLOT
     now = hist[-1][0]
-    while hist and hist[0][0] < now - PLOT_SPAN_S:
-        hist.popleft()
+    hist = [h for h in hist if h[0] >= now - PLOT_SPAN_S]
     k = min(PLOT_CURRENT_K, session.settings.top_k)
     current = list(res.scores)[:k] if res is not None and res.scores else []
     if not current:  # silent now: the genres of the newest readout with scores
         current = next((list(sc)[:k] for _, sc, _ in reversed(hist) if sc), [])
     leaders = [g for _, _, g in hist if g]
     genres = list(dict.fromkeys(leaders + current))  # leaders in the order they first led
-    return history_svg(list(hist), genres, genre_styles(session.styles, genres), session.settings.hop_s,
+    return history_svg(hist, genres, genre_styles(session.styles, genres), session.settings.hop_s,
                        leader_now=res.label if res is not None else None)
 
 
@@ -828,7 +836,6 @@ def build_demo(model, args) -> gr.Blocks:
                 res = engine.latest if engine is not None else None
                 if res is not None and res is not last:
                     last, last_status = res, time.monotonic()
-                    session.history.append((res.time_s, dict(res.scores), res.label))
                     yield (_label_value(res, settings.top_k), _live_plot(session, res), _status_html(session, res),
                            gr.skip(), session)
                 elif time.monotonic() - last_status > 1.0:
@@ -839,13 +846,16 @@ def build_demo(model, args) -> gr.Blocks:
 
     def finish(session: LiveSession):
         if session is None:
-            return gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         summary = session.stop()
         _sweep_orphan_chunks(session)
         engine = session.engine
         res = engine.latest if engine is not None else None
         received = engine.stats.seconds_received if engine is not None else None
-        return _summary_md(summary, received), _status_html(session, res, "stopped")
+        # the last window (classified at Stop) is in the summary: show it in the readout and plot too
+        label = _label_value(res, session.settings.top_k) if res is not None else gr.skip()
+        return (_summary_md(summary, received), _status_html(session, res, "stopped"), label,
+                _live_plot(session, res) if res is not None else gr.skip())
 
     # -- file handler --
     def analyse(path, window, top_k, request: gr.Request, progress=gr.Progress()):
@@ -959,7 +969,7 @@ def build_demo(model, args) -> gr.Blocks:
         mic.start_recording(watch, inputs=[session, window, hop, smoothing, top_k],
                             outputs=[live_label, live_plot, live_status, summary, session],
                             concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")
-        mic.stop_recording(finish, inputs=[session], outputs=[summary, live_status],
+        mic.stop_recording(finish, inputs=[session], outputs=[summary, live_status, live_label, live_plot],
                            concurrency_limit=None, show_progress="hidden")
         live_status.submit(on_mic_outcome, inputs=[session], outputs=None, concurrency_limit=None,
                            show_progress="hidden")

@@ -986,6 +986,20 @@ def build_demo(model, args) -> gr.Blocks:
 LAUNCH_KWARGS = dict(css=CSS, theme=gr.themes.Soft())
 
 
+class _BrowserGone(logging.Filter):
+    """A browser that goes away in the middle of an upload (a closed tab's last microphone
+    chunk) is not a server error: one INFO line instead of uvicorn's traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None:
+            if type(exc).__name__ == "ClientDisconnect":
+                log.info("a browser went away during an upload")
+                return False
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
 def __getattr__(name):
     """Imported (a Space, `gradio app.py`): `demo` (and ARGS, MODEL) are built on first use,
     from the environment's settings; `python app.py` and main() build them from their own."""
@@ -1003,6 +1017,7 @@ def main(argv=None) -> None:
     failure is one line on stderr and an exit code (see the module docstring)."""
     global ARGS, MODEL, demo
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.error").addFilter(_BrowserGone())
     if argv is None and _CLI_ARGS is not None:  # `python app.py`: checked before the imports
         args = _CLI_ARGS
     else:

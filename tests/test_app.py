@@ -329,12 +329,9 @@ def test_live_readout_updates_with_true_level_and_summary(server, pw, audio, art
         mic = page.evaluate("window.__micSettings")
         assert mic and mic["echoCancellation"] is False and mic["noiseSuppression"] is False \
             and mic["autoGainControl"] is False, mic
-        # privacy: streamed chunks do not pile up in Gradio's cache (a few in flight at most)
-        counts = []
-        for _ in range(5):
-            counts.append(len(server.chunk_files()))
-            page.wait_for_timeout(300)
-        assert min(counts) <= 2, counts
+        # privacy: streamed chunks are deleted as they are handled (a few in flight at most; a
+        # busy machine may hold a backlog for a while, which must drain)
+        wait_until(page, "at most 2 chunk files in Gradio's cache", lambda: len(server.chunk_files()) <= 2)
         # the plot: a line per current top genre and per leader, the leader's band, one legend
         ps = plot_state(page)
         check_plot(ps)
@@ -609,6 +606,23 @@ def test_settings_apply_to_the_next_recording(server, pw, audio):
         assert min(steps) == 0.5 and all(abs(x / 0.5 - round(x / 0.5)) < 1e-6 for x in steps), steps
         assert len(label_scores(page)) == 3, page.locator("#live-label").inner_text()
         stop(page)
+
+
+def test_browser_going_away_mid_upload_is_not_a_traceback(server):
+    """A tab closed while a microphone chunk was being uploaded: one INFO line, no traceback
+    (the server fixture also checks the whole log for tracebacks)."""
+    before = server.log(None).count("a browser went away during an upload")
+    head = (b"--xx\r\nContent-Disposition: form-data; name=\"files\"; filename=\"audio.wav\"\r\n"
+            b"Content-Type: audio/wav\r\n\r\n" + bytes(1000))
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(b"POST /gradio_api/upload?upload_id=gone HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: multipart/form-data; boundary=xx\r\nContent-Length: 100000\r\n\r\n" + head)
+        time.sleep(0.5)
+    deadline = time.monotonic() + PATIENCE_S
+    while server.log(None).count("a browser went away during an upload") == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert server.log(None).count("a browser went away during an upload") > before, server.log()
+    assert "Traceback" not in server.log(None) and server.alive()
 
 
 # ---- start-up, as a user runs it -------------------------------------------------------------------

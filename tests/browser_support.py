@@ -107,7 +107,7 @@ class AppServer:
         self.proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--model", model, "--port", str(self.port),
                                       *extra_args], cwd=str(REPO), env=e, stdout=self._log, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 300.0) -> None:  # (a loaded machine imports torch slowly)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -146,23 +146,28 @@ class AppServer:
 
 
 # ---- the browser --------------------------------------------------------------------------
-def chromium_args(fake_audio: Path | None) -> list[str]:
+def chromium_args(fake_audio: Path | None, mic_allowed: bool = True) -> list[str]:
+    """Chromium's flags. mic_allowed=False: the microphone request is refused (NotAllowedError)
+    as when a visitor blocks it: headless Chromium without --use-fake-ui-for-media-stream and
+    without the permission denies it."""
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            "--autoplay-policy=no-user-gesture-required"]
+            "--use-fake-device-for-media-stream", "--autoplay-policy=no-user-gesture-required"]
+    if mic_allowed:
+        args.append("--use-fake-ui-for-media-stream")
     if fake_audio is not None:
         args.append(f"--use-file-for-fake-audio-capture={fake_audio}")
     return args
 
 
 @contextlib.contextmanager
-def browser_page(playwright, fake_audio: Path | None, viewport=(1280, 900)):
+def browser_page(playwright, fake_audio: Path | None, viewport=(1280, 900), mic_allowed: bool = True):
     """A fresh Chromium (own profile, own fake-microphone file) with one page."""
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         ctx = playwright.chromium.launch_persistent_context(
-            user_data_dir=profile, executable_path=CHROMIUM, headless=True, args=chromium_args(fake_audio),
-            viewport={"width": viewport[0], "height": viewport[1]}, permissions=["microphone"])
+            user_data_dir=profile, executable_path=CHROMIUM, headless=True,
+            args=chromium_args(fake_audio, mic_allowed), viewport={"width": viewport[0], "height": viewport[1]},
+            permissions=["microphone"] if mic_allowed else [])
         try:
             page = ctx.pages[0] if ctx.pages else ctx.new_page()
             yield page

@@ -41,7 +41,10 @@ Figures per configuration (readouts = one per hop, 1 s):
   flicker    leading-label changes per minute on steady music: readouts from 12 s after a change
              until the next change.
   family     share of those steady readouts whose scores favour the right family
-             ("label family": whose leading label is in it).
+             ("label family": whose leading label is in it). "vs model's verdict": the share
+             that favours the family the model itself gives the excerpt when its windows'
+             raw scores are averaged over the excerpt: what smoothing can reach with this
+             model (an excerpt the model hears as the other family is lost to any readout).
 
 "before" is the engine before issue 9: plain EMA (4 s), absolute switch margin 0.05, no change
 detection (`LegacySmoother` below replays it). "after" is the default EngineConfig.
@@ -311,6 +314,8 @@ class Readout:
     t: float
     label: str | None
     scores: dict
+    raw: dict = field(default_factory=dict)
+    window_s: float = 0.0
 
 
 def run_stream(model, audio: np.ndarray, config, legacy: bool = False) -> list[Readout]:
@@ -319,7 +324,7 @@ def run_stream(model, audio: np.ndarray, config, legacy: bool = False) -> list[R
     got: list[Readout] = []
     pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
     with StreamEngine(model, config, background=False,
-                      on_result=lambda r: got.append(Readout(r.time_s, r.label, r.scores))) as e:
+                      on_result=lambda r: got.append(Readout(r.time_s, r.label, r.scores, r.raw_scores, r.window_s))) as e:
         if legacy:
             e._smoother = LegacySmoother(4.0, 0.05)
             e._detector = None
@@ -328,8 +333,9 @@ def run_stream(model, audio: np.ndarray, config, legacy: bool = False) -> list[R
     return got
 
 
-def _favours(r: Readout, new: str, old: str) -> bool:
-    best = lambda fam: max((v for k, v in r.scores.items() if k in FAMILIES[fam]), default=0.0)
+def _favours(r: Readout, new: str, old: str, scores: dict | None = None) -> bool:
+    scores = r.scores if scores is None else scores
+    best = lambda fam: max((v for k, v in scores.items() if k in FAMILIES[fam]), default=0.0)
     return best(new) > best(old)
 
 
@@ -340,6 +346,8 @@ class Figures:
     flicker_per_min: float = 0.0
     family: float = 0.0
     label_family: float = 0.0
+    family_vs_model: float = 0.0  # steady readouts on the family the model gives the whole excerpt
+    model_right: int = 0  # excerpts whose whole-excerpt verdict is the right family
     family_by: dict = field(default_factory=dict)
     changes_per_min: float = 0.0
 
@@ -347,7 +355,7 @@ class Figures:
 def score(readouts: list[Readout], stream: Stream) -> Figures:
     f = Figures()
     bounds = stream.starts + [stream.duration]
-    flips = steady_n = right = right_label = 0
+    flips = steady_n = right = right_label = agree = 0
     steady_s = 0.0
     by = {fam: [0, 0] for fam in FAMILIES}
     times = np.array([r.t for r in readouts])
@@ -366,7 +374,13 @@ def score(readouts: list[Readout], stream: Stream) -> Figures:
         for a, b in zip(steady, steady[1:]):
             flips += a.label != b.label
         other = next(f for f in FAMILIES if f != fam)
+        # the model's own verdict on the excerpt: mean raw scores of the windows wholly inside it
+        inside = [r.raw for r in seg if r.t >= t0 + 9.0 and r.raw]
+        mean = {k: float(np.mean([d[k] for d in inside])) for k in inside[0]} if inside else {}
+        verdict = fam if not mean or _favours(None, fam, other, mean) else other
+        f.model_right += verdict == fam
         for r in steady:
+            agree += _favours(r, verdict, fam if verdict != fam else other)
             steady_n += 1
             good = _favours(r, fam, other)
             right += good
@@ -376,6 +390,7 @@ def score(readouts: list[Readout], stream: Stream) -> Figures:
     f.flicker_per_min = flips / (steady_s / 60) if steady_s else 0.0
     f.family = right / steady_n if steady_n else float("nan")
     f.label_family = right_label / steady_n if steady_n else float("nan")
+    f.family_vs_model = agree / steady_n if steady_n else float("nan")
     f.family_by = {k: (a / b if b else float("nan")) for k, (a, b) in by.items()}
     labels = [r.label for r in readouts]
     f.changes_per_min = sum(a != b for a, b in zip(labels, labels[1:])) / (stream.duration / 60)
@@ -453,10 +468,12 @@ def main(argv=None) -> int:
     print(C.table([[cond, name, f"{median(f.reaction):.1f}", f"{median(f.reaction_label):.1f}",
                     f"{max(f.reaction):.1f}", f"{f.flicker_per_min:.2f}", f"{f.changes_per_min:.2f}",
                     f"{100 * f.family:.1f}", f"{100 * f.family_by['electronic']:.0f} / {100 * f.family_by['acoustic']:.0f}",
-                    f"{100 * f.label_family:.1f}"]
+                    f"{100 * f.label_family:.1f}", f"{100 * f.family_vs_model:.1f}",
+                    f"{f.model_right}/{len(stream.starts)}"]
                    for cond, name, f in rows],
                   ["stream", "config", "reaction s (median)", "label reaction s", "slowest s", "flicker/min",
-                   "label changes/min", "family %", "electronic / acoustic %", "label family %"]))
+                   "label changes/min", "family %", "electronic / acoustic %", "label family %",
+                   "family vs model's verdict %", "excerpts the model gets right"]))
     print()
     for cond, name, f in rows:
         print(f"{cond}/{name} reaction each (scores): {fmt_reaction(f.reaction)}")

@@ -9,7 +9,7 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(libportaudio2 ffmpeg)
 if [ "${1:-}" = "--dev" ]; then
-  pkgs+=(chromium pulseaudio pulseaudio-utils libasound2-plugins asc-music)
+  pkgs+=(chromium pulseaudio pulseaudio-utils libasound2-plugins asc-music wesnoth-1.16-music)
 fi
 # Debian's own python3 refuses system-wide pip installs (PEP 668): use a virtualenv there.
 if [ -z "${VIRTUAL_ENV:-}" ] && python3 -c 'import sys, sysconfig, os; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then

@@ -159,12 +159,13 @@ def format_report(results: list[FileResult], genres: list[str], live: bool) -> s
         tot = int(m[i].sum())
         lines.append(f"  {g:<14} {int(m[i, i])}/{tot} = {100 * m[i, i] / tot:.1f} %" if tot else f"  {g:<14} -")
     lines += ["", "confusion matrix (rows: true genre, columns: predicted):"]
-    heads = [g[:8] for g in genres] + (["(none)"] if m[:, -1].any() else [])
+    heads = genres + (["(none)"] if m[:, -1].any() else [])
     w = max(8, max(len(g) for g in genres))
-    lines.append(" " * (w + 2) + " ".join(f"{h:>8}" for h in heads))
+    cw = [max(5, len(h)) for h in heads]
+    lines.append(" " * (w + 2) + " ".join(f"{h:>{c}}" for h, c in zip(heads, cw)))
     for i, g in enumerate(genres):
         cells = m[i] if m[:, -1].any() else m[i, :-1]
-        lines.append(f"  {g:<{w}}" + " ".join(f"{int(c):>8}" for c in cells))
+        lines.append(f"  {g:<{w}}" + " ".join(f"{int(v):>{c}}" for v, c in zip(cells, cw)))
     if live:
         agree = sum(r.live is not None and r.live == r.predicted for r in results)
         agree_label = sum(r.live_label is not None and r.live_label == r.top_label for r in results)
@@ -184,10 +185,11 @@ def save_png(path: Path, m: np.ndarray, genres: list[str]) -> None:
     cols = genres + (["(none)"] if m[:, -1].any() else [])
     m = m if m[:, -1].any() else m[:, :-1]
     cell, left, top = 56, 12 + 8 * max(len(g) for g in cols), 40 + 8 * max(len(g) for g in cols)
-    img = Image.new("RGB", (left + cell * len(cols) + 16, top + cell * len(genres) + 40), "white")
+    title = "confusion matrix (rows: true, columns: predicted)"
+    img = Image.new("RGB", (max(left + cell * len(cols) + 16, 16 + 6 * len(title)), top + cell * len(genres) + 40), "white")
     d = ImageDraw.Draw(img)
     font = ImageFont.load_default()
-    d.text((8, 8), "confusion matrix (rows: true, columns: predicted)", fill="black", font=font)
+    d.text((8, 8), title, fill="black", font=font)
     rows = m.sum(1, keepdims=True).clip(min=1)
     for i in range(len(genres)):
         d.text((8, top + i * cell + cell // 2 - 5), genres[i], fill="black", font=font)

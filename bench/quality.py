@@ -265,6 +265,8 @@ class CachedModel:
                 p = self._m.predict(w[None])[0]
                 self._cache[key] = p
                 self.misses += 1
+                if self.misses % 500 == 0:  # keep the work of a long run if it is interrupted
+                    self.save()
             else:
                 self.hits += 1
             out.append(p)
@@ -288,10 +290,12 @@ class LegacySmoother:
         self.tau_s, self.switch_margin = tau_s, switch_margin
         self.reset()
 
+    changed_at = None  # never re-anchors
+
     def reset(self):
         self.state = self.leader = self._last_t = None
 
-    def update(self, scores, t, candidates=None, since=None):
+    def update(self, scores, t, candidates=None, recent=None):
         scores = np.asarray(scores, np.float64)
         if self.state is None or self.tau_s <= 0:
             self.state = scores.copy()
@@ -327,7 +331,6 @@ def run_stream(model, audio: np.ndarray, config, legacy: bool = False) -> list[R
                       on_result=lambda r: got.append(Readout(r.time_s, r.label, r.scores, r.raw_scores, r.window_s))) as e:
         if legacy:
             e._smoother = LegacySmoother(4.0, 0.05)
-            e._detector = None
         for i in range(0, len(pcm), CHUNK):
             e.feed(pcm[i:i + CHUNK], RATE)
     return got

@@ -62,7 +62,8 @@ class EngineConfig:
         (e.g. the genre tags of a tagger); allow=["*"] shows every label.
     switch_margin: hysteresis, relative: the leading label changes only when a challenger's
         smoothed score beats the leader's by this fraction of it (0.1 = 10 %). Relative, so it
-        means the same for a softmax (leader ~0.6) and a sigmoid tagger (leader ~0.2).
+        means the same for a softmax (leader ~0.5: 0.1 = the former absolute 0.05) and a
+        sigmoid tagger (leader ~0.2, where an absolute 0.05 was a 25 % margin).
     """
 
     window_s: float | None = None
@@ -74,7 +75,7 @@ class EngineConfig:
     top_k: int = 5
     allow: Sequence[str] | None = None
     deny: Sequence[str] = ()
-    switch_margin: float = 0.05
+    switch_margin: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -393,7 +393,9 @@ def test_file_analysis_reports_model_failure(tmp_path):
 def test_scores_list_the_leader_first(band_model):
     """One notion of the leading genre: `label` (with hysteresis) heads `scores`, also while a
     challenger's smoothed score is higher but within the switch margin."""
-    cfg = EngineConfig(window_s=1.0, hop_s=0.5, min_window_s=1.0, smoothing_s=2.0, switch_margin=0.3, top_k=2)
+    # change_s=0: the EMA alone, so the challenger rises slowly and the held-leader case occurs
+    cfg = EngineConfig(window_s=1.0, hop_s=0.5, min_window_s=1.0, smoothing_s=2.0, switch_margin=1.0, top_k=2,
+                       change_s=0)
     got = []
     with StreamEngine(band_model, cfg, background=False, on_result=got.append) as e:
         e.feed(tone(200, 6.0, 16000), 16000)

@@ -1,0 +1,125 @@
+"""`python -m stream.evaluate` on a small labelled folder cut at test time from real recordings
+(Debian asc-music: electronic; wesnoth-1.16-music: orchestral; both GPL-2+)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stream import load_model
+from stream.evaluate import evaluate, find_files, load_map
+
+ROOT = Path(__file__).resolve().parent.parent
+ASC = "/usr/share/games/asc/music"
+WESNOTH = "/usr/share/games/wesnoth/1.16/data/core/music"
+CUTS = {  # folder -> [(source, start s)]
+    "electronic": [(f"{ASC}/machine_wars.mp3", 60.0), (f"{ASC}/time_to_strike.mp3", 90.0)],
+    "classical": [(f"{WESNOTH}/traveling_minstrels.ogg", 40.0), (f"{WESNOTH}/silvan_sanctuary.ogg", 60.0)],
+}
+pytestmark = pytest.mark.skipif(not (os.path.isdir(ASC) and os.path.isdir(WESNOTH)),
+                                reason="Debian packages asc-music and wesnoth-1.16-music not installed")
+
+
+def make_folder(root: Path, names=None, seconds=10.0):
+    for genre, cuts in CUTS.items():
+        d = root / (names or {}).get(genre, genre)
+        d.mkdir(parents=True)
+        for i, (src, start) in enumerate(cuts):
+            with sf.SoundFile(src) as f:
+                f.seek(int(start * f.samplerate))
+                y = f.read(int(seconds * f.samplerate), dtype="float32")
+                sr = f.samplerate
+            # one WAV and one FLAC per genre: any format the engine decodes will do
+            sf.write(d / f"{Path(src).stem}.{'wav' if i == 0 else 'flac'}", y, sr)
+    return root
+
+
+@pytest.fixture(scope="module")
+def musicnn():
+    return load_model("musicnn")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("labelled"))
+
+
+@pytest.fixture(scope="module")
+def evaluated(folder, musicnn, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_out")
+    results, genres, report = evaluate(folder, musicnn, progress=False, out=out)
+    return results, genres, report, out
+
+
+def test_accuracy_recall_confusion_and_live_agreement(evaluated):
+    results, genres, report, out = evaluated
+    assert genres == ["classical", "electronic"] and len(results) == 4
+    assert all(r.predicted == r.truth for r in results), [(r.path, r.top_label, r.predicted) for r in results]
+    assert "accuracy: 4/4 = 100.0 %" in report
+    assert "classical      2/2 = 100.0 %" in report and "electronic     2/2 = 100.0 %" in report
+    assert "confusion matrix" in report
+    # live: each file streamed in chunks through the engine ends on the file's own verdict
+    assert all(r.live is not None for r in results)
+    agree = sum(r.live == r.predicted for r in results)
+    assert f"the live readout ends on the file's genre in {agree}/4 files" in report
+    assert agree >= 3
+    assert "time per file" in report and all(r.seconds > 0 for r in results)
+
+
+def test_png_and_csv_written(evaluated):
+    from PIL import Image
+
+    results, genres, report, out = evaluated
+    with Image.open(out / "confusion.png") as img:
+        assert img.format == "PNG" and img.width > 100 and img.height > 100
+        px = np.asarray(img.convert("RGB"))
+    assert (px.min(axis=2) < 128).any()  # filled (dark) diagonal cells, not a blank image
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("file,truth,predicted") and len(rows) == 5
+    assert (out / "report.txt").read_text().strip() == report.strip()
+
+
+def test_label_map_for_folder_names_the_model_does_not_use(tmp_path, musicnn):
+    root = make_folder(tmp_path / "data", {"electronic": "edm", "classical": "orchestral"}, seconds=6.0)
+    with pytest.raises(ValueError, match="--map"):
+        evaluate(root, musicnn, progress=False, live=False)
+    mp = tmp_path / "map.txt"
+    mp.write_text("# tagger label = folder\nelectronic = edm\ntechno = edm\nclassical = orchestral\nopera = orchestral\n")
+    results, genres, report = evaluate(root, musicnn, str(mp), progress=False, live=False)
+    assert genres == ["edm", "orchestral"]
+    assert sum(r.predicted == r.truth for r in results) >= 3, report
+    assert "live vs file" not in report
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, folder, musicnn):
+    with pytest.raises(ValueError, match="not a folder"):
+        find_files(tmp_path / "missing")
+    (tmp_path / "empty" / "rock").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no audio files"):
+        find_files(tmp_path / "empty")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("electronic edm\n")
+    with pytest.raises(ValueError, match="line 1"):
+        load_map(str(bad), musicnn.labels, ["edm"])
+    bad.write_text("nosuchlabel = edm\n")
+    with pytest.raises(ValueError, match="names no label"):
+        load_map(str(bad), musicnn.labels, ["edm"])
+    # one unreadable file is listed and skipped; the others are evaluated
+    root = make_folder(tmp_path / "mixed", seconds=4.0)
+    (root / "classical" / "notes.mp3").write_text("this is not audio")
+    results, _, report = evaluate(root, musicnn, progress=False, live=False)
+    assert len(results) == 4 and "skipped 1 file(s)" in report and "notes.mp3" in report
+
+
+def test_command_line(folder, tmp_path):
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "stream.evaluate", str(folder), "-m", "musicnn", "--no-live",
+                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "accuracy: 4/4" in p.stdout and (out / "confusion.png").is_file()
+    p = subprocess.run([sys.executable, "-m", "stream.evaluate", str(tmp_path / "nope")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "not a folder" in p.stderr

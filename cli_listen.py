@@ -300,9 +300,10 @@ def result_json(res, source) -> str:
 def summary_text(engine, source, reason) -> str:
     s, st = engine.summary(), engine.stats
     shares = ", ".join(f"{k} {v:.0%}" for k, v in list(s.shares.items())[:5])
-    min_s = engine.model.min_samples / engine.model.sample_rate
+    model = getattr(engine, "model", None)  # a --server RemoteEngine has no local model
+    min_s = model.min_samples / model.sample_rate if model is not None else 0.0
     if not shares and st.windows_classified + st.windows_silent == 0 and source.seconds < min_s:
-        shares = f"none (only {source.seconds:.2f} s of audio: too short, {engine.model.name} needs at least {min_s:.2f} s)"
+        shares = f"none (only {source.seconds:.2f} s of audio: too short, {model.name} needs at least {min_s:.2f} s)"
     elif not shares:
         shares = "none (all silent)"
     return (f"Session summary ({reason}): {s.duration_s:.1f} s of readouts, {s.silent_s:.1f} s of them silent. "

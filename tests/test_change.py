@@ -115,7 +115,8 @@ def test_results_do_not_depend_on_chunk_size(window_s, min_window_s):
     if window_s >= 4.0:  # it re-anchored: the windows after the change hold only the new tone
         assert any(r.window_s < window_s - 0.1 for r in ref if r.time_s > 6.0)
     for other in runs[1:]:
-        assert [(r.time_s, r.label) for r in other] == pytest.approx([(r.time_s, r.label) for r in ref])
+        assert [r.label for r in other] == [r.label for r in ref]
+        assert [r.time_s for r in other] == pytest.approx([r.time_s for r in ref])
         # a growing window may lack the resampler's few held-back ms, depending on the chunking
         assert [r.window_s for r in other] == pytest.approx([r.window_s for r in ref], abs=0.05)
         for a, b in zip(ref, other):

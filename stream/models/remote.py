@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 
@@ -182,8 +183,12 @@ class RemoteModel(AudioModel):
 
 
 def _short(exc: BaseException) -> str:
-    """Ray's errors carry whole remote tracebacks: keep the type and the first line."""
-    text = str(exc).strip().splitlines()
+    """Ray's errors carry whole remote tracebacks: keep the type and the first line of the
+    remote cause (a RayTaskError wraps the exception the replica raised)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and cause is not exc:
+        exc = cause
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 

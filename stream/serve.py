@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
-import time
+import threading
 
 import numpy as np
 
@@ -178,19 +179,15 @@ def main(argv=None) -> int:
     if a.address:
         return 0  # the app stays on the cluster
     print("Local Ray: press Ctrl-C to stop.", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        _, serve = import_ray(SPEC_HINT)
-        import ray
-
-        serve.shutdown()
-        ray.shutdown()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not interrupt the shutdown
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    ray, serve = import_ray(SPEC_HINT)
+    serve.shutdown()
+    ray.shutdown()
+    print("Stopped.", flush=True)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

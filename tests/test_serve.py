@@ -255,3 +255,36 @@ def test_not_installed_says_how_to_install(monkeypatch):
     assert r.returncode == 2 and "requirements-serve.txt" in r.stderr
     # everything else still works without it
     assert load_model("musicnn").labels
+
+
+EDGE = """
+import runpy, sys
+sys.modules['torch'] = None  # an edge: no torch, no transformers, only the engine
+sys.modules['transformers'] = None
+sys.argv = ['cli_listen.py', '--model', 'ray://%s', '--file', %r, '--fast', '--json', '--smoothing', '0']
+runpy.run_path('cli_listen.py', run_name='__main__')
+"""
+
+
+def test_edge_without_torch_runs_cli_listen_through_ray(ray_app, local_model, tmp_path):
+    import json
+
+    import soundfile as sf
+
+    wav = tmp_path / "edge.wav"
+    x = signal(42, 12.0, 44100)
+    sf.write(wav, np.stack([x, x], 1), 44100, subtype="PCM_16")
+    r = _run(EDGE % (ray_app, str(wav)), env={"RAY_ADDRESS": ray.get_runtime_context().gcs_address})
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    results = [e for e in events if "scores" in e]
+    assert results, r.stdout[-2000:]
+    # the same audio through the in-process model: the last readout matches
+    with StreamEngine(local_model, EngineConfig(smoothing_s=0), background=False) as ref:
+        ref.feed(sf.read(wav, dtype="int16")[0], 44100)
+        ref.flush()
+        want = ref.latest
+    last = results[-1]
+    assert last["time"] == pytest.approx(want.time_s, abs=1e-3) and last["label"] == want.label
+    assert last["scores"].keys() == want.scores.keys()
+    assert max(abs(last["scores"][k] - v) for k, v in want.scores.items()) <= 2e-4  # JSON rounds to 4 places

@@ -11,7 +11,8 @@ moments), then gets 0.25 s of real music every 0.25 s of wall clock for the meas
                of up to 8 windows), torch on all cores
   ray-R        a local Ray (num_cpus = all cores) serving the model with R replicas of 1 CPU
                each (@serve.batch 16 calls / 10 ms); the engines stay in this process and
-               the worker keeps up to 16 calls in flight (`load_model("ray://bench-R")`)
+               the worker keeps the deployment's suggested windows in flight (2 per replica;
+               `--max-in-flight`, `--max-batch` to try others)
 The engines, the feeding and Ray's own processes share the same cores as the model, as an
 edge and its model would not: read the Ray rows as "what this machine can serve", and the
 overhead figure below as the cost Ray adds per request.
@@ -129,6 +130,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--seconds", type=float, default=None, help="measured real-time period per row")
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--max-in-flight", type=int, default=None,
+                    help="calls in flight per edge (default: the deployment's suggestion, 2 per CPU replica)")
+    ap.add_argument("--max-batch", type=int, default=1, help="windows per call from the edge's worker (default 1)")
     args = ap.parse_args(argv)
     seconds = args.seconds or (10.0 if args.quick else 30.0)
 
@@ -136,6 +140,7 @@ def main(argv=None) -> dict:
     from ray import serve
 
     from stream import load_model
+    from stream.models.remote import RemoteModel
     from stream.serve import deploy
 
     local = load_model("musicnn")
@@ -157,13 +162,13 @@ def main(argv=None) -> dict:
         for reps in args.replicas:
             app = f"bench-{reps}"
             deploy("musicnn", name=app, replicas=reps, cpus=1, max_batch_size=16, batch_wait_s=0.01)
-            remote = load_model(f"ray://{app}")
+            remote = RemoteModel(app, max_in_flight=args.max_in_flight, max_batch=args.max_batch)
             if ov is None:
                 ov = overhead(local, remote, repeats=5 if args.quick else 15)
             for n in args.streams:
                 r = run(remote, n, seconds, audio)
                 out[(f"ray-{reps}", n)] = r
-                rows.append(row(f"ray {reps} replica{'s' if reps > 1 else ''}", r))
+                rows.append(row(f"ray {reps} replica{'s' if reps > 1 else ''} (in flight {remote.max_in_flight})", r))
                 print("  " + "  ".join(str(c) for c in rows[-1]), flush=True)
             serve.delete(app)
     finally:

@@ -44,6 +44,9 @@ class ModelServer:
         self._batched = serve.batch(max_batch_size=int(max_batch_size),
                                     batch_wait_timeout_s=float(batch_wait_s))(self._forward_calls)
         self.calls = self.batches = 0
+        # windows worth sending to one replica at once: on a CPU a batch costs as much per window as
+        # single forwards, so one computing + one waiting keeps it busy; a GPU wants full batches
+        self.in_flight = int(max_batch_size) if str(device).startswith("cuda") else 2
 
     def info(self) -> dict:
         m = self.model
@@ -51,7 +54,7 @@ class ModelServer:
                 "multi_label": bool(m.multi_label),
                 "default_labels": None if m.default_labels is None else list(m.default_labels),
                 "default_window_s": float(m.default_window_s), "default_hop_s": float(m.default_hop_s),
-                "min_samples": int(m.min_samples)}
+                "min_samples": int(m.min_samples), "in_flight": self.in_flight}
 
     async def predict(self, windows: np.ndarray) -> np.ndarray:
         # check each call alone, so one edge's bad input fails only its own call

@@ -112,6 +112,20 @@ def test_concurrent_engines_get_their_own_results(ray_app, local_model):
     assert remote._stream_worker.max_in_flight > 1
 
 
+def _run_in_background(app_obj, name):
+    """serve.run waits for the app to be ready: run it on a thread; its failure once the test
+    deletes the app is expected."""
+    def target():
+        try:
+            serve.run(app_obj, name=name, route_prefix=None)
+        except Exception:
+            pass
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t
+
+
 def _replica_names(app):
     return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
             if a["name"].startswith(f"SERVE_REPLICA::{app}#")}
@@ -177,9 +191,7 @@ def test_deployment_still_starting_is_waited_for(ray_app, caplog):
     from stream.serve import model_app
 
     app = "genre-slow"
-    runner = threading.Thread(target=serve.run, args=(model_app("musicnn", cpus=0.25, server_cls=SlowStart),),
-                              kwargs={"name": app, "route_prefix": None}, daemon=True)
-    runner.start()
+    runner = _run_in_background(model_app("musicnn", cpus=0.25, server_cls=SlowStart), app)
     try:
         assert wait_for(lambda: app in serve.status().applications)
         with caplog.at_level(logging.WARNING, logger="stream.models.remote"):
@@ -202,9 +214,7 @@ def test_deployment_that_never_starts_fails_after_the_bounded_wait(ray_app):
     from stream.serve import model_app
 
     app = "genre-never"
-    runner = threading.Thread(target=serve.run, args=(model_app("musicnn", cpus=0.25, server_cls=NeverStarts),),
-                              kwargs={"name": app, "route_prefix": None}, daemon=True)
-    runner.start()
+    _run_in_background(model_app("musicnn", cpus=0.25, server_cls=NeverStarts), app)
     try:
         assert wait_for(lambda: app in serve.status().applications)
         with pytest.raises(ModelLoadError, match=r"genre-never.*still (DEPLOYING|NOT_STARTED) after 1 s"):
@@ -259,8 +269,8 @@ def test_not_installed_says_how_to_install(monkeypatch):
 
 EDGE = """
 import runpy, sys
-sys.modules['torch'] = None  # an edge: no torch, no transformers, only the engine
-sys.modules['transformers'] = None
+for name in ('torch', 'transformers', 'safetensors', 'gradio', 'huggingface_hub', 'httpx'):
+    sys.modules[name] = None  # an edge (requirements-edge.txt): the engine and Ray, no model libraries
 sys.argv = ['cli_listen.py', '--model', 'ray://%s', '--file', %r, '--fast', '--json', '--smoothing', '0']
 runpy.run_path('cli_listen.py', run_name='__main__')
 """

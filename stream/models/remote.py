@@ -128,15 +128,17 @@ class RemoteModel(AudioModel):
 
     Labels, sample rate, default window/hop, default labels and multi_label come from the
     deployment, so engines behave exactly as with the same model in-process.
-    max_in_flight: calls the shared inference worker keeps running at once. Each call waits
-    on the network and on the replica's batch, so several in flight keep the replicas' batches
-    full; more than replicas x max batch size only lengthens their queues.
+    max_in_flight: calls (= windows, with max_batch 1) the shared inference worker keeps in
+        flight at once. None: what the replicas running at load time can work on (2 each on a
+        CPU, a full batch each on a GPU). More only queues windows at the replicas, where a
+        newer window of the same stream can no longer replace them: latency grows instead of
+        windows being skipped.
     max_batch: windows the worker puts in one call (the replica batches calls again).
     request_timeout_s: a call that takes longer fails (the window counts as an error).
     """
 
-    def __init__(self, app: str = DEFAULT_APP, address: str | None = None, *, max_in_flight: int = 16,
-                 max_batch: int = 8, request_timeout_s: float = REQUEST_TIMEOUT_S,
+    def __init__(self, app: str = DEFAULT_APP, address: str | None = None, *, max_in_flight: int | None = None,
+                 max_batch: int = 1, request_timeout_s: float = REQUEST_TIMEOUT_S,
                  ready_timeout_s: float = READY_TIMEOUT_S, connect_timeout_s: float = CONNECT_TIMEOUT_S):
         spec = f"{SCHEME}{app}" + (f"@{address}" if address else "")
         _, serve = import_ray(spec)
@@ -163,6 +165,8 @@ class RemoteModel(AudioModel):
         self.default_window_s = float(info["default_window_s"])
         self.default_hop_s = float(info["default_hop_s"])
         self.min_samples = int(info["min_samples"])
+        if max_in_flight is None:
+            max_in_flight = max(2, replicas * int(info.get("in_flight", 2)))
         self.max_in_flight = max(1, int(max_in_flight))
         self.max_batch = max(1, int(max_batch))
         self.request_timeout_s = float(request_timeout_s)

@@ -16,12 +16,13 @@ Examples:
 
 Exit codes: 0 ok (also after Ctrl-C), 1 unexpected error, 2 bad arguments,
 3 audio input problem (no PortAudio, no/unknown/busy device, unsupported settings, stream
-died, unreadable --file), 4 the model could not be loaded, 130 interrupted before listening.
+died, unreadable --file), 4 the model could not be loaded, 5 --server: the server could not be
+reached, refused the stream (token, origin, busy) or the connection was lost (after retries with
+--reconnect), 130 interrupted before listening.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ import threading
 import time
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUDIO, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_SERVER = 5
 
 PORTAUDIO_MISSING = (
     "the PortAudio library was not found ({exc}). sounddevice needs it to record audio: "
@@ -289,28 +291,20 @@ class LevelMeter:
 
 
 # ---------------------------------------------------------------- output -------------
-def _num(x, nd=4):
-    return round(float(x), nd) if x is not None and math.isfinite(x) else None
-
-
 def result_json(res, source) -> str:
-    return json.dumps({
-        "event": "result",
-        "time": _num(res.time_s, 3),
-        "label": res.label,
-        "scores": {k: _num(v) for k, v in res.scores.items()},
-        "silent": res.silent,
-        "level_dbfs": _num(res.level_dbfs, 1),
-        "inference_ms": _num(res.inference_ms, 1),
-        "latency_ms": _num(res.latency_ms, 1),
-        "overflows": source.overflows,
-        "dropped_blocks": source.dropped,
-    })
+    from ui.report import dumps, result_record
+
+    return dumps(result_record(res, overflows=source.overflows, dropped_blocks=source.dropped))
 
 
 def summary_text(engine, source, reason) -> str:
     s, st = engine.summary(), engine.stats
-    shares = ", ".join(f"{k} {v:.0%}" for k, v in list(s.shares.items())[:5]) or "none (all silent)"
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in list(s.shares.items())[:5])
+    min_s = engine.model.min_samples / engine.model.sample_rate
+    if not shares and st.windows_classified + st.windows_silent == 0 and source.seconds < min_s:
+        shares = f"none (only {source.seconds:.2f} s of audio: too short, {engine.model.name} needs at least {min_s:.2f} s)"
+    elif not shares:
+        shares = "none (all silent)"
     return (f"Session summary ({reason}): {s.duration_s:.1f} s of readouts, {s.silent_s:.1f} s of them silent. "
             f"Dominant genre: {s.dominant or '-'}. Time shares: {shares}.\n"
             f"Windows: {st.windows_classified} classified, {st.windows_silent} silent, "
@@ -320,15 +314,10 @@ def summary_text(engine, source, reason) -> str:
 
 
 def summary_json(engine, source, reason) -> str:
-    s, st = engine.summary(), engine.stats
-    return json.dumps({
-        "event": "summary", "reason": reason, "duration_s": _num(s.duration_s, 2), "silent_s": _num(s.silent_s, 2),
-        "dominant": s.dominant, "shares": {k: _num(v) for k, v in s.shares.items()},
-        "windows_classified": st.windows_classified, "windows_silent": st.windows_silent,
-        "windows_skipped": st.windows_skipped, "inference_ms_mean": _num(st.inference_ms_mean, 1),
-        "inference_ms_p95": _num(st.inference_ms_p95, 1), "real_time_factor": _num(st.real_time_factor),
-        "overflows": source.overflows, "dropped_blocks": source.dropped,
-    })
+    from ui.report import dumps, summary_record
+
+    return dumps(summary_record(engine.summary(), engine.stats, reason, overflows=source.overflows,
+                                dropped_blocks=source.dropped))
 
 
 def plain_line(res, engine, source) -> str:
@@ -342,17 +331,26 @@ def plain_line(res, engine, source) -> str:
 
 
 class LiveView:
-    """rich live display: a bar per genre, the leader, level meter and counters."""
+    """rich live display: a bar per genre (the leader first), the leader, level meter and counters.
 
-    BAR = 40
+    The panel keeps one width (WIDTH, or the terminal's if narrower) whatever it shows, every
+    line is cut rather than wrapped, and the genre rows are capped to the terminal height
+    ("+N more"), so rich can always redraw it in place: a panel taller than the terminal, or
+    one that changes width, leaves stale lines above it."""
 
-    def __init__(self, console, title):
+    WIDTH = 80
+    OTHER_LINES = 8  # borders, head, level, two counter lines, "Ctrl-C", one spare for the cursor
+
+    def __init__(self, console, title, labels=()):
         from rich.live import Live
 
         self.console = console
         self.title = title
         self.latest = None
-        self.live = Live(console=console, auto_refresh=False, transient=False, redirect_stderr=False)
+        self.label_w = min(max((len(l) for l in labels), default=10), 20)
+        # stderr lines (errors, warnings) print above the panel, not through it
+        self.live = Live(console=console, auto_refresh=False, transient=False,
+                         redirect_stderr=sys.stderr.isatty())
 
     def __enter__(self):
         self.live.__enter__()
@@ -375,25 +373,34 @@ class LiveView:
         from rich.text import Text
 
         res, st = self.latest, engine.stats
+        width, height = min(self.WIDTH, self.console.size.width), self.console.size.height
+        inner = width - 4  # borders and padding
+        bar_w = max(inner - self.label_w - 2 - 4, 5)  # label, two gaps, "0.29"
+        line = dict(no_wrap=True, overflow="ellipsis")
         rows = Table.grid(padding=(0, 1))
-        rows.add_column(justify="right", min_width=16)
-        rows.add_column()
-        rows.add_column(justify="right")
+        rows.add_column(justify="right", width=self.label_w, **line)
+        rows.add_column(width=bar_w, **line)
+        rows.add_column(justify="right", width=4, **line)
         if res is None:
-            head = Text("listening… (first readout after a few seconds of audio)", style="dim")
+            head = Text("listening… (first readout after a few seconds of audio)", style="dim", **line)
         elif res.silent:
-            head = Text(f"silence ({res.level_dbfs:.0f} dBFS): no genre claimed", style="yellow")
+            head = Text(f"silence ({res.level_dbfs:.0f} dBFS): no genre claimed", style="yellow", **line)
         else:
-            head = Text.assemble(("Leading genre: ", "bold"), (res.label or "-", "bold green"))
+            head = Text.assemble(("Leading genre: ", "bold"), (res.label or "-", "bold green"), **line)
+        more = None
         if res is not None and not res.silent:
-            for label, p in res.scores.items():
+            items = list(res.scores.items())  # the leader first (engine order)
+            room = max(height - self.OTHER_LINES, 2)
+            if len(items) > room:
+                items, more = items[: room - 1], len(items) - (room - 1)
+            for label, p in items:
                 style = "green" if label == res.label else "cyan"
-                rows.add_row(label, Text(self._bar(p, self.BAR), style=style), f"{p:.2f}")
+                rows.add_row(label, Text(self._bar(p, bar_w), style=style), f"{p:.2f}")
         lvl = meter.peak_dbfs
         frac = 0.0 if not math.isfinite(lvl) else (max(lvl, -60.0) + 60.0) / 60.0
         lvl_style = "red" if lvl > -1 else "green" if lvl > -40 else "yellow"
-        level = Text.assemble(("input ", "bold"), (self._bar(frac, self.BAR // 2), lvl_style),
-                              f" {lvl:6.1f} dBFS" if math.isfinite(lvl) else "   -inf dBFS")
+        level = Text.assemble(("input ", "bold"), (self._bar(frac, min(20, bar_w)), lvl_style),
+                              f" {lvl:6.1f} dBFS" if math.isfinite(lvl) else "   -inf dBFS", **line)
         stale = meter.updated is None or time.monotonic() - meter.updated > 2.0
         if stale and source.seconds == 0:
             level.append("  (no audio yet)", style="yellow")
@@ -401,13 +408,16 @@ class LiveView:
             level.append("  (no audio for >2 s)", style="yellow")
         counters = Text(
             f"t {source.seconds:6.1f} s   inference {st.inference_ms_mean:4.0f} ms (p95 {st.inference_ms_p95:.0f})"
-            f"   real-time factor {st.real_time_factor:.2f}   lag {st.lag_s:.1f} s", style="dim")
+            f"   rtf {st.real_time_factor:.2f}   lag {st.lag_s:.1f} s", style="dim", **line)
         lost = source.overflows + source.dropped
         counts = Text(f"silent windows {st.windows_silent}   skipped {st.windows_skipped}   "
                       f"overflows {source.overflows}   dropped blocks {source.dropped}",
-                      style="bold red" if lost else "dim")
-        body = Group(head, rows, level, counters, counts, Text("Ctrl-C to stop", style="dim"))
-        self.live.update(Panel(body, title=self.title, expand=False), refresh=True)
+                      style="bold red" if lost else "dim", **line)
+        parts = [head, rows]
+        if more:
+            parts.append(Text(f"+{more} more (-k N shows the top N)", style="dim", **line))
+        parts += [level, counters, counts, Text("Ctrl-C to stop", style="dim", **line)]
+        self.live.update(Panel(Group(*parts), title=self.title, width=width), refresh=True)
 
 
 # ---------------------------------------------------------------- main ---------------
@@ -443,7 +453,14 @@ def parse_args(argv):
     parser.add_argument("--json", action="store_true", help="print one JSON object per result on stdout")
     parser.add_argument("-f", "--file", metavar="PATH", help="replay an audio file through the live engine in real time")
     parser.add_argument("--fast", action="store_true", help="with --file: as fast as possible")
+    parser.add_argument("--server", metavar="ws://HOST:PORT",
+                        help="send the audio to a genre server (python -m stream.server) instead of loading a model")
+    parser.add_argument("--token", help="with --server: its access token (default: env GENRE_SERVER_TOKEN)")
+    parser.add_argument("--reconnect", action="store_true",
+                        help="with --server: retry a lost connection with backoff instead of exiting")
     args = parser.parse_args(remaining)
+    if (args.reconnect or args.token) and not args.server:
+        parser.error("--reconnect and --token only apply to --server")
     if args.fast and not args.file:
         parser.error("--fast only applies to --file")
     if args.channels is not None and args.channels < 1:
@@ -472,6 +489,49 @@ def engine_config(args):
     if args.window is not None:
         cfg.min_window_s = min(cfg.min_window_s, args.window)
     return cfg
+
+
+def open_remote(args, rate, on_result):
+    """--server: a RemoteEngine (stream/client.py) connected at the input's rate and channels."""
+    from stream.client import RemoteEngine, ServerError
+
+    if args.file is not None:  # the file's own rate and channels (decode errors surface here too)
+        from stream import decode_blocks
+
+        try:
+            block, rate = next(decode_blocks(args.file))
+        except Exception as exc:
+            raise CliError(EXIT_AUDIO, f"--file {args.file!r}: {exc}") from None
+        channels = 1 if block.ndim == 1 else block.shape[1]
+    else:
+        channels = args.channels
+    options = {"window": args.window, "hop": args.hop, "smoothing": args.smoothing, "top_k": args.top_k}
+    try:
+        token = args.token or os.environ.get("GENRE_SERVER_TOKEN")
+        engine = RemoteEngine(args.server, options, token=token, on_result=on_result,
+                              on_event=lambda m: info(f"cli_listen: {m}"), reconnect=args.reconnect)
+        ready = engine.connect(rate, channels)
+    except ValueError as exc:
+        raise CliError(EXIT_USAGE, f"--server: {exc}") from None
+    except ServerError as exc:
+        raise CliError(EXIT_USAGE if exc.kind == "rejected" else EXIT_SERVER, str(exc)) from None
+    info(f"Server {args.server}: model {ready['model']}.")
+    return engine
+
+
+def model_error(exc) -> str:
+    """ModelLoadError in the CLI's terms: options, not Python calls."""
+    advice = exc.advice
+    if advice == type(exc).DEFAULT_ADVICE:
+        advice = ("Give -m a local checkpoint directory (a folder with config.json and model weights) "
+                  "or a Hugging Face Hub id that is cached or reachable")
+    fallback = f", or use the bundled offline model: -m {exc.fallback}" if exc.fallback else ""
+    return f"Could not load model {exc.spec!r}: {exc.cause}. {advice}{fallback}."
+
+
+def too_short(path, seconds, model_name, min_s) -> str:
+    return (f"--file {path!r} is {seconds:.2f} s long: too short to classify; {model_name} needs at least "
+            f"{min_s:.2f} s of audio. Use a longer recording")
 
 
 def err(msg):
@@ -507,26 +567,37 @@ def run(args) -> int:
             raise CliError(EXIT_USAGE, f"--samplerate: {exc}") from None
     elif not os.path.isfile(args.file):
         raise CliError(EXIT_AUDIO, f"--file {args.file!r}: no such file")
+    file_info = None
+    if args.file is not None:  # a bad file fails now, not after the model has loaded
+        from stream import AudioDecodeError, probe_file
 
-    from stream import ModelLoadError, StreamEngine, load_model
-
-    models_log = logging.getLogger("stream.models")
-    level = models_log.level
-    models_log.setLevel(logging.ERROR)  # its warning repeats model.notice, which we print below
-    try:
-        model = load_model(args.model)
-    except ModelLoadError as exc:
-        raise CliError(EXIT_MODEL, str(exc)) from None
-    finally:
-        models_log.setLevel(level)
-    info(model.notice or f"Model: {model.name}.")
+        try:
+            file_info = probe_file(args.file)
+        except AudioDecodeError as exc:
+            raise CliError(EXIT_AUDIO, f"--file {args.file!r}: {exc}") from None
 
     results: queue.Queue = queue.Queue()
-    try:
-        engine = StreamEngine(model, engine_config(args), background=not (args.file and args.fast),
-                              on_result=results.put)
-    except ValueError as exc:
-        raise CliError(EXIT_USAGE, str(exc)) from None
+    if args.server:
+        engine = open_remote(args, rate, results.put)
+    else:
+        from stream import ModelLoadError, StreamEngine, load_model
+
+        try:
+            model = load_model(args.model)
+        except ModelLoadError as exc:
+            raise CliError(EXIT_MODEL, model_error(exc)) from None
+        info(model.notice)
+        min_s = model.min_samples / model.sample_rate
+        if file_info is not None and file_info.duration_s is not None and file_info.duration_s < min_s:
+            raise CliError(EXIT_AUDIO, too_short(args.file, file_info.duration_s, model.name, min_s))
+        # the engine's warning about skipped windows speaks of its Python API; the CLI says it in flags (below)
+        logging.getLogger("stream.engine").setLevel(logging.ERROR)
+
+        try:
+            engine = StreamEngine(model, engine_config(args), background=not (args.file and args.fast),
+                                  on_result=results.put)
+        except ValueError as exc:
+            raise CliError(EXIT_USAGE, str(exc)) from None
 
     meter = LevelMeter()
     if args.file is None:
@@ -539,7 +610,7 @@ def run(args) -> int:
     if tty:
         from rich.console import Console
 
-        view = LiveView(Console(), "")
+        view = LiveView(Console(), "", engine.visible_labels)
     reason, code = "stopped", EXIT_OK
 
     def emit(res):
@@ -567,7 +638,7 @@ def run(args) -> int:
     if view is not None:
         view.title = what
     t0 = time.monotonic()
-    interrupted = False
+    interrupted = told_skip = False
     try:
         if view is not None:
             view.__enter__()
@@ -582,10 +653,19 @@ def run(args) -> int:
             if view is not None and now >= next_draw:
                 view.render(engine, source, meter)
                 next_draw = now + 0.2
+            if not told_skip and engine.stats.windows_skipped:
+                told_skip = True
+                info(f"note: the model is slower than the hop ({c.hop_s:g} s) here, so some windows are skipped "
+                     "(counted as 'skipped'); a larger --hop gives every hop a readout"
+                     + (", and --fast classifies every window of a file" if args.file else "") + ".")
             problem = source.failed()
             if problem:
                 err(problem)
                 reason, code = "input failed", EXIT_AUDIO
+                break
+            if args.server and engine.failed():
+                err(engine.failed())
+                reason, code = "connection lost", EXIT_SERVER
                 break
             if source.finished():
                 reason = "end of file" if args.duration is None or source.seconds < args.duration else "duration reached"

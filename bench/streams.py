@@ -1,30 +1,29 @@
 #!/usr/bin/env python3
-"""Many live streams on one shared inference worker: update interval, lag, skipped windows,
-fairness, and whether batching windows of several engines helps.
+"""How many live streams one machine holds in real time, before and after patch reuse
+(issue 10), plus the per-hop compute behind it.
 
-    python bench/streams.py            # 1, 2, 4, 8 engines, 30 s each + batching check (~4 min)
-    python bench/streams.py --quick    # 15 s each
-    python bench/streams.py --accel off
+    python bench/streams.py --quick    # ~5 min: per-hop compute, streams held (short trials)
+    python bench/streams.py            # ~15-20 min: longer trials, finer search
+    python bench/streams.py --quality  # + patch-grid vs whole-window readouts on real music
+    python bench/streams.py --engines 1 2 4 8   # the issue-6 table: fixed N, DistilHuBERT-shaped
 
-Set-up: DistilHuBERT-shaped model (random weights, course-model compute) loaded through
-`stream.load_model` with the accelerated forward (`--accel`, default auto = bf16 here);
-EngineConfig(window_s=10, hop_s=1). Each engine is first given 10 s (+ i/N s, so that the
-engines' hops fall at different moments, as with listeners who arrived at different times),
-then every engine gets a 100 ms chunk of real music every 100 ms of wall clock (real time)
-for the measured period. A hop of 1 s per engine asks for N windows per second; when the
-model is slower than that, the worker drops superseded windows (skipped) and the question
-is whether every engine still gets updates at a similar rate (fairness) and whether lag
-stays bounded.
+Set-up: N engines on one shared worker, each fed real music (asc-music recordings, 16 kHz)
+in 100 ms chunks every 100 ms of wall clock, hops staggered (listeners arrive at different
+moments); default EngineConfig of each model (bundled MusiCNN: 9 s window, 1 s hop;
+DistilHuBERT-shaped: 10 s window, 1 s hop, accel auto).
 
-Figures per N (over the measured period only):
-  interval    wall-clock seconds between successive results of one engine (median / max
-              over all engines): what a listener sees as the refresh period
-  lag         engine.stats.lag_s sampled every 0.5 s: newest audio fed minus the end of the
-              newest classified window (mean / max)
-  skipped     superseded windows / windows emitted
-  fairness    fewest results of any engine / most results of any engine (1.0 = equal)
-  batch       mean windows per forward call of the shared worker
-  win/s       windows classified per second by the worker (throughput)
+A trial of N streams *holds* when, over the measured period: <= 5 % of windows are skipped,
+the p95 latency (window complete -> readout) is <= 1.5 s, and every stream got >= 80 % of
+the readouts its hop asks for. "streams held" = the largest N that held (search: 1, 2, 4, ...
+doubling until a trial fails, then bisection).
+
+Configurations, measured in the same run (the machine may be shared: compare within a run):
+  bundled before   patch_reuse=False, torch kernels (the behaviour before issue 10)
+  bundled after    patch_reuse=True, kernels chosen at load (ONNX Runtime where installed)
+  DistilHuBERT     accelerated forward as loaded (no patches: unchanged by issue 10)
+
+Per-hop compute: CPU ms one stream costs per hop once its window is full (inline engine,
+interleaved before/after rounds), the figure streams held scales with.
 """
 from __future__ import annotations
 
@@ -45,23 +44,28 @@ warnings.filterwarnings("ignore")
 CHUNK_S = 0.1
 
 
-def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int = 8) -> dict:
+def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int | None = None, cfg=None) -> dict:
+    """N engines in real time for `seconds`; the trial's figures (see HEADER / `holds`)."""
     from stream import EngineConfig, StreamEngine
 
     rate = C.RATE
-    model.max_batch = max_batch
-    model._stream_worker = None  # a fresh shared worker with this max_batch
+    if max_batch is not None:
+        model.max_batch = max_batch
+    model._stream_worker = None  # a fresh shared worker (with this max_batch)
     results: list[list[float]] = [[] for _ in range(n)]
+    latencies: list[float] = []
     measuring = threading.Event()
 
     def cb(i):
         def on_result(res):
             if measuring.is_set() and not res.silent:
                 results[i].append(time.perf_counter())
+                latencies.append(res.latency_ms)
         return on_result
 
-    cfg = EngineConfig(window_s=10.0, hop_s=1.0, min_window_s=10.0)
+    cfg = cfg or EngineConfig(window_s=10.0, hop_s=1.0, min_window_s=10.0)
     engines = [StreamEngine(model, cfg, on_result=cb(i)) for i in range(n)]
+    win_s, hop_s = engines[0].config.window_s, engines[0].config.hop_s
     pos = [0] * n
 
     def feed(i, seconds_):
@@ -72,16 +76,17 @@ def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int = 8) ->
 
     for i, e in enumerate(engines):  # prefill, staggered phases
         pos[i] = int(i * 37.3 * rate) % len(audio)
-        feed(i, 10.0 + i / n)
+        feed(i, win_s + hop_s * i / n)
     worker = engines[0]._worker
     t_wait = time.perf_counter()
     while (worker.pending() or any(e.latest is None for e in engines)) and time.perf_counter() - t_wait < 120:
         time.sleep(0.05)
     base = [e.stats for e in engines]
-    b0, w0 = worker.batches, worker.windows
+    b0, w0, r0 = worker.batches, worker.windows, worker.rows
     lags: list[list[float]] = [[] for _ in range(n)]
     measuring.set()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     tick = 0
     while True:
         target = t0 + tick * CHUNK_S
@@ -97,12 +102,14 @@ def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int = 8) ->
             for i, e in enumerate(engines):
                 lags[i].append(e.stats.lag_s)
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     measuring.clear()
     end = [e.stats for e in engines]
     for e in engines:
         e.close()
     C.wait_idle(model)
-    batches, windows = worker.batches - b0, worker.windows - w0
+    worker.stop()  # wait for a running forward: the next trial starts on a quiet worker
+    batches, windows, rows = worker.batches - b0, worker.windows - w0, worker.rows - r0
     counts = [len(r) for r in results]
     intervals = np.concatenate([np.diff(r) for r in results if len(r) > 1] or [np.array([np.nan])])
     # the longest wait of each engine, including from the start and to the end of the period
@@ -111,8 +118,9 @@ def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int = 8) ->
     classified = sum(e.windows_classified - b.windows_classified for e, b in zip(end, base))
     emitted = skipped + classified
     all_lags = np.concatenate([np.array(l) for l in lags]) if any(lags) else np.array([np.nan])
+    expected = elapsed / hop_s
     return {
-        "n": n, "max_batch": max_batch, "seconds": elapsed,
+        "n": n, "max_batch": worker.max_batch, "seconds": elapsed,
         "interval_med": float(np.nanmedian(intervals)), "interval_max": float(np.nanmax(intervals)),
         "max_gap": float(max(gaps)),
         "lag_mean": float(np.nanmean(all_lags)), "lag_max": float(np.nanmax(all_lags)),
@@ -120,9 +128,102 @@ def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int = 8) ->
         "fairness": min(counts) / max(counts) if max(counts) else 0.0,
         "counts": counts,
         "batch_mean": windows / batches if batches else 0.0,
+        "rows_per_batch": rows / batches if batches else 0.0,
         "win_per_s": windows / elapsed,
         "infer_ms": float(np.mean([e.inference_ms_mean for e in end])),
+        "p95_latency_s": float(np.percentile(latencies, 95)) / 1000.0 if latencies else float("inf"),
+        "min_readouts": min(counts) / expected if expected else 0.0,
+        "cpu_share": cpu / elapsed,
     }
+
+
+def holds(r: dict) -> bool:
+    """The issue-10 criteria for a trial."""
+    return r["skipped_frac"] <= 0.05 and r["p95_latency_s"] <= 1.5 and r["min_readouts"] >= 0.8
+
+
+def streams_held(model, cfg, audio, seconds: float, cap: int, bisect_steps: int, log) -> tuple[int, list]:
+    """Largest N that holds: 1, 2, 4, ... until a failure (or `cap`), then bisection."""
+    trials, good, bad = [], 0, None
+    n = 1
+    while n <= cap:
+        r = run(model, n, seconds, audio, cfg=cfg)
+        trials.append(r)
+        log(r)
+        if not holds(r):
+            bad = n
+            break
+        good = n
+        n = min(2 * n, cap) if n < cap else cap + 1
+    steps = 0
+    while bad is not None and bad - good > 1 and steps < bisect_steps:
+        mid = (good + bad) // 2
+        r = run(model, mid, seconds, audio, cfg=cfg)
+        trials.append(r)
+        log(r)
+        good, bad = (mid, bad) if holds(r) else (good, mid)
+        steps += 1
+    return good, trials
+
+
+def per_hop_cpu(models: dict, audio: np.ndarray, rounds: int) -> dict:
+    """CPU ms per hop of one inline stream with a full window, interleaved rounds per config:
+    {name: [ms per round]}."""
+    from stream import EngineConfig, StreamEngine
+
+    rate = C.RATE
+    out = {k: [] for k in models}
+    wall = {k: [] for k in models}
+    engines = {}
+    for name, (model, cfg) in models.items():
+        e = StreamEngine(model, cfg, background=False)
+        e.feed(audio[: int((e.config.window_s + 1) * rate)], rate)  # fill the window
+        engines[name] = [e, int((e.config.window_s + 1) * rate)]
+    hops = 4
+    for _ in range(rounds):
+        for name, st in engines.items():
+            e, pos = st
+            hop = int(e.config.hop_s * rate)
+            chunk = np.take(audio, np.arange(pos, pos + hops * hop), mode="wrap")
+            st[1] = pos + hops * hop
+            c0, w0 = time.process_time(), time.perf_counter()
+            for i in range(hops):
+                e.feed(chunk[i * hop:(i + 1) * hop], rate)
+            out[name].append((time.process_time() - c0) * 1000.0 / hops)
+            wall[name].append((time.perf_counter() - w0) * 1000.0 / hops)
+    for e, _ in engines.values():
+        e.close()
+    return out, wall
+
+
+def quality(seconds_per_file: float = 60.0) -> list:
+    """Patch-grid readouts vs whole-window readouts (same engine, inline, real music), and
+    the whole-window readout vs itself 8 ms (half a frame) earlier as the network's own
+    jitter. Rows: (comparison, windows, max |dp|, median max |dp|, genre-leader changes)."""
+    from stream import EngineConfig, StreamEngine, load_model
+
+    m = load_model("musicnn")
+    gv = np.array([m.labels.index(l) for l in m.default_labels])
+    rows = {"patch grid vs whole window": [], "whole window vs 8 ms earlier": []}
+    flips = {k: 0 for k in rows}
+    for name, y in C.real_music(seconds_per_file):
+        res = {}
+        for key, reuse in (("patch", True), ("whole", False)):
+            got = []
+            cfg = EngineConfig(patch_reuse=reuse, smoothing_s=0, allow=["*"], top_k=0)
+            with StreamEngine(m, cfg, background=False, on_result=got.append) as e:
+                for i in range(0, len(y), C.RATE // 10):
+                    e.feed(y[i:i + C.RATE // 10], C.RATE)
+            res[key] = [np.array([r.raw_scores[l] for l in m.labels]) for r in got if r.window_s >= 8.9]
+        for a, b in zip(res["patch"], res["whole"]):
+            rows["patch grid vs whole window"].append(np.abs(a - b).max())
+            flips["patch grid vs whole window"] += a[gv].argmax() != b[gv].argmax()
+        win = int(m.default_window_s * C.RATE)
+        for end in range(win + 128, len(y) + 1, C.RATE):
+            a, b = m.predict(np.stack([y[end - win:end], y[end - win - 128:end - 128]]))
+            rows["whole window vs 8 ms earlier"].append(np.abs(a - b).max())
+            flips["whole window vs 8 ms earlier"] += a[gv].argmax() != b[gv].argmax()
+    return [(k, len(v), float(np.max(v)), float(np.median(v)), int(flips[k])) for k, v in rows.items() if v]
 
 
 def row(r: dict) -> list:
@@ -135,42 +236,105 @@ HEADER = ["engines", "max_batch", "interval s med/max", "max gap s", "lag s mean
           "batch", "win/s", "forward ms"]
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--seconds", type=float, default=None, help="measured real-time period per run")
-    ap.add_argument("--engines", type=int, nargs="+", default=[1, 2, 4, 8])
-    ap.add_argument("--accel", default="auto", help="accelerate() mode: auto, bf16, fp32, off")
-    ap.add_argument("--no-batch-check", action="store_true", help="skip the max_batch=1 comparison")
-    args = ap.parse_args(argv)
-    seconds = args.seconds or (15.0 if args.quick else 30.0)
+def trial_line(label: str, r: dict) -> str:
+    return (f"  {label:16s} N={r['n']:3d}: skipped {100 * r['skipped_frac']:4.1f} %, p95 latency "
+            f"{r['p95_latency_s']:.2f} s, fewest readouts {100 * r['min_readouts']:3.0f} %, batch {r['batch_mean']:.1f} "
+            f"jobs / {r['rows_per_batch']:.1f} inputs, process CPU {100 * r['cpu_share']:.0f} %"
+            f" -> {'holds' if holds(r) else 'fails'}")
+
+
+def legacy(args, seconds: float) -> dict:
+    """The issue-6 table: fixed engine counts, DistilHuBERT-shaped model."""
     ckpt = C.temp_checkpoint("distilhubert")
     model = C.load_engine_model(ckpt, args.accel)
     music = C.real_music(120.0)
     audio = np.concatenate([y for _, y in music]) if music else C.synthetic_music(120.0)
     print(f"== streams: N engines, one shared worker, real-time feed ==\n{C.cpu_note()}; {C.load_note()}; "
-          f"forward: {model.accel.mode} ({model.accel.reason}); window 10 s, hop 1 s, {seconds:.0f} s measured per row; "
-          f"audio: {'real music' if music else 'synthetic'}")
+          f"forward: {model.accel.mode} ({model.accel.reason}); window 10 s, hop 1 s, {seconds:.0f} s measured per row")
     rows, out = [], []
     for n in args.engines:
-        r = run(model, n, seconds, audio)
+        r = run(model, n, seconds, audio, max_batch=8)
         out.append(r)
         rows.append(row(r))
-        print("  " + "  ".join(str(c) for c in row(r)) + f"   results per engine {r['counts']}", flush=True)
-    if not args.no_batch_check:
-        n = max(args.engines)
-        r = run(model, n, seconds, audio, max_batch=1)
-        out.append(r)
-        rows.append(row(r))
-        print("  " + "  ".join(str(c) for c in row(r)) + f"   results per engine {r['counts']}", flush=True)
-    print()
     print(C.table(rows, HEADER))
-    if not args.no_batch_check:
-        a, b = out[-2], out[-1]
-        print(f"\nbatching at {a['n']} engines: throughput {a['win_per_s']:.2f} vs {b['win_per_s']:.2f} windows/s "
-              f"(max_batch 8 vs 1: x{a['win_per_s'] / b['win_per_s']:.2f}); "
-              f"median refresh interval {a['interval_med']:.2f} vs {b['interval_med']:.2f} s")
     return {"rows": out}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="~5 min: 8 s trials, coarse search")
+    ap.add_argument("--seconds", type=float, default=None, help="measured real-time period per trial")
+    ap.add_argument("--engines", type=int, nargs="+", default=None, help="fixed engine counts (issue-6 table)")
+    ap.add_argument("--accel", default="auto", help="accelerate() mode of the DistilHuBERT-shaped model")
+    ap.add_argument("--cap", type=int, default=48, help="largest N tried")
+    ap.add_argument("--only", nargs="+", default=["cpu", "bundled", "distilhubert"],
+                    choices=["cpu", "bundled", "distilhubert"])
+    ap.add_argument("--quality", action="store_true", help="also compare patch-grid and whole-window readouts")
+    args = ap.parse_args(argv)
+    seconds = args.seconds or (8.0 if args.quick else 20.0)
+    if args.engines:
+        return legacy(args, seconds)
+    from stream import EngineConfig
+    from stream.models.musicnn import load_bundled
+
+    music = C.real_music(120.0)
+    audio = np.concatenate([y for _, y in music]) if music else C.synthetic_music(120.0)
+    print(f"== streams held in real time (issue 10) ==\n{C.cpu_note()}; {C.load_note()}; "
+          f"{seconds:.0f} s per trial; audio: {'real music' if music else 'synthetic'}", flush=True)
+    before = load_bundled("musicnn", backend="torch")
+    after = load_bundled("musicnn")
+    print(f"bundled after: kernels {after.backend} ({next(iter(after.kernels.values())).reason})", flush=True)
+    configs = {"bundled before": (before, EngineConfig(patch_reuse=False)),
+               "bundled after": (after, EngineConfig())}
+    out: dict = {"rows": []}
+    if "cpu" in args.only:
+        # the two halves of "after" apart: patch reuse alone (torch kernels), then + ONNX Runtime
+        ms, wall = per_hop_cpu({**configs, "patch reuse, torch": (before, EngineConfig())}, audio,
+                               rounds=3 if args.quick else 6)
+        out["per_hop"] = {k: (C.med(v), C.med(wall[k])) for k, v in ms.items()}
+        b, bw = out["per_hop"]["bundled before"]
+        print("\nper-hop compute of one stream (median of interleaved rounds; ratio = before / this):")
+        for k, (c, w) in out["per_hop"].items():
+            print(f"  {k:20s} CPU {c:6.0f} ms (all threads, x{b / c:.1f})   wall {w:6.0f} ms (x{bw / w:.1f})", flush=True)
+    held = {}
+    trials = {}
+    cap = 24 if args.quick else args.cap
+    steps = 1 if args.quick else 3
+    if "bundled" in args.only:
+        for name, (model, cfg) in configs.items():
+            held[name], trials[name] = streams_held(model, cfg, audio, seconds, cap, steps,
+                                                    lambda r, name=name: print(trial_line(name, r), flush=True))
+    if "distilhubert" in args.only:
+        ckpt = C.temp_checkpoint("distilhubert")
+        dh = C.load_engine_model(ckpt, args.accel)
+        name = f"DistilHuBERT {dh.accel.mode}"
+        held[name], trials[name] = streams_held(dh, EngineConfig(window_s=10.0, hop_s=1.0), audio, seconds,
+                                                min(cap, 8), steps, lambda r: print(trial_line(name, r), flush=True))
+    rows = []
+    for name, n in held.items():
+        best = next((r for r in trials[name] if r["n"] == n), None)
+        fail = min((r for r in trials[name] if not holds(r)), key=lambda r: r["n"], default=None)
+        rows.append([name, n if n else "0", f"{100 * best['skipped_frac']:.1f} %" if best else "-",
+                     f"{best['p95_latency_s']:.2f}" if best else "-", f"{100 * best['min_readouts']:.0f} %" if best else "-",
+                     f"{fail['n']}: skipped {100 * fail['skipped_frac']:.0f} %, p95 {fail['p95_latency_s']:.1f} s" if fail
+                     else "none up to the cap"])
+        out["rows"].extend(trials[name])
+    out["held"] = held
+    if rows:
+        print()
+        print(C.table(rows, ["configuration", "streams held", "skipped", "p95 latency s", "fewest readouts",
+                             "first N that failed"]))
+        if "bundled before" in held and "bundled after" in held and held["bundled before"]:
+            print(f"\nbundled model: {held['bundled after']} vs {held['bundled before']} streams held "
+                  f"(x{held['bundled after'] / held['bundled before']:.1f}) in this run; {C.load_note().replace(' at start', ' now')}")
+    if args.quality:
+        q = quality(30.0 if args.quick else 90.0)
+        out["quality"] = q
+        print()
+        print(C.table([[k, n, f"{mx:.4f}", f"{md:.4f}", fl] for k, n, mx, md, fl in q],
+                      ["readouts compared (bundled, real music)", "windows", "max |dp|", "median max |dp|",
+                       "genre leader changed"]))
+    return out
 
 
 if __name__ == "__main__":

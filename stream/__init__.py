@@ -8,10 +8,10 @@
 """
 from .engine import EngineConfig, EngineStats, Result, SessionSummary, StreamEngine
 from .errors import AudioDecodeError, EngineClosedError, ModelLoadError
-from .files import FileAnalysis, analyze_file, decode_blocks
+from .files import AudioInfo, FileAnalysis, analyze_file, decode_blocks, probe_file
 from .models import AudioModel, load_model
 
 __all__ = [
     "AudioModel", "load_model", "StreamEngine", "EngineConfig", "EngineStats", "Result", "SessionSummary",
-    "analyze_file", "FileAnalysis", "decode_blocks", "ModelLoadError", "EngineClosedError", "AudioDecodeError",
+    "analyze_file", "FileAnalysis", "decode_blocks", "probe_file", "AudioInfo", "ModelLoadError", "EngineClosedError", "AudioDecodeError",
 ]

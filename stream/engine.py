@@ -49,6 +49,20 @@ class EngineConfig:
         (e.g. the genre tags of a tagger); allow=["*"] shows every label.
     switch_margin: hysteresis; the leading label changes only when a challenger's smoothed
         score beats the leader's by this margin.
+    patch_reuse: for models that score fixed patches and average them (`AudioModel.patch_samples`
+        set: the bundled MusiCNN, 3 s patches), score only the hop's new patch and average it
+        with the patches earlier hops already scored: one patch per network per hop instead of
+        the whole window (3x less compute at the default 9 s window and 1 s hop). The patches
+        then sit on a grid of their own: each ends on a hop boundary and they are spaced by the
+        patch length rounded to whole hops (3 s for hops of 1 s, 0.5 s, ...), as many as fit in
+        the window; whole-window scoring instead cuts them back to back from the newest frame.
+        The newest patch is the same audio either way; the older ones lie a few ms apart
+        (8 ms for 9 s / 1 s), a shift to which the network itself is as sensitive as to the
+        choice of grid (bench/streams.py --quality compares both on real music). Patches
+        missed while the machine was overloaded, silent or after `reset()` are scored when a
+        window needs them, so every readout is the mean of its own grid patches. Models
+        without patches (Hugging Face checkpoints) always score whole windows. False scores
+        whole windows every hop (the behaviour before this option).
     """
 
     window_s: float | None = None
@@ -60,13 +74,17 @@ class EngineConfig:
     allow: Sequence[str] | None = None
     deny: Sequence[str] = ()
     switch_margin: float = 0.05
+    patch_reuse: bool = True
 
 
 @dataclass(frozen=True)
 class Result:
     """One readout.
 
-    scores: smoothed probabilities of the visible labels, highest first, `top_k` of them.
+    scores: smoothed probabilities of `top_k` visible labels: `label` first, then the others
+        by smoothed score, highest first. The leader comes first even while a challenger's
+        score is a little higher (within `switch_margin`), so every front end that shows
+        "the first entry" shows the same genre as `label` and the session summary.
     raw_scores: this window's own probabilities of the visible labels, highest first.
     label: the leading label (with hysteresis); None when silent.
     time_s: stream time of the window's end (the hop boundary), counted from samples fed, not
@@ -115,6 +133,16 @@ class SessionSummary:
     dominant: str | None
 
 
+@dataclass
+class _PatchJob(Job):
+    """The patches of one window: `keys` (the hop boundary each patch ends on, in stream
+    samples, newest first) are what the readout averages, `todo` the ones whose rows are
+    still in `window`."""
+
+    keys: list = field(default_factory=list)
+    todo: list = field(default_factory=list)
+
+
 class StreamEngine:
     """Feed audio chunks of any format; read `latest` (or get `on_result` calls) every hop.
 
@@ -122,7 +150,11 @@ class StreamEngine:
     single inference thread; `feed` never waits for the model.
 
     background=False runs inference inline inside `feed` (every hop is classified, nothing
-    skipped, deterministic): for tests and file replay.
+    skipped, deterministic): for tests and file replay. Live audio wants the default: a
+    background engine fed faster than real time (a file read in a loop) skips most windows
+    (logged once); for whole files see `analyze_file`.
+    For patch-scoring models the engine keeps the scores of the stream's recent patches
+    (bounded: the patches one window spans) and forgets them on `reset()`.
     on_result(result) is called from the inference thread, or, for silent windows and in
     inline mode, by the thread that fed the audio just before `feed`/`flush` returns; keep it
     short. It may call the engine's own methods.
@@ -141,6 +173,9 @@ class StreamEngine:
         self._min = min(self._win, max(int(round(c.min_window_s * rate)), int(model.min_samples)))
         self._visible = self._visible_indices(c, model)
         self._ring = RingBuffer(self._win)
+        self._patch = self._patch_plan(c, model, self._win, self._hop)
+        self._patch_scores: dict[int, np.ndarray] = {}  # hop boundary (stream sample) -> its patch's probabilities
+        self._patch_ends: dict[int, int] = {}  # hop boundary -> where its patch's audio ends (feed thread)
         self._resampler: StreamingResampler | None = None
         self._worker = get_worker(model) if background else None
         self._feed_lock = threading.Lock()
@@ -152,7 +187,9 @@ class StreamEngine:
         self._gen = 0  # bumped by reset(): results of older windows are dropped
         self._seq = 0
         self._delivered_seq = -1
-        self._done_seq = 0  # newest window whose inference finished (result or error)
+        self._done_seq = 0  # newest window fully handled: result delivered and on_result returned
+        self._in_callback = threading.local()  # drain() inside on_result would wait for itself
+        self._warned_skip = False
         self._since_hop = 0
         self.latest: Result | None = None
         # stats
@@ -189,6 +226,15 @@ class StreamEngine:
         if problems:
             raise ValueError("invalid EngineConfig: " + "; ".join(problems))
         return c
+
+    @staticmethod
+    def _patch_plan(c: EngineConfig, model, win: int, hop: int) -> tuple[int, int, int] | None:
+        """(patch samples, spacing, patches per window) when patches are reused, else None."""
+        n = getattr(model, "patch_samples", None)
+        if not c.patch_reuse or not n or win < n:
+            return None
+        spacing = hop * max(1, round(n / hop))  # patches end on hop boundaries
+        return int(n), spacing, 1 + (win - n) // spacing
 
     @staticmethod
     def _visible_indices(c: EngineConfig, model) -> np.ndarray:
@@ -275,20 +321,87 @@ class StreamEngine:
         meta = (self._gen, self._seq, t_end, level, len(window) / self.rate)
         if level < self.config.silence_dbfs:
             if self._worker is not None and self._worker.cancel(self):
-                self._n_skipped += 1
+                self._skipped()
             self._deliver_silent(meta)
             return
-        job = Job(window=window.copy(), deliver=self._deliver, meta=meta)
+        if self._patch is not None and len(window) >= self._patch[0]:
+            job = self._patch_job(window, self._ring.total + early, meta)
+        else:
+            job = Job(window=window.copy(), deliver=self._deliver, meta=meta)
         if self._worker is not None:
             if self._worker.submit(self, job):
-                self._n_skipped += 1
+                self._skipped()
         else:
             t0 = time.perf_counter()
             try:
-                probs, err = self.model.predict(job.window[None])[0], None
+                if job.prepare is not None:
+                    job.prepare(job)
+                x = job.inputs()
+                probs = self.model.predict(x) if len(x) else np.zeros((0, 0), np.float32)
+                probs, err = (probs[0] if job.window.ndim == 1 else probs), None
             except Exception as exc:
                 probs, err = None, exc
             self._deliver(job, probs, (time.perf_counter() - t0) * 1000.0, err)
+
+    def _patch_job(self, window: np.ndarray, end: int, meta) -> _PatchJob:
+        """The window's grid patches: the newest ends at this hop boundary (`end`, in stream
+        samples; an early window lacks only the resampler's last few samples), each other one
+        `spacing` earlier, as far back as the window reaches. The worker drops those already
+        scored just before the forward (`_prepare`), so normally one patch is computed."""
+        n, spacing, count = self._patch
+        have = self._ring.total
+        ends = self._patch_ends  # an early hop's patch ends where its audio did, for good
+        ends[end] = have
+        for key in [k for k in ends if k < end - (count - 1) * spacing]:
+            del ends[key]
+        keys, rows = [], []
+        for i in range(count):
+            key = end - i * spacing
+            stop = len(window) - (have - ends.get(key, key))
+            if stop < n:
+                break
+            keys.append(key)
+            rows.append(window[stop - n:stop])
+        return _PatchJob(window=np.stack(rows), deliver=self._deliver, meta=meta, prepare=self._prepare,
+                         keys=keys, todo=list(keys))
+
+    _reuse_patches = True  # False recomputes every patch of every window (tests check the cache so)
+
+    def _prepare(self, job: _PatchJob) -> None:
+        with self._result_lock:
+            if job.meta[0] != self._gen or self._closed:
+                keep = []
+            elif self._reuse_patches:
+                keep = [i for i, k in enumerate(job.keys) if k not in self._patch_scores]
+            else:
+                keep = list(range(len(job.keys)))
+        job.todo = [job.keys[i] for i in keep]
+        job.window = job.window[keep]
+
+    def _combine(self, job: _PatchJob, rows: np.ndarray) -> np.ndarray | None:
+        """Cache the job's new patch scores; the window's probabilities = mean of its patches."""
+        if job.meta[0] != self._gen or self._closed:
+            return None
+        cache = self._patch_scores
+        for key, p in zip(job.todo, rows):
+            cache[key] = p
+        _, spacing, count = self._patch
+        oldest = job.keys[0] - (count - 1) * spacing  # no later window reaches further back
+        for key in [k for k in cache if k < oldest]:
+            del cache[key]
+        got = [cache[k] for k in job.keys if k in cache]
+        return np.mean(got, axis=0, dtype=np.float64).astype(np.float32) if got else None
+
+    def _skipped(self) -> None:
+        self._n_skipped += 1
+        if not self._warned_skip:  # once per engine: the count is in stats.windows_skipped
+            self._warned_skip = True
+            log.warning(
+                "StreamEngine: the model is slower than the hop (%g s), so windows are being skipped: a "
+                "newer window replaced one still waiting for the model (count: stats.windows_skipped). "
+                "Live this only lowers the update rate. For a file or other recorded audio use "
+                "background=False or analyze_file() so that every window is classified; live, use a "
+                "larger hop_s or a faster model.", self.config.hop_s)
 
     def flush(self) -> None:
         """End of input (a file, a recording that stopped): pass the resampler's tail through
@@ -312,26 +425,37 @@ class StreamEngine:
         """Hold the feed lock; results produced meanwhile on this thread (silent windows,
         inline inference) reach `on_result` only after it is released, so a callback may
         itself call feed/flush/reset without deadlocking."""
-        outbox: list[Result] = []
-        with self._feed_lock:
-            self._outbox, self._feeder = outbox, threading.get_ident()
-            try:
-                yield
-            finally:
-                self._outbox, self._feeder = None, None
-        for res in outbox:
-            self._notify(res)
+        outbox: list[tuple[Result, int]] = []
+        try:
+            with self._feed_lock:
+                self._outbox, self._feeder = outbox, threading.get_ident()
+                try:
+                    yield
+                finally:
+                    self._outbox, self._feeder = None, None
+        finally:  # also after an error: drain() waits for these callbacks
+            for res, seq in outbox:
+                self._notify(res, seq)
 
-    def _post(self, res: Result) -> None:
+    def _post(self, res: Result, seq: int) -> None:
         if self._feeder == threading.get_ident():
-            self._outbox.append(res)
+            self._outbox.append((res, seq))
         else:  # the inference thread
-            self._notify(res)
+            self._notify(res, seq)
+
+    def _done(self, seq: int) -> None:
+        """Window `seq` needs nothing more (its callback returned, or it gets none)."""
+        with self._result_lock:
+            self._done_seq = max(self._done_seq, seq)
 
     def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until the newest window emitted so far has been classified (e.g. after `flush()`
-        at the end of a file, before reading the final `latest` or `summary()`). Returns False
-        if that took longer than `timeout` seconds."""
+        """Wait until the newest window emitted so far has been classified and its `on_result`
+        callback has returned (e.g. after `flush()` at the end of a file, before reading the final
+        `latest` or `summary()`). Returns False if that took longer than `timeout` seconds.
+        Raises RuntimeError when called from inside `on_result` (it would wait for itself)."""
+        if getattr(self._in_callback, "active", False):
+            raise RuntimeError("drain() called from inside on_result would wait for its own callback; "
+                               "call it from the thread that feeds the engine")
         target = self._seq
         deadline = time.monotonic() + timeout
         while self._done_seq < target and not self._closed:
@@ -359,31 +483,34 @@ class StreamEngine:
     def _deliver_silent(self, meta) -> None:
         _, seq, t_end, level, dur = meta
         with self._result_lock:
-            self._done_seq = max(self._done_seq, seq)
             if not self._accept(meta):
+                self._done_seq = max(self._done_seq, seq)
                 return
             self._smoother.reset()
             self._n_silent += 1
             self._tally(t_end, None)
             res = Result({}, {}, None, t_end, True, level, dur, 0.0, 0.0)
             self.latest = res
-        self._post(res)
+        self._post(res, seq)
 
     def _deliver(self, job: Job, probs, infer_ms: float, err) -> None:
         _, seq, t_end, level, dur = job.meta
         with self._result_lock:
-            self._done_seq = max(self._done_seq, seq)
-            if err is not None:
-                if job.meta[0] == self._gen and not self._closed:  # not for audio reset() discarded
+            if err is None and isinstance(job, _PatchJob):
+                probs = self._combine(job, probs)  # caches the new patches, also for a stale window
+            if err is not None or probs is None or not self._accept(job.meta):
+                self._done_seq = max(self._done_seq, seq)  # no callback for this window
+                if err is not None and job.meta[0] == self._gen and not self._closed:  # not for audio reset() discarded
                     self._n_errors += 1
                     self._last_error = f"{type(err).__name__}: {err}"
-                return
-            if not self._accept(job.meta):
                 return
             labels = self.model.labels
             vis = self._visible
             smooth = self._smoother.update(probs, t_end, vis)
             order = vis[np.argsort(-smooth[vis], kind="stable")]
+            lead = self._smoother.leader
+            if lead is not None:  # the leader heads the list, also while a challenger is within the margin
+                order = np.concatenate(([lead], order[order != lead]))
             k = self.config.top_k or len(order)
             scores = {labels[i]: float(smooth[i]) for i in order[:k]}
             raw_order = vis[np.argsort(-probs[vis], kind="stable")]
@@ -395,14 +522,18 @@ class StreamEngine:
             latency = (time.perf_counter() - job.submitted) * 1000.0
             res = Result(scores, raw, leader, t_end, False, level, dur, infer_ms, latency)
             self.latest = res
-        self._post(res)
+        self._post(res, seq)
 
-    def _notify(self, res: Result) -> None:
+    def _notify(self, res: Result, seq: int) -> None:
         if self.on_result is not None:
+            self._in_callback.active = True
             try:
                 self.on_result(res)
             except Exception:  # a broken callback must not break the stream
                 log.exception("on_result callback failed")
+            finally:
+                self._in_callback.active = False
+        self._done(seq)
 
     # ---- state ---------------------------------------------------------------------
     @property
@@ -445,6 +576,8 @@ class StreamEngine:
             self._gen += 1
             self._done_seq = self._seq  # nothing older is worth waiting for
             self._ring.clear()
+            self._patch_scores.clear()
+            self._patch_ends.clear()
             self._since_hop = 0
             if self._resampler is not None:
                 self._resampler.reset()

@@ -1,9 +1,15 @@
 """Whole-file analysis: sliding windows over a recording, decoded and resampled in blocks."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import shutil
 import subprocess
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,6 +25,10 @@ log = logging.getLogger(__name__)
 
 BLOCK_S = 10  # decode this many seconds at a time: memory stays flat whatever the file length
 FFMPEG_RATE = 48000
+SUPPORTED = ("wav", "flac", "ogg", "opus", "mp3")
+# Whole files need no live refresh: the default hop is a third of the window (3 s with MusiCNN's
+# 9 s windows) instead of the live 1 s. bench/file_hop.py: FIGURES
+FILE_HOP_FRACTION = 1 / 3  # read by libsndfile, no ffmpeg needed
 
 
 @dataclass
@@ -70,50 +80,186 @@ def _ffmpeg_blocks(path: str, block_s: int) -> Iterator[tuple[np.ndarray, int]]:
             proc.wait()
 
 
+@dataclass(frozen=True)
+class AudioInfo:
+    """What `probe_file` learnt without decoding the whole file."""
+
+    duration_s: float | None  # None: read through ffmpeg and longer than one block (length unknown)
+    sample_rate: int
+    channels: int
+
+
+# libmpg123 (inside libsndfile) prints notes such as "Note: Illegal Audio-MPEG-Header ..." on
+# file descriptor 2 itself, outside any log format; they are routed to this module's log.
+_DECODER_LINE = re.compile(r"^(Note: |Warning: |Error: |\[[^\]]*\.c:[^\]]*\] )")
+_fd2_lock = threading.Lock()
+_fd2_users = 0
+_fd2_saved: int | None = None
+_fd2_file = None
+
+
+@contextlib.contextmanager
+def _quiet_decoder():
+    """Catch what C decoders write to fd 2 during one libsndfile call and log it at DEBUG.
+
+    fd 2 belongs to the whole process, so while it is redirected (the milliseconds of an open
+    or a block read) another thread's stderr output is caught too: lines that do not look
+    like decoder notes are written back to the real stderr afterwards, not lost. Concurrent
+    decodes share one redirection (counted)."""
+    global _fd2_users, _fd2_saved, _fd2_file
+    with _fd2_lock:
+        if _fd2_users == 0:
+            try:
+                sys.stderr.flush()
+                saved = os.dup(2)
+            except (OSError, ValueError, AttributeError):  # no usable fd 2: nothing to keep clean
+                saved = None
+            if saved is not None:
+                _fd2_file = tempfile.TemporaryFile()
+                os.dup2(_fd2_file.fileno(), 2)
+                _fd2_saved = saved
+        _fd2_users += 1
+    try:
+        yield
+    finally:
+        with _fd2_lock:
+            _fd2_users -= 1
+            if _fd2_users == 0 and _fd2_saved is not None:
+                try:
+                    sys.stderr.flush()
+                except (OSError, ValueError, AttributeError):
+                    pass
+                os.dup2(_fd2_saved, 2)
+                os.close(_fd2_saved)
+                _fd2_saved = None
+                _fd2_file.seek(0)
+                caught = _fd2_file.read()
+                _fd2_file.close()
+                _fd2_file = None
+                _route_caught(caught)
+
+
+def _route_caught(caught: bytes) -> None:
+    other = []
+    for line in caught.decode(errors="replace").splitlines(keepends=True):
+        if _DECODER_LINE.match(line):
+            log.debug("decoder: %s", line.rstrip())
+        elif line.strip():
+            other.append(line)
+    if other:
+        os.write(2, "".join(other).encode())
+
+
+def _looks_like_text(p: Path) -> bool:
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return False
+    text = head.decode("utf-8", errors="ignore")  # a cut multi-byte character is dropped
+    return b"\0" not in head and bool(text) and all(c.isprintable() or c in "\r\n\t" for c in text)
+
+
+def _unreadable(p: Path, sf_exc, ffmpeg_exc=None) -> AudioDecodeError:
+    """One clear message for a file no decoder accepts (the decoders' own texts go to DEBUG:
+    libsndfile says "File does not exist ... (possibly a pipe?)" for an mp3 that is not one)."""
+    log.debug("%s: libsndfile: %s; ffmpeg: %s", p, sf_exc, ffmpeg_exc)
+    fmt = p.suffix.lstrip(".").lower() or "unknown"
+    why = "it contains text, not audio" if _looks_like_text(p) else "its format was not recognised, or it is damaged"
+    if ffmpeg_exc is not None:
+        return AudioDecodeError(
+            f"{p.name!r} is not a readable audio file: {why} (neither libsndfile nor ffmpeg could decode it). "
+            f"Use a complete wav, flac, ogg, opus or mp3 recording (or another format ffmpeg reads); "
+            "if it should be one, export or download it again")
+    if fmt in SUPPORTED:
+        todo = "if it should be one, export or download it again"
+    else:
+        todo = f"for format {fmt!r} install ffmpeg (apt-get install ffmpeg)"
+    return AudioDecodeError(
+        f"{p.name!r} is not a readable audio file: {why} (format {fmt!r}; libsndfile could not decode it). "
+        f"Supported without extra tools: {', '.join(SUPPORTED)}; {todo}")
+
+
+def _checked_path(path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise AudioDecodeError(f"{str(path)!r} does not exist or is not a file")
+    if p.stat().st_size == 0:
+        raise AudioDecodeError(f"{str(path)!r} is empty (0 bytes)")
+    return p
+
+
+def _open_sf(p: Path):
+    """(SoundFile, None) or (None, the libsndfile error)."""
+    try:
+        with _quiet_decoder():
+            return sf.SoundFile(str(p)), None
+    except Exception as exc:
+        return None, exc
+
+
+def probe_file(path) -> AudioInfo:
+    """Check that `path` is decodable audio without reading all of it (a front end calls this
+    before loading a model, so a bad file fails in milliseconds, not after the model load).
+    Raises AudioDecodeError saying what is wrong and what to do."""
+    p = _checked_path(path)
+    f, exc = _open_sf(p)
+    if f is not None:
+        with f:
+            if f.frames == 0:
+                raise AudioDecodeError(f"{p.name!r} contains no audio samples")
+            return AudioInfo(f.frames / f.samplerate, int(f.samplerate), int(f.channels))
+    if not shutil.which("ffmpeg"):
+        raise _unreadable(p, exc)
+    blocks = _checked_ffmpeg(p, BLOCK_S, exc)
+    try:  # the first block proves it is audio; the length is known only if the file ends there
+        block, rate = next(blocks)
+        short = len(block) < rate * BLOCK_S
+        return AudioInfo(len(block) / rate if short else None, rate, 1)
+    finally:
+        blocks.close()
+
+
 def decode_blocks(path, block_s: int = BLOCK_S) -> Iterator[tuple[np.ndarray, int]]:
     """Yield ``(samples, rate)`` blocks of a file: float32 (n,) or (n, channels).
 
     wav/flac/ogg/opus/mp3 are read by libsndfile (bundled with `soundfile`); anything else
     is piped through ffmpeg when it is installed. Raises AudioDecodeError with the reason.
+    What the C decoders print on stderr goes to this module's log (DEBUG), not the terminal.
     """
-    path = str(path)
-    p = Path(path)
-    if not p.is_file():
-        raise AudioDecodeError(f"{path!r} does not exist or is not a file")
-    if p.stat().st_size == 0:
-        raise AudioDecodeError(f"{path!r} is empty (0 bytes)")
-    try:
-        f = sf.SoundFile(path)
-    except Exception as exc:
-        fmt = p.suffix.lstrip(".").lower() or "unknown"
+    p = _checked_path(path)
+    f, exc = _open_sf(p)
+    if f is None:
         if shutil.which("ffmpeg"):
-            yield from _checked_ffmpeg(path, block_s, exc)
+            yield from _checked_ffmpeg(p, block_s, exc)
             return
-        raise AudioDecodeError(
-            f"cannot decode {p.name!r} (format {fmt!r}): {exc}. Supported without extra tools: "
-            "wav, flac, ogg, opus, mp3; install ffmpeg (apt-get install ffmpeg) for other formats"
-        ) from None
+        raise _unreadable(p, exc)
     with f:
         if f.frames == 0:
             raise AudioDecodeError(f"{p.name!r} contains no audio samples")
         rate = f.samplerate
-        try:
-            for block in f.blocks(blocksize=rate * block_s, dtype="float32", always_2d=False):
-                yield block, rate
-        except sf.LibsndfileError as exc:
-            raise AudioDecodeError(f"{p.name!r} is corrupt: decoding stopped at {f.tell() / rate:.1f} s ({exc})") from None
+        step = rate * block_s
+        while True:
+            try:
+                with _quiet_decoder():  # per read, never across a yield
+                    block = f.read(step, dtype="float32", always_2d=False)
+            except sf.LibsndfileError as exc:
+                raise AudioDecodeError(f"{p.name!r} is corrupt: decoding stopped at {f.tell() / rate:.1f} s ({exc})") from None
+            if len(block) == 0:
+                return
+            yield block, rate
 
 
-def _checked_ffmpeg(path, block_s, first_exc):
+def _checked_ffmpeg(p: Path, block_s, first_exc):
     got = False
     try:
-        for block, rate in _ffmpeg_blocks(path, block_s):
+        for block, rate in _ffmpeg_blocks(str(p), block_s):
             got = got or len(block) > 0
             yield block, rate
     except AudioDecodeError as exc:
-        raise AudioDecodeError(f"{Path(path).name!r} is not a readable audio file ({first_exc}; {exc})") from None
+        raise _unreadable(p, first_exc, exc) from None
     if not got:
-        raise AudioDecodeError(f"{Path(path).name!r} contains no audio samples")
+        raise AudioDecodeError(f"{p.name!r} contains no audio samples")
 
 
 def _array_blocks(samples, sample_rate, block_s):
@@ -131,27 +277,27 @@ def analyze_file(path_or_array, model, *, window_s: float | None = None, hop_s: 
                  max_duration_s: float | None = None, config: EngineConfig | None = None) -> FileAnalysis:
     """Classify a whole recording with sliding windows.
 
-    window_s / hop_s default to the model's; a hop below the window overlaps windows, which
-    gives a finer timeline at proportionally more compute. A file shorter than one window is
+    window_s defaults to the model's. hop_s defaults to `config.hop_s` if set, else to a third
+    of the window (3 s for MusiCNN's 9 s windows, 3.3 s for the 10 s DistilHuBERT window),
+    not the live 1 s: compute is proportional to 1 / hop, and on real recordings FIGURES_DOC
+    (bench/file_hop.py). Pass hop_s=1.0 for the finest timeline. A file shorter than one window is
     classified once as a whole. `progress(fraction, text)` is called after each decoded block.
     `config` supplies the other engine settings (label view, silence gate); smoothing is off.
     For arrays pass `sample_rate`. Raises AudioDecodeError for unreadable/empty/too long input.
     """
     base = config or EngineConfig()
     ws = window_s if window_s is not None else (base.window_s or model.default_window_s)
-    cfg = EngineConfig(window_s=ws, hop_s=hop_s if hop_s is not None else base.hop_s, min_window_s=ws,
+    if hop_s is None:
+        hop_s = base.hop_s if base.hop_s is not None else ws * FILE_HOP_FRACTION
+    cfg = EngineConfig(window_s=ws, hop_s=hop_s, min_window_s=ws,
                        smoothing_s=0.0, top_k=0, allow=base.allow, deny=base.deny,
                        silence_dbfs=base.silence_dbfs, switch_margin=0.0)
     results: list[Result] = []
     engine = StreamEngine(model, cfg, background=False, on_result=results.append)
     if isinstance(path_or_array, (str, Path)):
         path = str(path_or_array)
+        total = probe_file(path).duration_s  # a bad file fails here, before any window
         blocks = decode_blocks(path)
-        try:
-            info = sf.info(path)
-            total = info.frames / info.samplerate
-        except Exception:
-            total = None
     else:
         if sample_rate is None:
             raise ValueError("analyze_file(array, ...) needs sample_rate=")
@@ -174,7 +320,8 @@ def analyze_file(path_or_array, model, *, window_s: float | None = None, hop_s: 
     if not results and st.errors:
         raise RuntimeError(f"the model failed on every window ({st.errors}): {st.last_error}")
     if not results:
-        raise AudioDecodeError(f"the recording is too short to classify ({done:.2f} s)")
+        raise AudioDecodeError(f"the recording is too short to classify ({done:.2f} s); {model.name} needs "
+                               f"at least {model.min_samples / model.sample_rate:.2f} s of audio")
     if st.errors:
         log.warning("analyze_file: the model failed on %d of %d windows (%s)", st.errors,
                     st.errors + len(results), st.last_error)

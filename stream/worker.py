@@ -4,7 +4,9 @@ Each engine has at most one pending window: a newer window replaces the older on
 older is counted as skipped), so when the model is slower than the hop, lag stays bounded
 instead of a queue growing. Pending engines are served in the order they started waiting
 (a replaced window keeps its engine's place), so a busy engine cannot starve another.
-Windows of equal length from several engines are batched into one forward call.
+Windows of equal length from several engines are batched into one forward call. A job may
+also carry several equal-length inputs (the new patches of a patch-scoring model) and a
+`prepare` hook that drops, just before the forward, inputs that no longer need scoring.
 
 A remote model (`max_in_flight` > 1, e.g. a Ray Serve deployment) spends most of a call
 waiting on the network and on other streams' batches, so the worker keeps up to
@@ -31,11 +33,25 @@ IDLE_EXIT_S = 30.0  # the thread exits after this long with nothing to do; resta
 
 @dataclass
 class Job:
+    """window: one window (n,), delivered as one row of probabilities (labels,); or a stack of
+    model inputs (k, n), delivered as (k, labels). prepare(job), if set, runs on the worker
+    thread just before the forward (outside the worker's lock) and may replace a stacked
+    `window` by fewer rows (k may become 0: no forward, deliver still runs)."""
+
     window: np.ndarray
     deliver: Callable[["Job", np.ndarray | None, float, BaseException | None], None]
     submitted: float = field(default_factory=time.perf_counter)
     meta: Any = None
     key: Any = None  # the engine it came from (set by submit)
+    prepare: Callable[["Job"], None] | None = None
+
+    @property
+    def width(self) -> int:
+        """Samples per model input: jobs of equal width share a forward."""
+        return self.window.shape[-1]
+
+    def inputs(self) -> np.ndarray:
+        return self.window if self.window.ndim == 2 else self.window[None]
 
 
 class InferenceWorker:
@@ -50,7 +66,8 @@ class InferenceWorker:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.batches = 0
-        self.windows = 0
+        self.windows = 0  # jobs served
+        self.rows = 0  # model inputs scored (windows, or patches of patch-scoring models)
 
     def submit(self, key, job: Job) -> bool:
         """Queue `job` for `key` (an engine); returns True if it replaced an unserved job."""
@@ -94,8 +111,8 @@ class InferenceWorker:
         keys = [k for k in self._pending if k not in self._busy]  # _busy is empty in-process
         if not keys or self._running >= self.max_in_flight:
             return []
-        n = len(self._pending[keys[0]].window)
-        chosen = [k for k in keys if len(self._pending[k].window) == n][: self.max_batch]
+        n = self._pending[keys[0]].width
+        chosen = [k for k in keys if self._pending[k].width == n][: self.max_batch]
         return [self._pending.pop(k) for k in chosen]
 
     def _run(self) -> None:
@@ -135,7 +152,11 @@ class InferenceWorker:
     def _forward(self, jobs: list[Job]) -> None:
         t0 = time.perf_counter()
         try:
-            probs = self.model.predict(np.stack([j.window for j in jobs]))
+            for job in jobs:
+                if job.prepare is not None:
+                    job.prepare(job)
+            x = np.concatenate([j.inputs() for j in jobs])
+            probs = self.model.predict(x) if len(x) else np.zeros((0, 0), np.float32)
             err = None
         except Exception as exc:  # a model failure must not kill the shared thread
             log.exception("model forward failed")
@@ -144,9 +165,14 @@ class InferenceWorker:
         with self._cond:  # several call threads for a remote model
             self.batches += 1
             self.windows += len(jobs)
-        for i, job in enumerate(jobs):
+            self.rows += sum(len(j.inputs()) for j in jobs)
+        start = 0
+        for job in jobs:
+            rows = len(job.inputs())
+            out = None if err is not None else probs[start] if job.window.ndim == 1 else probs[start:start + rows]
+            start += rows
             try:
-                job.deliver(job, None if probs is None else probs[i], ms, err)
+                job.deliver(job, out, ms, err)
             except Exception:
                 log.exception("result delivery failed")
 

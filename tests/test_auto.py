@@ -1,4 +1,5 @@
 """`load_model("auto")`: the course model when reachable, else the bundled model, in bounded time."""
+import logging
 import time
 
 from stream import load_model
@@ -16,14 +17,19 @@ def test_auto_falls_back_to_bundled_when_hub_unreachable(monkeypatch, tmp_path):
     assert "bundled" in m.notice and "unreachable" in m.notice
 
 
-def test_auto_offline_flag_skips_hub(monkeypatch, tmp_path):
+def test_auto_offline_flag_skips_hub(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", "http://192.0.2.1:81")  # would hang if it were contacted
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    caplog.set_level(logging.INFO, logger="stream")
     t0 = time.monotonic()
     m = load_model("auto")
     assert time.monotonic() - t0 < 60
     assert m.name.startswith("musicnn") and "HF_HUB_OFFLINE" in m.notice
+    # the offline fallback is the normal case without a network: said once, at INFO, not as a warning
+    said = [r for r in caplog.records if r.name.startswith("stream") and r.getMessage() == m.notice]
+    assert [r.levelno for r in said] == [logging.INFO]
+    assert not [r for r in caplog.records if r.name.startswith("stream") and r.levelno >= logging.WARNING]
 
 
 def cache_course_model(monkeypatch, tmp_path, keep=None):

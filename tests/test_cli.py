@@ -4,6 +4,7 @@ through PortAudio. Assertions are on its JSON lines, exit codes and messages."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pulse_support import GHOST_PCM, NULL_PCM, PACKAGES, PulseServer, missing_tools
@@ -134,7 +136,7 @@ def test_live_music_results_every_hop_with_plausible_tags(sink, music_wav):
     # seconds of audio were heard, plus possibly the flushed tail. Under CPU load the engine
     # may skip a window (a newer one replaced it while the model was busy): by design, and
     # counted, so results + skipped must account for every hop.
-    times = [o["time"] for _, o in results]
+    times = [o["time_s"] for _, o in results]
     on_grid = [t for t in times if abs((t - 3.0) / hop - round((t - 3.0) / hop)) < 0.02]
     assert len(on_grid) >= len(times) - 1 and times == sorted(times), times  # all but the tail
     n_hops = (duration - 3.0) / hop + 1
@@ -144,7 +146,7 @@ def test_live_music_results_every_hop_with_plausible_tags(sink, music_wav):
     # ... and they arrive live: wall-clock time between readouts follows the stream time
     # between them (not a burst at the end), with one per hop when nothing is skipped
     (t_a, first), (t_b, last) = results[0], results[-2]
-    assert 0.6 < (t_b - t_a) / (last["time"] - first["time"]) < 1.6, (t_b - t_a, last["time"] - first["time"])
+    assert 0.6 < (t_b - t_a) / (last["time_s"] - first["time_s"]) < 1.6, (t_b - t_a, last["time_s"] - first["time_s"])
     if skipped == 0:
         steps = [b - a for a, b in zip(times, times[1:])][:-1]
         assert all(abs(s - hop) < 0.02 for s in steps), steps
@@ -221,7 +223,7 @@ def test_file_replay_fast_is_deterministic_and_plausible(pulse):
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     results, summaries = parse_json_lines(r.stdout)
-    times = [o["time"] for o in results]
+    times = [o["time_s"] for o in results]
     # inline engine: every hop classified, from the 3 s minimum window to the 30 s limit
     assert times[:3] == [3.0, 4.0, 5.0] and abs(times[-1] - duration) < 0.05, times
     assert all(abs(b - a - hop) < 1e-3 for a, b in zip(times, times[1:])), times
@@ -232,8 +234,8 @@ def test_file_replay_fast_is_deterministic_and_plausible(pulse):
     # the same file gives the same readout twice
     r2 = run_cli(["--file", str(MUSIC), "--fast", "--duration", "6", "--hop", str(hop), "--json",
                   "--model", MODEL], pulse.env(), timeout=120)
-    again = {o["time"]: o["scores"] for o in parse_json_lines(r2.stdout)[0]}
-    first = {o["time"]: o["scores"] for o in results}
+    again = {o["time_s"]: o["scores"] for o in parse_json_lines(r2.stdout)[0]}
+    first = {o["time_s"]: o["scores"] for o in results}
     common = sorted(set(again) & set(first))
     assert common[:4] == [3.0, 4.0, 5.0, 6.0]
     assert all(again[t] == first[t] for t in common)
@@ -245,7 +247,7 @@ def test_file_replay_real_time_paces_results(pulse, music_wav):
     rc = run.wait(timeout=60)
     assert rc == 0, run.stderr
     results, summaries = run.json()
-    times = [o["time"] for _, o in results]
+    times = [o["time_s"] for _, o in results]
     assert times[0] in (3.0, 4.0) and abs(times[-1] - 7.0) < 0.05, times  # 3.0 unless skipped under load
     assert all(abs(t - round(t)) < 1e-3 for t in times), times
     # real time: results 1 s of audio apart arrive ~1 s of wall clock apart
@@ -362,3 +364,122 @@ def test_busy_device_message_mapping():
     err = cli_listen.stream_error(sd.PortAudioError("Error opening InputStream: Device unavailable", -9985),
                                   "USB Mic", 48000, 1)
     assert err.code == 3 and "busy" in str(err) and "USB Mic" in str(err)
+
+
+# ---------------------------------------------------------------- first-user paths -------
+def test_help_does_not_import_the_engine():
+    """--help answers at once: argument parsing comes before numpy/torch are imported."""
+    r = subprocess.run([sys.executable, "-X", "importtime", CLI, "--help"], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert r.returncode == 0 and "--file" in r.stdout
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert imported and not imported & {"torch", "numpy", "stream", "transformers", "rich"}, sorted(imported)
+
+
+def test_unreadable_file_fails_before_the_model_loads(pulse, tmp_path):
+    bad = tmp_path / "notes.mp3"
+    bad.write_text("this is a text file, not audio\n" * 50)
+    r = run_cli(["--file", str(bad), "--json", "--model", "auto"], pulse.env(), timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert "not a readable audio file: it contains text, not audio" in r.stderr
+    assert "Model:" not in r.stderr and r.stdout == ""  # checked before loading, no empty summary
+    assert "Note:" not in r.stderr and "mpg123" not in r.stderr.lower() and "possibly a pipe" not in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_too_short_file_says_so_with_the_minimum(pulse, tmp_path):
+    import soundfile as sf
+
+    short = tmp_path / "blip.wav"
+    sf.write(short, np.sin(np.arange(4410) * 0.1).astype(np.float32) * 0.5, 44100)  # 0.1 s of sound
+    r = run_cli(["--file", str(short), "--fast", "--json", "--model", MODEL], pulse.env(), timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert "0.10 s long: too short to classify; musicnn needs at least 2.98 s" in r.stderr
+    assert "silent" not in r.stderr and r.stdout == ""
+    # audio cut short by --duration: the summary says why there is no readout
+    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "1", "--model", MODEL], pulse.env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "none (only 1.00 s of audio: too short, musicnn needs at least 2.98 s)" in r.stdout
+    assert "all silent" not in r.stdout
+
+
+def test_unknown_model_advises_cli_flags(pulse):
+    r = run_cli(["-m", "nosuchmodel", "--file", str(MUSIC)], pulse.env(), timeout=60)
+    assert r.returncode == 4, r.stderr
+    assert "Could not load model 'nosuchmodel'" in r.stderr and "-m musicnn" in r.stderr
+    assert "load_model" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_json_and_plain_lines_lead_with_the_label(pulse):
+    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "20", "--json", "--model", MODEL], pulse.env(),
+                timeout=120)
+    assert r.returncode == 0, r.stderr
+    results, summaries = parse_json_lines(r.stdout)
+    assert results and all(next(iter(o["scores"])) == o["label"] for o in results)
+    assert summaries[0]["dominant"] in {o["label"] for o in results}
+    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "8", "--model", MODEL], pulse.env(), timeout=120)
+    lines = [l.split("s  ", 1)[1] for l in r.stdout.splitlines() if "dBFS" in l]
+    # "<label>   <label> 0.27  <other> 0.15 ...": the label's own score comes first
+    assert lines and all(re.match(r"(\S.*?)\s+\1 \d\.\d\d", l) for l in lines), lines
+
+
+def _tmux(sock, *args, timeout=10):
+    return subprocess.run(["tmux", "-S", str(sock), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_path):
+    """The rich panel in a real 80x24 terminal (tmux): one panel, redrawn in place, the same
+    width while listening and with results, and all labels (-k 0) capped to the screen."""
+    import shutil
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux not installed: apt-get install tmux")
+    sock = tmp_path / "tmux.sock"
+    script = tmp_path / "run.sh"
+    script.write_text(f"cd {tmp_path}\nexport HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1\n"
+                      f"{sys.executable} {CLI} --file {music_wav} -k 0 --duration 9 --model {MODEL}\n"
+                      "echo CLI-EXIT $?\nsleep 120\n")
+    r = _tmux(sock, "new-session", "-d", "-s", "t", "-x", "80", "-y", "24", f"bash {script}")
+    assert r.returncode == 0, r.stderr
+    frames = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            screen = _tmux(sock, "capture-pane", "-p", "-t", "t").stdout.splitlines()
+            frames.append(screen)
+            if any(l.startswith("CLI-EXIT") for l in screen):
+                break
+            time.sleep(0.2)
+    finally:
+        _tmux(sock, "kill-server")
+    final = frames[-1]
+    assert "CLI-EXIT 0" in final, "\n".join(final)
+    widths, seen = set(), set()
+    for screen in frames:
+        assert len(screen) <= 24
+        panel = [i for i, l in enumerate(screen) if l and l[0] in "╭│╰"]
+        if not panel:
+            continue
+        assert panel == list(range(panel[0], panel[-1] + 1)), "\n".join(screen)  # one block, nothing stale
+        assert sum(l.startswith("╭") for l in screen) <= 1 and sum(l.startswith("╰") for l in screen) == 1, \
+            "\n".join(screen)  # the whole panel fits: its bottom border is on screen
+        assert sum(("Leading genre" in l) or ("listening…" in l) for l in screen) <= 1, "\n".join(screen)
+        widths |= {len(screen[i].rstrip()) for i in panel}
+        seen |= {k for k in ("listening…", "Leading genre", " more (-k N") if any(k in l for l in screen)}
+    assert widths == {80}, widths  # the same width in every frame, listening or showing results
+    assert seen == {"listening…", "Leading genre", " more (-k N"}, seen
+    assert any("Session summary (duration reached)" in l for l in final)
+
+
+def test_skipping_is_explained_once_in_cli_terms(pulse, music_wav):
+    # a 50 ms hop is shorter than a MusiCNN forward on common CPUs: windows get skipped
+    r = run_cli(["--file", str(music_wav), "--hop", "0.05", "--duration", "5", "--json", "--model", MODEL],
+                pulse.env(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    _, summaries = parse_json_lines(r.stdout)
+    notes = [l for l in r.stderr.splitlines() if "windows are skipped" in l]
+    if summaries[0]["windows_skipped"]:
+        assert len(notes) == 1 and "--hop" in notes[0] and "--fast" in notes[0], r.stderr
+    else:  # a CPU fast enough for 20 forwards a second: nothing to explain
+        assert not notes
+    assert "background=False" not in r.stderr and "analyze_file" not in r.stderr

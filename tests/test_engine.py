@@ -1,6 +1,8 @@
+import logging
 import threading
 import time
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -386,3 +388,87 @@ def test_file_analysis_reports_model_failure(tmp_path):
 
     with pytest.raises(RuntimeError, match="failed on every window.*weights missing"):
         analyze_file(tone(200, 5.0, 16000), Broken(), sample_rate=16000, window_s=2, hop_s=1)
+
+
+def test_scores_list_the_leader_first(band_model):
+    """One notion of the leading genre: `label` (with hysteresis) heads `scores`, also while a
+    challenger's smoothed score is higher but within the switch margin."""
+    cfg = EngineConfig(window_s=1.0, hop_s=0.5, min_window_s=1.0, smoothing_s=2.0, switch_margin=0.3, top_k=2)
+    got = []
+    with StreamEngine(band_model, cfg, background=False, on_result=got.append) as e:
+        e.feed(tone(200, 6.0, 16000), 16000)
+        e.feed(tone(5000, 8.0, 16000), 16000)
+    assert got[0].label == "low" and got[-1].label == "high"
+    assert all(list(r.scores)[0] == r.label for r in got), [(r.label, r.scores) for r in got]
+    # the case that matters was exercised: the challenger already scored higher, the leader stayed first
+    held = [r for r in got if r.scores[r.label] < max(r.scores.values())]
+    assert held, [(r.label, r.scores) for r in got]
+    assert all(len(r.scores) == 2 for r in got)
+    # after the leader, the others keep the smoothed order (all three labels visible with top_k=0)
+    with StreamEngine(band_model, replace(cfg, top_k=0), background=False, on_result=got.append) as e:
+        e.feed(tone(200, 6.0, 16000), 16000)
+        e.feed(tone(5000, 4.0, 16000), 16000)
+        rest = list(e.latest.scores.values())[1:]
+        assert list(e.latest.scores)[0] == e.latest.label and rest == sorted(rest, reverse=True)
+
+
+def test_drain_waits_for_the_on_result_callback(band_model):
+    finished = []
+
+    def slow_callback(res):
+        time.sleep(0.5)
+        finished.append(res.time_s)
+
+    with StreamEngine(band_model, EngineConfig(window_s=1, hop_s=0.5, min_window_s=1),
+                      on_result=slow_callback) as e:
+        e.feed(tone(200, 2.0, 16000), 16000)
+        e.flush()
+        assert e.drain(timeout=30) is True
+        # the callback of the newest window has returned, not merely its inference
+        assert finished and finished[-1] == pytest.approx(2.0) == e.latest.time_s
+
+
+def test_drain_inside_the_callback_fails_fast(band_model):
+    errors = []
+
+    def cb(res):
+        try:
+            e.drain(timeout=5)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    e = StreamEngine(band_model, EngineConfig(window_s=1, hop_s=0.5, min_window_s=1), on_result=cb)
+    e.feed(tone(200, 1.0, 16000), 16000)
+    assert e.drain(timeout=30) is True
+    assert errors and "inside on_result" in errors[0]
+    e.close()
+
+
+def test_skipping_is_logged_once_per_engine_with_advice(caplog):
+    caplog.set_level(logging.WARNING, logger="stream.engine")
+    m = GatedModel()
+    m.max_batch = 1
+    cfg = EngineConfig(window_s=1.0, hop_s=0.25, min_window_s=1.0)
+    with StreamEngine(m, cfg) as e:
+        feed_chunks(e, tone(200, 1.0, 16000), 16000)
+        assert m.entered.wait(5)
+        feed_chunks(e, tone(200, 5.0, 16000), 16000)  # 20 hops while the model is stuck
+        assert e.stats.windows_skipped >= 18
+        warnings = [r for r in caplog.records if "skipped" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+        text = warnings[0].getMessage()
+        assert "background=False" in text and "analyze_file" in text and "hop" in text
+        # a second engine that skips says so once too
+        with StreamEngine(m, cfg) as e2:
+            feed_chunks(e2, tone(200, 3.0, 16000), 16000)
+            assert e2.stats.windows_skipped > 0
+        assert len([r for r in caplog.records if "skipped" in r.getMessage()]) == 2
+        m.gate.set()
+    # an engine that keeps up says nothing
+    caplog.clear()
+    with StreamEngine(BandModel(), EngineConfig(window_s=1.0, hop_s=0.5, min_window_s=1.0)) as e:
+        for i in range(4):
+            e.feed(tone(200, 0.5, 16000), 16000)
+            assert e.drain(timeout=30)
+        assert e.stats.windows_skipped == 0
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]

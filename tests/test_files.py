@@ -112,3 +112,135 @@ def test_long_file_memory_is_bounded(tmp_path):
     tracemalloc.stop()
     assert fa.duration_s == pytest.approx(1200) and fa.top_label == "low"
     assert peak < 12e6, f"peak {peak / 1e6:.1f} MB for a {path.stat().st_size / 1e6:.0f} MB file"
+
+
+MP3 = "/usr/share/games/asc/music/machine_wars.mp3"  # Debian asc-music, GPL-2+
+
+
+def _text_named_mp3(tmp_path):
+    path = tmp_path / "notes.mp3"
+    path.write_text("this is a text file, not audio\n" * 50)
+    return path
+
+
+@pytest.mark.parametrize("with_ffmpeg", [True, False])
+def test_text_file_named_mp3_one_clean_message(tmp_path, monkeypatch, capfd, caplog, with_ffmpeg):
+    import logging
+
+    import soundfile
+
+    path = _text_named_mp3(tmp_path)
+    if not with_ffmpeg:
+        monkeypatch.setenv("PATH", str(tmp_path))
+    elif shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not installed")
+    # what the C library itself prints when libsndfile opens it (libmpg123 notes on fd 2)
+    with pytest.raises(soundfile.LibsndfileError):
+        soundfile.SoundFile(str(path))
+    raw_chatter = capfd.readouterr().err
+    caplog.set_level(logging.DEBUG, logger="stream.files")
+    with pytest.raises(AudioDecodeError) as info:
+        analyze_file(path, BandModel())
+    msg = str(info.value)
+    assert "'notes.mp3' is not a readable audio file: it contains text, not audio" in msg
+    assert "possibly a pipe" not in msg and "does not exist" not in msg  # libsndfile's misleading text
+    assert "export or download it again" in msg and "install ffmpeg" not in msg  # mp3 needs no ffmpeg
+    assert capfd.readouterr().err == ""  # nothing reached the terminal
+    for line in raw_chatter.splitlines():  # ... it went to the log instead
+        assert any(line.strip() in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG), line
+
+
+def test_decoder_stderr_capture_keeps_good_files_threads_and_other_output(capfd):
+    import os
+    import threading
+
+    from stream.files import decode_blocks, probe_file
+
+    fd2_before = os.fstat(2)
+    single = [b.copy() for b, _ in decode_blocks(MP3, block_s=30)][:3]
+    results, errors = {}, []
+
+    def decode(key):
+        try:
+            blocks = []
+            for b, rate in decode_blocks(MP3, block_s=30):
+                blocks.append(b.copy())
+                if len(blocks) == 3:
+                    break
+            results[key] = blocks
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def chatty():  # another part of the program writing to stderr meanwhile
+        for i in range(200):
+            os.write(2, f"other thread line {i}\n".encode())
+
+    threads = [threading.Thread(target=decode, args=(k,)) for k in range(3)] + [threading.Thread(target=chatty)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and len(results) == 3
+    for blocks in results.values():  # the same samples as a decode on one thread
+        assert len(blocks) == 3 and all(np.array_equal(a, b) for a, b in zip(blocks, single))
+    err = capfd.readouterr().err
+    assert all(f"other thread line {i}\n" in err for i in range(200))  # written back, not swallowed
+    st = os.fstat(2)
+    assert (st.st_dev, st.st_ino) == (fd2_before.st_dev, fd2_before.st_ino)  # fd 2 restored
+    info = probe_file(MP3)
+    assert info.duration_s == pytest.approx(290.8, abs=0.1) and info.sample_rate == 22050
+
+
+def test_probe_file(tmp_path):
+    from stream.files import probe_file
+
+    path = tmp_path / "short.wav"
+    sf.write(path, tone(440, 0.1, 16000), 16000)
+    assert probe_file(path).duration_s == pytest.approx(0.1)
+    for bad, match in [(_text_named_mp3(tmp_path), "not a readable audio file"), (tmp_path / "nope.wav", "does not exist")]:
+        with pytest.raises(AudioDecodeError, match=match):
+            probe_file(bad)
+    if shutil.which("ffmpeg"):
+        import subprocess
+
+        m4a = tmp_path / "x.m4a"
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), str(m4a)], check=True)
+        assert probe_file(m4a).duration_s == pytest.approx(0.1, abs=0.05)
+
+
+def test_too_short_file_names_the_minimum(tmp_path):
+    path = tmp_path / "blip.wav"
+    sf.write(path, tone(440, 0.01, 16000), 16000)  # 160 samples; BandModel needs 400
+    with pytest.raises(AudioDecodeError, match=r"too short.*0\.01 s.*band needs at least 0\.03 s"):
+        analyze_file(path, BandModel())
+
+
+def test_default_hop_for_files_is_a_third_of_the_window():
+    x = low_then_high(16000, 15)  # 30 s
+    fa = analyze_file(x, BandModel(), sample_rate=16000, window_s=6.0)
+    assert np.diff(fa.ends_s) == pytest.approx(np.full(fa.n_windows - 1, 2.0))  # 6 s / 3
+    assert fa.ends_s[0] == pytest.approx(6.0) and fa.ends_s[-1] == pytest.approx(30.0)
+    # the caller's hop wins, as an argument or in the config
+    fine = analyze_file(x, BandModel(), sample_rate=16000, window_s=6.0, hop_s=1.0)
+    assert np.diff(fine.ends_s) == pytest.approx(np.ones(fine.n_windows - 1)) and fine.n_windows == 25
+    cfg = analyze_file(x, BandModel(), sample_rate=16000, window_s=6.0, config=EngineConfig(hop_s=1.5))
+    assert np.diff(cfg.ends_s) == pytest.approx(np.full(cfg.n_windows - 1, 1.5))
+    # the coarse timeline tells the same story: low first, high last, the same top label
+    assert fa.top_label == fine.top_label
+    assert fa.timeline[0, 0] > 0.9 and fa.timeline[-1, 2] > 0.9
+
+
+def test_decoder_lines_are_told_apart_from_other_stderr_output(capfd, caplog):
+    """What libmpg123 prints while decoding slightly damaged frames of a good mp3 goes to the
+    log; anything else caught during a decode is written back to stderr."""
+    import logging
+
+    from stream.files import _route_caught
+
+    caplog.set_level(logging.DEBUG, logger="stream.files")
+    _route_caught(b"[src/libmpg123/layer3.c:INT123_do_layer3():1774] error: part2_3_length (2048) too large\n"
+                  b"Note: Trying to resync...\n"
+                  b"note: a line of the program itself\nWARNING:app:port busy\n")
+    assert capfd.readouterr().err == "note: a line of the program itself\nWARNING:app:port busy\n"
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("part2_3_length" in m for m in logged) and any("Trying to resync" in m for m in logged)

@@ -101,3 +101,28 @@ def test_bad_spec_type():
         load_model("")
     with pytest.raises(ModelLoadError):
         load_model(42)
+
+
+def test_every_load_sets_the_notice(tiny_ckpt):
+    """Front ends print `model.notice` as it is, whatever the spec."""
+    from conftest import BandModel
+
+    assert load_model("musicnn").notice == "Model: bundled offline musicnn."
+    assert load_model("musicnn-mtt").notice == "Model: bundled offline musicnn-mtt."
+    m = load_model(tiny_ckpt)
+    assert m.notice.startswith(f"Model: {tiny_ckpt} (") and m.accel.mode in m.notice
+    own = BandModel()
+    assert load_model(own) is own and own.notice == "Model: band."
+
+
+def test_load_error_parts_let_a_front_end_phrase_its_own_advice(tmp_path):
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(tmp_path / "nope"))
+    e = info.value
+    assert e.spec == str(tmp_path / "nope") and "does not exist" in e.cause
+    assert e.fallback == "musicnn" and "load_model" not in e.advice and "checkpoint directory" in e.advice
+    assert str(e).endswith("or use the bundled offline model: load_model('musicnn').")
+    with pytest.raises(ModelLoadError) as info:
+        load_model("musicnn-xyz")
+    assert info.value.fallback is None and "musicnn-mtt" in info.value.advice
+    assert "load_model" not in str(info.value)

@@ -51,7 +51,7 @@ def _load_auto(device: str, accel: str) -> AudioModel:
                 why = str(exc)
     model = _load_bundled(BUNDLED, device)
     model.notice = f"Model: bundled offline {model.name} ({why})."
-    log.warning(model.notice)
+    log.info(model.notice)  # the normal offline case, not a problem: the caller shows model.notice
     return model
 
 
@@ -61,7 +61,8 @@ def load_model(spec="auto", *, device: str = "cpu", accel: str = "auto") -> Audi
     spec:
       "auto"        the course model (DistilHuBERT fine-tuned on GTZAN) when it is cached or
                     the Hub answers within a few seconds, else the bundled offline MusiCNN
-                    tagger; `model.notice` says which and why. Never hangs on a dead network.
+                    tagger; `model.notice` says which and why (also logged at INFO). Never
+                    hangs on a dead network.
       "musicnn"...  the bundled offline model (no network at all).
       a Hub id      e.g. "sanchit-gandhi/distilhubert-finetuned-gtzan" (cached, or downloaded).
       a directory   a local checkpoint saved with `save_pretrained` (+ its feature extractor).
@@ -74,9 +75,13 @@ def load_model(spec="auto", *, device: str = "cpu", accel: str = "auto") -> Audi
       natively (about 2x faster; probabilities within ~0.004 of float32, checked at load), else
       float32; "off" (or env STREAM_ACCEL=off) forces plain float32. The bundled model always
       runs float32 (bf16 does not speed it up).
+    `model.notice` is always set: one line naming the model (and, for "auto", why), for front
+    ends to show as it is.
     Raises ModelLoadError naming the spec, the cause and what to do.
     """
     if isinstance(spec, AudioModel):
+        if not spec.notice:
+            spec.notice = f"Model: {spec.name}."
         return spec
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
@@ -90,7 +95,9 @@ def load_model(spec="auto", *, device: str = "cpu", accel: str = "auto") -> Audi
 
         return load_remote(spec)
     if spec.lower().startswith(BUNDLED_PREFIXES) and not os.path.exists(spec):
-        return _load_bundled(spec.lower(), device)
+        model = _load_bundled(spec.lower(), device)
+        model.notice = f"Model: bundled offline {model.name}."
+        return model
     model = load_hf(spec, device, accel)
     model.notice = f"Model: {model.name} ({model.accel.mode})."
     return model

@@ -19,7 +19,12 @@ class AudioModel(ABC):
     default_window_s / default_hop_s: window and hop that suit this model (used when the
         engine config leaves them unset).
     min_samples: the shortest window `predict` accepts.
-    notice: one line saying which model is in use and why (set by `load_model("auto")`).
+    notice: one line saying which model is in use (and for "auto" why); `load_model` always sets it.
+    patch_samples: optional capability. A model whose window score is the mean of the scores
+        of fixed-length patches sets it to the patch length; `predict` on windows of exactly
+        that length must return one patch's probabilities. The engine may then score each
+        hop's new patch once and average it with earlier ones (EngineConfig.patch_reuse).
+        None (the default, e.g. Hugging Face checkpoints): windows are always scored whole.
     """
 
     name: str = "model"
@@ -31,6 +36,7 @@ class AudioModel(ABC):
     default_hop_s: float = 1.0
     min_samples: int = 400
     notice: str | None = None
+    patch_samples: int | None = None
 
     @abstractmethod
     def predict(self, windows: np.ndarray) -> np.ndarray:

@@ -121,7 +121,7 @@ def load_hf(spec: str, device: str = "cpu", accel: str = "auto") -> HFAudioModel
         raise ModelLoadError(
             spec, f"it is a {config.model_type!r} checkpoint ({', '.join(config.architectures or [])}), "
             "not an audio-classification model",
-            "Use a checkpoint fine-tuned for audio classification (e.g. " + COURSE_MODEL + "), or load_model('musicnn').")
+            "Use a checkpoint fine-tuned for audio classification (e.g. " + COURSE_MODEL + ")")
     try:
         model = AutoModelForAudioClassification.from_pretrained(source, **kwargs)
         fe = AutoFeatureExtractor.from_pretrained(source, **kwargs)
@@ -132,7 +132,7 @@ def load_hf(spec: str, device: str = "cpu", accel: str = "auto") -> HFAudioModel
     try:
         return HFAudioModel(model, fe, name=spec, device=device, accel=accel)
     except ValueError as exc:  # unknown acceleration mode
-        raise ModelLoadError(spec, str(exc), "Use accel='auto' or accel='off'.") from exc
+        raise ModelLoadError(spec, str(exc), "Use accel='auto' or accel='off'", fallback=None) from exc
 
 
 def _explain(exc: BaseException) -> str:

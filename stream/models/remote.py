@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 SCHEME = "ray://"
 DEFAULT_APP = "genre"
-INSTALL_HINT = ("Ray Serve is an optional dependency: pip install -r requirements-serve.txt "
-                "(or pip install '.[serve]' where the package is installed with its extras).")
+INSTALL_HINT = ("Ray Serve is an optional dependency: pip install '.[serve]' "
+                "(or pip install -r requirements-serve.txt).")
 CONNECT_TIMEOUT_S = 5.0  # TCP probe of the head node: ray.init itself retries for minutes
 READY_TIMEOUT_S = 120.0  # a deployment still starting (replicas loading the model)
 REQUEST_TIMEOUT_S = 30.0  # one predict call (includes waiting for a restarted replica)

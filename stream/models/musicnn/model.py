@@ -74,6 +74,16 @@ class MusicnnModel(AudioModel):
     window (2 patches) would react faster but be noisier. With the 1 s hop that costs
     3 patch forwards per checkpoint per second (see bench/musicnn.py for timings).
 
+    Live, the engine scores one new patch per hop instead (`patch_samples`, EngineConfig.
+    patch_reuse): the patches of a window then end on hop boundaries, spaced by the patch
+    length rounded to whole hops (3 s at a 1 s hop), and each is scored once, on its own
+    2.976 s of audio (its first and last frame see zero padding, like the edges of a window),
+    and averaged with the window's earlier patches. `predict` on a whole window (files, the
+    engine with patch_reuse=False) cuts its patches back to back from the newest frame, so
+    the older patches sit a few ms away from the grid's; on real music the two readouts
+    differ by about as much as one window scored 8 ms earlier or later (bench/streams.py
+    --quality).
+
     With ``align="end"`` (default) the patches are anchored at the newest frame, so the
     leftover (< 3 s) is dropped from the *oldest* audio; ``align="start"`` is upstream's
     behaviour (drop the newest). Windows shorter than one patch (`min_samples`, 2.976 s)
@@ -87,14 +97,18 @@ class MusicnnModel(AudioModel):
     default_window_s = 9.0
     default_hop_s = 1.0
     min_samples = PATCH_SAMPLES
-    # Patches per network call. Bounds memory (the first conv output is ~9 MB per patch
-    # and branch), and per-patch CPU time rises beyond ~4 patches per call as the
-    # activations fall out of cache (1 thread: ~41 ms/patch for 1-3, 51 for 6, 64-69
-    # for 8-24; `python bench/musicnn.py --scaling --threads 1`).
-    max_patches_per_forward = 4
+    patch_samples = PATCH_SAMPLES  # predict() on exactly this many samples scores one patch
+    # Patches per network call. Under torch, per-patch CPU time rises beyond ~2 patches per
+    # call as the activations fall out of cache (2 threads: ~10 ms/patch for 1-2, 13 for
+    # 4, 20+ for 8-16); ONNX Runtime's stays flat, so it takes bigger calls (set in
+    # __init__; `python bench/backends.py`). Also bounds memory (~9 MB per patch and branch).
+    max_patches_per_forward = 2
+    # Engines' jobs per worker call: live, each is one new patch, so 16 streams due at once
+    # share one front-end call and (under ONNX Runtime) one network call per checkpoint.
+    max_batch = 16
 
     def __init__(self, name: str, checkpoints: dict[str, torch.nn.Module], tag_lists: dict[str, list[str]],
-                 device: str | torch.device = "cpu", align: str = "end") -> None:
+                 device: str | torch.device = "cpu", align: str = "end", backend: str = "auto") -> None:
         if align not in ("start", "end"):
             raise ValueError(f"align must be 'start' or 'end', got {align!r}")
         self.name = name
@@ -131,6 +145,19 @@ class MusicnnModel(AudioModel):
             self._merge[ckpt] = torch.from_numpy(m).to(self.device)
         self.labels = labels
         self.default_labels = [t for t in labels if t in GENRE_TAGS]
+        # Each network's forward: torch, or the same float32 function under ONNX Runtime where
+        # installed and checked (backends.py; backend="torch" or STREAM_BACKEND=torch turns it off).
+        from ..backends import Forward, select_backend
+
+        if self.device.type != "cpu":
+            self.kernels = {k: Forward(net, "torch", f"torch (device {self.device})") for k, net in self.nets.items()}
+        else:
+            noise = np.random.default_rng(0).standard_normal((1, PATCH_SAMPLES)).astype(np.float32)
+            example = self.logmel(0.1 * noise)[:, :PATCH_FRAMES]
+            self.kernels = {k: select_backend(net, example, backend) for k, net in self.nets.items()}
+        self.backend = ", ".join(sorted({f.backend for f in self.kernels.values()}))
+        if all(f.backend == "onnxruntime" for f in self.kernels.values()):
+            self.max_patches_per_forward = 16
 
     # -- pieces, exposed for tests and tools ------------------------------------------
 
@@ -159,8 +186,8 @@ class MusicnnModel(AudioModel):
             b, k = p.shape[:2]
             flat = p.reshape(b * k, PATCH_FRAMES, p.shape[-1])
             n = self.max_patches_per_forward
-            return {ck: torch.cat([net(flat[i:i + n]) for i in range(0, b * k, n)]).view(b, k, -1)
-                    for ck, net in self.nets.items()}
+            return {ck: torch.cat([fwd(flat[i:i + n]) for i in range(0, b * k, n)]).view(b, k, -1)
+                    for ck, fwd in self.kernels.items()}
 
     # -- AudioModel ---------------------------------------------------------------------
 
@@ -189,7 +216,7 @@ class MusicnnModel(AudioModel):
         return out.cpu().numpy().astype(np.float32, copy=False)
 
 
-def load_bundled(spec: str = "musicnn", device: str = "cpu") -> MusicnnModel:
+def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "auto") -> MusicnnModel:
     """Load a bundled musicnn model, offline.
 
     Specs: ``"musicnn"`` (MTT + MSD musicnn merged, 92 tags; the default),
@@ -198,18 +225,23 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu") -> MusicnnModel:
     bench/musicnn.py) and score a little lower upstream (ROC-AUC on MTT 0.9030 vs
     0.9067), so they are mainly for comparison. The merged default costs two single
     models' forwards per window (the front end is shared and is ~1% of the time).
-    Raises `ModelLoadError` for an unknown spec, a missing/corrupt weight file or a bad device.
+    backend: "auto" runs the networks under ONNX Runtime float32 where it is installed and
+    agrees with torch within 1e-4 in probability (checked at load; 1.3-3x faster per patch
+    here, see stream/models/backends.py), else torch; "torch" (or env STREAM_BACKEND=torch)
+    turns that off; `model.backend` says what runs.
+    Raises `ModelLoadError` for an unknown spec, a missing/corrupt weight file, a bad device
+    or a backend that cannot run.
     """
     key = spec.strip().lower() if isinstance(spec, str) else spec
     if key not in SPECS:
         raise ModelLoadError(spec, "not a bundled musicnn model",
-                             f"Use one of: {', '.join(SPECS)}.")
+                             f"Use one of: {', '.join(SPECS)}", fallback=None)
     try:
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("CUDA is not available")
     except RuntimeError as e:
-        raise ModelLoadError(spec, f"bad device {device!r} ({e})", "Use device='cpu'.") from e
+        raise ModelLoadError(spec, f"bad device {device!r} ({e})", "Use device='cpu'", fallback=None) from e
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -219,9 +251,12 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu") -> MusicnnModel:
         for ckpt in SPECS[key]:
             arch = ckpt.split("_", 1)[1]
             nets[ckpt] = ARCHITECTURES[arch](load_file(str(WEIGHTS_DIR / f"{ckpt}.safetensors")))
-        return MusicnnModel(key, nets, tags, device=dev)
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         raise ModelLoadError(
             spec, f"bundled weights are missing or damaged ({type(e).__name__}: {e})",
             "Regenerate them: pip download --no-deps musicnn==0.1.0 -d /tmp/w && "
-            "python tools/convert_musicnn.py /tmp/w/musicnn-0.1.0-py3-none-any.whl") from e
+            "python tools/convert_musicnn.py /tmp/w/musicnn-0.1.0-py3-none-any.whl", fallback=None) from e
+    try:
+        return MusicnnModel(key, nets, tags, device=dev, backend=backend)
+    except ValueError as e:  # unknown backend, or onnxruntime asked for and unusable
+        raise ModelLoadError(spec, str(e), "Use backend='auto' or 'torch' (or unset STREAM_BACKEND).") from e

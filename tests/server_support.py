@@ -1,0 +1,194 @@
+"""Helpers for the network-API tests and benchmark: the server as a real subprocess on a free
+port, real music as PCM bytes in any rate/format, and a real WebSocket client (the
+`websockets` library) that streams in real time and records what comes back."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MUSIC_DIR = Path("/usr/share/games/asc/music")  # Debian asc-music, GPL-2+, electronic
+TRACKS = ["machine_wars.mp3", "frontiers.mp3", "time_to_strike.mp3"]
+FORMAT_DTYPES = {"s16le": ("<i2", 32767.0), "s32le": ("<i4", 2147483647.0), "f32le": ("<f4", 1.0)}
+
+
+class ServerProcess:
+    """`python -m stream.server ... --port 0` as a subprocess; `port` is read from its
+    'Listening on ws://HOST:PORT' line. Everything it logs is kept in `log`."""
+
+    def __init__(self, *args, env=None, port=0):
+        self.args = ["--model", "musicnn", "--port", str(port), "--log-level", "warning", *args]
+        cmd = [sys.executable, "-m", "stream.server", *self.args]
+        env = dict(os.environ if env is None else env, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.port: int | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            m = re.search(r"Listening on ws://[^:]+:(\d+)/", line)
+            if m:
+                self.port = int(m.group(1))
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout=120.0) -> "ServerProcess":
+        self._ready.wait(timeout)
+        if self.port is None:
+            self.stop()
+            raise RuntimeError(f"server did not start (exit {self.proc.poll()}):\n{self.log}")
+        return self
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def url(self, **params) -> str:
+        from urllib.parse import urlencode
+
+        return f"{self.ws_url}/v1/listen?{urlencode(params)}"
+
+    def healthz(self, token=None) -> dict:
+        import urllib.request
+
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/healthz")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, kill=False):
+        if self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+
+
+_decoded: dict = {}
+
+
+def music(track: str, start_s: float, seconds: float) -> tuple[np.ndarray, int]:
+    """float32 (n, 2) of a real recording, and its rate."""
+    import soundfile as sf
+
+    key = (track, start_s, seconds)
+    if key not in _decoded:
+        with sf.SoundFile(str(MUSIC_DIR / track)) as f:
+            f.seek(int(start_s * f.samplerate))
+            _decoded[key] = (f.read(int(seconds * f.samplerate), dtype="float32", always_2d=True), f.samplerate)
+    return _decoded[key]
+
+
+def pcm(audio: np.ndarray, rate: int, to_rate: int, channels: int, fmt: str) -> bytes:
+    """Resample (soxr, offline), pick channels and encode as interleaved little-endian PCM."""
+    import soxr
+
+    x = soxr.resample(audio, rate, to_rate) if to_rate != rate else audio
+    x = x[:, :channels] if channels <= x.shape[1] else np.repeat(x[:, :1], channels, axis=1)
+    dtype, scale = FORMAT_DTYPES[fmt]
+    x = np.clip(x, -1.0, 1.0) * scale
+    return np.ascontiguousarray(x.astype(dtype)).tobytes()
+
+
+@dataclass
+class StreamRun:
+    ready: dict | None = None
+    results: list = field(default_factory=list)  # (arrival monotonic time, record)
+    errors: list = field(default_factory=list)
+    summary: dict | None = None
+    close_code: int | None = None
+    close_reason: str = ""
+    sent_at: list = field(default_factory=list)  # (monotonic time, stream seconds sent so far)
+
+
+async def stream(url: str, data: bytes, rate: int, channels: int, fmt: str, *, chunk_s=0.1, realtime=True,
+                 end=True, read=True, frame_bytes=None, headers=None, origin=None, **connect_kw) -> StreamRun:
+    """Send `data` as binary frames (chunk_s of audio each, paced to real time unless not
+    `realtime`), then {"event": "end"}; collect every event until the server closes."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    run = StreamRun()
+    bytes_per_s = rate * channels * int(FORMAT_DTYPES[fmt][0][-1])
+    step = frame_bytes or max(1, int(chunk_s * bytes_per_s))
+    async with connect(url, additional_headers=headers, origin=origin, open_timeout=60, close_timeout=30,
+                       max_size=None, **connect_kw) as ws:
+
+        async def reader():
+            try:
+                async for text in ws:
+                    msg = json.loads(text)
+                    ev = msg["event"]
+                    if ev == "ready":
+                        run.ready = msg
+                    elif ev == "result":
+                        run.results.append((time.monotonic(), msg))
+                    elif ev == "error":
+                        run.errors.append(msg)
+                    elif ev == "summary":
+                        run.summary = msg
+            except ConnectionClosed:
+                pass
+
+        task = asyncio.create_task(reader()) if read else None
+        t0 = time.monotonic()
+        for i in range(0, len(data), step):
+            if realtime:
+                ahead = t0 + i / bytes_per_s - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            await ws.send(data[i:i + step])
+            run.sent_at.append((time.monotonic(), (i + step) / bytes_per_s))
+        if end:
+            await ws.send(json.dumps({"event": "end"}))
+        if task is None:
+            task = asyncio.create_task(reader())
+        await asyncio.wait_for(task, timeout=120)
+        await ws.wait_closed()
+        run.close_code, run.close_reason = ws.close_code, ws.close_reason or ""
+    return run
+
+
+async def events_until_close(ws, timeout=60) -> tuple[list, int | None]:
+    """Every JSON event of an open connection until the server closes it, and the close code."""
+    from websockets.exceptions import ConnectionClosed
+
+    events = []
+
+    async def collect():
+        try:
+            async for text in ws:
+                events.append(json.loads(text))
+        except ConnectionClosed:
+            pass
+
+    await asyncio.wait_for(collect(), timeout)
+    await ws.wait_closed()
+    return events, ws.close_code

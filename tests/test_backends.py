@@ -1,0 +1,67 @@
+"""Kernel backends of the bundled model (issue 10): ONNX Runtime float32 where installed and
+exact, torch otherwise, with an off switch."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stream.errors import ModelLoadError
+from stream.models.backends import onnxruntime_available
+from stream.models.musicnn import load_bundled
+
+REAL = Path(__file__).parent / "data" / "musicnn" / "real.wav"
+HAVE_ORT = onnxruntime_available()[0]
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    return load_bundled("musicnn-mtt", backend="torch")
+
+
+def real_windows():
+    y, _ = sf.read(REAL, dtype="float32")
+    return np.stack([y[:47616], y[-47616:], y[:90000][-47616:]])
+
+
+def test_torch_backend_and_off_switch(monkeypatch, torch_model):
+    assert torch_model.backend == "torch"
+    monkeypatch.setenv("STREAM_BACKEND", "torch")
+    m = load_bundled("musicnn-mtt")
+    assert m.backend == "torch" and "STREAM_BACKEND=torch" in m.kernels["MTT_musicnn"].reason
+
+
+@pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime/onnx not installed")
+def test_auto_picks_onnxruntime_and_it_is_exact(monkeypatch, torch_model, tmp_path):
+    monkeypatch.delenv("STREAM_BACKEND", raising=False)
+    monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
+    m = load_bundled("musicnn-mtt")
+    assert m.backend == "onnxruntime", m.kernels["MTT_musicnn"].reason
+    assert list(tmp_path.rglob("*.onnx"))  # the export is cached for the next load
+    x = real_windows()
+    assert np.abs(m.predict(x) - torch_model.predict(x)).max() <= 1e-4
+    w = np.concatenate(list(x))[None]  # a 3-patch window: patches batched through ORT
+    assert np.abs(m.predict(w) - torch_model.predict(w)).max() <= 1e-4
+    # a failure at run time falls back to torch for good, and the call still answers
+    fwd = m.kernels["MTT_musicnn"]
+    fwd.session = None
+    assert np.abs(m.predict(x) - torch_model.predict(x)).max() <= 1e-4
+    assert fwd.backend == "torch" and "failed" in fwd.reason
+
+
+def test_missing_onnxruntime_falls_back_or_fails_clearly(monkeypatch):
+    monkeypatch.delenv("STREAM_BACKEND", raising=False)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
+    m = load_bundled("musicnn-mtt")
+    assert m.backend == "torch" and "not installed" in m.kernels["MTT_musicnn"].reason
+    with pytest.raises(ModelLoadError, match="onnxruntime"):
+        load_bundled("musicnn-mtt", backend="onnxruntime")
+
+
+def test_unknown_backend_is_a_clear_error(monkeypatch):
+    with pytest.raises(ModelLoadError, match="unknown backend"):
+        load_bundled("musicnn-mtt", backend="tensorrt")
+    monkeypatch.setenv("STREAM_BACKEND", "fast")
+    with pytest.raises(ModelLoadError, match="STREAM_BACKEND"):
+        load_bundled("musicnn-mtt")

@@ -446,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--smoothing", type=float, help="default smoothing time constant in seconds (default 4)")
     p.add_argument("-k", "--top-k", type=int, help="default number of genres per result (default 5; 0 = all)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    r = p.add_argument_group("Ray Serve (pip install '.[serve]')")
+    r.add_argument("--ray", action="store_true",
+                   help="serve through Ray Serve: the model as a batched deployment, this app as its ingress")
+    r.add_argument("--replicas", type=int, default=1, help="model replicas with --ray (default 1)")
+    r.add_argument("--address", help="with --ray: an existing Ray cluster (HOST:6379); default: start a local Ray")
     return p
 
 
@@ -479,6 +484,8 @@ def main(argv=None) -> int:
     if not _is_loopback(settings.host) and not settings.token:
         print(f"stream.server: WARNING: listening on {settings.host} without a token: anyone who can reach this "
               f"port can stream audio to it. Set --token or {TOKEN_ENV}.", file=sys.stderr, flush=True)
+    if args.ray:
+        return _main_ray(args, settings)
     import uvicorn
 
     from .errors import ModelLoadError
@@ -518,6 +525,41 @@ def main(argv=None) -> int:
         return 5 if exc.code else 0
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _main_ray(args, settings: ServerSettings) -> int:
+    """--ray: the same app as a Ray Serve ingress in front of a batched model deployment."""
+    import signal
+    import threading
+
+    from .errors import ModelLoadError
+
+    if args.replicas < 1:
+        print("stream.server: error: --replicas must be >= 1", file=sys.stderr, flush=True)
+        return 2
+    try:
+        from .serve import run_server
+
+        run_server(args.model, settings, replicas=args.replicas, address=args.address)
+    except ModelLoadError as exc:  # Ray not installed / not reachable
+        print(f"stream.server: error: {exc}", file=sys.stderr, flush=True)
+        return 4
+    except Exception as exc:  # a deployment that failed to start (e.g. the model could not load)
+        print(f"stream.server: error: Ray Serve deployment failed: {exc}", file=sys.stderr, flush=True)
+        return 4
+    print(f"Listening on ws://{settings.host}:{settings.port}/v1/listen through Ray Serve "
+          f"({args.replicas} model replica{'s' if args.replicas != 1 else ''})", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    import ray
+    from ray import serve
+
+    if not args.address:  # a local Ray lives and dies with this process
+        serve.shutdown()
+    ray.shutdown()
     return 0
 
 

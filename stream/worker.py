@@ -7,6 +7,12 @@ instead of a queue growing. Pending engines are served in the order they started
 Windows of equal length from several engines are batched into one forward call. A job may
 also carry several equal-length inputs (the new patches of a patch-scoring model) and a
 `prepare` hook that drops, just before the forward, inputs that no longer need scoring.
+
+A remote model (`max_in_flight` > 1, e.g. a Ray Serve deployment) spends most of a call
+waiting on the network and on other streams' batches, so the worker keeps up to
+`max_in_flight` calls running at once; each engine still has at most one window in flight
+and one pending, so its results arrive in order and its lag stays bounded. In-process
+models run one forward at a time (a second one would only compete for the same cores).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ class Job:
     deliver: Callable[["Job", np.ndarray | None, float, BaseException | None], None]
     submitted: float = field(default_factory=time.perf_counter)
     meta: Any = None
+    key: Any = None  # the engine it came from (set by submit)
     prepare: Callable[["Job"], None] | None = None
 
     @property
@@ -51,6 +58,9 @@ class InferenceWorker:
     def __init__(self, model, max_batch: int = 8):
         self.model = model
         self.max_batch = max(1, int(max_batch))
+        self.max_in_flight = max(1, int(getattr(model, "max_in_flight", 1)))
+        self._busy: set = set()  # keys with a window in flight (remote models only)
+        self._running = 0  # calls in flight (remote models only)
         self._cond = threading.Condition()
         self._pending: dict[Any, Job] = {}  # insertion order = service order
         self._thread: threading.Thread | None = None
@@ -65,6 +75,7 @@ class InferenceWorker:
             if self._stopping:
                 return False
             replaced = key in self._pending
+            job.key = key
             self._pending[key] = job  # same key keeps its place in the order
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name=f"inference-{getattr(self.model, 'name', '')}", daemon=True)
@@ -91,9 +102,15 @@ class InferenceWorker:
             t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
+        with self._cond:  # remote calls in flight end by themselves (the model's request timeout)
+            end = time.monotonic() + timeout
+            while self._running and time.monotonic() < end:
+                self._cond.wait(end - time.monotonic())
 
     def _take_batch(self) -> list[Job]:
-        keys = list(self._pending)
+        keys = [k for k in self._pending if k not in self._busy]  # _busy is empty in-process
+        if not keys or self._running >= self.max_in_flight:
+            return []
         n = self._pending[keys[0]].width
         chosen = [k for k in keys if self._pending[k].width == n][: self.max_batch]
         return [self._pending.pop(k) for k in chosen]
@@ -101,36 +118,63 @@ class InferenceWorker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._pending and not self._stopping:
+                jobs = [] if self._stopping else self._take_batch()
+                if not jobs and not self._stopping:
                     self._cond.wait(IDLE_EXIT_S)
-                if self._stopping or not self._pending:  # idle too long, or the process exits
-                    self._thread = None
-                    return
-                jobs = self._take_batch()
-            t0 = time.perf_counter()
-            try:
-                for job in jobs:
-                    if job.prepare is not None:
-                        job.prepare(job)
-                x = np.concatenate([j.inputs() for j in jobs])
-                probs = self.model.predict(x) if len(x) else np.zeros((0, 0), np.float32)
-                err = None
-            except Exception as exc:  # a model failure must not kill the shared thread
-                log.exception("model forward failed")
-                probs, err = None, exc
-            ms = (time.perf_counter() - t0) * 1000.0
+                    jobs = [] if self._stopping else self._take_batch()
+                if not jobs:
+                    if self._stopping or not self._pending:  # idle too long, or the process exits
+                        self._thread = None
+                        return
+                    continue  # every pending engine still has a window in flight
+            if self.max_in_flight > 1:
+                self._dispatch(jobs)
+            else:
+                self._forward(jobs)
+
+    def _dispatch(self, jobs: list[Job]) -> None:
+        """Start a call in its own thread (remote models): the call mostly waits on the network."""
+        with self._cond:
+            self._running += 1
+            self._busy.update(j.key for j in jobs)
+        threading.Thread(target=self._forward_then_free, args=(jobs,), daemon=True,
+                         name=f"inference-call-{getattr(self.model, 'name', '')}").start()
+
+    def _forward_then_free(self, jobs: list[Job]) -> None:
+        try:
+            self._forward(jobs)
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._busy.difference_update(j.key for j in jobs)
+                self._cond.notify_all()
+
+    def _forward(self, jobs: list[Job]) -> None:
+        t0 = time.perf_counter()
+        try:
+            for job in jobs:
+                if job.prepare is not None:
+                    job.prepare(job)
+            x = np.concatenate([j.inputs() for j in jobs])
+            probs = self.model.predict(x) if len(x) else np.zeros((0, 0), np.float32)
+            err = None
+        except Exception as exc:  # a model failure must not kill the shared thread
+            log.exception("model forward failed")
+            probs, err = None, exc
+        ms = (time.perf_counter() - t0) * 1000.0
+        with self._cond:  # several call threads for a remote model
             self.batches += 1
             self.windows += len(jobs)
-            start = 0
-            for job in jobs:
-                rows = len(job.inputs())
-                self.rows += rows
-                out = None if err is not None else probs[start] if job.window.ndim == 1 else probs[start:start + rows]
-                start += rows
-                try:
-                    job.deliver(job, out, ms, err)
-                except Exception:
-                    log.exception("result delivery failed")
+            self.rows += sum(len(j.inputs()) for j in jobs)
+        start = 0
+        for job in jobs:
+            rows = len(job.inputs())
+            out = None if err is not None else probs[start] if job.window.ndim == 1 else probs[start:start + rows]
+            start += rows
+            try:
+                job.deliver(job, out, ms, err)
+            except Exception:
+                log.exception("result delivery failed")
 
 
 _workers_lock = threading.Lock()

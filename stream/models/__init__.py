@@ -66,6 +66,10 @@ def load_model(spec="auto", *, device: str = "cpu", accel: str = "auto") -> Audi
       "musicnn"...  the bundled offline model (no network at all).
       a Hub id      e.g. "sanchit-gandhi/distilhubert-finetuned-gtzan" (cached, or downloaded).
       a directory   a local checkpoint saved with `save_pretrained` (+ its feature extractor).
+      "ray://APP[@ADDRESS]"  a model served by Ray Serve (`python -m stream.serve`): windows
+                    are classified by its replicas; the engine stays local. ADDRESS (HOST:6379)
+                    defaults to RAY_ADDRESS, else the Ray running on this machine. Needs the
+                    `serve` extra.
       an AudioModel returned as is.
     accel: "auto" runs transformers checkpoints under bf16 autocast where the CPU supports it
       natively (about 2x faster; probabilities within ~0.004 of float32, checked at load), else
@@ -86,6 +90,10 @@ def load_model(spec="auto", *, device: str = "cpu", accel: str = "auto") -> Audi
     spec = spec.strip()
     if spec == "auto":
         return _load_auto(device, accel)
+    if spec.lower().startswith("ray://"):
+        from .remote import load_remote
+
+        return load_remote(spec)
     if spec.lower().startswith(BUNDLED_PREFIXES) and not os.path.exists(spec):
         model = _load_bundled(spec.lower(), device)
         model.notice = f"Model: bundled offline {model.name}."

@@ -1,0 +1,204 @@
+"""`RemoteModel`: an `AudioModel` whose forward runs on a Ray Serve deployment.
+
+The engine stays where the audio is (it validates, resamples and buffers); only the windows
+travel, and probabilities come back. The deployment (`stream/serve.py`) runs any model
+`load_model` accepts, batches requests from all edges with `@serve.batch`, and restarts
+replicas that die.
+
+    model = load_model("ray://genre")                  # Ray on this machine (or RAY_ADDRESS)
+    model = load_model("ray://genre@10.0.0.5:6379")    # an existing cluster's head node
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import time
+
+import numpy as np
+
+from ..errors import ModelLoadError
+from .base import AudioModel
+
+log = logging.getLogger(__name__)
+
+SCHEME = "ray://"
+DEFAULT_APP = "genre"
+INSTALL_HINT = ("Ray Serve is an optional dependency: pip install '.[serve]' "
+                "(or pip install -r requirements-serve.txt).")
+CONNECT_TIMEOUT_S = 5.0  # TCP probe of the head node: ray.init itself retries for minutes
+READY_TIMEOUT_S = 120.0  # a deployment still starting (replicas loading the model)
+REQUEST_TIMEOUT_S = 30.0  # one predict call (includes waiting for a restarted replica)
+WAITING = ("DEPLOYING", "NOT_STARTED", "UNHEALTHY")  # app states worth waiting for
+
+
+class RemoteModelError(RuntimeError):
+    """A remote predict call failed (replica died, timed out, Ray went away). The engine
+    counts the window as an error and the stream goes on with the next hop."""
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """"ray://APP[@ADDRESS]" -> (app, address or None)."""
+    rest = spec.strip()[len(SCHEME):] if spec.strip().lower().startswith(SCHEME) else spec.strip()
+    app, _, address = rest.partition("@")
+    return app.strip("/ ") or DEFAULT_APP, (address.strip() or None)
+
+
+def import_ray(spec: str = SCHEME):
+    """(ray, serve), or a ModelLoadError that says how to install them."""
+    try:
+        import ray
+        from ray import serve
+    except ImportError as exc:
+        raise ModelLoadError(spec, f"Ray Serve is not installed ({exc})", INSTALL_HINT) from exc
+    return ray, serve
+
+
+def _probe(address: str, timeout: float) -> str | None:
+    """None if something listens at HOST:PORT, else why not."""
+    hostport = address[len(SCHEME):] if address.startswith(SCHEME) else address
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return f"expected HOST:PORT, e.g. 127.0.0.1:6379, got {address!r}"
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        return None
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def connect(address: str | None = None, *, spec: str = SCHEME, timeout: float = CONNECT_TIMEOUT_S) -> str:
+    """Join the Ray cluster at `address` (None: RAY_ADDRESS, else the one running on this
+    machine); returns the address used. A Ray already initialised in this process is used
+    as is. Raises ModelLoadError naming the address when nothing answers there."""
+    ray, _ = import_ray(spec)
+    if ray.is_initialized():
+        return address or "this process's Ray"
+    address = address or os.environ.get("RAY_ADDRESS") or "auto"
+    advice = ("Start Ray there (`ray start --head`, or `python -m stream.serve --model musicnn` for a local "
+              "one), or give the right address: ray://APP@HOST:6379 or the RAY_ADDRESS environment variable.")
+    if address not in ("auto", "local"):
+        why = _probe(address, timeout)
+        if why:
+            raise ModelLoadError(spec, f"Ray is not reachable at {address} ({why})", advice)
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = "on this machine (address 'auto')" if address == "auto" else f"at {address}"
+        raise ModelLoadError(spec, f"Ray is not reachable {where} ({type(exc).__name__}: {exc})", advice) from exc
+    return address
+
+
+def wait_until_running(app: str, *, spec: str, where: str, timeout: float = READY_TIMEOUT_S,
+                       say=None) -> int:
+    """Wait (bounded) for Serve application `app` to run; returns its running replicas.
+    `say(message)` (default: a log warning) is told once when it has to wait."""
+    _, serve = import_ray(spec)
+    deploy = (f"Deploy it: python -m stream.serve --model musicnn --name {app}"
+              + ("" if where in ("auto", "this process's Ray") else f" --address {where}"))
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        try:
+            apps = serve.status().applications
+        except Exception as exc:  # RayServeException: no Serve instance on this cluster
+            raise ModelLoadError(spec, f"Ray Serve is not running on the cluster at {where} ({exc})", deploy) from exc
+        st = apps.get(app)
+        if st is None:
+            running = ", ".join(sorted(apps)) or "none"
+            raise ModelLoadError(spec, f"no Ray Serve application {app!r} at {where} (applications: {running})", deploy)
+        status = getattr(st.status, "value", str(st.status))
+        if status == "RUNNING":
+            return sum(d.replica_states.get("RUNNING", 0) for d in st.deployments.values())
+        if status not in WAITING:
+            raise ModelLoadError(spec, f"Ray Serve application {app!r} is {status}: {st.message or 'no message'}", deploy)
+        if time.monotonic() > deadline:
+            raise ModelLoadError(spec, f"Ray Serve application {app!r} is still {status} after {timeout:.0f} s",
+                                 "Check `serve status` on the cluster; replicas may lack CPUs/GPUs to start.")
+        if not said:
+            msg = f"Ray Serve application {app!r} is {status}; waiting up to {timeout:.0f} s for it to start."
+            (say or log.warning)(msg)
+            said = True
+        time.sleep(0.5)
+
+
+class RemoteModel(AudioModel):
+    """A model served by Ray Serve (`python -m stream.serve`), behind the `AudioModel` interface.
+
+    Labels, sample rate, default window/hop, default labels and multi_label come from the
+    deployment, so engines behave exactly as with the same model in-process.
+    max_in_flight: calls (= windows, with max_batch 1) the shared inference worker keeps in
+        flight at once. None: what the replicas running at load time can work on (2 each on a
+        CPU, a full batch each on a GPU). More only queues windows at the replicas, where a
+        newer window of the same stream can no longer replace them: latency grows instead of
+        windows being skipped.
+    max_batch: windows the worker puts in one call (the replica batches calls again).
+    request_timeout_s: a call that takes longer fails (the window counts as an error).
+    """
+
+    def __init__(self, app: str = DEFAULT_APP, address: str | None = None, *, max_in_flight: int | None = None,
+                 max_batch: int = 1, request_timeout_s: float = REQUEST_TIMEOUT_S,
+                 ready_timeout_s: float = READY_TIMEOUT_S, connect_timeout_s: float = CONNECT_TIMEOUT_S):
+        spec = f"{SCHEME}{app}" + (f"@{address}" if address else "")
+        _, serve = import_ray(spec)
+        where = connect(address, spec=spec, timeout=connect_timeout_s)
+        waited: list[str] = []
+
+        def say(msg):
+            waited.append(msg)
+            log.warning(msg)
+
+        replicas = wait_until_running(app, spec=spec, where=where, timeout=ready_timeout_s, say=say)
+        self.app, self.address = app, where
+        self._handle = serve.get_app_handle(app)
+        try:
+            info = self._handle.info.remote().result(timeout_s=request_timeout_s)
+        except Exception as exc:
+            raise ModelLoadError(spec, f"application {app!r} did not answer info() ({_short(exc)})",
+                                 "Is it a model deployment of stream.serve? Redeploy with python -m stream.serve.") from exc
+        self.name = f"{info['name']} @ {spec}"
+        self.sample_rate = int(info["sample_rate"])
+        self.labels = list(info["labels"])
+        self.multi_label = bool(info["multi_label"])
+        self.default_labels = None if info["default_labels"] is None else list(info["default_labels"])
+        self.default_window_s = float(info["default_window_s"])
+        self.default_hop_s = float(info["default_hop_s"])
+        self.min_samples = int(info["min_samples"])
+        # a patch-scoring model: engines send only each hop's new patch (3x less traffic for MusiCNN)
+        self.patch_samples = info.get("patch_samples")
+        if max_in_flight is None:
+            max_in_flight = max(2, replicas * int(info.get("in_flight", 2)))
+        self.max_in_flight = max(1, int(max_in_flight))
+        self.max_batch = max(1, int(max_batch))
+        self.request_timeout_s = float(request_timeout_s)
+        self.replicas = replicas
+        self.notice = (f"Model: {info['name']} served by Ray Serve app {app!r} at {where} "
+                       f"({replicas} replica{'s' if replicas != 1 else ''})"
+                       + (f"; waited for it to start." if waited else "."))
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Probabilities for a batch of windows, computed by a replica. Raises
+        RemoteModelError (one line, the cause chained) when the call fails."""
+        w = np.ascontiguousarray(windows, dtype=np.float32)
+        try:
+            out = self._handle.predict.remote(w).result(timeout_s=self.request_timeout_s)
+        except Exception as exc:
+            raise RemoteModelError(f"remote model {self.app!r}: {_short(exc)}") from exc
+        return np.asarray(out, dtype=np.float32)
+
+
+def _short(exc: BaseException) -> str:
+    """Ray's errors carry whole remote tracebacks: keep the type and the first line of the
+    remote cause (a RayTaskError wraps the exception the replica raised)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and cause is not exc:
+        exc = cause
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def load_remote(spec: str, **kwargs) -> RemoteModel:
+    """`load_model("ray://APP[@ADDRESS]")`."""
+    app, address = parse_spec(spec)
+    return RemoteModel(app, address, **kwargs)

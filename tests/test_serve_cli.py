@@ -1,0 +1,57 @@
+"""`python -m stream.serve` starts a local Ray and deploys; another process uses ray://genre.
+(A module of its own: it must not share this process's Ray with tests/test_serve.py.)"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("ray", reason="Ray Serve is optional: pip install -r requirements-serve.txt")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLIENT = """
+import numpy as np
+from stream import load_model
+m = load_model('ray://genre-cli')
+print(m.notice)
+print('shape', m.predict(np.full((2, 48000), 0.01, np.float32)).shape)
+"""
+
+
+def test_local_run_two_commands():
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    srv = subprocess.Popen([sys.executable, "-m", "stream.serve", "--model", "musicnn", "--name", "genre-cli",
+                            "--replicas", "2", "--cpus", "0.5", "--num-cpus", "2"],
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        end = time.monotonic() + 240
+        while time.monotonic() < end:
+            line = srv.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Local Ray: press Ctrl-C"):
+                break
+        assert any("edges use --model ray://genre-cli" in l for l in lines), "".join(lines[-20:])
+        r = subprocess.run([sys.executable, "-c", CLIENT], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=180)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "served by Ray Serve app 'genre-cli'" in r.stdout and "(2 replicas)" in r.stdout
+        assert "shape (2, 92)" in r.stdout
+    finally:
+        srv.send_signal(signal.SIGINT)
+        try:
+            out, _ = srv.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            out, _ = srv.communicate()
+    assert srv.returncode == 0 and "Stopped." in out, out[-2000:]
+
+
+def test_bad_autoscale_argument_is_explained():
+    r = subprocess.run([sys.executable, "-m", "stream.serve", "--autoscale", "4:2"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--autoscale expects MIN:MAX" in r.stderr

@@ -41,7 +41,8 @@ class EngineConfig:
     smoothing_s: EMA time constant in seconds (0 = off). In seconds, not in updates, so it
         means the same whatever the hop; ~tau seconds to move 63 % towards new scores.
         Steadier on steady music the longer it is; a change of music is handled by change_s.
-    change_s: change re-anchoring (0 = off). Each hop the newest min_window_s of audio is
+    change_s: change re-anchoring (0 = off; also off with smoothing_s=0, where every readout
+        is its own window anyway). Each hop the newest min_window_s of audio is
         classified too; when its scores differ clearly from the smoothed readout for change_s
         seconds (two hops at a 1 s hop), the music has changed: the readout restarts from
         the new music at once, and the windows that follow start at the change (growing
@@ -296,7 +297,8 @@ class StreamEngine:
         level = rms_dbfs(window)
         # the newest seconds on their own: the evidence for a change of music
         recent = None
-        if self.config.change_s > 0 and n >= 2 * self._min and level >= self.config.silence_dbfs:
+        c = self.config
+        if c.change_s > 0 and c.smoothing_s > 0 and n >= 2 * self._min and level >= c.silence_dbfs:
             recent = self._ring.newest(self._min).copy()
         self._seq += 1
         meta = (self._gen, self._seq, t_end, level, len(window) / self.rate, recent)

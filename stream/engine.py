@@ -41,7 +41,8 @@ class EngineConfig:
     smoothing_s: EMA time constant in seconds (0 = off). In seconds, not in updates, so it
         means the same whatever the hop; ~tau seconds to move 63 % towards new scores.
         Steadier on steady music the longer it is; a change of music is handled by change_s.
-    change_s: change re-anchoring (0 = off). Each hop the newest min_window_s of audio is
+    change_s: change re-anchoring (0 = off; also off with smoothing_s=0, where every readout
+        is its own window anyway). Each hop the newest min_window_s of audio is
         classified too; when its scores differ clearly from the smoothed readout for change_s
         seconds (two hops at a 1 s hop), the music has changed: the readout restarts from
         the new music at once, and the windows that follow start at the change (growing
@@ -49,10 +50,11 @@ class EngineConfig:
         for a whole window. Shorter = faster, but a few seconds of unusual music within a
         track (a break, a new section) re-anchor more often (the readout then rests on
         shorter windows for a few seconds); one odd window never does. Costs one extra
-        forward of min_window_s per hop while windows are longer than twice that (about
-        +1/3 for MusiCNN's 9 s windows). The trade-off, measured with the bundled model in
-        bench/quality.py: smoothing_s=4 alone reacts to a change of track in a median ~7 s;
-        with change_s=1 in ~2-3 s, and steady music flickers no more.
+        forward of min_window_s per hop while windows are longer than twice that, except
+        for patch models with patch_reuse (MusiCNN), whose cached newest patch is that evidence. Measured with the bundled model (bench/quality.py,
+        real recordings): smoothing_s=4 alone shows a change of track after a median 6.9 s,
+        with change_s=1 after 2.8 s, for slightly more label changes on steady music (0.6 ->
+        0.8 per minute, mostly the model changing its mind inside a track).
     silence_dbfs: windows whose RMS is below this level are not classified; the result
         says silent (feature extractors normalise each window, so silence would otherwise
         get a confident genre). -55 dBFS sits above a quiet laptop mic's noise floor and
@@ -341,7 +343,8 @@ class StreamEngine:
         level = rms_dbfs(window)
         # the newest seconds on their own: the evidence for a change of music
         recent = None
-        if self.config.change_s > 0 and n >= 2 * self._min and level >= self.config.silence_dbfs:
+        c = self.config
+        if c.change_s > 0 and c.smoothing_s > 0 and n >= 2 * self._min and level >= c.silence_dbfs:
             recent = self._ring.newest(self._min).copy()
         self._seq += 1
         meta = (self._gen, self._seq, t_end, level, len(window) / self.rate, recent)

@@ -27,8 +27,8 @@ BLOCK_S = 10  # decode this many seconds at a time: memory stays flat whatever t
 FFMPEG_RATE = 48000
 SUPPORTED = ("wav", "flac", "ogg", "opus", "mp3")
 # Whole files need no live refresh: the default hop is a third of the window (3 s with MusiCNN's
-# 9 s windows) instead of the live 1 s: about 3x less compute for nearly the same timeline
-# (bench/file_hop.py measures time, top label and window agreement against hop 1 s).
+# 9 s windows) instead of the live 1 s. bench/file_hop.py, 3 real recordings (17.6 min): 0.34x
+# the time of hop 1, same top labels, file averages within 0.0043, every window's leader the same.
 FILE_HOP_FRACTION = 1 / 3
 
 
@@ -280,8 +280,11 @@ def analyze_file(path_or_array, model, *, window_s: float | None = None, hop_s: 
 
     window_s defaults to the model's. hop_s defaults to `config.hop_s` if set, else to a third
     of the window (3 s for MusiCNN's 9 s windows, 3.3 s for the 10 s DistilHuBERT window),
-    not the live 1 s: compute is proportional to 1 / hop, and on real recordings FIGURES_DOC
-    (bench/file_hop.py). Pass hop_s=1.0 for the finest timeline. A file shorter than one window is
+    not the live 1 s: compute is proportional to 1 / hop. On three real recordings with
+    MusiCNN (bench/file_hop.py) hop 3 s took 0.34x the time of hop 1 s with the same top
+    labels, file-average scores within 0.0043 and the same leading genre in every window;
+    hop 4.5 s (0.24x) disagreed on up to 8 % of windows. Every moment of the file is still
+    covered by three windows. Pass hop_s=1.0 for the finest timeline. A file shorter than one window is
     classified once as a whole. `progress(fraction, text)` is called after each decoded block.
     `config` supplies the other engine settings (label view, silence gate); smoothing is off.
     For arrays pass `sample_rate`. Raises AudioDecodeError for unreadable/empty/too long input.

@@ -1,14 +1,79 @@
-"""One vocabulary for readouts: the JSON records of a result and of a session summary.
+"""One vocabulary for readouts: durations, time shares, the model line, the session summary
+and per-result records, as text, markdown and JSON.
 
-`cli_listen.py --json` prints them one a line and the WebSocket server (stream/server.py)
-sends them as its `result` and `summary` events, so a kiosk can switch between the two
-without changing its parser. Front ends add their own counters as extra fields
-(the CLI: input overflows; the server: results dropped for a slow reader).
+Every front end formats through here, so the page, the terminal and the network server say
+the same thing the same way. `cli_listen.py --json` prints the JSON records one a line and
+the WebSocket server (stream/server.py) sends them as its `result` and `summary` events, so a
+kiosk can switch between the two without changing its parser. Front ends add their own
+counters as extra fields (the CLI: input overflows; the server: results dropped for a slow
+reader).
 """
 from __future__ import annotations
 
 import json
 import math
+
+
+def duration(seconds: float) -> str:
+    """"42.0 s" below a minute, "1:05.3" (m:ss.s) from one minute on."""
+    s = max(0.0, float(seconds))
+    return f"{int(s // 60)}:{s % 60:04.1f}" if s >= 60 else f"{s:.1f} s"
+
+
+def shares(shares: dict, n: int = 5, sep: str = ", ") -> str:
+    """The first `n` time shares (or scores) as "electronic 62 %, techno 20 %"."""
+    return sep.join(f"{k} {100 * v:.0f} %" for k, v in list(shares.items())[:n])
+
+
+def model_line(model) -> str:
+    """One line naming the model (and, for "auto", why): `load_model` always sets `notice`."""
+    return getattr(model, "notice", None) or f"Model: {model.name}."
+
+
+def summary_text(summary, stats=None, reason: str | None = None, *, received_s: float | None = None,
+                 too_short: str | None = None, markdown: bool = False, **counters) -> str:
+    """The session summary as one paragraph (markdown=True: with bold, for the page).
+
+    received_s: audio the front end received; the readouts cover less (the first one needs a
+    few seconds, the last hop may be incomplete). too_short: why there was no readout (e.g.
+    "musicnn needs at least 2.98 s"). stats (`EngineStats`) adds a line of window and
+    inference counters, `counters` (e.g. overflows=0) are appended to it."""
+    strong = (lambda t: f"**{t}**") if markdown else (lambda t: t)
+    head = strong(f"Session summary{f' ({reason})' if reason else ''}:")
+    received = f"{duration(received_s)} of audio received" if received_s else ""
+    if summary is None or summary.duration_s <= 0:
+        if not received:
+            body = "nothing was heard."
+        else:
+            body = f"{received}, too little for a readout" + (f" ({too_short})." if too_short else ".")
+    else:
+        covered = f"{duration(summary.duration_s)} classified"
+        heard = f"{received}, {covered}" if received else covered
+        if not summary.shares:
+            body = f"{heard}, all of it silence."
+        else:
+            silent = f" ({duration(summary.silent_s)} of it silent)" if summary.silent_s > 0 else ""
+            body = (f"{heard}{silent}. Dominant genre: {strong(summary.dominant)}. "
+                    f"Share of the classified time per leading genre: {shares(summary.shares)}.")
+    text = f"{head} {body}"
+    if stats is not None:
+        extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in counters.items())
+        text += (f"\nWindows: {stats.windows_classified} classified, {stats.windows_silent} silent, "
+                 f"{stats.windows_skipped} skipped; inference {stats.inference_ms_mean:.0f} ms mean "
+                 f"(p95 {stats.inference_ms_p95:.0f} ms), real-time factor {stats.real_time_factor:.2f}{extra}.")
+    return text
+
+
+def result_line(res, stats=None, **counters) -> str:
+    """One result as a plain text line (time, leader, scores, level, inference, counters)."""
+    if res.silent:
+        what = "(silence)"
+    else:
+        what = f"{res.label or '-':<14} " + "  ".join(f"{k} {v:.2f}" for k, v in res.scores.items())
+    line = f"{res.time_s:7.1f}s  {what}  | level {res.level_dbfs:6.1f} dBFS  infer {res.inference_ms:4.0f} ms"
+    if stats is not None:
+        line += f"  rtf {stats.real_time_factor:.2f}  silent {stats.windows_silent}"
+    return line + "".join(f"  {k.replace('_', ' ')} {v}" for k, v in counters.items())
 
 
 def _num(x, nd=4):

@@ -230,6 +230,22 @@ def load_engine_model(ckpt: str, accel_mode: str = "auto"):
     return m
 
 
+def counted(model):
+    """`model` with its forwards counted in `model.busy` (for `wait_idle`)."""
+    inner = model.predict
+
+    def predict(windows):
+        model.busy += 1
+        try:
+            return inner(windows)
+        finally:
+            model.busy -= 1
+
+    model.busy = 0
+    model.predict = predict
+    return model
+
+
 def wait_idle(model, timeout_s: float = 300.0) -> None:
     """Wait until no forward of `model` (from load_engine_model) is running: a daemon worker
     thread still inside torch when the interpreter exits aborts the process."""

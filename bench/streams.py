@@ -20,7 +20,9 @@ doubling until a trial fails, then bisection).
 Configurations, measured in the same run (the machine may be shared: compare within a run):
   bundled before   patch_reuse=False, torch kernels (the behaviour before issue 10)
   bundled after    patch_reuse=True, kernels chosen at load (ONNX Runtime where installed)
-  DistilHuBERT     accelerated forward as loaded (no patches: unchanged by issue 10)
+  DistilHuBERT     no patches; exact float32 under torch (before) and under ONNX Runtime
+                   (after: what CPUs without bf16 run), then accel auto (bf16 autocast on a
+                   CPU with bf16: faster, not exact)
 
 Per-hop compute: CPU ms one stream costs per hop once its window is full (inline engine,
 interleaved before/after rounds), the figure streams held scales with.
@@ -305,11 +307,19 @@ def main(argv=None) -> dict:
             held[name], trials[name] = streams_held(model, cfg, audio, seconds, cap, steps,
                                                     lambda r, name=name: print(trial_line(name, r), flush=True))
     if "distilhubert" in args.only:
+        from stream.models.hf import load_hf
+
         ckpt = C.temp_checkpoint("distilhubert")
+        # exact: float32 under torch (before) and under ONNX Runtime (after; what CPUs without
+        # bf16 run), then the default on this CPU (bf16 autocast where it has bf16: not exact)
+        dhs = {"DistilHuBERT fp32 torch": C.counted(load_hf(ckpt, accel="fp32", backend="torch")),
+               "DistilHuBERT fp32 ORT": C.counted(load_hf(ckpt, accel="fp32", backend="auto"))}
         dh = C.load_engine_model(ckpt, args.accel)
-        name = f"DistilHuBERT {dh.accel.mode}"
-        held[name], trials[name] = streams_held(dh, EngineConfig(window_s=10.0, hop_s=1.0), audio, seconds,
-                                                min(cap, 8), steps, lambda r: print(trial_line(name, r), flush=True))
+        dhs[f"DistilHuBERT {dh.accel.mode}"] = dh
+        for name, m in dhs.items():
+            held[name], trials[name] = streams_held(m, EngineConfig(window_s=10.0, hop_s=1.0), audio, seconds,
+                                                    min(cap, 8), steps,
+                                                    lambda r, name=name: print(trial_line(name, r), flush=True))
     rows = []
     for name, n in held.items():
         best = next((r for r in trials[name] if r["n"] == n), None)

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -149,6 +149,17 @@ class SessionSummary:
     silent_s: float
     shares: dict
     dominant: str | None
+
+
+class _WindowMeta(NamedTuple):
+    """What the engine knows about a window when it is cut (travels with the job)."""
+
+    gen: int  # reset() generation: results of an older one are dropped
+    seq: int  # order of cutting: an older window's late result is dropped
+    t_end: float  # stream time of the hop boundary
+    level_dbfs: float
+    duration_s: float
+    recent: np.ndarray | None  # the newest min_window_s, the change evidence (None: not needed)
 
 
 @dataclass
@@ -347,7 +358,7 @@ class StreamEngine:
         if c.change_s > 0 and c.smoothing_s > 0 and n >= 2 * self._min and level >= c.silence_dbfs:
             recent = self._ring.newest(self._min).copy()
         self._seq += 1
-        meta = (self._gen, self._seq, t_end, level, len(window) / self.rate, recent)
+        meta = _WindowMeta(self._gen, self._seq, t_end, level, len(window) / self.rate, recent)
         if level < self.config.silence_dbfs:
             if self._worker is not None and self._worker.cancel(self):
                 self._skipped()
@@ -372,7 +383,7 @@ class StreamEngine:
                 probs, err = None, exc
             self._deliver(job, probs, (time.perf_counter() - t0) * 1000.0, err)
 
-    def _patch_job(self, window: np.ndarray, end: int, meta) -> _PatchJob:
+    def _patch_job(self, window: np.ndarray, end: int, meta: _WindowMeta) -> _PatchJob:
         """The window's grid patches: the newest ends at this hop boundary (`end`, in stream
         samples; an early window lacks only the resampler's last few samples), each other one
         `spacing` earlier, as far back as the window reaches. The worker drops those already
@@ -398,7 +409,7 @@ class StreamEngine:
 
     def _prepare(self, job: _PatchJob) -> None:
         with self._result_lock:
-            if job.meta[0] != self._gen or self._closed:
+            if job.meta.gen != self._gen or self._closed:
                 keep = []
             elif self._reuse_patches:
                 keep = [i for i, k in enumerate(job.keys) if k not in self._patch_scores]
@@ -409,7 +420,7 @@ class StreamEngine:
 
     def _combine(self, job: _PatchJob, rows: np.ndarray) -> np.ndarray | None:
         """Cache the job's new patch scores; the window's probabilities = mean of its patches."""
-        if job.meta[0] != self._gen or self._closed:
+        if job.meta.gen != self._gen or self._closed:
             return None
         cache = self._patch_scores
         for key, p in zip(job.todo, rows):
@@ -494,11 +505,10 @@ class StreamEngine:
         return True
 
     # ---- results -------------------------------------------------------------------
-    def _accept(self, meta) -> bool:
-        gen, seq = meta[0], meta[1]
-        if self._closed or gen != self._gen or seq <= self._delivered_seq:
+    def _accept(self, meta: _WindowMeta) -> bool:
+        if self._closed or meta.gen != self._gen or meta.seq <= self._delivered_seq:
             return False
-        self._delivered_seq = seq
+        self._delivered_seq = meta.seq
         return True
 
     def _tally(self, t_end: float, label: str | None) -> None:
@@ -509,7 +519,7 @@ class StreamEngine:
         else:
             self._shares[label] += dt
 
-    def _deliver_silent(self, meta) -> None:
+    def _deliver_silent(self, meta: _WindowMeta) -> None:
         _, seq, t_end, level, dur, _ = meta
         with self._result_lock:
             if not self._accept(meta):
@@ -526,7 +536,7 @@ class StreamEngine:
         _, seq, t_end, level, dur, recent = job.meta
         recent_probs = None
         # patch models already scored the newest patch (the newest ~3 s): no extra forward for them
-        if (recent is not None and not isinstance(job, _PatchJob) and err is None and job.meta[0] == self._gen
+        if (recent is not None and not isinstance(job, _PatchJob) and err is None and job.meta.gen == self._gen
                 and not self._closed):
             t0 = time.perf_counter()
             try:
@@ -541,7 +551,7 @@ class StreamEngine:
                     recent_probs = self._patch_scores.get(job.keys[0])
             if err is not None or probs is None or not self._accept(job.meta):
                 self._done_seq = max(self._done_seq, seq)  # no callback for this window
-                if err is not None and job.meta[0] == self._gen and not self._closed:  # not for audio reset() discarded
+                if err is not None and job.meta.gen == self._gen and not self._closed:  # not for audio reset() discarded
                     self._n_errors += 1
                     self._last_error = f"{type(err).__name__}: {err}"
                 return

@@ -422,13 +422,14 @@ def _is_loopback(host: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ui.options import add_engine_flags, add_model_flag  # (the front ends' shared flags)
+
     p = argparse.ArgumentParser(
         prog="python -m stream.server",
         description="Serve live genre readouts over a WebSocket (see README: 'Network API').",
         epilog="Exit codes: 0 stopped, 2 bad arguments, 4 the model could not be loaded, "
                "5 the address could not be bound.")
-    p.add_argument("-m", "--model", default="auto",
-                   help="model: 'auto' (default), 'musicnn' (bundled, offline), a Hub id or a checkpoint directory")
+    add_model_flag(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
     p.add_argument("--max-streams", type=int, default=16, help="concurrent streams at most (default 16)")
@@ -441,10 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"require this token from every client (default: env {TOKEN_ENV})")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="browser origin allowed to connect, e.g. https://kiosk.example (repeatable; '*' = any)")
-    p.add_argument("-w", "--window", type=float, help="default seconds per classification (default: the model's)")
-    p.add_argument("--hop", type=float, help="default seconds between readouts (default: the model's)")
-    p.add_argument("-s", "--smoothing", type=float, help="default smoothing time constant in seconds (default 4)")
-    p.add_argument("-k", "--top-k", type=int, help="default number of genres per result (default 5; 0 = all)")
+    add_engine_flags(p)  # the streams' defaults; a client may choose its own in "start"
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     r = p.add_argument_group("Ray Serve (pip install '.[serve]')")
     r.add_argument("--ray", action="store_true",
@@ -455,13 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args) -> ServerSettings:
-    cfg = EngineConfig(window_s=args.window, hop_s=args.hop)
-    if args.window is not None:
-        cfg.min_window_s = min(cfg.min_window_s, args.window)
-    if args.smoothing is not None:
-        cfg.smoothing_s = args.smoothing
-    if args.top_k is not None:
-        cfg.top_k = args.top_k
+    from ui.options import engine_config
+
+    cfg = engine_config(args)
     return ServerSettings(host=args.host, port=args.port, max_streams=args.max_streams,
                           idle_timeout_s=args.idle_timeout, max_frame_bytes=args.max_frame_bytes,
                           send_queue=args.send_queue, token=args.token or None,
@@ -479,6 +473,10 @@ def main(argv=None) -> int:
                             ("--port", args.port, 0 <= args.port <= 65535)):
         if not ok:
             parser.error(f"{name} {value} is out of range")
+    from ui.options import problems
+
+    if bad := problems(args):
+        parser.error("; ".join(bad))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
     if not _is_loopback(settings.host) and not settings.token:
@@ -488,6 +486,8 @@ def main(argv=None) -> int:
         return _main_ray(args, settings)
     import uvicorn
 
+    from ui.report import model_line
+
     from .errors import ModelLoadError
     from .models import load_model
 
@@ -496,7 +496,7 @@ def main(argv=None) -> int:
     except ModelLoadError as exc:
         print(f"stream.server: error: {exc}", file=sys.stderr, flush=True)
         return 4
-    print(model.notice or f"Model: {model.name}.", file=sys.stderr, flush=True)
+    print(model_line(model), file=sys.stderr, flush=True)
     try:
         app = create_app(model, settings)
     except ValueError as exc:

@@ -65,3 +65,32 @@ def test_unknown_backend_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("STREAM_BACKEND", "fast")
     with pytest.raises(ModelLoadError, match="STREAM_BACKEND"):
         load_bundled("musicnn-mtt")
+
+
+@pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime/onnx not installed")
+def test_hf_float32_runs_onnxruntime_exactly(monkeypatch, tiny_ckpt, tmp_path):
+    """Where bf16 autocast does not run (accel fp32, as on CPUs without bf16), a transformers
+    checkpoint's float32 forward runs under ONNX Runtime, within 1e-4 of torch at every
+    window length (the first windows grow); STREAM_BACKEND=torch and accel "off" keep torch."""
+    from stream.models.hf import load_hf
+
+    monkeypatch.delenv("STREAM_BACKEND", raising=False)
+    monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
+    fast = load_hf(tiny_ckpt, accel="fp32")
+    ref = load_hf(tiny_ckpt, accel="off")
+    assert fast.backend == "onnxruntime" and fast.compute == "fp32, ONNX Runtime", fast.kernel
+    assert ref.backend == "torch" and ref.compute == "off"
+    rng = np.random.default_rng(1)
+    for seconds in (0.5, 1.0, 2.5):
+        x = (rng.standard_normal((2, int(seconds * fast.sample_rate))) * 0.1).astype(np.float32)
+        got, want = fast.predict(x), ref.predict(x)
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4, seconds
+    monkeypatch.setenv("STREAM_BACKEND", "torch")
+    assert load_hf(tiny_ckpt, accel="fp32").backend == "torch"
+
+
+def test_hf_unknown_backend_is_a_clear_error(tiny_ckpt):
+    from stream.models.hf import load_hf
+
+    with pytest.raises(ModelLoadError, match="unknown backend"):
+        load_hf(tiny_ckpt, accel="fp32", backend="tensorrt")

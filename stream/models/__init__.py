@@ -34,7 +34,7 @@ def _load_auto(device: str, accel: str) -> AudioModel:
     if _course_cached():
         try:
             model = load_hf(COURSE_MODEL, device, accel)
-            model.notice = f"Model: {COURSE_MODEL} (course model, from the local cache; {model.accel.mode})."
+            model.notice = f"Model: {COURSE_MODEL} (course model, from the local cache; {model.compute})."
             return model
         except ModelLoadError as exc:  # e.g. an interrupted download left only config.json
             why = f"the cached course model is incomplete: {exc.cause}"
@@ -45,7 +45,7 @@ def _load_auto(device: str, accel: str) -> AudioModel:
         if ok:
             try:
                 model = load_hf(COURSE_MODEL, device, accel)
-                model.notice = f"Model: {COURSE_MODEL} (course model, from the Hugging Face Hub; {model.accel.mode})."
+                model.notice = f"Model: {COURSE_MODEL} (course model, from the Hugging Face Hub; {model.compute})."
                 return model
             except ModelLoadError as exc:
                 why = str(exc)
@@ -99,7 +99,7 @@ def load_model(spec="auto", *, device: str = "cpu", accel: str = "auto") -> Audi
         model.notice = f"Model: bundled offline {model.name}."
         return model
     model = load_hf(spec, device, accel)
-    model.notice = f"Model: {model.name} ({model.accel.mode})."
+    model.notice = f"Model: {model.name} ({model.compute})."
     return model
 
 

@@ -16,7 +16,9 @@ Backends
 Why only these: measured on the 2-core AMD EPYC (Zen 4) in bench/backends.py, float32 both:
 ONNX Runtime runs a musicnn patch 1.3-1.4x faster than torch at 1 patch per call and
 1.7-3x at 4-16 (torch's per-patch cost grows with the batch, ORT's does not), with
-probabilities within 1e-7. OpenVINO is as fast as ORT on musicnn, but a ~100 MB wheel more for
+probabilities within 1e-7; a DistilHuBERT-shaped 10 s window 1.8x faster (within 2e-7).
+Hugging Face models use it only where bf16 autocast does not run (CPUs without bf16, or
+accel="fp32"): bf16 autocast is faster still where the CPU has it (stream/models/accel.py). OpenVINO is as fast as ORT on musicnn, but a ~100 MB wheel more for
 no gain. Float32 throughout: int8 or bf16 would move probabilities by 1e-3..0.2 (issue 6).
 
 The exported graph is cached on disk (`cache_dir()`), so only the first load pays the
@@ -106,12 +108,14 @@ def cache_dir() -> Path:
     return Path(root) / "onnx"
 
 
-def _export(module, example) -> bytes:
+def _export(module, example, dynamic_len: bool = False) -> bytes:
     """The module as an ONNX graph. Exporting takes seconds, so the graph is cached on disk
-    under a hash of the weights, the input shape and the torch version."""
+    under a hash of the weights, the input shape and the torch version. dynamic_len: the
+    second axis (samples) may vary too (a Hugging Face model's growing first windows)."""
     import torch
 
-    h = hashlib.sha256(f"{type(module).__qualname__} {tuple(example.shape[1:])} {torch.__version__}".encode())
+    shape = ("n",) if dynamic_len else tuple(example.shape[1:])
+    h = hashlib.sha256(f"{type(module).__qualname__} {shape} {torch.__version__}".encode())
     for name, t in sorted(module.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -124,7 +128,8 @@ def _export(module, example) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), buf, input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False, opset_version=17)
+                          dynamic_axes={"x": {0: "batch", 1: "n"} if dynamic_len else {0: "batch"}, "y": {0: "batch"}},
+                          dynamo=False, opset_version=17)
     data = buf.getvalue()
     try:  # best effort: a read-only home only costs the export next time
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,10 +141,10 @@ def _export(module, example) -> bytes:
     return data
 
 
-def _ort_session(module, example, threads: int):
+def _ort_session(module, example, threads: int, dynamic_len: bool = False):
     import onnxruntime as ort
 
-    data = _export(module, example)
+    data = _export(module, example, dynamic_len)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -150,9 +155,10 @@ def _ort_session(module, example, threads: int):
 
 
 def select_backend(module, example, mode: str | None = "auto", *, tolerance: float = 1e-4,
-                   multi_label: bool = True) -> Forward:
+                   multi_label: bool = True, dynamic_len: bool = False) -> Forward:
     """Pick the backend for `module` (a torch module in eval mode taking one float32 tensor
-    whose first axis is the batch). example: an input of the right shape (batch 1 is fine).
+    whose first axis is the batch). example: an input of the right shape (batch 1 is fine);
+    dynamic_len: its second axis may vary (the self-check then also runs a shorter input).
     Raises ValueError for an unknown mode; a missing package or a failed check falls back
     to torch (with the reason), except when "onnxruntime" was asked for explicitly."""
     import torch
@@ -166,13 +172,14 @@ def select_backend(module, example, mode: str | None = "auto", *, tolerance: flo
             raise ValueError(f"backend onnxruntime asked for ({source}) but {why}")
         return Forward(module, "torch", f"torch: {why}")
     try:
-        session = _ort_session(module, example, torch.get_num_threads())
+        session = _ort_session(module, example, torch.get_num_threads(), dynamic_len)
         fwd = Forward(module, "onnxruntime", f"ONNX Runtime float32 ({why}, {source})", session)
         g = torch.Generator().manual_seed(0)
         x = torch.cat([example, torch.randn(example.shape, generator=g) * example.std().clamp(min=1.0)])
+        checks = [x] + ([x[:, : x.shape[1] * 2 // 3]] if dynamic_len else [])
         with torch.inference_mode():
-            ref = module(x)
-        got = fwd._ort(x)
+            ref = torch.cat([module(c) for c in checks])
+        got = torch.cat([fwd._ort(c) for c in checks])
     except Exception as exc:
         if source != "auto":
             raise ValueError(f"ONNX Runtime could not run this model ({type(exc).__name__}: {exc})") from exc

@@ -44,7 +44,8 @@ class HFAudioModel(AudioModel):
     default_window_s = 10.0
     default_hop_s = 1.0
 
-    def __init__(self, model, feature_extractor, name: str, device: str = "cpu", accel: str = "auto"):
+    def __init__(self, model, feature_extractor, name: str, device: str = "cpu", accel: str = "auto",
+                 backend: str = "auto"):
         import torch
 
         from .accel import accelerate
@@ -63,16 +64,56 @@ class HFAudioModel(AudioModel):
         # bf16 autocast where the CPU has native bf16 (~2x faster, probabilities within ~0.004);
         # falls back to float32 by itself. accel="off" (or STREAM_ACCEL=off) keeps plain float32.
         self.accel = accelerate(self.model, feature_extractor, mode=accel, device=device)
+        self.kernel = self._float32_kernel(backend)
+        self.backend = self.kernel.backend if self.kernel is not None else "torch"
         # On 2-4 cores a batch of N windows costs N single forwards while every engine waits for
         # the whole batch, so serve windows one at a time (bench/streams.py).
         self.max_batch = 1
+
+    def _float32_kernel(self, backend: str):
+        """ONNX Runtime for the float32 forward (1.8x faster than torch for a DistilHuBERT-shaped
+        model, exact: stream/models/backends.py) where bf16 autocast does not run: CPUs
+        without bf16, or accel="fp32". None keeps torch (accel "off" or bf16, a model whose
+        feature extractor also returns an attention mask, or the self-check failed)."""
+        from .backends import resolve_backend, select_backend
+
+        resolved, _ = resolve_backend(backend)  # (raises for an unknown mode)
+        if self.accel.mode != "fp32" or self.device != "cpu" or resolved == "torch":
+            return None
+        torch = self.torch
+        noise = np.random.default_rng(0).standard_normal(2 * self.sample_rate).astype(np.float32) * 0.1
+        inputs = self.fe([noise], sampling_rate=self.sample_rate, return_tensors="pt")
+        if set(inputs) != {"input_values"}:
+            return None
+
+        class Logits(torch.nn.Module):
+            def __init__(self, model):
+                super().__init__()
+                self.model = model
+
+            def forward(self, x):
+                return self.model(input_values=x).logits
+
+        fwd = select_backend(Logits(self.model).eval(), inputs["input_values"], backend,
+                             multi_label=self.multi_label, dynamic_len=True)
+        return fwd if fwd.backend == "onnxruntime" else None
+
+    @property
+    def compute(self) -> str:
+        """How windows are computed, for the model line: "bf16", "fp32", "fp32, ONNX Runtime", "off"."""
+        if self.kernel is not None and self.kernel.backend == "onnxruntime":
+            return "fp32, ONNX Runtime"
+        return self.accel.mode
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         torch = self.torch
         windows = np.asarray(windows, np.float32)
         inputs = self.fe(list(windows), sampling_rate=self.sample_rate, return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        logits = self.accel(**inputs)  # float32 logits; inference mode (and autocast) inside
+        if self.kernel is not None and self.kernel.backend == "onnxruntime":
+            logits = self.kernel(inputs["input_values"])  # (falls back to torch by itself on failure)
+        else:
+            logits = self.accel(**inputs)  # float32 logits; inference mode (and autocast) inside
         probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
         return probs.cpu().numpy().astype(np.float32)
 
@@ -82,7 +123,7 @@ def _is_local(spec: str) -> bool:
     return spec.startswith((".", "~", "/")) or spec.count("/") > 1 or "\\" in spec
 
 
-def load_hf(spec: str, device: str = "cpu", accel: str = "auto") -> HFAudioModel:
+def load_hf(spec: str, device: str = "cpu", accel: str = "auto", backend: str = "auto") -> HFAudioModel:
     """Load a Hub id or a local checkpoint directory; every failure becomes a ModelLoadError."""
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
     from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
@@ -130,9 +171,10 @@ def load_hf(spec: str, device: str = "cpu", accel: str = "auto") -> HFAudioModel
     if not hasattr(fe, "sampling_rate"):
         raise ModelLoadError(spec, "its preprocessor has no sampling_rate: not an audio feature extractor")
     try:
-        return HFAudioModel(model, fe, name=spec, device=device, accel=accel)
-    except ValueError as exc:  # unknown acceleration mode
-        raise ModelLoadError(spec, str(exc), "Use accel='auto' or accel='off'", fallback=None) from exc
+        return HFAudioModel(model, fe, name=spec, device=device, accel=accel, backend=backend)
+    except ValueError as exc:  # unknown acceleration mode or backend, or onnxruntime asked for and unusable
+        raise ModelLoadError(spec, str(exc), "Use accel='auto' or accel='off', backend='auto' or 'torch'",
+                             fallback=None) from exc
 
 
 def _explain(exc: BaseException) -> str:

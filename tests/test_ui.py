@@ -1,0 +1,120 @@
+"""ui/options and ui/report: the flags and the wording every front end shares."""
+import argparse
+import json
+
+import pytest
+
+from stream.engine import EngineConfig, EngineStats, Result, SessionSummary
+from ui import options, report
+
+
+def parse(argv, ranges=None):
+    p = argparse.ArgumentParser()
+    options.add_model_flag(p)
+    options.add_engine_flags(p, ranges)
+    args = p.parse_args(argv)
+    return args, options.problems(args, ranges)
+
+
+def test_help_comes_from_engine_config_docs():
+    p = argparse.ArgumentParser()
+    options.add_engine_flags(p)
+    text = p.format_help()
+    assert "seconds of audio per classification" in text  # EngineConfig.window_s
+    assert "EMA time constant in seconds (0 = off)" in text
+    assert "(default: the model's" not in text  # the flag states its default once
+    for name in ("window_s", "hop_s", "smoothing_s", "top_k"):
+        assert options.field_help(name) != name, name
+
+
+def test_defaults_are_engine_config_defaults():
+    args, bad = parse([])
+    assert bad == [] and args.model == "auto"
+    cfg, ref = options.engine_config(args), EngineConfig()
+    assert (cfg.window_s, cfg.hop_s, cfg.smoothing_s, cfg.top_k, cfg.silence_dbfs, cfg.min_window_s) == \
+        (ref.window_s, ref.hop_s, ref.smoothing_s, ref.top_k, ref.silence_dbfs, ref.min_window_s)
+
+
+def test_flags_set_engine_config():
+    args, bad = parse(["-w", "2", "--hop", "0.5", "-s", "0", "-k", "0", "--silence-dbfs", "-40", "-m", "musicnn"])
+    assert bad == [] and args.model == "musicnn"
+    cfg = options.engine_config(args)
+    assert (cfg.window_s, cfg.hop_s, cfg.smoothing_s, cfg.top_k, cfg.silence_dbfs) == (2, 0.5, 0, 0, -40)
+    assert cfg.min_window_s == 2  # a window shorter than the first readout's shortens that
+
+
+def test_model_default_from_environment(monkeypatch):
+    monkeypatch.setenv("GENRE_MODEL", "musicnn")
+    p = argparse.ArgumentParser()
+    options.add_model_flag(p, env="GENRE_MODEL")
+    assert p.parse_args([]).model == "musicnn" and "GENRE_MODEL" in p.format_help()
+
+
+def test_problems_name_each_flag():
+    _, bad = parse(["-w", "0", "--hop", "-1", "-s", "-2", "-k", "-1", "--silence-dbfs", "3"])
+    text = "; ".join(bad)
+    for flag in ("--window 0", "--hop -1", "--smoothing -2", "--top-k -1", "--silence-dbfs 3"):
+        assert flag in text, text
+
+
+def test_ranges_are_enforced_only_when_given():
+    argv = ["-w", "40", "-k", "0"]
+    assert parse(argv)[1] == []
+    _, bad = parse(argv, options.PAGE_RANGES)
+    assert "--window 40 is outside 3..30" in bad and "--top-k 0 is outside 1..10" in bad
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "abc"])
+def test_non_numbers_are_refused(text, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse(["--hop", text])
+    assert exc.value.code == 2 and repr(text) in capsys.readouterr().err
+
+
+def test_duration():
+    assert report.duration(0.04) == "0.0 s" and report.duration(42) == "42.0 s"
+    assert report.duration(65.3) == "1:05.3" and report.duration(-1) == "0.0 s"
+
+
+def test_model_line():
+    class M:
+        name, notice = "musicnn", None
+    assert report.model_line(M()) == "Model: musicnn."
+    M.notice = "Model: bundled offline musicnn (no network)."
+    assert report.model_line(M()) == M.notice
+
+
+STATS = EngineStats(10, 1, 2, 0, None, 120.0, 150.0, 0.12, 0, 66.0, 0, 0.3)
+
+
+def test_summary_text_and_markdown_say_the_same():
+    s = SessionSummary(65.3, 2.0, {"electronic": 0.62, "techno": 0.3}, "electronic")
+    plain = report.summary_text(s, STATS, "interrupted", overflows=0)
+    md = report.summary_text(s, received_s=66.2, markdown=True)
+    assert plain.startswith("Session summary (interrupted): 1:05.3 classified (2.0 s of it silent).")
+    assert "Dominant genre: electronic." in plain and "electronic 62 %, techno 30 %" in plain
+    assert plain.splitlines()[1] == ("Windows: 10 classified, 2 silent, 1 skipped; inference 120 ms mean "
+                                     "(p95 150 ms), real-time factor 0.12, overflows 0.")
+    assert md.startswith("**Session summary:** 1:06.2 of audio received, 1:05.3 classified")
+    assert "Dominant genre: **electronic**." in md and "\n" not in md
+
+
+def test_summary_without_readouts():
+    empty = SessionSummary(0.0, 0.0, {}, None)
+    assert report.summary_text(None) == "Session summary: nothing was heard."
+    short = report.summary_text(empty, received_s=1.0, too_short="musicnn needs at least 2.98 s")
+    assert short == ("Session summary: 1.0 s of audio received, too little for a readout "
+                     "(musicnn needs at least 2.98 s).")
+    silent = report.summary_text(SessionSummary(12.0, 12.0, {}, None))
+    assert silent == "Session summary: 12.0 s classified, all of it silence."
+
+
+def test_result_line_and_record():
+    res = Result({"electronic": 0.5, "techno": 0.2}, {}, "electronic", 12.0, False, -20.04, 9.0, 130.0, 140.0)
+    line = report.result_line(res, STATS, overflows=3)
+    assert line.startswith("   12.0s  electronic") and "electronic 0.50  techno 0.20" in line
+    assert "level  -20.0 dBFS" in line and line.endswith("silent 2  overflows 3")
+    quiet = Result({}, {}, None, 13.0, True, -70.0, 9.0, 0.0, 0.0)
+    assert "(silence)" in report.result_line(quiet)
+    rec = json.loads(report.dumps(report.result_record(res, overflows=3)))
+    assert rec["event"] == "result" and rec["label"] == "electronic" and rec["overflows"] == 3

@@ -121,23 +121,16 @@ def main(argv=None) -> list:
         from transformers import AutoModelForAudioClassification
 
         from stream.models.accel import fold_weight_norm
+        from stream.models.hf import logits_module
 
         ckpt = C.temp_checkpoint("distilhubert", head_gain=30.0)
         hf = AutoModelForAudioClassification.from_pretrained(ckpt).eval()
         fold_weight_norm(hf)
 
-        class Logits(torch.nn.Module):
-            def __init__(self, mod):
-                super().__init__()
-                self.mod = mod
-
-            def forward(self, x):
-                return self.mod(input_values=x).logits
-
         w = C.music_windows(10.0, per_file=1)[0][1]
         w = ((w - w.mean()) / (w.std() + 1e-7))[None].astype(np.float32)
         soft = lambda z: np.exp(z - z.max(-1, keepdims=True)) / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
-        rows += compare("DistilHuBERT-shaped", Logits(hf).eval(), {"10 s window": w}, soft, max(3, repeats // 2),
+        rows += compare("DistilHuBERT-shaped", logits_module(hf), {"10 s window": w}, soft, max(3, repeats // 2),
                         threads, dynamic_len=True)
     print()
     print(C.table(rows, ["model", "input", "backend", "median ms per patch/window", "min ms", "speed-up vs torch",

@@ -230,6 +230,23 @@ def load_engine_model(ckpt: str, accel_mode: str = "auto"):
     return m
 
 
+def paced(seconds: float, chunk_s: float, step: Callable[[int], object]) -> tuple[float, float]:
+    """Call `step(tick)` every `chunk_s` of wall clock for `seconds`, as a sound card delivers
+    blocks (a late tick runs at once, the schedule does not drift). Returns (start, elapsed)."""
+    t0 = time.perf_counter()
+    tick = 0
+    while True:
+        target = t0 + tick * chunk_s
+        now = time.perf_counter()
+        if target > now:
+            time.sleep(target - now)
+        if time.perf_counter() - t0 >= seconds:
+            break
+        step(tick)
+        tick += 1
+    return t0, time.perf_counter() - t0
+
+
 def counted(model):
     """`model` with its forwards counted in `model.busy` (for `wait_idle`)."""
     inner = model.predict

@@ -30,7 +30,6 @@ import logging
 import os
 import sys
 import threading
-import time
 import warnings
 
 import numpy as np
@@ -73,19 +72,7 @@ def run(model, n: int, seconds: float, audio: np.ndarray) -> dict:
         e.drain(300)
     base = [e.stats for e in engines]
     measuring.set()
-    t0 = time.perf_counter()
-    tick = 0
-    while True:
-        target = t0 + tick * CHUNK_S
-        now = time.perf_counter()
-        if target > now:
-            time.sleep(target - now)
-        if time.perf_counter() - t0 >= seconds:
-            break
-        for i in range(n):
-            feed(i, CHUNK_S)
-        tick += 1
-    elapsed = time.perf_counter() - t0
+    _, elapsed = C.paced(seconds, CHUNK_S, lambda tick: [feed(i, CHUNK_S) for i in range(n)])
     measuring.clear()
     end = [e.stats for e in engines]
     for e in engines:

@@ -86,24 +86,16 @@ def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int | None 
     base = [e.stats for e in engines]
     b0, w0, r0 = worker.batches, worker.windows, worker.rows
     lags: list[list[float]] = [[] for _ in range(n)]
-    measuring.set()
-    t0 = time.perf_counter()
-    c0 = time.process_time()
-    tick = 0
-    while True:
-        target = t0 + tick * CHUNK_S
-        now = time.perf_counter()
-        if target > now:
-            time.sleep(target - now)
-        if time.perf_counter() - t0 >= seconds:
-            break
+    def step(tick):
         for i in range(n):
             feed(i, CHUNK_S)
-        tick += 1
-        if tick % 5 == 0:
+        if tick % 5 == 4:
             for i, e in enumerate(engines):
                 lags[i].append(e.stats.lag_s)
-    elapsed = time.perf_counter() - t0
+
+    measuring.set()
+    c0 = time.process_time()
+    t0, elapsed = C.paced(seconds, CHUNK_S, step)
     cpu = time.process_time() - c0
     measuring.clear()
     end = [e.stats for e in engines]
@@ -171,7 +163,7 @@ def streams_held(model, cfg, audio, seconds: float, cap: int, bisect_steps: int,
 def per_hop_cpu(models: dict, audio: np.ndarray, rounds: int) -> dict:
     """CPU ms per hop of one inline stream with a full window, interleaved rounds per config:
     {name: [ms per round]}."""
-    from stream import EngineConfig, StreamEngine
+    from stream import StreamEngine
 
     rate = C.RATE
     out = {k: [] for k in models}

@@ -240,21 +240,16 @@ class StreamEngine:
         c = replace(c,
                     window_s=float(model.default_window_s if c.window_s is None else c.window_s),
                     hop_s=float(model.default_hop_s if c.hop_s is None else c.hop_s))
-        problems = []
-        if not 0.1 <= c.window_s <= 120:
-            problems.append(f"window_s={c.window_s} (expected 0.1..120 s)")
-        if not 0.05 <= c.hop_s <= 60:
-            problems.append(f"hop_s={c.hop_s} (expected 0.05..60 s)")
-        if c.min_window_s < 0:
-            problems.append(f"min_window_s={c.min_window_s} (expected >= 0)")
-        if c.smoothing_s < 0:
-            problems.append(f"smoothing_s={c.smoothing_s} (expected >= 0; 0 turns smoothing off)")
-        if not 0 <= c.change_s <= 30:
-            problems.append(f"change_s={c.change_s} (expected 0..30 s; 0 turns change detection off)")
-        if c.top_k < 0:
-            problems.append(f"top_k={c.top_k} (expected >= 0; 0 shows all)")
-        if c.switch_margin < 0:
-            problems.append(f"switch_margin={c.switch_margin} (expected >= 0)")
+        checks = [  # (field, fine, what is expected)
+            ("window_s", 0.1 <= c.window_s <= 120, "0.1..120 s"),
+            ("hop_s", 0.05 <= c.hop_s <= 60, "0.05..60 s"),
+            ("min_window_s", c.min_window_s >= 0, ">= 0"),
+            ("smoothing_s", c.smoothing_s >= 0, ">= 0; 0 turns smoothing off"),
+            ("change_s", 0 <= c.change_s <= 30, "0..30 s; 0 turns change detection off"),
+            ("top_k", c.top_k >= 0, ">= 0; 0 shows all"),
+            ("switch_margin", c.switch_margin >= 0, ">= 0"),
+        ]
+        problems = [f"{name}={getattr(c, name)} (expected {want})" for name, fine, want in checks if not fine]
         if problems:
             raise ValueError("invalid EngineConfig: " + "; ".join(problems))
         return c

@@ -81,3 +81,14 @@ def band_model():
 def tone(freq, seconds, rate, amp=0.5, phase=0.0):
     t = np.arange(int(round(seconds * rate))) / rate
     return (amp * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
+
+
+def wait_for(pred, timeout: float = 20.0, step: float = 0.01) -> bool:
+    """Poll `pred` until it is true (True) or `timeout` seconds pass (False). Timeouts are
+    generous: they only end a test whose behaviour is wrong, never measure speed."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return False

@@ -192,3 +192,76 @@ async def events_until_close(ws, timeout=60) -> tuple[list, int | None]:
     await asyncio.wait_for(collect(), timeout)
     await ws.wait_closed()
     return events, ws.close_code
+
+
+# (track, start s, seconds, rate, channels, format): different music, rates, formats, lengths
+CLIENTS = [
+    (TRACKS[0], 18, 6.0, 48000, 2, "s16le"),
+    (TRACKS[1], 30, 6.5, 44100, 1, "f32le"),
+    (TRACKS[2], 20, 7.0, 16000, 1, "s32le"),
+    (TRACKS[0], 90, 7.5, 22050, 2, "f32le"),
+    (TRACKS[1], 120, 8.0, 8000, 1, "s16le"),
+    (TRACKS[2], 100, 6.0, 96000, 2, "s32le"),
+    (TRACKS[0], 150, 6.5, 32000, 1, "s16le"),
+    (TRACKS[1], 200, 7.0, 24000, 2, "f32le"),
+]
+
+
+_local_model: dict = {}
+
+
+def local_scores(data: bytes, rate, ch, fmt, chunk_bytes) -> dict:
+    """time_s -> every visible label's probability, from an in-process engine fed the same
+    bytes in the same pieces (smoothing off, so a readout depends on its own window only)."""
+    from stream import EngineConfig, StreamEngine, load_model
+
+    model = _local_model.get("m") or _local_model.setdefault("m", load_model("musicnn"))
+    dtype = np.dtype(FORMAT_DTYPES[fmt][0])
+    out = {}
+    engine = StreamEngine(model, EngineConfig(hop_s=1, smoothing_s=0, top_k=0), background=False,
+                          on_result=lambda r: out.__setitem__(round(r.time_s, 3), r.scores))
+    for i in range(0, len(data), chunk_bytes):
+        engine.feed(np.frombuffer(data[i:i + chunk_bytes], dtype=dtype).reshape(-1, ch), rate)
+    engine.flush()
+    return out
+
+
+def eight_clients(server) -> tuple[list[StreamRun], dict]:
+    """The CLIENTS streaming to `server` at once in real time (smoothing off, 1 s hop); checks
+    what every such run must show and returns (runs, /healthz while all eight stream).
+
+    Each run: the server echoed its format, closed normally, received every byte, and its
+    results end at its own stream time and are the readouts of its own audio: the same as an
+    in-process engine fed the same bytes (batching with other streams changes float rounding
+    only)."""
+    chunks = {}
+
+    async def one(track, start, seconds, rate, ch, fmt):
+        audio, sr = music(track, start, seconds)
+        data = pcm(audio, sr, rate, ch, fmt)
+        chunks[(track, start)] = data
+        return await stream(server.url(sample_rate=rate, channels=ch, format=fmt, hop=1, smoothing=0), data,
+                            rate, ch, fmt, chunk_s=0.1)
+
+    async def all_clients():
+        tasks = [asyncio.create_task(one(*c)) for c in CLIENTS]
+        await asyncio.sleep(2.0)
+        mid = await asyncio.to_thread(server.healthz)  # all 8 are streaming now
+        return await asyncio.gather(*tasks), mid
+
+    runs, mid = asyncio.run(all_clients())
+    for (track, start, seconds, rate, ch, fmt), run in zip(CLIENTS, runs):
+        what = f"{track}@{start}s {rate} Hz {ch} ch {fmt}"
+        assert run.ready and run.ready["sample_rate"] == rate and run.ready["format"] == fmt, (what, run.ready)
+        assert run.close_code == 1000 and not run.errors, (what, run.close_code, run.errors)
+        s = run.summary
+        assert s and s["reason"] == "end of stream" and abs(s["seconds_received"] - seconds) < 1e-3, (what, s)
+        times = [r["time_s"] for _, r in run.results]
+        assert times and times == sorted(times) and abs(times[-1] - seconds) < 0.1, (what, times)
+        assert s["windows_classified"] == len(times), (what, s)
+        step = int(0.1 * rate * ch * int(fmt[1:3]) // 8)
+        local = local_scores(chunks[(track, start)], rate, ch, fmt, step)
+        for _, r in run.results:
+            ref = local[r["time_s"]]
+            assert all(abs(v - ref[k]) < 2e-3 for k, v in r["scores"].items()), (what, r, ref)
+    return runs, mid

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import BandModel, tone
+from conftest import BandModel, tone, wait_for
 
 from stream import EngineClosedError, EngineConfig, StreamEngine
 
@@ -16,14 +16,6 @@ def feed_chunks(engine, x, rate, chunk_s=0.1):
     for i in range(0, len(x), n):
         engine.feed(x[i:i + n], rate)
 
-
-def wait_for(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_window_every_hop_after_min_window(band_model):
@@ -288,7 +280,7 @@ def test_process_exit_waits_for_running_forward(tmp_path):
     script.write_text(
         "import sys, time\n"
         f"sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parent.parent)!r}]\n"
-        "from conftest import BandModel, tone\n"
+        "from conftest import BandModel, tone, wait_for\n"
         "from stream import EngineConfig, StreamEngine\n"
         "class Slow(BandModel):\n"
         "    def predict(self, w):\n"

@@ -4,18 +4,11 @@ import threading
 import time
 
 import numpy as np
+from conftest import wait_for
 
 from stream.models.base import AudioModel
 from stream.worker import InferenceWorker, Job
 
-
-def wait_for(pred, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class GatedModel(AudioModel):

@@ -12,6 +12,8 @@ import time
 import numpy as np
 import pytest
 
+from conftest import wait_for
+
 from stream import EngineConfig, ModelLoadError, StreamEngine, load_model
 
 ray = pytest.importorskip("ray", reason="Ray Serve is optional: pip install -r requirements-serve.txt")
@@ -24,14 +26,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = "genre-test"
 RATE = 16000
 
-
-def wait_for(pred, timeout=120.0, step=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +152,11 @@ def test_replica_killed_mid_stream_streams_continue(ray_app):
         threads = [threading.Thread(target=stream, args=(i,), daemon=True) for i in range(2)]
         for t in threads:
             t.start()
-        assert wait_for(lambda: all(e.stats.windows_classified >= 1 for e in engines))
+        assert wait_for(lambda: all(e.stats.windows_classified >= 1 for e in engines), 120)
         worker = remote._stream_worker
-        assert wait_for(lambda: worker._running > 0, step=0.001)
+        assert wait_for(lambda: worker._running > 0, 120, step=0.001)
         ray.kill(ray.get_actor(old, namespace="serve"), no_restart=True)
-        assert wait_for(lambda: sum(e.stats.errors for e in engines) >= 1), "the call in flight was not reported"
+        assert wait_for(lambda: sum(e.stats.errors for e in engines) >= 1, 120), "the call in flight was not reported"
         err = next(e.stats.last_error for e in engines if e.stats.errors)
         assert "RemoteModelError" in err and "genre-kill" in err
         after = [e.stats.windows_classified for e in engines]
@@ -195,7 +189,7 @@ def test_deployment_still_starting_is_waited_for(ray_app, caplog):
     app = "genre-slow"
     runner = _run_in_background(model_app("musicnn", cpus=0.25, server_cls=SlowStart), app)
     try:
-        assert wait_for(lambda: app in serve.status().applications)
+        assert wait_for(lambda: app in serve.status().applications, 120)
         with caplog.at_level(logging.WARNING, logger="stream.models.remote"):
             if serve.status().applications[app].status == "RUNNING":
                 pytest.skip("the replica started before the check (machine too fast to observe DEPLOYING)")
@@ -218,7 +212,7 @@ def test_deployment_that_never_starts_fails_after_the_bounded_wait(ray_app):
     app = "genre-never"
     _run_in_background(model_app("musicnn", cpus=0.25, server_cls=NeverStarts), app)
     try:
-        assert wait_for(lambda: app in serve.status().applications)
+        assert wait_for(lambda: app in serve.status().applications, 120)
         with pytest.raises(ModelLoadError, match=r"genre-never.*still (DEPLOYING|NOT_STARTED) after 1 s"):
             RemoteModel(app, ready_timeout_s=1.0)
     finally:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,22 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
         return True, ""
     except Exception as exc:
         return False, f"the Hugging Face Hub ({hub_endpoint()}) is unreachable ({type(exc).__name__}: {exc})"
+
+
+def logits_module(model):
+    """`model` (a transformers audio classifier) as a module of one tensor: input_values ->
+    logits, the form an exporter (ONNX) takes."""
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(input_values=x).logits
+
+    return Logits(model).eval()
 
 
 class HFAudioModel(AudioModel):
@@ -80,21 +95,11 @@ class HFAudioModel(AudioModel):
         resolved, _ = resolve_backend(backend)  # (raises for an unknown mode)
         if self.accel.mode != "fp32" or self.device != "cpu" or resolved == "torch":
             return None
-        torch = self.torch
         noise = np.random.default_rng(0).standard_normal(2 * self.sample_rate).astype(np.float32) * 0.1
         inputs = self.fe([noise], sampling_rate=self.sample_rate, return_tensors="pt")
         if set(inputs) != {"input_values"}:
             return None
-
-        class Logits(torch.nn.Module):
-            def __init__(self, model):
-                super().__init__()
-                self.model = model
-
-            def forward(self, x):
-                return self.model(input_values=x).logits
-
-        fwd = select_backend(Logits(self.model).eval(), inputs["input_values"], backend,
+        fwd = select_backend(logits_module(self.model), inputs["input_values"], backend,
                              multi_label=self.multi_label, dynamic_len=True)
         return fwd if fwd.backend == "onnxruntime" else None
 

@@ -5,13 +5,31 @@
     with StreamEngine(model, EngineConfig(hop_s=1.0)) as engine:
         engine.feed(chunk, 48000)       # any rate/dtype/channels; returns at once
         print(engine.latest)            # newest Result (smoothed scores, leading label)
-"""
-from .engine import EngineConfig, EngineStats, Result, SessionSummary, StreamEngine
-from .errors import AudioDecodeError, EngineClosedError, ModelLoadError
-from .files import AudioInfo, FileAnalysis, analyze_file, decode_blocks, probe_file
-from .models import AudioModel, load_model
 
-__all__ = [
-    "AudioModel", "load_model", "StreamEngine", "EngineConfig", "EngineStats", "Result", "SessionSummary",
-    "analyze_file", "FileAnalysis", "decode_blocks", "probe_file", "AudioInfo", "ModelLoadError", "EngineClosedError", "AudioDecodeError",
-]
+Names are imported on first use, so `import stream.config` (a front end's --help) stays
+free of numpy and torch.
+"""
+import importlib
+
+_WHERE = {
+    "EngineConfig": "config",
+    "StreamEngine": "engine", "EngineStats": "engine", "Result": "engine", "SessionSummary": "engine",
+    "AudioDecodeError": "errors", "EngineClosedError": "errors", "ModelLoadError": "errors",
+    "AudioInfo": "files", "FileAnalysis": "files", "analyze_file": "files", "decode_blocks": "files",
+    "probe_file": "files",
+    "AudioModel": "models", "load_model": "models",
+}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'stream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # next time without __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

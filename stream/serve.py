@@ -23,7 +23,7 @@ import threading
 import numpy as np
 
 from .errors import ModelLoadError
-from .models.remote import DEFAULT_APP, INSTALL_HINT, import_ray
+from .models.remote import DEFAULT_APP, import_ray
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 `add_engine_flags`, check them with `problems` (the page also against its sliders' ranges)
 and turn them into an `EngineConfig` with `engine_config`. Help texts come from
 EngineConfig's own docstring, so a flag and the setting it sets cannot drift apart.
-Importing this module does not import torch (`--help` answers at once).
+Importing this module imports neither numpy nor torch (`--help` answers at once).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import math
 import os
 import re
 
-from stream.engine import EngineConfig
+from stream.config import EngineConfig
 
 DEFAULTS = EngineConfig()
 

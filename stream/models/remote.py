@@ -175,7 +175,7 @@ class RemoteModel(AudioModel):
         self.replicas = replicas
         self.notice = (f"Model: {info['name']} served by Ray Serve app {app!r} at {where} "
                        f"({replicas} replica{'s' if replicas != 1 else ''})"
-                       + (f"; waited for it to start." if waited else "."))
+                       + ("; waited for it to start." if waited else "."))
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of windows, computed by a replica. Raises

@@ -17,11 +17,11 @@ from torch import nn
 BN_EPS = 1e-3
 
 # TF tensor names and shapes each architecture needs (the full inference set).
-_BN = ("gamma", "beta", "moving_mean", "moving_variance")
+_BN_PARAMS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
 def _bn_shapes(name: str, c: int) -> dict[str, tuple[int, ...]]:
-    return {f"{name}/{p}": (c,) for p in _BN}
+    return {f"{name}/{p}": (c,) for p in _BN_PARAMS}
 
 
 def _musicnn_shapes() -> dict[str, tuple[int, ...]]:

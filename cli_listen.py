@@ -100,8 +100,10 @@ def parse_args(argv):
         bad.append("--channels must be at least 1")
     if bad:
         parser.error("; ".join(bad))
-    # --server: the engine flags given go to the server; the others keep the server's defaults
-    args.server_options = {k: v for k in SERVER_OPTIONS if (v := getattr(args, k)) != parser.get_default(k)}
+    # --server sends the engine flags given, the others keep the server's own defaults (argparse
+    # leaves attributes that are already set alone, so this parse shows which flags were given)
+    given = parser.parse_args(remaining, argparse.Namespace(**dict.fromkeys(SERVER_OPTIONS)))
+    args.server_options = {k: v for k in SERVER_OPTIONS if (v := getattr(given, k)) is not None}
     return args
 
 
@@ -126,10 +128,6 @@ def open_source(args) -> Source:
         raise CliError(EXIT_AUDIO, f"--file {args.file!r}: {exc}") from None
 
 
-def min_seconds(model) -> float:
-    return model.min_samples / model.sample_rate
-
-
 def load_engine(args, source: Source, on_result):
     """The model named by -m in a local StreamEngine (runs in the background unless --fast)."""
     from stream import ModelLoadError, StreamEngine, load_model
@@ -139,10 +137,9 @@ def load_engine(args, source: Source, on_result):
     except ModelLoadError as exc:
         raise CliError(EXIT_MODEL, model_error(exc)) from None
     info(model_line(model))
-    if source.duration_s is not None and source.duration_s < min_seconds(model):
+    if source.duration_s is not None and (why := too_short(model, source.duration_s)):
         raise CliError(EXIT_AUDIO, f"--file {args.file!r} is {source.duration_s:.2f} s long: too short to "
-                                   f"classify; {model.name} needs at least {min_seconds(model):.2f} s of audio. "
-                                   "Use a longer recording")
+                                   f"classify; {why} of audio. Use a longer recording")
     # the engine's warning about skipped windows speaks of its Python API; the CLI says it in flags (watch)
     logging.getLogger("stream.engine").setLevel(logging.ERROR)
     try:
@@ -244,12 +241,10 @@ def show_pending(results: queue.Queue, view) -> None:
         view.show(results.get_nowait())
 
 
-def too_short(engine, source: Source) -> str | None:
-    """Why a session may have no readout: less audio than the model's minimum."""
-    model = getattr(engine, "model", None)  # a --server RemoteEngine has no local model
-    if model is None or source.seconds >= min_seconds(model):
-        return None
-    return f"{model.name} needs at least {min_seconds(model):.2f} s"
+def too_short(model, seconds: float) -> str | None:
+    """Why `seconds` of audio give no readout, when they are fewer than `model` needs (None: --server)."""
+    min_s = model.min_samples / model.sample_rate if model is not None else 0.0
+    return f"{model.name} needs at least {min_s:.2f} s" if seconds < min_s else None
 
 
 def run(args) -> int:
@@ -258,7 +253,7 @@ def run(args) -> int:
     engine = connect(args, source, results.put) if args.server else load_engine(args, source, results.put)
     view = open_view(engine, source, json_lines=args.json)
     reason, code = listen(args, engine, source, view, results)
-    view.summary(reason, too_short=too_short(engine, source))
+    view.summary(reason, too_short=too_short(getattr(engine, "model", None), source.seconds))
     return code
 
 

@@ -351,6 +351,21 @@ def test_invalid_engine_settings(pulse):
     assert r.returncode == 2 and "invalid EngineConfig" in r.stderr and "window_s=500" in r.stderr
     r = run_cli(["--hop", "-1"], pulse.env(), timeout=30)
     assert r.returncode == 2 and "must be a positive number" in r.stderr
+    r = run_cli(["--duration", "0", "--smoothing", "-1"], pulse.env(), timeout=30)  # both named, one exit
+    assert r.returncode == 2 and "--duration 0 must be a positive" in r.stderr and "--smoothing -1" in r.stderr
+    r = run_cli(["--server", "ws://127.0.0.1:1", "--silence-dbfs", "-40"], pulse.env(), timeout=30)
+    assert r.returncode == 2 and "--silence-dbfs does not apply to --server" in r.stderr, r.stderr
+
+
+def test_server_gets_only_the_engine_flags_given():
+    """--server: flags left out keep the server's own defaults (its operator may have set them)."""
+    sys.path.insert(0, str(ROOT))
+    import cli_listen
+
+    assert cli_listen.parse_args(["--server", "ws://h:1"]).server_options == {}
+    args = cli_listen.parse_args(["--server", "ws://h:1", "--hop", "0.5", "-k", "0", "-s", "4"])
+    assert args.server_options == {"hop": 0.5, "top_k": 0, "smoothing": 4.0}  # 4: given, though the default
+    assert (args.window, args.smoothing, args.top_k) == (None, 4.0, 0)
 
 
 def test_busy_device_message_mapping():

@@ -351,6 +351,21 @@ def test_invalid_engine_settings(pulse):
     assert r.returncode == 2 and "invalid EngineConfig" in r.stderr and "window_s=500" in r.stderr
     r = run_cli(["--hop", "-1"], pulse.env(), timeout=30)
     assert r.returncode == 2 and "must be a positive number" in r.stderr
+    r = run_cli(["--duration", "0", "--smoothing", "-1"], pulse.env(), timeout=30)  # both named, one exit
+    assert r.returncode == 2 and "--duration 0 must be a positive" in r.stderr and "--smoothing -1" in r.stderr
+    r = run_cli(["--server", "ws://127.0.0.1:1", "--silence-dbfs", "-40"], pulse.env(), timeout=30)
+    assert r.returncode == 2 and "--silence-dbfs does not apply to --server" in r.stderr, r.stderr
+
+
+def test_server_gets_only_the_engine_flags_given():
+    """--server: flags left out keep the server's own defaults (its operator may have set them)."""
+    sys.path.insert(0, str(ROOT))
+    import cli_listen
+
+    assert cli_listen.parse_args(["--server", "ws://h:1"]).server_options == {}
+    args = cli_listen.parse_args(["--server", "ws://h:1", "--hop", "0.5", "-k", "0", "-s", "4"])
+    assert args.server_options == {"hop": 0.5, "top_k": 0, "smoothing": 4.0}  # 4: given, though the default
+    assert (args.window, args.smoothing, args.top_k) == (None, 4.0, 0)
 
 
 def test_busy_device_message_mapping():
@@ -359,21 +374,21 @@ def test_busy_device_message_mapping():
     sys.path.insert(0, str(ROOT))
     import sounddevice as sd
 
-    import cli_listen
+    from ui.terminal.devices import DeviceError, stream_error
 
-    err = cli_listen.stream_error(sd.PortAudioError("Error opening InputStream: Device unavailable", -9985),
-                                  "USB Mic", 48000, 1)
-    assert err.code == 3 and "busy" in str(err) and "USB Mic" in str(err)
+    err = stream_error(sd.PortAudioError("Error opening InputStream: Device unavailable", -9985), "USB Mic", 48000, 1)
+    assert isinstance(err, DeviceError) and "busy" in str(err) and "USB Mic" in str(err)  # DeviceError: exit 3
 
 
 # ---------------------------------------------------------------- first-user paths -------
 def test_help_does_not_import_the_engine():
-    """--help answers at once: argument parsing comes before numpy/torch are imported."""
+    """--help answers at once: argument parsing comes before torch, PortAudio or rich are imported."""
     r = subprocess.run([sys.executable, "-X", "importtime", CLI, "--help"], capture_output=True, text=True,
                        timeout=60, cwd=ROOT)
     assert r.returncode == 0 and "--file" in r.stdout
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
-    assert imported and not imported & {"torch", "numpy", "stream", "transformers", "rich"}, sorted(imported)
+    # the shared flags (ui/options) take their help from EngineConfig's docs: stream.engine (numpy) is read
+    assert imported and not imported & {"torch", "transformers", "sounddevice", "rich"}, sorted(imported)
 
 
 def test_unreadable_file_fails_before_the_model_loads(pulse, tmp_path):
@@ -399,8 +414,8 @@ def test_too_short_file_says_so_with_the_minimum(pulse, tmp_path):
     # audio cut short by --duration: the summary says why there is no readout
     r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "1", "--model", MODEL], pulse.env(), timeout=60)
     assert r.returncode == 0, r.stderr
-    assert "none (only 1.00 s of audio: too short, musicnn needs at least 2.98 s)" in r.stdout
-    assert "all silent" not in r.stdout
+    assert "1.0 s of audio received, too little for a readout (musicnn needs at least 2.98 s)" in r.stdout
+    assert "silence" not in r.stdout
 
 
 def test_unknown_model_advises_cli_flags(pulse):

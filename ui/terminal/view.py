@@ -1,0 +1,166 @@
+"""What the listener shows: a rich live panel in a terminal, else one line per result.
+
+`open_view` picks the output: the panel when stdout is a terminal, JSON records (--json) or
+plain text lines when it is a pipe. All three offer the same calls (`with view:`, `show`,
+`refresh`, `summary`) and word everything through `ui.report`, so a kiosk reading --json
+and a person reading the terminal see the same figures.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from ui.report import dumps, result_line, result_record, summary_record, summary_text
+
+REDRAW_S = 0.2  # the panel redraws at most this often
+STALE_S = 2.0  # the level meter says "no audio" after this long without a block
+
+
+def open_view(engine, source, json_lines: bool = False):
+    """The live panel for a terminal, else `Lines` (JSON with json_lines)."""
+    if sys.stdout.isatty() and not json_lines:
+        return LiveView(engine, source)
+    return Lines(engine, source, json_lines)
+
+
+class Lines:
+    """One line per result on stdout (a pipe, a kiosk): `result_record` JSON or `result_line` text."""
+
+    def __init__(self, engine, source, json_lines: bool = False):
+        self.engine, self.source, self.json = engine, source, json_lines
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def counters(self) -> dict:
+        return {"overflows": self.source.overflows, "dropped_blocks": self.source.dropped}
+
+    def show(self, res) -> None:
+        if self.json:
+            print(dumps(result_record(res, **self.counters())), flush=True)
+        else:
+            print(result_line(res, self.engine.stats, overflows=self.source.overflows), flush=True)
+
+    def refresh(self) -> None:
+        pass
+
+    def summary(self, reason: str, too_short: str | None = None) -> None:
+        """The session summary: text on stdout; with --json its record there and the text on stderr."""
+        s, st = self.engine.summary(), self.engine.stats
+        text = summary_text(s, st, reason, received_s=self.source.seconds, too_short=too_short, **self.counters())
+        if self.json:
+            print(dumps(summary_record(s, st, reason, **self.counters())), flush=True)
+        print(text, file=sys.stderr if self.json else sys.stdout, flush=True)
+
+
+def bar(frac: float, width: int) -> str:
+    """A horizontal bar `width` cells wide, filled to `frac` in eighths of a cell."""
+    frac = min(max(frac, 0.0), 1.0)
+    full, part = divmod(int(round(frac * width * 8)), 8)
+    return "█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part else "") + " " * (width - full - (1 if part else 0))
+
+
+class LiveView(Lines):
+    """rich live display: a bar per genre (the leader first), the leader, level meter and counters.
+
+    The panel keeps one width (WIDTH, or the terminal's if narrower) whatever it shows, every
+    line is cut rather than wrapped, and the genre rows are capped to the terminal height
+    ("+N more"), so rich can always redraw it in place: a panel taller than the terminal, or
+    one that changes width, leaves stale lines above it."""
+
+    WIDTH = 80
+    OTHER_LINES = 8  # borders, head, level, two counter lines, "Ctrl-C", one spare for the cursor
+    LINE = dict(no_wrap=True, overflow="ellipsis")
+
+    def __init__(self, engine, source, console=None):
+        from rich.console import Console
+        from rich.live import Live
+
+        super().__init__(engine, source)
+        self.console = console or Console()
+        self.latest = None
+        labels = getattr(engine, "visible_labels", ())  # a --server RemoteEngine does not know them
+        self.label_w = min(max((len(l) for l in labels), default=10), 20)
+        self.next_draw = 0.0
+        # stderr lines (errors, warnings) print above the panel, not through it
+        self.live = Live(console=self.console, auto_refresh=False, transient=False,
+                         redirect_stderr=sys.stderr.isatty())
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.render()  # the final counters stay on screen
+        self.live.__exit__(*exc)
+
+    def show(self, res) -> None:
+        self.latest = res
+
+    def refresh(self) -> None:
+        if time.monotonic() >= self.next_draw:
+            self.render()
+            self.next_draw = time.monotonic() + REDRAW_S
+
+    def render(self) -> None:
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.text import Text
+
+        width = min(self.WIDTH, self.console.size.width)
+        bar_w = max(width - 4 - self.label_w - 2 - 4, 5)  # borders and padding, label, two gaps, "0.29"
+        head, rows, more = self._scores(bar_w)
+        parts = [head, rows]
+        if more:
+            parts.append(Text(f"+{more} more (-k N shows the top N)", style="dim", **self.LINE))
+        parts += [self._level(min(20, bar_w)), *self._counters(), Text("Ctrl-C to stop", style="dim", **self.LINE)]
+        self.live.update(Panel(Group(*parts), title=self.source.title, width=width), refresh=True)
+
+    def _scores(self, bar_w: int):
+        """(head line, table of genre bars, how many rows did not fit or None)."""
+        from rich.table import Table
+        from rich.text import Text
+
+        res, line = self.latest, self.LINE
+        rows = Table.grid(padding=(0, 1))
+        rows.add_column(justify="right", width=self.label_w, **line)
+        rows.add_column(width=bar_w, **line)
+        rows.add_column(justify="right", width=4, **line)
+        if res is None:
+            return Text("listening… (first readout after a few seconds of audio)", style="dim", **line), rows, None
+        if res.silent:
+            return Text(f"silence ({res.level_dbfs:.0f} dBFS): no genre claimed", style="yellow", **line), rows, None
+        items, more = list(res.scores.items()), None  # the leader first (engine order)
+        room = max(self.console.size.height - self.OTHER_LINES, 2)
+        if len(items) > room:
+            items, more = items[: room - 1], len(items) - (room - 1)
+        for label, p in items:
+            rows.add_row(label, Text(bar(p, bar_w), style="green" if label == res.label else "cyan"), f"{p:.2f}")
+        return Text.assemble(("Leading genre: ", "bold"), (res.label or "-", "bold green"), **line), rows, more
+
+    def _level(self, bar_w: int):
+        from rich.text import Text
+
+        meter, lvl = self.source.meter, self.source.meter.peak_dbfs
+        frac = 0.0 if not math.isfinite(lvl) else (max(lvl, -60.0) + 60.0) / 60.0
+        style = "red" if lvl > -1 else "green" if lvl > -40 else "yellow"
+        level = Text.assemble(("input ", "bold"), (bar(frac, bar_w), style),
+                              f" {lvl:6.1f} dBFS" if math.isfinite(lvl) else "   -inf dBFS", **self.LINE)
+        if meter.updated is None or time.monotonic() - meter.updated > STALE_S:
+            level.append("  (no audio yet)" if self.source.seconds == 0 else "  (no audio for >2 s)", style="yellow")
+        return level
+
+    def _counters(self):
+        from rich.text import Text
+
+        st, src = self.engine.stats, self.source
+        timing = Text(f"t {src.seconds:6.1f} s   inference {st.inference_ms_mean:4.0f} ms (p95 {st.inference_ms_p95:.0f})"
+                      f"   rtf {st.real_time_factor:.2f}   lag {st.lag_s:.1f} s", style="dim", **self.LINE)
+        counts = Text(f"silent windows {st.windows_silent}   skipped {st.windows_skipped}   "
+                      f"overflows {src.overflows}   dropped blocks {src.dropped}",
+                      style="bold red" if src.overflows + src.dropped else "dim", **self.LINE)
+        return timing, counts

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny real transformers checkpoint, simple real models, test audio."""
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
@@ -92,3 +93,16 @@ def wait_for(pred, timeout: float = 20.0, step: float = 0.01) -> bool:
             return True
         time.sleep(step)
     return False
+
+
+def stop_process(proc, timeout: float = 5.0, kill: bool = False) -> None:
+    """End a child process: SIGTERM (or SIGKILL with kill=True), SIGKILL if it has not gone
+    after `timeout` seconds; always reaped."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.kill() if kill else proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)

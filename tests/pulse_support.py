@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from conftest import stop_process
+
 SINK = "v"
 REQUIRED_TOOLS = ("pulseaudio", "pactl", "paplay")
 PACKAGES = "pulseaudio pulseaudio-utils libasound2-plugins libportaudio2"
@@ -107,22 +109,10 @@ class PulseServer:
 
     def stop_playing(self) -> None:
         for p in self._players:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(timeout=5)
+            stop_process(p)
         self._players.clear()
 
     def stop(self) -> None:
         self.stop_playing()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self.proc = None

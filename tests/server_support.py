@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from conftest import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 MUSIC_DIR = Path("/usr/share/games/asc/music")  # Debian asc-music, GPL-2+, electronic
@@ -79,16 +80,7 @@ class ServerProcess:
         return self.proc.poll() is None
 
     def stop(self, kill=False):
-        if self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
+        stop_process(self.proc, 15, kill)
 
 
 _decoded: dict = {}

@@ -912,7 +912,10 @@ def test_watchers_wake_on_readouts_and_end_with_the_recording():
         s.close()
         return seen, run, s
 
-    seen, run, s = asyncio.run(scenario())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own (Playwright's may be running in this thread)
+        seen, run, s = pool.submit(lambda: asyncio.run(scenario())).result()
     assert len(seen) == 2 and all(r is not None for r in seen), seen
     assert not s.active(run)
 

@@ -275,7 +275,7 @@ def read_segment(path, start_s: float, end_s: float) -> tuple[np.ndarray, int]:
     `start_s`: only the segment is read, not the file up to it. Raises AudioDecodeError."""
     if not 0 <= start_s < end_s:
         raise ValueError(f"segment {start_s:g}..{end_s:g} s is empty or negative")
-    parts, got, rate = [], 0, FFMPEG_RATE
+    parts, got = [], 0
     with contextlib.closing(decode_blocks(path, start_s=start_s)) as blocks:  # (ends ffmpeg when done early)
         for block, rate in blocks:
             want = int(round((end_s - start_s) * rate))

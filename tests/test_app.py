@@ -681,7 +681,6 @@ def test_unknown_model_is_one_line(tmp_path):
 def app_module(model_spec):
     """app.py imported in-process (`demo` is built only on first use, with the model from GENRE_MODEL)."""
     import importlib
-    import sys
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")

@@ -287,7 +287,7 @@ def _segment(path: str, span: tuple | None):
         return None
     try:
         samples, rate = read_segment(path, *span)
-    except AudioDecodeError as exc:
+    except (AudioDecodeError, ValueError) as exc:  # (the analysis read it: unlikely)
         log.info("no segment to play: %s", exc)
         return None
     return rate, (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)  # (float would be normalised)

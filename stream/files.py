@@ -60,10 +60,25 @@ class FileAnalysis:
     def n_windows(self) -> int:
         return len(self.ends_s)
 
+    @property
+    def hop_s(self) -> float | None:
+        """The spacing of the windows (None for a single window)."""
+        return float(np.median(np.diff(self.ends_s))) if self.n_windows > 1 else None
 
-def _ffmpeg_blocks(path: str, block_s: int) -> Iterator[tuple[np.ndarray, int]]:
+    def timeline_rows(self, labels) -> list[tuple[float, float, str]]:
+        """(window centre in s, score, label) for each non-silent window and each of `labels`:
+        the rows of a line plot of the timeline, one line per label."""
+        cols = [self.labels.index(label) for label in labels]
+        mid = (self.starts_s + self.ends_s) / 2
+        return [(float(mid[i]), float(self.timeline[i, c]), label)
+                for i in range(self.n_windows) if not self.silent[i] for c, label in zip(cols, labels)]
+
+
+def _ffmpeg_blocks(path: str, block_s: int, start_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
+    seek = ["-ss", f"{start_s:.3f}"] if start_s > 0 else []  # (before -i: seeks the input, not decoding up to it)
     proc = subprocess.Popen(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "f32le", "-ac", "1", "-ar", str(FFMPEG_RATE), "-"],
+        ["ffmpeg", "-nostdin", "-v", "error", *seek, "-i", path, "-f", "f32le", "-ac", "1", "-ar", str(FFMPEG_RATE),
+         "-"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         want = FFMPEG_RATE * block_s * 4
@@ -221,8 +236,8 @@ def probe_file(path) -> AudioInfo:
         blocks.close()
 
 
-def decode_blocks(path, block_s: int = BLOCK_S) -> Iterator[tuple[np.ndarray, int]]:
-    """Yield ``(samples, rate)`` blocks of a file: float32 (n,) or (n, channels).
+def decode_blocks(path, block_s: int = BLOCK_S, start_s: float = 0.0) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield ``(samples, rate)`` blocks of a file: float32 (n,) or (n, channels), from `start_s` on.
 
     wav/flac/ogg/opus/mp3 are read by libsndfile (bundled with `soundfile`); anything else
     is piped through ffmpeg when it is installed. Raises AudioDecodeError with the reason.
@@ -232,13 +247,16 @@ def decode_blocks(path, block_s: int = BLOCK_S) -> Iterator[tuple[np.ndarray, in
     f, exc = _open_sf(p)
     if f is None:
         if shutil.which("ffmpeg"):
-            yield from _checked_ffmpeg(p, block_s, exc)
+            yield from _checked_ffmpeg(p, block_s, exc, start_s)
             return
         raise _unreadable(p, exc)
     with f:
         if f.frames == 0:
             raise AudioDecodeError(f"{p.name!r} contains no audio samples")
         rate = f.samplerate
+        if start_s > 0:
+            with _quiet_decoder():
+                f.seek(min(int(start_s * rate), f.frames))
         step = rate * block_s
         while True:
             try:
@@ -251,10 +269,29 @@ def decode_blocks(path, block_s: int = BLOCK_S) -> Iterator[tuple[np.ndarray, in
             yield block, rate
 
 
-def _checked_ffmpeg(p: Path, block_s, first_exc):
+def read_segment(path, start_s: float, end_s: float) -> tuple[np.ndarray, int]:
+    """``(samples, rate)`` of `path` from `start_s` to `end_s` (float32 (n,) or (n, channels)),
+    e.g. `FileAnalysis.segment` to play it. Decoded as `decode_blocks` does, starting at
+    `start_s`: only the segment is read, not the file up to it. Raises AudioDecodeError."""
+    if not 0 <= start_s < end_s:
+        raise ValueError(f"segment {start_s:g}..{end_s:g} s is empty or negative")
+    parts, got = [], 0
+    with contextlib.closing(decode_blocks(path, start_s=start_s)) as blocks:  # (ends ffmpeg when done early)
+        for block, rate in blocks:
+            want = int(round((end_s - start_s) * rate))
+            parts.append(block[:want - got])
+            got += len(parts[-1])
+            if got >= want:
+                break
+    if not got:
+        raise AudioDecodeError(f"{Path(path).name!r} has no audio from {start_s:g} s on")
+    return np.concatenate(parts), rate
+
+
+def _checked_ffmpeg(p: Path, block_s, first_exc, start_s: float = 0.0):
     got = False
     try:
-        for block, rate in _ffmpeg_blocks(str(p), block_s):
+        for block, rate in _ffmpeg_blocks(str(p), block_s, start_s):
             got = got or len(block) > 0
             yield block, rate
     except AudioDecodeError as exc:

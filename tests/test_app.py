@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -363,7 +364,7 @@ def test_live_readout_updates_with_true_level_and_summary(server, pw, audio, art
         assert m and seconds(m.group(1)) == received, (summary, status(page))
         assert 0 < seconds(m.group(2)) <= received, summary
         # the headline, the plot's band and the summary tell the same story of the session
-        shares = {g.strip(): int(v) for g, v in re.findall(r"([^·:]+?) (\d+) %", summary.split("leading genre:")[1])}
+        shares = {g.strip(): int(v) for g, v in re.findall(r"([^,:]+?) (\d+) %", summary.split("leading genre:")[1])}
         headline = label_rows(page.locator("#live-label").inner_text())[0]
         assert headline == page.locator("#live-status .live-status").get_attribute("data-leader"), headline
         ps = plot_state(page)
@@ -678,15 +679,25 @@ def test_unknown_model_is_one_line(tmp_path):
 # ---- in-process checks (no browser) --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def app_module(model_spec):
-    """app.py imported in-process (it builds `demo` at import, with the model from GENRE_MODEL)."""
+    """app.py imported in-process (`demo` is built only on first use, with the model from GENRE_MODEL)."""
     import importlib
-    import sys
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("GENRE_MODEL", model_spec)
         mp.syspath_prepend(str(Path(__file__).resolve().parents[1]))
         return importlib.import_module("app")
+
+
+def test_imported_app_builds_demo_on_first_use(app_module, model_spec, monkeypatch):
+    """A Space imports app.py and takes `demo`: built from the environment's settings."""
+    import gradio as gr
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GENRE_MODEL", model_spec)
+    assert "demo" not in vars(app_module)  # importing alone loads no model
+    assert isinstance(app_module.demo, gr.Blocks)
+    assert app_module.ARGS.model == model_spec and app_module.MODEL is not None
 
 
 def test_command_line_defaults_are_private(app_module, monkeypatch):
@@ -699,11 +710,29 @@ def test_command_line_defaults_are_private(app_module, monkeypatch):
         ("musicnn", "0.0.0.0", 8000, True, 5.0, 0.5, 0.0, 3)
 
 
-def test_feeding_never_waits_for_a_slow_model(app_module):
+def test_page_defaults_are_the_engines(app_module):
+    from stream import EngineConfig
+
+    a = app_module.parse_args([])
+    c = EngineConfig()
+    assert (a.smoothing, a.top_k, a.silence_dbfs) == (c.smoothing_s, c.top_k, c.silence_dbfs)
+
+
+def test_the_live_session_needs_no_gradio():
+    """ui/web/session.py is the engine side of a tab: usable (and testable) without Gradio."""
+    code = "import sys, ui.web.session, ui.web.render, ui.web.flags; print(sorted(m for m in sys.modules if m.split('.')[0] in ('gradio', 'ui')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=PATIENCE_S)
+    assert out.returncode == 0, out.stderr
+    assert "gradio" not in out.stdout and "ui.terminal" not in out.stdout, out.stdout
+
+
+def test_feeding_never_waits_for_a_slow_model():
     from conftest import BandModel
 
+    from ui.web.session import LiveSession, LiveSettings
+
     slow = BandModel(delay_s=0.5)
-    s = app_module.LiveSession(slow, app_module.LiveSettings(2.0, 0.25, 0.0, 3, -55.0))
+    s = LiveSession(slow, LiveSettings(2.0, 0.25, 0.0, 3, -55.0))
     s.start(s.settings)
     chunk = (np.sin(np.arange(12000) / 48000 * 2 * np.pi * 440) * 10000).astype(np.int16)
     worst = 0.0
@@ -714,12 +743,14 @@ def test_feeding_never_waits_for_a_slow_model(app_module):
     assert worst < 0.25, worst  # (a forward takes 0.5 s: feed did not wait for one, even on a busy CPU)
     summary = s.stop()
     assert summary.dominant == "low"
-    assert s.engine.stats.windows_skipped > 0  # the slow model could not keep up, and nothing waited
+    assert s.stats.windows_skipped > 0  # the slow model could not keep up, and nothing waited
     s.close()
-    assert s.engine.closed
+    assert s.closed and s._engine.closed
 
 
-def test_chunk_files_are_deleted_only_inside_gradios_cache(app_module, tmp_path, monkeypatch):
+def test_chunk_files_are_deleted_only_inside_gradios_cache(tmp_path, monkeypatch):
+    from ui.web import uploads
+
     cache = tmp_path / "cache"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
     inside = cache / "abc123" / "audio.wav"
@@ -727,18 +758,34 @@ def test_chunk_files_are_deleted_only_inside_gradios_cache(app_module, tmp_path,
     inside.write_bytes(b"x")
     outside = tmp_path / "mine.wav"
     outside.write_bytes(b"x")
-    app_module._discard_upload(str(inside))
-    app_module._discard_upload(str(outside))
+    uploads.discard_upload(str(inside))
+    uploads.discard_upload(str(outside))
     assert not inside.exists() and not inside.parent.exists()
     assert outside.exists()
 
 
-def test_page_defaults_are_the_engines(app_module):
-    from stream import EngineConfig
+def test_orphan_chunks_are_swept_by_their_wav_header(tmp_path, monkeypatch):
+    """Chunks of this recording left in the cache go; another recording's chunks and other
+    uploads stay."""
+    from ui.web import uploads
 
-    a = app_module.parse_args([])
-    c = EngineConfig()
-    assert (a.smoothing, a.top_k, a.silence_dbfs) == (c.smoothing_s, c.top_k, c.silence_dbfs)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    tone = (np.sin(np.arange(4800) / 48000 * 2 * np.pi * 440) * 0.1).astype(np.float32)
+    mine, other, upload = cache / "a1" / "audio.wav", cache / "b2" / "audio.wav", cache / "c3" / "song.wav"
+    write_wav(mine, tone)
+    write_wav(other, tone, 16000)  # another browser's recording: another header
+    write_wav(upload, tone)
+    header = uploads.wav_header(str(mine))
+    assert header is not None and uploads.wav_header(str(other)) != header
+    assert uploads.wav_header(str(tmp_path / "missing.wav")) is None
+    uploads.sweep_orphan_chunks((header, time.time() - 10), delay_s=0.0)
+    deadline = time.monotonic() + PATIENCE_S
+    while mine.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not mine.exists() and not mine.parent.exists()
+    assert other.exists() and upload.exists()
+    uploads.sweep_orphan_chunks(None)  # a recording that never sent a chunk: nothing to do
 
 
 def _result(scores: dict, label, t=10.0, silent=False):
@@ -748,29 +795,31 @@ def _result(scores: dict, label, t=10.0, silent=False):
                   window_s=9.0, inference_ms=50.0, latency_ms=60.0)
 
 
-def test_headline_is_the_engines_leader_not_the_highest_score(app_module):
+def test_headline_is_the_engines_leader_not_the_highest_score():
+    from ui.web.page import LeaderLabel
+    from ui.web.render import label_value
+
     # the hysteresis keeps "ambient" leading although "classical" scores a little higher now
     res = _result({"classical": 0.21, "ambient": 0.20, "indie": 0.14, "rock": 0.05}, "ambient")
-    value = app_module._label_value(res, 3)
-    data = app_module.LeaderLabel(num_top_classes=10).postprocess(value)
+    data = LeaderLabel(num_top_classes=10).postprocess(label_value(res, 3))
     assert data.label == "ambient"
     assert [c.label for c in data.confidences] == ["ambient", "classical", "indie"]  # the leader's bar first
     assert abs(data.confidences[1].confidence - 0.21) < 1e-9
     # a leader outside the top_k still heads the readout
     res = _result({"classical": 0.3, "indie": 0.2, "ambient": 0.1}, "ambient")
-    data = app_module.LeaderLabel().postprocess(app_module._label_value(res, 2))
+    data = LeaderLabel().postprocess(label_value(res, 2))
     assert data.label == "ambient" and [c.label for c in data.confidences] == ["ambient", "classical"]
-    assert app_module.LeaderLabel().postprocess(app_module._label_value(_result({}, None, silent=True), 3)).label == "silence"
-    assert app_module.LeaderLabel().postprocess({"a": 0.2, "b": 0.7}).label == "b"  # plain dicts as gr.Label
+    assert LeaderLabel().postprocess(label_value(_result({}, None, silent=True), 3)).label == "silence"
+    assert LeaderLabel().postprocess({"a": 0.2, "b": 0.7}).label == "b"  # plain dicts as gr.Label
 
 
-def test_live_plot_keeps_every_leader_of_the_last_minute(app_module):
+def test_live_plot_keeps_every_leader_of_the_last_minute():
     """72 s: folk leads for 37 s, then techno; at the end folk is not in the top 5 any more."""
-    from conftest import BandModel
+    from ui.web.render import live_plot
+    from ui.web.session import Readout
 
-    s = app_module.LiveSession(BandModel(), app_module.LiveSettings(9.0, 1.0, 4.0, 5, -55.0))
-    s.start(s.settings)
     others = {g: 0.05 + 0.01 * i for i, g in enumerate(["rock", "pop", "jazz", "house", "metal", "indie"])}
+    hist, styles = [], {}
     for t in range(3, 73):
         if t < 37:
             sc = {"folk": 0.30, "ambient": 0.12, **others}
@@ -778,11 +827,11 @@ def test_live_plot_keeps_every_leader_of_the_last_minute(app_module):
             sc = {"techno": 0.26, "electronic": 0.2, "house": 0.18, "dance": 0.16, "electro": 0.15,
                   "folk": 0.01, **{g: v for g, v in others.items() if g != "house"}}
         sc = dict(sorted(sc.items(), key=lambda kv: -kv[1]))
-        s.history.append((float(t), sc, "folk" if t < 39 else "techno"))
+        hist.append(Readout(float(t), sc, "folk" if t < 39 else "techno"))
     res = _result(sc, "techno", t=72.0)
     assert "folk" not in list(res.scores)[:5]
-    html = app_module._live_plot(s, res)
-    before = dict(s.styles)
+    html = live_plot(hist, res, 5, 1.0, styles)
+    before = dict(styles)
     lines = {g: d for g, _, d in re.findall(
         r"<g class='genre-line' data-genre='([^']+)' data-colour='([^']+)'><path d='([^']*)'", html)}
     assert "folk" in lines and "techno" in lines, lines.keys()
@@ -800,41 +849,127 @@ def test_live_plot_keeps_every_leader_of_the_last_minute(app_module):
     assert min(ticks) == 0 and max(ticks) >= 0.5, ticks
     # every legend entry has its line's colour; colours stay put in the next render
     legend = re.findall(r"class='legend-item[^']*' data-genre='([^']+)' data-colour='([^']+)'", html)
-    styles = dict(re.findall(r"<g class='genre-line' data-genre='([^']+)' data-colour='([^']+)'", html))
-    assert dict(legend) == styles and len(set(styles.values())) == len(styles)
-    s.history.append((73.0, {"techno": 0.3, "classical": 0.2, **others}, "techno"))
-    app_module._live_plot(s, _result({"techno": 0.3, "classical": 0.2, **others}, "techno", t=73.0))
-    assert {g: s.styles[g] for g in before} == before
-    s.close()
+    line_styles = dict(re.findall(r"<g class='genre-line' data-genre='([^']+)' data-colour='([^']+)'", html))
+    assert dict(legend) == line_styles and len(set(line_styles.values())) == len(line_styles)
+    hist.append(Readout(73.0, {"techno": 0.3, "classical": 0.2, **others}, "techno"))
+    live_plot(hist, _result({"techno": 0.3, "classical": 0.2, **others}, "techno", t=73.0), 5, 1.0, styles)
+    assert {g: styles[g] for g in before} == before
 
 
-def test_second_recording_starts_with_fresh_counters(app_module):
+def test_second_recording_starts_with_fresh_counters():
     from conftest import BandModel, tone
 
-    s = app_module.LiveSession(BandModel(), app_module.LiveSettings(2.0, 0.5, 0.0, 3, -55.0))
+    from ui.report import summary_text
+    from ui.web.render import status_html
+    from ui.web.session import LiveSession, LiveSettings
+
+    s = LiveSession(BandModel(), LiveSettings(2.0, 0.5, 0.0, 3, -55.0))
     s.start(s.settings)
     for _ in range(12):
         s.feed(16000, tone(440, 0.5, 16000))
     summary = s.stop()
-    st = s.engine.stats
+    st = s.stats
     assert st.windows_classified > 0 and st.seconds_received == 6.0
-    md = app_module._summary_md(summary, st.seconds_received)
+    assert s.readouts() and s.latest is not None
+    md = summary_text(summary, received_s=st.seconds_received, markdown=True)
     assert md.startswith("**Session summary:** 6.0 s of audio received, ") and "classified" in md, md
-    s.late_chunks = 2
+    s.feed(16000, tone(440, 0.5, 16000))  # a chunk after Stop is counted, not fed
+    assert s.status(None).late_chunks == 1 and s.stats.seconds_received == 6.0
+    assert "chunks after stop 1" in status_html(s.status(None))
     s.start(s.settings)
-    st2 = s.engine.stats
-    assert (st2.windows_classified, st2.seconds_received, st2.windows_skipped, s.late_chunks) == (0, 0.0, 0, 0)
-    assert "received 0.0 s · windows 0" in app_module._status_html(s, None)
-    assert not s.history
+    st2 = s.stats
+    assert (st2.windows_classified, st2.seconds_received, st2.windows_skipped, s.status(None).late_chunks) == (0, 0.0, 0, 0)
+    assert "received 0.0 s · windows 0" in status_html(s.status(None))
+    assert not s.readouts() and s.latest is None
     s.close()
 
 
-def test_microphone_problems_are_explained(app_module):
-    s = app_module.LiveSession(None, app_module.LiveSettings(9.0, 1.0, 4.0, 5, -55.0))
-    s.mic_problem = "NotAllowedError"
-    html = app_module._mic_problem_html(s)
+def test_watchers_wake_on_readouts_and_end_with_the_recording():
+    """`updates` yields when a readout arrives (from the inference thread) and ends at Stop."""
+    import asyncio
+
+    from conftest import BandModel, tone
+
+    from ui.web.session import LiveSession, LiveSettings
+
+    async def scenario():
+        s = LiveSession(BandModel(), LiveSettings(2.0, 0.5, 0.0, 3, -55.0))
+        run = s.start(s.settings)
+        seen = []
+
+        async def watcher():
+            async for _ in s.updates(run, every_s=PATIENCE_S):  # (no periodic wake-ups: only readouts)
+                seen.append(s.latest)
+                if len(seen) == 2:
+                    s.stop()
+
+        task = asyncio.create_task(watcher())
+        for _ in range(12):
+            s.feed(16000, tone(440, 0.5, 16000))
+            await asyncio.sleep(0.05)
+        await asyncio.wait_for(task, PATIENCE_S)
+        s.close()
+        return seen, run, s
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own (Playwright's may be running in this thread)
+        seen, run, s = pool.submit(lambda: asyncio.run(scenario())).result()
+    assert len(seen) == 2 and all(r is not None for r in seen), seen
+    assert not s.active(run)
+
+
+def test_microphone_problems_are_explained():
+    from ui.web.render import mic_problem_html, mic_problem_label
+
+    html = mic_problem_html("NotAllowedError")
     assert "refused the microphone" in html and "Allow" in html and "Record again" in html
-    s.mic_problem = "NotFoundError"
-    assert "found no microphone" in app_module._mic_problem_html(s)
-    s.mic_problem = "WeirdError"
-    assert "WeirdError" in app_module._mic_problem_html(s)
+    assert mic_problem_label("NotAllowedError") == "microphone blocked"
+    assert "found no microphone" in mic_problem_html("NotFoundError")
+    assert mic_problem_label("NotFoundError") == "no microphone"
+    assert "WeirdError" in mic_problem_html("WeirdError")
+
+
+@pytest.mark.parametrize("fmt", ["wav", "m4a"])
+def test_read_segment_plays_the_part_the_analysis_found(tmp_path, fmt):
+    """stream.files.read_segment: only the asked span, from libsndfile or (m4a) ffmpeg."""
+    from stream import AudioDecodeError
+    from stream.files import read_segment
+
+    rate = 16000
+    t = np.arange(6 * rate) / rate
+    x = (0.1 * np.sin(2 * np.pi * 440 * t) * (t >= 3)).astype(np.float32)  # silent 0..3 s, a tone after
+    path = write_wav(tmp_path / "x.wav", x, rate)
+    if fmt == "m4a":
+        if not shutil.which("ffmpeg"):
+            pytest.skip("ffmpeg not installed")
+        path = tmp_path / "x.m4a"
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "x.wav"), str(path)], check=True, timeout=60)
+    seg, got_rate = read_segment(str(path), 3.5, 5.5)
+    assert abs(len(seg) / got_rate - 2.0) < 0.01, (len(seg), got_rate)
+    assert 0.05 < float(np.sqrt(np.mean(seg.astype(np.float64) ** 2))) < 0.09  # the tone (0.1 peak), not silence
+    quiet, r = read_segment(str(path), 0.5, 2.5)
+    assert abs(len(quiet) / r - 2.0) < 0.01 and float(np.abs(quiet).max()) < 0.01
+    with pytest.raises(AudioDecodeError, match="no audio"):
+        read_segment(str(path), 60.0, 61.0)
+    with pytest.raises(ValueError):
+        read_segment(str(path), 2.0, 1.0)
+
+
+def test_file_timeline_rows_are_the_plotted_lines():
+    """FileAnalysis.timeline_rows: one row per non-silent window and genre, at the window's centre."""
+    from conftest import BandModel
+
+    from stream import analyze_file
+
+    rate = 16000
+    t = np.arange(12 * rate) / rate
+    x = np.where(t < 6, 0.2 * np.sin(2 * np.pi * 200 * t), 0.0).astype(np.float32)  # music, then silence
+    fa = analyze_file(x, BandModel(), window_s=2.0, hop_s=1.0, sample_rate=rate)
+    top = list(fa.scores)[:2]
+    rows = fa.timeline_rows(top)
+    loud = int((~fa.silent).sum())
+    assert 0 < loud < fa.n_windows and len(rows) == 2 * loud
+    assert {g for _, _, g in rows} == set(top) and fa.hop_s == 1.0
+    first = [r for r in rows if r[2] == top[0]][0]
+    assert first[0] == (fa.starts_s[0] + fa.ends_s[0]) / 2 and first[1] == pytest.approx(float(fa.timeline[0, fa.labels.index(top[0])]))

@@ -1,0 +1,386 @@
+"""The Gradio page: a Live tab (microphone -> engine -> readout, plot, status) and a File tab.
+
+Shaped like Gradio's stream_asr demo: first the handlers, at module level, with the state they
+need passed in and out (the page's `Setup` and the tab's `LiveSession`, both gr.State); then
+the layout, which wires them (`build_demo`); then `launch`. What they show is made by
+`render`, the upload cache is kept clean by `uploads`.
+
+Live tab: the microphone is streamed in short chunks. `on_chunk` decodes a chunk, deletes its
+file at once (Gradio writes every chunk to its cache), feeds the tab's session and returns:
+inference runs on the engine's shared worker thread, never inside the handler. `watch`, a
+long-running event started by Record, waits for the session's readouts and pushes each new one
+to the page as soon as it exists, so the readout does not wait for the next chunk to arrive.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+import weakref
+from html import escape
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from gradio import processing_utils
+from gradio.components.label import LabelConfidence, LabelData
+
+from stream import AudioDecodeError, EngineClosedError, EngineConfig, analyze_file
+from stream.files import read_segment
+from ui.options import PAGE_RANGES
+from ui.report import model_line, summary_text
+
+from . import render, uploads
+from .session import LiveSession, LiveSettings
+
+log = logging.getLogger(__name__)
+
+STREAM_EVERY_S = 0.25  # microphone chunk length: shorter = fresher audio, more requests
+SESSION_TTL_S = 3600  # an idle session's engine is closed after this long
+# Asks the browser for raw (music-friendly) capture and reports its answer: see the file.
+MUSIC_MIC_JS = Path(__file__).with_name("music_mic.js").read_text()
+CSS = Path(__file__).with_name("page.css").read_text()
+EMPTY_PLOT = None  # (an empty DataFrame as a plot's first value breaks its colour legend in Gradio 6)
+
+
+class Setup:
+    """What the handlers of one page share: the model, a new recording's settings, the file
+    limit. A gr.State's value, shared by every tab (hence `__deepcopy__` returning itself; not
+    a dataclass, which Gradio would copy into the page's config)."""
+
+    def __init__(self, model, defaults: LiveSettings, max_file_s: float):
+        self.model, self.defaults, self.max_file_s = model, defaults, max_file_s
+
+    def __deepcopy__(self, memo):
+        return self
+
+    @classmethod
+    def from_args(cls, model, args) -> Setup:
+        """From the command line (`app.parse_args`): unset window and hop are the model's."""
+        window = float(args.window if args.window is not None else model.default_window_s)
+        hop = float(args.hop if args.hop is not None else model.default_hop_s)
+        return cls(model, LiveSettings(window, hop, float(args.smoothing), int(args.top_k), float(args.silence_dbfs)),
+                   float(args.max_file_minutes) * 60.0)
+
+    def settings(self, window, hop, smoothing, top_k) -> LiveSettings:
+        """The sliders' values as the next recording's settings."""
+        return dataclasses.replace(self.defaults, window_s=float(window), hop_s=float(hop),
+                                   smoothing_s=float(smoothing), top_k=int(top_k))
+
+
+class LeaderLabel(gr.Label):
+    """gr.Label whose headline is given, not the highest confidence: the live readout's
+    headline is the engine's leading genre (`Result.label`, with hysteresis), which the
+    summary, the plot's band and the session shares use too. Takes {"label": str,
+    "confidences": {genre: score}} (bars in the given order) or anything gr.Label takes."""
+
+    is_template = True  # rendered by gr.Label's front end
+
+    def postprocess(self, value):
+        if isinstance(value, dict) and isinstance(value.get("confidences"), dict) and "label" in value:
+            return LabelData(label=value["label"], confidences=[
+                LabelConfidence(label=g, confidence=float(c)) for g, c in value["confidences"].items()])
+        return super().postprocess(value)
+
+
+class AnalysisCancelled(Exception):
+    """The tab that asked for a file analysis closed."""
+
+
+_SESSIONS: weakref.WeakValueDictionary[str, LiveSession] = weakref.WeakValueDictionary()  # by session hash
+_FILE_JOBS: dict = collections.defaultdict(set)  # running file analyses' cancel events, by session hash
+_FILE_JOBS_LOCK = threading.Lock()
+_last_warning: dict = {}
+
+
+# ---- handlers: a tab's session ----------------------------------------------------------------
+def new_session(setup: Setup, request: gr.Request):
+    """Page loaded: the tab's LiveSession (closed by `end_session`, or by the state's
+    time-to-live when a tab vanishes without unloading)."""
+    session = LiveSession(setup.model, setup.defaults)
+    if request is not None and request.session_hash:
+        _SESSIONS[request.session_hash] = session
+        log.info("live session opened; %d open", len(_SESSIONS))
+    return session, render.status_html(session.status(None), note="Press Record to start listening.")
+
+
+def end_session(request: gr.Request):
+    """Tab closed: its file analyses stop, its engine closes, its stray chunk files go."""
+    if request is None:
+        return
+    with _FILE_JOBS_LOCK:
+        for cancel in _FILE_JOBS.pop(request.session_hash, ()):
+            cancel.set()
+    session = _SESSIONS.pop(request.session_hash, None)
+    if session is not None:
+        session.close()
+        uploads.sweep_orphan_chunks(session.first_chunk)
+        log.info("live session closed (tab closed); %d open", len(_SESSIONS))
+
+
+def close_expired_session(session) -> None:  # gr.State's delete callback
+    if isinstance(session, LiveSession) and not session.closed:
+        session.close()
+        log.info("live session closed (expired); %d open", len(_SESSIONS))
+
+
+# ---- handlers: the live tab -------------------------------------------------------------------
+def on_chunk(path, session: LiveSession | None):
+    """Decode the chunk, drop its file, feed the session: a few ms, no inference here."""
+    arrival = time.time()
+    if session is None:
+        _warn_once("microphone chunks without a session (page not loaded, or session expired)")
+    if not path or session is None:
+        if path:
+            uploads.discard_upload(path)
+        return
+    if session.first_chunk is None and (header := uploads.wav_header(path)) is not None:
+        session.first_chunk = (header, arrival)
+    try:
+        rate, data = processing_utils.audio_from_file(path)
+    except Exception:  # whatever the browser sent, the recording goes on
+        session.count_bad_chunk()
+        return
+    finally:
+        uploads.discard_upload(path)
+    session.feed(rate, data, arrival)
+
+
+def on_mic_outcome(session, evt: gr.EventData):
+    """The browser's answer to the microphone request ("ok" or the DOMException's name, sent
+    by music_mic.js): the live watcher shows a refusal instead of "listening…"."""
+    if isinstance(session, LiveSession):
+        session.report_mic(str(getattr(evt, "mic", None) or "Error")[:40])
+
+
+async def watch(setup: Setup, session: LiveSession | None, window, hop, smoothing, top_k):
+    """Started by Record: push every new readout to the page until Stop.
+    Outputs: label, plot, status, summary, session."""
+    settings = setup.settings(window, hop, smoothing, top_k)
+    run = _start(session, settings)
+    waiting = f"Listening… the first readout comes after {EngineConfig.min_window_s:g} s of audio."
+    yield "listening…", render.EMPTY_LIVE_PLOT, render.status_html(session.status(None), note=waiting), "", session
+    last, last_status, problem = None, time.monotonic(), None
+    async with contextlib.aclosing(session.updates(run)) as updates:
+        async for _ in updates:
+            if last is None and session.mic_problem != problem:  # the browser gave no microphone (or now did)
+                problem = session.mic_problem
+                if problem:
+                    yield (render.mic_problem_label(problem), gr.skip(), render.mic_problem_html(problem),
+                           gr.skip(), session)
+                else:
+                    yield "listening…", gr.skip(), render.status_html(session.status(None), note=waiting), \
+                        gr.skip(), session
+            elif problem:
+                continue
+            elif (res := session.latest) is not None and res is not last:
+                last, last_status = res, time.monotonic()
+                yield (render.label_value(res, settings.top_k), _plot_html(session, res),
+                       render.status_html(session.status(res), res), gr.skip(), session)
+            elif time.monotonic() - last_status > 1.0:
+                last_status = time.monotonic()
+                status = render.status_html(session.status(last), last, "" if last else waiting)
+                yield gr.skip(), gr.skip(), status, gr.skip(), session
+
+
+def finish(session: LiveSession | None):
+    """Stop: the last window is classified; the summary, final status, readout and plot.
+    Outputs: summary, status, label, plot."""
+    if session is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    summary = session.stop()
+    uploads.sweep_orphan_chunks(session.first_chunk)
+    res, stats = session.latest, session.stats
+    text = summary_text(summary, received_s=stats.seconds_received if stats else None, markdown=True)
+    if res is None:
+        return text, render.status_html(session.status(None), note="stopped"), gr.skip(), gr.skip()
+    # the last window (classified at Stop) is in the summary: show it in the readout and plot too
+    return (text, render.status_html(session.status(res), res, "stopped"),
+            render.label_value(res, session.settings.top_k), _plot_html(session, res))
+
+
+def _start(session: LiveSession | None, settings: LiveSettings) -> int:
+    if session is None:
+        raise gr.Error("This page's session expired; reload the page.")
+    try:
+        return session.start(settings)
+    except ValueError as exc:
+        raise gr.Error(f"Invalid settings: {exc}") from None
+    except EngineClosedError:
+        raise gr.Error("This page's session ended; reload the page.") from None
+
+
+def _plot_html(session: LiveSession, res) -> str:
+    return render.live_plot(session.readouts(res.time_s if res is not None else None), res,
+                            session.settings.top_k, session.settings.hop_s, session.styles)
+
+
+def _warn_once(msg: str, every_s: float = 60.0) -> None:
+    now = time.monotonic()
+    if now - _last_warning.get(msg, -every_s) >= every_s:
+        _last_warning[msg] = now
+        log.warning(msg)
+
+
+# ---- handlers: the file tab -----------------------------------------------------------------------
+def analyse(setup: Setup, path, window, top_k, request: gr.Request, progress=gr.Progress()):
+    """Whole-file analysis at the library's hop for files (coarser than the live hop); stops
+    when the tab that asked for it closes. Outputs: scores, timeline, segment, text."""
+    if not path:
+        return None, EMPTY_PLOT, None, "Upload or record a file first."
+    name = Path(path).name
+    progress(0.0, desc="decoding…")
+    try:
+        with _file_job(request) as cancel:
+            def report(fraction, text):  # called after each decoded block
+                if cancel.is_set():
+                    raise AnalysisCancelled(f"{100 * fraction:.0f} % done")
+                progress(fraction, desc=text)
+
+            fa = analyze_file(path, setup.model, window_s=float(window), max_duration_s=setup.max_file_s,
+                              progress=report, config=EngineConfig(silence_dbfs=setup.defaults.silence_dbfs))
+    except AnalysisCancelled as exc:
+        log.info("file analysis of %s cancelled, the tab closed (%s)", name, exc)
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    except (AudioDecodeError, ValueError, MemoryError) as exc:
+        # shown in the page (and as a toast); the results of the previous file are cleared
+        msg = f"Cannot analyse {name}: {_readable(exc, path)}"
+        log.info("file analysis refused: %s", msg)
+        gr.Warning(msg, title="Unreadable file" if isinstance(exc, AudioDecodeError) else "Analysis failed")
+        return None, EMPTY_PLOT, None, render.file_error_html(msg)
+    md = render.file_markdown(fa, name, float(window))
+    if not fa.scores:
+        return "silence", EMPTY_PLOT, None, md
+    top = list(fa.scores)[:int(top_k)]
+    rows = pd.DataFrame(fa.timeline_rows(top), columns=["time (s)", "score", "genre"])
+    # Gradio 6's plot fixes its colour domain when it (re)draws, and redraws only when a setting
+    # such as `color_map` changes: so the map holds exactly the plotted genres
+    timeline = gr.LinePlot(value=rows, color_map={g: render.plot_style(i)[0] for i, g in enumerate(top)})
+    return {g: fa.scores[g] for g in top}, timeline, _segment(path, fa.segment), md
+
+
+@contextlib.contextmanager
+def _file_job(request: gr.Request | None):
+    """A cancel event for one analysis, set when the tab that asked for it closes."""
+    key = request.session_hash if request is not None else None
+    cancel = threading.Event()
+    with _FILE_JOBS_LOCK:
+        _FILE_JOBS[key].add(cancel)
+    try:
+        yield cancel
+    finally:
+        with _FILE_JOBS_LOCK:
+            jobs = _FILE_JOBS.get(key)
+            if jobs is not None:
+                jobs.discard(cancel)
+                if not jobs:
+                    del _FILE_JOBS[key]
+
+
+def _segment(path: str, span: tuple | None):
+    """The most characteristic segment as the player takes it: (rate, int16 samples)."""
+    if span is None:
+        return None
+    try:
+        samples, rate = read_segment(path, *span)
+    except (AudioDecodeError, ValueError) as exc:  # (the analysis read it: unlikely)
+        log.info("no segment to play: %s", exc)
+        return None
+    return rate, (np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16)  # (float would be normalised)
+
+
+def _readable(exc: Exception, path: str) -> str:
+    """The error without server paths."""
+    msg = str(exc)
+    for p in sorted({str(path), str(Path(path).resolve())}, key=len, reverse=True):
+        msg = msg.replace(p, Path(path).name)
+    return msg
+
+
+# ---- the layout ---------------------------------------------------------------------------------------
+def _sliders(d: LiveSettings):
+    """The settings accordion: window, hop, smoothing, top-k (a model default outside the
+    usual range widens it)."""
+    (w_lo, w_hi), (h_lo, h_hi) = PAGE_RANGES["window"], PAGE_RANGES["hop"]
+    with gr.Accordion("Settings", open=False):
+        with gr.Row():
+            window = gr.Slider(min(w_lo, d.window_s), max(w_hi, d.window_s), value=d.window_s, step=0.5,
+                               label="Window (s)", info="audio per classification; longer is steadier but reacts later",
+                               elem_id="set-window")
+            hop = gr.Slider(min(h_lo, d.hop_s), max(h_hi, d.hop_s), value=d.hop_s, step=0.25, label="Hop (s)",
+                            info="time between readouts; compute grows as hop shrinks", elem_id="set-hop")
+            smoothing = gr.Slider(*PAGE_RANGES["smoothing"], value=d.smoothing_s, step=0.5, label="Smoothing (s)",
+                                  info="time constant of the live readout (0 = off)", elem_id="set-smoothing")
+            top_k = gr.Slider(*PAGE_RANGES["top_k"], value=d.top_k, step=1, label="Genres shown (top-k)",
+                              elem_id="set-topk")
+        gr.Markdown("Live settings apply from the next **Record**.")
+    return window, hop, smoothing, top_k
+
+
+def build_demo(model, args) -> gr.Blocks:
+    """The page for `model` with the command line's settings (`app.parse_args`)."""
+    setup = Setup.from_args(model, args)
+    with gr.Blocks(title="Live music-genre classifier", delete_cache=(600, 3600)) as demo:
+        gr.Markdown("# Live music-genre classifier\nHold your microphone near the music, or analyse a recording "
+                    "in the **File** tab.")
+        gr.Markdown(escape(model_line(model)), elem_id="model-notice")  # said once: which model and why
+        # one LiveSession per browser tab: set by demo.load, closed by demo.unload when the tab
+        # goes, or by the time-to-live (refreshed by every live readout) when a tab vanishes
+        session = gr.State(None, delete_callback=close_expired_session, time_to_live=SESSION_TTL_S)
+        page = gr.State(setup)
+        window, hop, smoothing, top_k = _sliders(setup.defaults)
+        with gr.Tabs():
+            with gr.Tab("Live", id="live"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2):
+                        mic = gr.Audio(sources=["microphone"], streaming=True, type="filepath",
+                                       label="Microphone", elem_id="live-mic",
+                                       waveform_options=gr.WaveformOptions(show_recording_waveform=False))
+                        live_label = LeaderLabel(label="Genre now (smoothed)", num_top_classes=10,
+                                                 elem_id="live-label")
+                    with gr.Column(scale=3):
+                        live_plot = gr.HTML(render.EMPTY_LIVE_PLOT, elem_id="live-plot")
+                        summary = gr.Markdown(elem_id="live-summary")
+                live_status = gr.HTML(elem_id="live-status", js_on_load=MUSIC_MIC_JS)
+            with gr.Tab("File", id="file"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2):
+                        file_in = gr.Audio(sources=["upload", "microphone"], type="filepath",
+                                           label="Recording (wav, mp3, flac, ogg, opus)", elem_id="file-in")
+                        analyse_btn = gr.Button("Analyse", variant="primary", elem_id="analyse")
+                        file_label = gr.Label(label="Average genre scores", num_top_classes=10, elem_id="file-label")
+                    with gr.Column(scale=3):
+                        file_md = gr.Markdown(elem_id="file-status")
+                        timeline = gr.LinePlot(EMPTY_PLOT, x="time (s)", y="score", color="genre",
+                                               label="Scores per window", y_lim=[0, None], elem_id="file-timeline")
+                        segment = gr.Audio(label="Most characteristic segment", type="numpy", interactive=False,
+                                           elem_id="file-segment")
+
+        demo.load(new_session, inputs=[page], outputs=[session, live_status], show_progress="hidden")
+        demo.unload(end_session)
+        mic.stream(on_chunk, inputs=[mic, session], outputs=None, stream_every=STREAM_EVERY_S,
+                   concurrency_limit=None, time_limit=None, show_progress="hidden", queue=True)
+        mic.start_recording(watch, inputs=[page, session, window, hop, smoothing, top_k],
+                            outputs=[live_label, live_plot, live_status, summary, session],
+                            concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")
+        mic.stop_recording(finish, inputs=[session], outputs=[summary, live_status, live_label, live_plot],
+                           concurrency_limit=None, show_progress="hidden")
+        live_status.submit(on_mic_outcome, inputs=[session], outputs=None, concurrency_limit=None,
+                           show_progress="hidden")
+        for event in (analyse_btn.click, file_in.upload, file_in.stop_recording):
+            event(analyse, inputs=[page, file_in, window, top_k], outputs=[file_label, timeline, segment, file_md],
+                  concurrency_limit=2, show_progress_on=[file_md])
+    return demo
+
+
+def launch(demo: gr.Blocks, args) -> None:
+    """Serve the page until interrupted (`args`: app.parse_args' host, port, share, max_file_mb).
+    Raises OSError when the port cannot be used."""
+    logging.getLogger("uvicorn.error").addFilter(uploads.BrowserGone())
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                max_file_size=int(args.max_file_mb * 1024 * 1024), show_error=True, css=CSS, theme=gr.themes.Soft())

@@ -1,0 +1,82 @@
+"""Hygiene of Gradio's upload cache: the microphone is streamed as small WAV files that Gradio
+writes to its cache, one folder per chunk. They are deleted as soon as they are decoded, and
+those that never reached the page are swept up after a recording; nothing outside the cache
+is ever touched."""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from gradio.utils import get_upload_folder
+
+log = logging.getLogger(__name__)
+
+WAV_HEADER_BYTES = 44
+
+
+def upload_root() -> Path:
+    return Path(get_upload_folder()).resolve()  # GRADIO_TEMP_DIR, else <tmp>/gradio
+
+
+def wav_header(path: str) -> bytes | None:
+    """The file's 44-byte WAV header (None if it has none)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(WAV_HEADER_BYTES)
+        return head if head[:4] == b"RIFF" and len(head) == WAV_HEADER_BYTES else None
+    except OSError:
+        return None
+
+
+def discard_upload(path: str) -> None:
+    """Delete an uploaded file and its per-upload folder, if it lies in Gradio's upload cache."""
+    try:
+        p = Path(path).resolve()
+        root = upload_root()
+        if root not in p.parents:
+            return
+        p.unlink(missing_ok=True)
+        if p.parent != root:
+            p.parent.rmdir()  # fails harmlessly when another upload shares the folder
+    except OSError:
+        pass
+
+
+def sweep_orphan_chunks(first_chunk: tuple[bytes, float] | None, delay_s: float = 5.0) -> None:
+    """Delete, after `delay_s`, a recording's chunks that were uploaded but never handled.
+
+    Gradio's recorder uploads a chunk, then skips the stream event when recording stopped
+    meanwhile: that chunk would stay in the cache. Every chunk of one recording starts with the
+    same WAV header (the browser's first chunk's), so `first_chunk` (that header and the wall
+    time it arrived) finds them: cached WAV files with this header written since."""
+    if first_chunk is None:
+        return
+    header, since = first_chunk
+
+    def sweep():
+        for p in upload_root().glob("*/audio.wav"):
+            try:
+                if p.stat().st_mtime >= since - 1 and wav_header(str(p)) == header:
+                    discard_upload(str(p))
+            except OSError:
+                pass
+
+    t = threading.Timer(delay_s, sweep)
+    t.daemon = True
+    t.start()
+
+
+class BrowserGone(logging.Filter):
+    """A browser that goes away in the middle of an upload (a closed tab's last microphone
+    chunk) is not a server error: one INFO line instead of uvicorn's traceback. Attach it to
+    the "uvicorn.error" logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None:
+            if type(exc).__name__ == "ClientDisconnect":
+                log.info("a browser went away during an upload")
+                return False
+            exc = exc.__cause__ or exc.__context__
+        return True

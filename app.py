@@ -60,7 +60,7 @@ if __name__ == "__main__":  # before the heavy imports below: --help and mistake
         _fail(EXIT_PORT, _problem)
 
 from stream import ModelLoadError, load_model  # noqa: E402  (torch and gradio take seconds to import)
-from ui.report import model_line  # noqa: E402
+from ui.report import model_error, model_line  # noqa: E402
 from ui.web.page import build_demo, launch  # noqa: E402
 
 log = logging.getLogger("app")
@@ -71,10 +71,7 @@ def _load(spec: str):
     try:
         return load_model(spec)
     except ModelLoadError as exc:
-        if hasattr(exc, "advice"):  # phrased for this command line, not the Python API
-            fallback = f", or use the bundled offline model: --model {exc.fallback}" if exc.fallback else ""
-            _fail(EXIT_MODEL, f"cannot load model {exc.spec!r}: {exc.cause}. {exc.advice}{fallback}.")
-        _fail(EXIT_MODEL, str(exc))
+        _fail(EXIT_MODEL, model_error(exc))  # phrased for this command line, not the Python API
     except (OSError, ValueError) as exc:
         _fail(EXIT_MODEL, f"cannot load model {spec!r}: {exc}")
 

@@ -31,7 +31,7 @@ import sys
 import time
 
 from ui.options import DEFAULTS, add_engine_flags, add_model_flag, engine_config, number, problems
-from ui.report import model_line
+from ui.report import model_error, model_line
 from ui.terminal.devices import DeviceError, list_devices, open_input
 from ui.terminal.sources import FileSource, MicSource, Source
 from ui.terminal.view import open_view
@@ -135,7 +135,7 @@ def load_engine(args, source: Source, on_result):
     try:
         model = load_model(args.model)
     except ModelLoadError as exc:
-        raise CliError(EXIT_MODEL, model_error(exc)) from None
+        raise CliError(EXIT_MODEL, model_error(exc, "-m")) from None
     info(model_line(model))
     if source.duration_s is not None and (why := too_short(model, source.duration_s)):
         raise CliError(EXIT_AUDIO, f"--file {args.file!r} is {source.duration_s:.2f} s long: too short to "
@@ -164,16 +164,6 @@ def connect(args, source: Source, on_result):
         raise CliError(EXIT_USAGE if exc.kind == "rejected" else EXIT_SERVER, str(exc)) from None
     info(f"Server {args.server}: model {ready['model']}.")
     return engine
-
-
-def model_error(exc) -> str:
-    """ModelLoadError in the CLI's terms: options, not Python calls."""
-    advice = exc.advice
-    if advice == type(exc).DEFAULT_ADVICE:
-        advice = ("Give -m a local checkpoint directory (a folder with config.json and model weights) "
-                  "or a Hugging Face Hub id that is cached or reachable")
-    fallback = f", or use the bundled offline model: -m {exc.fallback}" if exc.fallback else ""
-    return f"Could not load model {exc.spec!r}: {exc.cause}. {advice}{fallback}."
 
 
 def listen(args, engine, source: Source, view, results: queue.Queue) -> tuple[str, int]:

@@ -16,7 +16,7 @@ _WHERE = {
     "StreamEngine": "engine", "EngineStats": "engine", "Result": "engine", "SessionSummary": "engine",
     "AudioDecodeError": "errors", "EngineClosedError": "errors", "ModelLoadError": "errors",
     "AudioInfo": "files", "FileAnalysis": "files", "analyze_file": "files", "decode_blocks": "files",
-    "probe_file": "files",
+    "probe_file": "files", "read_segment": "files",
     "AudioModel": "models", "load_model": "models",
 }
 

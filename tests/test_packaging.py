@@ -99,8 +99,9 @@ def test_wheel_carries_code_weights_and_their_license(wheel):
         assert wheel.getinfo(f"stream/models/musicnn/weights/{f}").file_size == \
             (ROOT / "stream/models/musicnn/weights" / f).stat().st_size
     assert "stream/models/musicnn/tags.json" in names
-    for py in ROOT.glob("stream/**/*.py"):  # a new module or subpackage is picked up without editing pyproject
+    for py in [*ROOT.glob("stream/**/*.py"), *ROOT.glob("ui/**/*.py")]:  # new modules are picked up by themselves
         assert py.relative_to(ROOT).as_posix() in names
+    assert {"ui/web/music_mic.js", "ui/web/page.css"} <= names  # the page's assets (package data)
     assert {"app.py", "cli_listen.py"} <= names
     tops = {n.split("/")[0] for n in names}
     assert not tops & {"tests", "bench", "tools", "scripts"}, tops

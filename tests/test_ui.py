@@ -62,6 +62,11 @@ def test_ranges_are_enforced_only_when_given():
     assert parse(argv)[1] == []
     _, bad = parse(argv, options.PAGE_RANGES)
     assert "--window 40 is outside 3..30" in bad and "--top-k 0 is outside 1..10" in bad
+    _, bad = parse(["--hop", "-1"], options.PAGE_RANGES)
+    assert bad == ["--hop -1 must be a positive number of seconds"]  # one message per flag
+    p = argparse.ArgumentParser()
+    options.add_engine_flags(p, options.PAGE_RANGES)
+    assert "0 = all" not in p.format_help() and "1-10" in p.format_help()
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "abc"])
@@ -74,6 +79,14 @@ def test_non_numbers_are_refused(text, capsys):
 def test_duration():
     assert report.duration(0.04) == "0.0 s" and report.duration(42) == "42.0 s"
     assert report.duration(65.3) == "1:05.3" and report.duration(-1) == "0.0 s"
+
+
+def test_model_error_speaks_of_the_flag():
+    from stream.errors import ModelLoadError
+
+    msg = report.model_error(ModelLoadError("nosuch/model", "the Hub is unreachable"), "-m")
+    assert msg.startswith("Could not load model 'nosuch/model': the Hub is unreachable. Give -m a local")
+    assert msg.endswith("or use the bundled offline model: -m musicnn.") and "load_model(" not in msg
 
 
 def test_model_line():

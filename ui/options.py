@@ -66,8 +66,11 @@ def add_engine_flags(parser: argparse.ArgumentParser, ranges: dict | None = None
                    help=f"{field_help('hop_s')}{span('hop')} [default: the model's]")
     g.add_argument("-s", "--smoothing", type=number, metavar="S", default=DEFAULTS.smoothing_s,
                    help=f"{field_help('smoothing_s')}{span('smoothing')} [default {DEFAULTS.smoothing_s:g}]")
+    top_k = field_help("top_k")
+    if "top_k" in ranges:  # (a range without 0: "0 = all" does not apply)
+        top_k = top_k.split(" (")[0]
     g.add_argument("-k", "--top-k", type=int, metavar="N", default=DEFAULTS.top_k,
-                   help=f"{field_help('top_k')}{span('top_k')} [default {DEFAULTS.top_k}]")
+                   help=f"{top_k}{span('top_k')} [default {DEFAULTS.top_k}]")
     g.add_argument("--silence-dbfs", type=number, metavar="DB", default=DEFAULTS.silence_dbfs,
                    help=f"windows quieter than this are reported as silence, not classified "
                         f"[default {DEFAULTS.silence_dbfs:g}]")
@@ -86,10 +89,11 @@ def problems(args: argparse.Namespace, ranges: dict | None = None) -> list[str]:
     if args.silence_dbfs > 0:
         out.append(f"--silence-dbfs {args.silence_dbfs:g} must be a level below 0 dBFS")
     for key, (lo, hi) in (ranges or {}).items():
-        value = getattr(args, key)
-        if value is not None and not lo <= value <= hi:
-            out.append(f"--{key.replace('_', '-')} {value:g} is outside {lo:g}..{hi:g}")
-    return list(dict.fromkeys(out))
+        flag, value = f"--{key.replace('_', '-')}", getattr(args, key)
+        said = any(p.startswith(f"{flag} ") for p in out)  # one message per flag
+        if value is not None and not lo <= value <= hi and not said:
+            out.append(f"{flag} {value:g} is outside {lo:g}..{hi:g}")
+    return out
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:

@@ -30,6 +30,16 @@ def model_line(model) -> str:
     return getattr(model, "notice", None) or f"Model: {model.name}."
 
 
+def model_error(exc, flag: str = "--model") -> str:
+    """A `ModelLoadError` phrased for a command line: its flag, not Python calls."""
+    advice = exc.advice
+    if advice == type(exc).DEFAULT_ADVICE:
+        advice = (f"Give {flag} a local checkpoint directory (a folder with config.json and model weights) "
+                  "or a Hugging Face Hub id that is cached or reachable")
+    fallback = f", or use the bundled offline model: {flag} {exc.fallback}" if exc.fallback else ""
+    return f"Could not load model {exc.spec!r}: {exc.cause}. {advice}{fallback}."
+
+
 def summary_text(summary, stats=None, reason: str | None = None, *, received_s: float | None = None,
                  too_short: str | None = None, markdown: bool = False, **counters) -> str:
     """The session summary as one paragraph (markdown=True: with bold, for the page).

@@ -1,11 +1,17 @@
 """Shared fixtures: a tiny real transformers checkpoint, simple real models, test audio."""
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
 
 import numpy as np
+
+# A Ray API call after ray.shutdown() would quietly start a new local cluster inside the test
+# process, whose driver then exits (code 1, no report) a minute after that cluster goes: tests
+# start Ray explicitly.
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
 import pytest
 
 from stream.models.base import AudioModel

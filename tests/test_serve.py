@@ -37,8 +37,9 @@ def ray_app():
         deploy("musicnn", name=APP, replicas=1, cpus=0.5, max_batch_size=8, batch_wait_s=0.01)
         yield APP
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +299,14 @@ def test_edge_without_torch_runs_cli_listen_through_ray(ray_app, local_model, tm
     for got, want in zip(results, local):
         assert got["label"] == want["label"] and got["scores"].keys() == want["scores"].keys()
         assert max(abs(got["scores"][k] - v) for k, v in want["scores"].items()) <= 2e-4  # JSON: 4 places
+
+
+def test_after_ray_shutdown_calls_fail_instead_of_starting_a_ray(ray_app, local_model):
+    """(Last in this module: it shuts this process's Ray down.) A window sent after
+    ray.shutdown() is a counted, named error; no new local Ray is started behind the caller."""
+    remote = load_model(f"ray://{ray_app}")
+    serve.shutdown()
+    ray.shutdown()
+    with pytest.raises(RemoteModelError, match="Ray was shut down in this process"):
+        remote.predict(np.zeros((1, 48000), np.float32))
+    assert not ray.is_initialized()

@@ -20,10 +20,6 @@ print('shape', m.predict(np.full((2, 48000), 0.01, np.float32)).shape)
 """
 
 
-@pytest.mark.skipif(os.environ.get("RUN_RAY_TWO_COMMANDS") != "1",
-                    reason="twice in three full-suite runs the pytest process itself exited (code 1) during this "
-                           "test, as a Ray driver does when its raylet goes; opt in with RUN_RAY_TWO_COMMANDS=1 "
-                           "until that is understood")
 def test_local_run_two_commands():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     srv = subprocess.Popen([sys.executable, "-m", "stream.serve", "--model", "musicnn", "--name", "genre-cli",

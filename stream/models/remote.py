@@ -141,7 +141,7 @@ class RemoteModel(AudioModel):
                  max_batch: int = 1, request_timeout_s: float = REQUEST_TIMEOUT_S,
                  ready_timeout_s: float = READY_TIMEOUT_S, connect_timeout_s: float = CONNECT_TIMEOUT_S):
         spec = f"{SCHEME}{app}" + (f"@{address}" if address else "")
-        _, serve = import_ray(spec)
+        self._ray, serve = import_ray(spec)
         where = connect(address, spec=spec, timeout=connect_timeout_s)
         waited: list[str] = []
 
@@ -181,6 +181,9 @@ class RemoteModel(AudioModel):
         """Probabilities for a batch of windows, computed by a replica. Raises
         RemoteModelError (one line, the cause chained) when the call fails."""
         w = np.ascontiguousarray(windows, dtype=np.float32)
+        if not self._ray.is_initialized():  # a call now would start a fresh local Ray by itself
+            raise RemoteModelError(f"remote model {self.app!r}: Ray was shut down in this process "
+                                   "(ray.shutdown()); load the model again to reconnect")
         try:
             out = self._handle.predict.remote(w).result(timeout_s=self.request_timeout_s)
         except Exception as exc:

@@ -28,6 +28,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 
 from ui.options import DEFAULTS, add_engine_flags, add_model_flag, engine_config, number, problems
@@ -169,15 +170,24 @@ def connect(args, source: Source, on_result):
 def listen(args, engine, source: Source, view, results: queue.Queue) -> tuple[str, int]:
     """Feed the source to the engine and show results until the input ends or fails, or
     Ctrl-C; then stop the input, classify the tail and close the engine. (reason, exit code)"""
+    # Ctrl-C and SIGTERM only ask the loop to stop: an exception raised at an arbitrary point could
+    # leave one of the engine's locks held, and closing it would then hang. A second one exits at once.
+    stopping = threading.Event()
+
+    def request_stop(signum, frame):
+        if stopping.is_set():
+            os._exit(EXIT_INTERRUPTED)
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
     source.start(engine.feed)
     c = engine.config
     info(f"{source.title}; window {c.window_s:g} s, hop {c.hop_s:g} s, smoothing {c.smoothing_s:g} s. Ctrl-C to stop.")
     reason, code = "interrupted", EXIT_OK
     with view:
         try:
-            reason, code = watch(args, engine, source, view, results)
-        except (KeyboardInterrupt, Stop):
-            signal.signal(signal.SIGINT, lambda *a: os._exit(EXIT_INTERRUPTED))  # a second Ctrl-C exits at once
+            reason, code = watch(args, engine, source, view, results, stopping)
         finally:
             source.stop()
             if reason != "interrupted" and code == EXIT_OK:  # end of input: the tail's result (bounded wait)
@@ -188,10 +198,10 @@ def listen(args, engine, source: Source, view, results: queue.Queue) -> tuple[st
     return reason, code
 
 
-def watch(args, engine, source: Source, view, results: queue.Queue) -> tuple[str, int]:
-    """Show each result as it comes until a reason to stop."""
+def watch(args, engine, source: Source, view, results: queue.Queue, stopping) -> tuple[str, int]:
+    """Show each result as it comes until a reason to stop (`stopping`: Ctrl-C or SIGTERM)."""
     t0, told_skip = time.monotonic(), False
-    while True:
+    while not stopping.is_set():
         try:
             view.show(results.get(timeout=0.05))
         except queue.Empty:
@@ -206,6 +216,7 @@ def watch(args, engine, source: Source, view, results: queue.Queue) -> tuple[str
         stop = stop_reason(args, engine, source, time.monotonic() - t0)
         if stop:
             return stop
+    return "interrupted", EXIT_OK
 
 
 def stop_reason(args, engine, source: Source, elapsed: float) -> tuple[str, int] | None:

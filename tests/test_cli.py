@@ -70,6 +70,7 @@ class LiveRun:
     """The CLI as a subprocess; stdout lines are collected with their arrival times."""
 
     def __init__(self, args, env):
+        env = {**env, "PYTHONFAULTHANDLER": "1"}  # SIGABRT dumps every thread's stack (see wait)
         self.proc = subprocess.Popen([sys.executable, CLI, *args], env=env, cwd=ROOT, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines: list[tuple[float, str]] = []
@@ -95,9 +96,14 @@ class LiveRun:
     def wait(self, timeout):
         try:
             rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        except subprocess.TimeoutExpired:  # where is it stuck? the stacks go to stderr
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self._err.join(5)
             raise AssertionError(f"cli_listen.py did not exit within {timeout} s; stderr:\n{self.stderr}")
         self._out.join(5)
         self._err.join(5)

@@ -1,5 +1,5 @@
 """`python -m stream.serve` starts a local Ray and deploys; another process uses ray://genre.
-(A module of its own: it must not share this process's Ray with tests/test_serve.py.)"""
+(Its Ray runs in processes of their own: the test process never becomes a Ray driver.)"""
 import os
 import signal
 import subprocess

@@ -28,7 +28,7 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(libportaudio2 ffmpeg)
 if [ "${1:-}" = "--dev" ]; then
-  pkgs+=(chromium pulseaudio pulseaudio-utils libasound2-plugins asc-music tmux wesnoth-1.16-music)
+  pkgs+=(chromium pulseaudio pulseaudio-utils libasound2-plugins asc-music tmux wesnoth-1.16-music espeak-ng)
 fi
 # Debian ships venv's pip bootstrap (ensurepip) in a separate package, python3.X-venv.
 if [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then

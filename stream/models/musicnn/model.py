@@ -20,11 +20,17 @@ TAGS_PATH = PACKAGE_DIR / "tags.json"
 # "<DATASET>_LABELS" in tags.json.
 SPECS: dict[str, tuple[str, ...]] = {
     "musicnn": ("MTT_musicnn", "MSD_musicnn"),
+    "musicnn-original": ("MTT_musicnn", "MSD_musicnn"),
     "musicnn-mtt": ("MTT_musicnn",),
     "musicnn-msd": ("MSD_musicnn",),
     "vgg-mtt": ("MTT_vgg",),
     "vgg-msd": ("MSD_vgg",),
 }
+
+# Specs whose weights are not the converted originals: spec -> folder under weights/.
+# "musicnn" runs the room-robust students of tools/train_robust.py (weights/robust/MODEL_CARD.md):
+# same architecture and tags, trained to hear a room as the originals hear a clean file.
+TRAINED: dict[str, str] = {}
 
 # Tags (display form, lower case) that name a genre or style. The genre view is this set
 # *intersected with the tags the loaded checkpoints really output*, so a label is never
@@ -219,8 +225,9 @@ class MusicnnModel(AudioModel):
 def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "auto") -> MusicnnModel:
     """Load a bundled musicnn model, offline.
 
-    Specs: ``"musicnn"`` (MTT + MSD musicnn merged, 92 tags; the default),
-    ``"musicnn-mtt"``, ``"musicnn-msd"``, ``"vgg-mtt"``, ``"vgg-msd"`` (single checkpoints,
+    Specs: ``"musicnn"`` (MTT + MSD musicnn merged, 92 tags; the default; the room-robust
+    students where `TRAINED` names them), ``"musicnn-original"`` (the same two networks with
+    the converted upstream weights, for comparison), ``"musicnn-mtt"``, ``"musicnn-msd"``, ``"vgg-mtt"``, ``"vgg-msd"`` (single checkpoints,
     50 tags). The vgg models cost about as much per patch as musicnn on a CPU (see
     bench/musicnn.py) and score a little lower upstream (ROC-AUC on MTT 0.9030 vs
     0.9067), so they are mainly for comparison. The merged default costs two single
@@ -250,7 +257,8 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "aut
         nets = {}
         for ckpt in SPECS[key]:
             arch = ckpt.split("_", 1)[1]
-            nets[ckpt] = ARCHITECTURES[arch](load_file(str(WEIGHTS_DIR / f"{ckpt}.safetensors")))
+            folder = WEIGHTS_DIR / TRAINED.get(key, "")
+            nets[ckpt] = ARCHITECTURES[arch](load_file(str(folder / f"{ckpt}.safetensors")))
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         raise ModelLoadError(
             spec, f"bundled weights are missing or damaged ({type(e).__name__}: {e})",

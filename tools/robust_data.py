@@ -1,0 +1,123 @@
+"""Music for the room-robust recipe (tools/train_robust.py) and its benchmark (bench/robust.py).
+
+Free music shipped by Debian packages, split **by package**: a package is either a
+training or a validation source, never both, so no track (or a remix of it, or another
+take from the same composer's session) is on both sides. Validation = asc-music
+(electronic) + wesnoth-1.16-music (orchestral): the two families bench/quality.py asks
+about, and both installed by `scripts/setup.sh --dev`, so tests can use them.
+
+Licences are each package's /usr/share/doc/<pkg>/copyright. The weights trained on these
+recordings ship; the recordings do not.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+RATE = 16000
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str  # Debian package
+    licence: str  # as its copyright file says, for the music
+    patterns: tuple[str, ...]  # globs; "archive.pk3:inner/*.ogg" reads zip members
+    note: str = ""
+
+
+TRAIN = (
+    Package("nexuiz-music", "GPL-2+", ("/usr/share/games/nexuiz/data/music.pk3:sound/cdtracks/*.ogg",),
+            "electronic / industrial game soundtrack"),
+    Package("warzone2100-music", "GPL-2+ or CC-BY-SA-3.0 (albums/*/license.txt)",
+            ("/usr/share/games/warzone2100/music/albums/*/*.opus",), "electronic, ambient and rock"),
+    Package("freedroidrpg-data", "GPL-2+", ("/usr/share/freedroidrpg/data/sound/music/*.ogg",),
+            "electronic and ambient"),
+    Package("fretsonfire-songs-sectoid", "GPL",
+            ("/usr/share/games/fretsonfire/data/songs/sectoid/*/song.ogg",), "rock / metal (song + guitar stems mixed)"),
+    Package("fretsonfire-songs-muldjord", "CC-BY-SA-3.0",
+            ("/usr/share/games/fretsonfire/data/songs/muldjord/*/song.ogg",), "rock / metal (song + guitar stems mixed)"),
+    Package("hedgewars-data", "GPL-2 / CC-BY-SA-3.0 (per file, see copyright)", ("/usr/share/games/hedgewars/Data/Music/*.ogg",),
+            "varied: orchestral, oriental, pop, rock"),
+    Package("openclonk-data", "not stated for the music in its copyright file (engine ISC; upstream content CC-BY)", ("/usr/share/games/openclonk/Music.ocg/*.ogg",),
+            "orchestral and ambient"),
+    Package("drascula-music", "Drascula licence (BSD-like, DFSG-free)", ("/usr/share/scummvm/drascula/audio/*.ogg",),
+            "adventure-game score: orchestral, jazz, pop"),
+)
+VALIDATION = (
+    Package("asc-music", "GPL-2+", ("/usr/share/games/asc/music/*.mp3",), "electronic (Michael Kievernagel)"),
+    Package("wesnoth-1.16-music", "GPL-2+", ("/usr/share/games/wesnoth/1.16/data/core/music/*.ogg",),
+            "orchestral game soundtrack"),
+)
+# Electronic vs acoustic: what a validation track is, for family accuracy.
+VALIDATION_FAMILY = {"asc-music": "electronic", "wesnoth-1.16-music": "acoustic"}
+
+
+@dataclass(frozen=True)
+class Track:
+    package: str
+    name: str
+    source: str  # path, or "archive:member"
+
+
+def tracks(packages) -> list[Track]:
+    """Every track of `packages` that is installed, sorted (stable across runs)."""
+    import fnmatch
+
+    out = []
+    for pkg in packages:
+        for pat in pkg.patterns:
+            if ":" in pat and pat.split(":", 1)[0].endswith((".pk3", ".zip")):
+                arch, inner = pat.split(":", 1)
+                if os.path.isfile(arch):
+                    with zipfile.ZipFile(arch) as z:
+                        out += [Track(pkg.name, os.path.basename(n), f"{arch}:{n}")
+                                for n in sorted(z.namelist()) if fnmatch.fnmatch(n, inner)]
+            else:
+                out += [Track(pkg.name, os.path.join(os.path.basename(os.path.dirname(p)), os.path.basename(p)), p)
+                        for p in sorted(glob.glob(pat))]
+    return out
+
+
+def _ffmpeg_decode(data: bytes | None, path: str | None) -> np.ndarray:
+    cmd = ["ffmpeg", "-v", "error", "-i", path or "pipe:0", "-f", "f32le", "-ac", "1", "-ar", str(RATE), "pipe:1"]
+    r = subprocess.run(cmd, input=data, capture_output=True, check=True)
+    return np.frombuffer(r.stdout, np.float32).copy()
+
+
+def load(track: Track) -> np.ndarray:
+    """Mono float32 at 16 kHz. Fret-on-Fire songs are stems: song.ogg + guitar.ogg (+ rhythm.ogg) summed."""
+    if ":" in track.source and not os.path.exists(track.source):
+        arch, member = track.source.split(":", 1)
+        with zipfile.ZipFile(arch) as z:
+            return _ffmpeg_decode(z.read(member), None)
+    y = _ffmpeg_decode(None, track.source)
+    if track.package.startswith("fretsonfire"):
+        folder = os.path.dirname(track.source)
+        for stem in ("guitar.ogg", "rhythm.ogg"):
+            p = os.path.join(folder, stem)
+            if os.path.exists(p):
+                s = _ffmpeg_decode(None, p)
+                n = min(len(y), len(s))
+                y = y[:n] + s[:n]
+    return y
+
+
+def level(x: np.ndarray, dbfs: float = -20.0) -> np.ndarray:
+    """Scaled to `dbfs` RMS, peak kept under 0.99 (a limiter, not a level change)."""
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) + 1e-12
+    y = x * (10 ** (dbfs / 20) / rms)
+    peak = float(np.abs(y).max(initial=0.0))
+    return (y * (0.99 / peak) if peak > 0.99 else y).astype(np.float32)
+
+
+if __name__ == "__main__":  # inventory: hours per package
+    for side, pkgs in (("train", TRAIN), ("validation", VALIDATION)):
+        for pkg in pkgs:
+            ts = tracks([pkg])
+            secs = sum(len(load(t)) / RATE for t in ts)
+            print(f"{side:10s} {pkg.name:28s} {len(ts):4d} tracks {secs / 3600:5.2f} h  {pkg.licence}")

@@ -1,0 +1,409 @@
+#!/usr/bin/env python3
+"""Teach the bundled MusiCNN networks to hear a room as they hear a clean file (issue 18).
+
+    python tools/train_robust.py                      # prepare (cached), train, export to --out
+    python tools/train_robust.py --steps 50 --out /tmp/try   # a short try
+    python tools/train_robust.py --install            # write the weights the package ships
+
+Teacher-student distillation, no genre labels: the teacher is the bundled MusiCNN (the MTT
+and MSD networks) on a clean 3 s patch; each student starts as a copy of its teacher, with
+the same architecture (so patch reuse, the ONNX Runtime export and its self-check are
+unchanged), hears the same patch through a random acoustic chain (tools/robust_chain.py:
+simulated rooms, noise and babble, small-device effects, codecs; sometimes nothing) and
+learns the teacher's probabilities on all 50 tags of its network (binary cross-entropy
+against the soft targets). The loss printed is the *excess* over the targets' own entropy,
+the floor BCE against soft targets cannot go under.
+
+Data: free music from Debian packages (tools/robust_data.py), training packages only;
+validation packages (asc-music, wesnoth-1.16-music) only pick the checkpoint to keep (early
+stopping on their degraded patches) and are never trained on. Batches are balanced by the
+teacher's clean top genre, so the student does not learn "degraded audio sounds like the
+majority style" (an unbalanced trial did exactly that).
+
+Stages, each cached under --cache (default ~/.cache/live-genre-robust), so a rerun or a
+resumed run skips what is done: patches (decoded, 1 s of pre-roll each for the reverb's
+tail), the teacher's outputs, the RIR bank, the babble bank, training checkpoints.
+On a 2-core CPU: prepare ~10 min, then ~3 s per step of 16 patches.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+import robust_chain as RC  # noqa: E402
+import robust_data as RD  # noqa: E402
+from stream.models.musicnn.frontend import PATCH_SAMPLES, LogMel  # noqa: E402
+from stream.models.musicnn.model import GENRE_TAGS, WEIGHTS_DIR, display_name, load_tag_lists  # noqa: E402
+from stream.models.musicnn.nets import ARCHITECTURES  # noqa: E402
+
+PRE_ROLL = RC.RATE  # 1 s before each patch feeds the reverb's tail
+NETS = ("MTT_musicnn", "MSD_musicnn")  # the teacher: the original weights in WEIGHTS_DIR
+LAYER_SETS = {
+    # which parameters learn; batch norms are folded and stay fixed (they are affine maps here)
+    "all": lambda n: True,
+    "front": lambda n: n.startswith(("timbral", "temporal")),
+    "front+mid": lambda n: n.startswith(("timbral", "temporal", "mid")),
+    "back": lambda n: n.startswith(("dense", "out")),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---- stage 1: patches ----------------------------------------------------------------------
+
+def cut_patches(y: np.ndarray, stride_s: float, max_per_track: int) -> list[np.ndarray]:
+    """Patches with pre-roll every stride_s, skipping near-silence (< -45 dBFS RMS)."""
+    n = PRE_ROLL + PATCH_SAMPLES
+    stride = int(stride_s * RC.RATE)
+    starts = list(range(0, len(y) - n, stride))
+    if len(starts) > max_per_track:  # long tracks: spread the cap over the whole track
+        starts = [starts[int(i)] for i in np.linspace(0, len(starts) - 1, max_per_track)]
+    out = []
+    for s in starts:
+        p = y[s:s + n]
+        if 20 * math.log10(RC.rms(p[PRE_ROLL:]) + 1e-12) > -45:
+            out.append(p)
+    return out
+
+
+def prepare_patches(cache: Path, packages, tag: str, stride_s: float, max_per_track: int) -> dict:
+    path = cache / f"patches-{tag}.npz"
+    if path.exists():
+        d = np.load(path, allow_pickle=False)
+        return {k: d[k] for k in d.files}
+    audio, pkg, track = [], [], []
+    for t in RD.tracks(packages):
+        ps = cut_patches(RD.load(t), stride_s, max_per_track)
+        audio += ps
+        pkg += [t.package] * len(ps)
+        track += [t.name] * len(ps)
+        log(f"  {t.package}/{t.name}: {len(ps)} patches")
+    d = {"audio": np.stack(audio).astype(np.float16), "package": np.array(pkg), "track": np.array(track)}
+    np.savez(path, **d)
+    return d
+
+
+# ---- stage 2: the teacher ------------------------------------------------------------------
+
+def load_nets(folder: Path | None = None) -> dict[str, torch.nn.Module]:
+    from safetensors.torch import load_file
+
+    folder = folder or WEIGHTS_DIR
+    return {ck: ARCHITECTURES[ck.split("_", 1)[1]](load_file(str(folder / f"{ck}.safetensors"))) for ck in NETS}
+
+
+def teacher_outputs(cache: Path, tag: str, audio: np.ndarray, nets, frontend) -> dict[str, np.ndarray]:
+    path = cache / f"teacher-{tag}.npz"
+    if path.exists():
+        d = np.load(path)
+        return {k: d[k] for k in d.files}
+    out = {ck: [] for ck in nets}
+    with torch.inference_mode():
+        for i in range(0, len(audio), 64):
+            mel = frontend(torch.from_numpy(audio[i:i + 64, PRE_ROLL:].astype(np.float32)))
+            for ck, net in nets.items():
+                out[ck].append(torch.sigmoid(net(mel)).numpy())
+    d = {ck: np.concatenate(v) for ck, v in out.items()}
+    np.savez(path, **d)
+    return d
+
+
+def genre_columns(tags: dict[str, list[str]]) -> dict[str, list[int]]:
+    return {ck: [i for i, t in enumerate(tags[ck.split("_")[0] + "_LABELS"]) if display_name(t) in GENRE_TAGS]
+            for ck in NETS}
+
+
+def top_genre(teacher: dict[str, np.ndarray], tags) -> np.ndarray:
+    """Index into a merged genre-tag list of each patch's teacher top genre (mean of the nets)."""
+    names = sorted(GENRE_TAGS)
+    score = np.zeros((len(next(iter(teacher.values()))), len(names)))
+    count = np.zeros(len(names))
+    for ck, cols in genre_columns(tags).items():
+        labels = tags[ck.split("_")[0] + "_LABELS"]
+        for c in cols:
+            j = names.index(display_name(labels[c]))
+            score[:, j] += teacher[ck][:, c]
+            count[j] += 1
+    return np.argmax(score / np.maximum(count, 1), axis=1)
+
+
+# ---- stage 3: banks --------------------------------------------------------------------------
+
+def banks(cache: Path, seed: int, n_rirs: int, n_babble: int) -> tuple[list, list]:
+    path = cache / f"banks-{seed}-{n_rirs}-{n_babble}.npz"
+    if path.exists():
+        d = np.load(path, allow_pickle=True)
+        # equal-length clips come back as one 2-D object array: make each a float32 vector again
+        return [np.asarray(h, np.float32) for h in d["rirs"]], [np.asarray(b, np.float32) for b in d["babble"]]
+    t = time.time()
+    rirs = RC.rir_bank(n_rirs, seed)
+    log(f"  RIR bank: {n_rirs} rooms in {time.time() - t:.0f} s")
+    t = time.time()
+    babble = RC.babble_bank(n_babble, seed + 1)
+    log(f"  babble bank: {n_babble} clips in {time.time() - t:.0f} s")
+    np.savez(path, rirs=np.array(rirs, dtype=object), babble=np.array(babble, dtype=object))
+    return rirs, babble
+
+
+# ---- training --------------------------------------------------------------------------------
+
+def bce_excess(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(BCE against soft targets, the same minus the targets' entropy: 0 = matched)."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    t = target.clamp(1e-7, 1 - 1e-7)
+    entropy = -(t * t.log() + (1 - t) * (1 - t).log()).mean()
+    return bce, bce - entropy
+
+
+class Batches(torch.utils.data.IterableDataset):
+    """Degraded batches, step by step; step s always draws from Generator([seed, s])."""
+
+    def __init__(self, audio, weights, chain, batch: int, seed: int, start: int, steps: int):
+        self.audio, self.p, self.chain = audio, weights / weights.sum(), chain
+        self.batch, self.seed, self.start, self.steps = batch, seed, start, steps
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            rng = np.random.default_rng([self.seed, step])
+            idx = rng.choice(len(self.audio), size=self.batch, p=self.p)
+            x = np.stack([self.chain.apply(self.audio[i].astype(np.float32), rng, PRE_ROLL) for i in idx])
+            yield step, torch.from_numpy(idx), torch.from_numpy(x)
+
+
+def degraded_set(audio: np.ndarray, chain: RC.Chain, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([chain.apply(a.astype(np.float32), rng, PRE_ROLL) for a in audio])
+
+
+def evaluate(students, frontend, audio_deg, teacher, clean_top=None, tags=None) -> dict:
+    """Mean excess BCE per net on degraded validation patches, and top-genre agreement with
+    the teacher's clean top genre."""
+    logits = {ck: [] for ck in students}
+    with torch.inference_mode():
+        for i in range(0, len(audio_deg), 64):
+            mel = frontend(torch.from_numpy(audio_deg[i:i + 64]))
+            for ck, net in students.items():
+                logits[ck].append(net(mel))
+    res = {}
+    probs = {}
+    for ck in students:
+        lg = torch.cat(logits[ck])
+        res[f"excess_{ck}"] = float(bce_excess(lg, torch.from_numpy(teacher[ck]))[1])
+        probs[ck] = torch.sigmoid(lg).numpy()
+    if clean_top is not None:
+        res["top_genre_agree"] = float(np.mean(top_genre(probs, tags) == clean_top))
+    return res
+
+
+def to_tf(net: torch.nn.Module, original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The student's weights in the checkpoint's TF names and layouts (the inverse of nets.py's
+    MusiCNN loading: un-flip the channels flipped for negative BN scales, transpose back).
+    Batch norms did not train, so their tensors are the original's."""
+    t = {k: v.clone() for k, v in original.items()}
+
+    def unflip(w, bn):
+        w = w.detach().clone()
+        w[bn.scale < 0] *= -1
+        return w
+
+    for conv, name, bn in zip(net.timbral, ("conv2d", "conv2d_1"), net.front_bn[:2]):
+        t[f"{name}/kernel"] = unflip(conv.weight, bn).permute(2, 3, 1, 0).contiguous()
+        t[f"{name}/bias"] = unflip(conv.bias, bn)
+    for conv, name, bn in zip(net.temporal, ("conv2d_2", "conv2d_3", "conv2d_4"), net.front_bn[2:]):
+        w = unflip(conv.weight, bn)  # [51, 1, kt]
+        t[f"{name}/kernel"] = w[:, 0, :].t().reshape(-1, 1, 1, w.shape[0]).contiguous()
+        t[f"{name}/bias"] = unflip(conv.bias, bn)
+    for conv, name in zip(net.mid, ("conv2d_5", "conv2d_6", "conv2d_7")):
+        t[f"{name}/kernel"] = conv.weight.detach().permute(2, 1, 0).unsqueeze(2).contiguous()
+        t[f"{name}/bias"] = conv.bias.detach().clone()
+    t["dense/kernel"] = net.dense.weight.detach().t().contiguous()
+    t["dense/bias"] = net.dense.bias.detach().clone()
+    t["dense_1/kernel"] = net.out.weight.detach().t().contiguous()
+    t["dense_1/bias"] = net.out.bias.detach().clone()
+    return {k: v.float().contiguous() for k, v in t.items()}
+
+
+def export(students, out: Path, metadata: dict) -> None:
+    from safetensors.torch import load_file, save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    for ck, net in students.items():
+        original = load_file(str(WEIGHTS_DIR / f"{ck}.safetensors"))
+        tensors = to_tf(net, original)
+        check = ARCHITECTURES["musicnn"](tensors)  # reload: the same function as the student
+        x = torch.randn(2, 187, 96) + 2
+        with torch.inference_mode():
+            diff = float((torch.sigmoid(check(x)) - torch.sigmoid(net(x))).abs().max())
+        if diff > 1e-5:
+            raise RuntimeError(f"{ck}: exported weights differ from the student by {diff:.1e}")
+        meta = {k: str(v) for k, v in metadata.items()}
+        save_file(tensors, str(out / f"{ck}.safetensors"), metadata=meta)
+    log(f"exported to {out}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "live-genre-robust")
+    ap.add_argument("--out", type=Path, default=None, help="where the weights go (default: <cache>/weights)")
+    ap.add_argument("--install", action="store_true", help="write them where the package ships them")
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="stop (and export the best so far) after this many steps, keeping the schedule of --steps: "
+                         "short comparisons of settings on the same learning-rate curve")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--layers", choices=sorted(LAYER_SETS), default="all")
+    ap.add_argument("--balance", type=float, default=1.0,
+                    help="batches sample each patch with weight 1/count(teacher top genre)**balance")
+    ap.add_argument("--min-group", type=int, default=100,
+                    help="genres with fewer patches are weighted as if they had this many")
+    ap.add_argument("--p-clean", type=float, default=RC.ChainConfig.p_clean)
+    ap.add_argument("--stride", type=float, default=5.0, help="seconds between training patches")
+    ap.add_argument("--max-per-track", type=int, default=60)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tag", default=None, help="name of this run's checkpoints/logs (default from the settings)")
+    a = ap.parse_args(argv)
+
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    a.cache.mkdir(parents=True, exist_ok=True)
+    run = a.tag or f"{a.layers}-lr{a.lr:g}-b{a.batch}-bal{a.balance:g}-pc{a.p_clean:g}-s{a.seed}"
+    tags = load_tag_lists()
+    frontend = LogMel().eval()
+    teacher_nets = {ck: n.eval() for ck, n in load_nets().items()}
+
+    log("prepare: training patches")
+    tr = prepare_patches(a.cache, RD.TRAIN, f"train-{a.stride:g}-{a.max_per_track}", a.stride, a.max_per_track)
+    log("prepare: validation patches (early stopping only)")
+    va = prepare_patches(a.cache, RD.VALIDATION, "val-15-20", 15.0, 20)
+    log(f"  {len(tr['audio'])} training patches ({len(tr['audio']) * 3 / 3600:.1f} h), {len(va['audio'])} validation")
+    log("prepare: teacher outputs")
+    t_tr = teacher_outputs(a.cache, f"train-{a.stride:g}-{a.max_per_track}", tr["audio"], teacher_nets, frontend)
+    t_va = teacher_outputs(a.cache, "val-15-20", va["audio"], teacher_nets, frontend)
+    log("prepare: banks")
+    rirs, babble = banks(a.cache, 1000 + a.seed, 400, 60)
+    chain = RC.Chain(rirs, babble, RC.ChainConfig(p_clean=a.p_clean))
+    # validation hears rooms and talk the training never drew (another bank seed)
+    v_rirs, v_babble = banks(a.cache, 5000, 60, 12)
+    va_deg = degraded_set(va["audio"], RC.Chain(v_rirs, v_babble, RC.ChainConfig(p_clean=0.0)), 7)
+    va_clean = va["audio"][:, PRE_ROLL:].astype(np.float32)
+    va_top = top_genre(t_va, tags)
+
+    top = top_genre(t_tr, tags)
+    counts = np.bincount(top, minlength=len(GENRE_TAGS))
+    names = sorted(GENRE_TAGS)
+    log("teacher top genre of the training patches: " +
+        ", ".join(f"{names[i]} {counts[i]}" for i in np.argsort(-counts) if counts[i]))
+    # a genre with a handful of patches would otherwise have them drawn over and over
+    weights = 1.0 / np.maximum(counts[top], a.min_group).astype(np.float64) ** a.balance
+
+    students = {ck: copy.deepcopy(n).train() for ck, n in teacher_nets.items()}
+    params = []
+    for net in students.values():
+        for name, p in net.named_parameters():
+            p.requires_grad_(LAYER_SETS[a.layers](name))
+            if p.requires_grad:
+                params.append(p)
+    opt = torch.optim.Adam(params, lr=a.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, a.steps) / a.steps)))
+    ckpt_path = a.cache / f"ckpt-{run}.pt"
+    log_path = a.cache / f"log-{run}.csv"
+    start, best = 0, None
+    if ckpt_path.exists():
+        st = torch.load(ckpt_path, weights_only=False)
+        for ck, net in students.items():
+            net.load_state_dict(st["nets"][ck])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        start, best = st["step"], st["best"]
+        log(f"resumed {run} at step {start}")
+    base = evaluate(teacher_nets, frontend, va_deg, t_va, va_top, tags)
+    clean_base = evaluate(teacher_nets, frontend, va_clean, t_va, va_top, tags)
+    log(f"validation, original nets: degraded {base}, clean top-genre agreement {clean_base['top_genre_agree']:.3f}")
+    new_log = not log_path.exists()
+    logf = open(log_path, "a", newline="")
+    w = csv.writer(logf)
+    if new_log:
+        w.writerow(["step", "bce", "excess", "lr", "seconds", "val_excess", "val_agree_degraded", "val_agree_clean"])
+
+    loader = torch.utils.data.DataLoader(Batches(tr["audio"], weights, chain, a.batch, a.seed, start,
+                                                 min(a.steps, a.stop_after or a.steps)),
+                                         batch_size=None, num_workers=1, prefetch_factor=4)
+    from tqdm import tqdm
+
+    t0 = time.time()
+    bar = tqdm(total=a.steps, initial=start, desc=run, mininterval=10, file=sys.stdout)
+    run_bce = run_exc = None
+    for step, idx, x in loader:
+        with torch.no_grad():
+            mel = frontend(x)
+        loss = 0.0
+        exc = 0.0
+        for ck, net in students.items():
+            bce, e = bce_excess(net(mel), torch.from_numpy(t_tr[ck][idx.numpy()]))
+            loss = loss + bce
+            exc += float(e)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        run_bce = float(loss) if run_bce is None else 0.95 * run_bce + 0.05 * float(loss)
+        run_exc = exc if run_exc is None else 0.95 * run_exc + 0.05 * exc
+        bar.update(1)
+        bar.set_postfix(excess=f"{run_exc:.4f}")
+        row = [step + 1, f"{float(loss):.5f}", f"{exc:.5f}", f"{sched.get_last_lr()[0]:.3g}", f"{time.time() - t0:.1f}"]
+        if (step + 1) % a.eval_every == 0 or step + 1 in (a.steps, a.stop_after):
+            for n in students.values():
+                n.eval()
+            v = evaluate(students, frontend, va_deg, t_va, va_top, tags)
+            vc = evaluate(students, frontend, va_clean, t_va, va_top, tags)
+            for n in students.values():
+                n.train()
+            score = sum(val for k, val in v.items() if k.startswith("excess"))
+            row += [f"{score:.5f}", f"{v['top_genre_agree']:.4f}", f"{vc['top_genre_agree']:.4f}"]
+            log(f"step {step + 1}: val excess {score:.4f} (original {sum(x for k, x in base.items() if k.startswith('excess')):.4f}), "
+                f"top genre = teacher's clean: degraded {v['top_genre_agree']:.3f} (original {base['top_genre_agree']:.3f}), "
+                f"clean {vc['top_genre_agree']:.3f}")
+            if best is None or score < best["score"]:
+                best = {"score": score, "step": step + 1, "nets": {ck: copy.deepcopy(n.state_dict()) for ck, n in students.items()}}
+            torch.save({"nets": {ck: n.state_dict() for ck, n in students.items()}, "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "step": step + 1, "best": best}, ckpt_path)
+        w.writerow(row)
+        logf.flush()
+    bar.close()
+    logf.close()
+    if best is None:
+        log("no evaluation ran (steps already done?)")
+        return 1
+    for ck, n in students.items():
+        n.load_state_dict(best["nets"][ck])
+        n.eval()
+    out = WEIGHTS_DIR / "robust" if a.install else (a.out or a.cache / f"weights-{run}")
+    meta = {"recipe": "tools/train_robust.py", "run": run, "best_step": best["step"], "steps": a.steps,
+            "args": json.dumps({k: str(v) for k, v in vars(a).items()}), "teacher": "musicnn 0.1.0 (ISC)",
+            "train_packages": ",".join(p.name for p in RD.TRAIN)}
+    export(students, out, meta)
+    log(f"best step {best['step']} (val excess {best['score']:.4f}); wall {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

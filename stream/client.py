@@ -57,14 +57,6 @@ def listen_url(url: str, params: dict) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
-def result_from_record(rec: dict, offset_s: float = 0.0) -> Result:
-    """The inverse of ui.report.result_record (raw scores do not travel)."""
-    f = lambda k: float(rec[k]) if rec.get(k) is not None else float("nan")  # noqa: E731
-    return Result(scores=dict(rec.get("scores") or {}), raw_scores={}, label=rec.get("label"),
-                  time_s=f("time_s") + offset_s, silent=bool(rec.get("silent")), level_dbfs=f("level_dbfs"),
-                  window_s=f("window_s"), inference_ms=f("inference_ms"), latency_ms=f("latency_ms"))
-
-
 class RemoteEngine:
     def __init__(self, url: str, options: dict | None = None, *, token: str | None = None,
                  on_result: Callable[[Result], None] | None = None,
@@ -277,7 +269,7 @@ class RemoteEngine:
     def _handle(self, msg: dict):
         event = msg.get("event")
         if event == "result":
-            res = result_from_record(msg, self._offset_s)
+            res = Result.from_json(msg, self._offset_s)
             with self._lock:
                 self._session_results += 1
                 self._tally(res)

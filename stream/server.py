@@ -180,8 +180,6 @@ class _Stream:
 
     # called on the event loop (via call_soon_threadsafe from the inference thread)
     def push_result(self, res: Result) -> None:
-        from ui.report import result_record
-
         results = sum(1 for kind, _ in self.out if kind == "result")
         if results >= self.limit:  # drop the oldest result, never a control event
             for i, (kind, _) in enumerate(self.out):
@@ -190,7 +188,7 @@ class _Stream:
                     break
             self.dropped += 1
         self.results_seen += 1
-        self.out.append(("result", result_record(res)))
+        self.out.append(("result", res.to_json()))
         self.wakeup.set()
 
     def push(self, record: dict) -> None:
@@ -331,8 +329,6 @@ async def _serve_stream(st: _Stream, ws, rate, channels, fmt, settings: ServerSe
     """The receive loop of one stream; returns (close code, reason)."""
     from starlette.websockets import WebSocketDisconnect
 
-    from ui.report import summary_record
-
     engine = st.engine
     dtype = FORMATS[fmt]
     frame = dtype.itemsize * channels  # bytes per sample frame (all channels)
@@ -359,7 +355,7 @@ async def _serve_stream(st: _Stream, ws, rate, channels, fmt, settings: ServerSe
             if st.results_seen >= expected:
                 break
             await asyncio.sleep(0.005)
-        st.push(summary_record(engine.summary(), engine.stats, reason, dropped_results=st.dropped))
+        st.push(engine.summary().to_json(engine.stats, reason, dropped_results=st.dropped))
         return CLOSE_NORMAL, reason
 
     while True:

@@ -11,7 +11,7 @@ import math
 import sys
 import time
 
-from ui.report import dumps, result_line, result_record, summary_record, summary_text
+from ui.report import dumps, result_line, summary_text
 
 REDRAW_S = 0.2  # the panel redraws at most this often
 STALE_S = 2.0  # the level meter says "no audio" after this long without a block
@@ -25,7 +25,7 @@ def open_view(engine, source, json_lines: bool = False):
 
 
 class Lines:
-    """One line per result on stdout (a pipe, a kiosk): `result_record` JSON or `result_line` text."""
+    """One line per result on stdout (a pipe, a kiosk): `Result.to_json` records or `result_line` text."""
 
     def __init__(self, engine, source, json_lines: bool = False):
         self.engine, self.source, self.json = engine, source, json_lines
@@ -41,7 +41,7 @@ class Lines:
 
     def show(self, res) -> None:
         if self.json:
-            print(dumps(result_record(res, **self.counters())), flush=True)
+            print(dumps(res.to_json(**self.counters())), flush=True)
         else:
             print(result_line(res, self.engine.stats, overflows=self.source.overflows), flush=True)
 
@@ -53,7 +53,7 @@ class Lines:
         s, st = self.engine.summary(), self.engine.stats
         text = summary_text(s, st, reason, received_s=self.source.seconds, too_short=too_short, **self.counters())
         if self.json:
-            print(dumps(summary_record(s, st, reason, **self.counters())), flush=True)
+            print(dumps(s.to_json(st, reason, **self.counters())), flush=True)
         print(text, file=sys.stderr if self.json else sys.stdout, flush=True)
 
 

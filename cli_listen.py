@@ -83,7 +83,7 @@ def parse_args(argv):
     parser.add_argument("-f", "--file", metavar="PATH", help="replay an audio file through the live engine in real time")
     parser.add_argument("--fast", action="store_true", help="with --file: as fast as possible")
     parser.add_argument("--server", metavar="ws://HOST:PORT",
-                        help="send the audio to a genre server (python -m stream.server) instead of loading a model")
+                        help="send the audio to a genre server (genre-serve) instead of loading a model")
     parser.add_argument("--token", help="with --server: its access token (default: env GENRE_SERVER_TOKEN)")
     parser.add_argument("--reconnect", action="store_true",
                         help="with --server: retry a lost connection with backoff instead of exiting")
@@ -151,8 +151,8 @@ def load_engine(args, source: Source, on_result):
 
 
 def connect(args, source: Source, on_result):
-    """--server: a RemoteEngine (stream/client.py) connected at the source's rate and channels."""
-    from stream.client import RemoteEngine, ServerError
+    """--server: a RemoteEngine (ui/net/client.py) connected at the source's rate and channels."""
+    from ui.net.client import RemoteEngine, ServerError  # inside: numpy and websockets stay off the --help path
 
     try:
         token = args.token or os.environ.get("GENRE_SERVER_TOKEN")

@@ -1,5 +1,5 @@
 """The distribution: pyproject.toml agrees with requirements*.txt, the wheel carries the code, the bundled
-weights with their license and both console scripts, and `genre-app` passes its arguments to app.py.
+weights with their license and the console scripts, and `genre-app` passes its arguments to app.py.
 
 The wheel is built for real (setuptools, no network) from a copy of the checkout (its git-tracked and new,
 not ignored files), so the test does not write into the repository."""
@@ -127,7 +127,7 @@ def test_wheel_metadata_matches_requirements_and_names_the_scripts(wheel):
         elif "=" in line and section == "console_scripts":
             name, target = (s.strip() for s in line.split("=", 1))
             scripts[name] = target
-    assert set(scripts) == {"genre-app", "genre-listen", "genre-serve"}
+    assert set(scripts) == {"genre-app", "genre-listen", "genre-serve", "genre-serve-ray"}
     # Each target exists (imported in a fresh interpreter: importing app would start building the page).
     for target in scripts.values():
         module, func = target.split(":")

@@ -66,7 +66,7 @@ def load_model(spec="auto", *, device: str = "cpu", accel: str = "auto") -> Audi
       "musicnn"...  the bundled offline model (no network at all).
       a Hub id      e.g. "sanchit-gandhi/distilhubert-finetuned-gtzan" (cached, or downloaded).
       a directory   a local checkpoint saved with `save_pretrained` (+ its feature extractor).
-      "ray://APP[@ADDRESS]"  a model served by Ray Serve (`python -m stream.serve`): windows
+      "ray://APP[@ADDRESS]"  a model served by Ray Serve (`genre-serve-ray`): windows
                     are classified by its replicas; the engine stays local. ADDRESS (HOST:6379)
                     defaults to RAY_ADDRESS, else the Ray running on this machine. Needs the
                     `serve` extra.

@@ -141,7 +141,7 @@ def test_wheel_metadata_matches_requirements_and_names_the_scripts(wheel):
 
 def _genre_app(*args, timeout=120):
     # What the `genre-app` console script does, without needing the package installed.
-    code = "import sys; sys.argv[0] = 'genre-app'; from stream._console import app; app()"
+    code = "import sys; sys.argv[0] = 'genre-app'; from ui.console import app; app()"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)

@@ -1,4 +1,4 @@
-"""Moved: the Ray Serve deployment is `ui.net.ray_app`, its command line `genre-serve-ray`
+"""Moved: the Ray Serve deployment is `ui.net.ray_model`, its command line `genre-serve-ray`
 (or `python -m ui.net.ray_cli`).
 
 This shim keeps `python -m stream.serve ...` working: it says so in one line on stderr and runs

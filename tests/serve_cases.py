@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray", reason="Ray Serve is optional: pip install -r r
 from ray import serve  # noqa: E402
 
 from stream.models.remote import RemoteModel, RemoteModelError  # noqa: E402
-from ui.net.ray_app import ModelServer, deploy  # noqa: E402
+from ui.net.ray_model import ModelServer, deploy  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = "genre-test"
@@ -193,7 +193,7 @@ def test_deployment_still_starting_is_waited_for(ray_app, caplog):
             time.sleep(4.0)
             super().__init__(*args, **kwargs)
 
-    from ui.net.ray_app import model_app
+    from ui.net.ray_model import model_app
 
     app = "genre-slow"
     runner = _run_in_background(model_app("musicnn", cpus=0.25, server_cls=SlowStart), app)
@@ -216,7 +216,7 @@ def test_deployment_that_never_starts_fails_after_the_bounded_wait(ray_app):
         def __init__(self, *args, **kwargs):
             time.sleep(600)
 
-    from ui.net.ray_app import model_app
+    from ui.net.ray_model import model_app
 
     app = "genre-never"
     _run_in_background(model_app("musicnn", cpus=0.25, server_cls=NeverStarts), app)

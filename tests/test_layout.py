@@ -197,7 +197,7 @@ def test_graph_sees_the_imports():
     files, edges = import_graph()
     assert len(files) >= 40 and sum(len(t) for t in edges.values()) >= 60, (len(files), edges)
     assert "stream.engine" in edges["ui.net.api"]  # absolute
-    assert "ui.net.api" in edges["ui.net.ray_app"]  # relative (from .api import ...)
+    assert "ui.net.api" in edges["ui.net.ray_ingress"]  # relative (from .api import ...)
     assert "stream.models.base" in edges["stream.models.hf"]  # relative, a sibling
     assert "stream.errors" in edges["stream.models.musicnn.model"]  # relative, two levels up
     assert "ui.terminal.devices" in edges["ui.terminal.sources"]  # from . import devices

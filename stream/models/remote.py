@@ -1,7 +1,7 @@
 """`RemoteModel`: an `AudioModel` whose forward runs on a Ray Serve deployment.
 
 The engine stays where the audio is (it validates, resamples and buffers); only the windows
-travel, and probabilities come back. The deployment (`ui/net/ray_app.py`, `genre-serve-ray`) runs any model
+travel, and probabilities come back. The deployment (`ui/net/ray_model.py`, `genre-serve-ray`) runs any model
 `load_model` accepts, batches requests from all edges with `@serve.batch`, and restarts
 replicas that die.
 
@@ -47,7 +47,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 def import_ray(spec: str = SCHEME):
     """(ray, serve), or a ModelLoadError that says how to install them."""
-    try:
+    try:  # inside: Ray is an optional dependency (the `serve` extra); without it, an error saying how to install it
         import ray
         from ray import serve
     except ImportError as exc:

@@ -1,7 +1,7 @@
 """The network API: stream PCM over a WebSocket, get genre readouts back.
 
 `create_app(model, settings)` builds the ASGI app (FastAPI), so the same app runs under
-uvicorn (`genre-serve`, ui/net/cli.py) or as a Ray Serve ingress (ui/net/ray_app.py).
+uvicorn (`genre-serve`, ui/net/cli.py) or as a Ray Serve ingress (ui/net/ray_ingress.py).
 Protocol (also in README.md):
 
   GET /healthz -> {"status": "ok", "model", "streams", "max_streams"}
@@ -25,7 +25,6 @@ import collections
 import hmac
 import json
 import logging
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -39,43 +38,15 @@ from stream.engine import EngineConfig, Result, StreamEngine
 from stream.models import AudioModel, load_model
 from ui.report import dumps
 
+from .settings import ServerSettings
+
 log = logging.getLogger(__name__)
 
 FORMATS = {"s16le": np.dtype("<i2"), "s32le": np.dtype("<i4"), "f32le": np.dtype("<f4")}
 QUERY_PARAMS = ("sample_rate", "channels", "format", "window", "hop", "smoothing", "top_k", "token")
-TOKEN_ENV = "GENRE_SERVER_TOKEN"
 
 # WebSocket close codes (RFC 6455 section 7.4.1)
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_LATER = 1000, 1008, 1009, 1013
-
-
-@dataclass
-class ServerSettings:
-    """Server options.
-
-    max_streams: open WebSocket streams at most; one more is refused with close code 1013.
-        Each stream costs one forward per hop on the shared model, so the useful number is
-        about (hop / inference time) x cores; beyond it the worker skips windows for everyone.
-    idle_timeout_s: a stream that sends no audio for this long gets its summary and is
-        closed (1000), so forgotten kiosks do not hold a slot forever.
-    max_frame_bytes: the largest binary frame accepted (1 MiB = 2.7 s of 48 kHz stereo s32le).
-    send_queue: results waiting for a slow client at most; older ones are dropped and counted.
-        Readouts replace each other, so the newest matter; 64 is about a minute at a 1 s hop.
-    token: if set, every request must carry it (Authorization: Bearer, or ?token=).
-    allow_origins: browser origins allowed to connect ("*" = any). Requests without an
-        Origin header (non-browser clients) are always allowed; a page on this same host is too.
-    engine: defaults for every stream's EngineConfig; the query parameters override them.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8765
-    max_streams: int = 16
-    idle_timeout_s: float = 60.0
-    max_frame_bytes: int = 1 << 20
-    send_queue: int = 64
-    token: str | None = None
-    allow_origins: tuple[str, ...] = ()
-    engine: EngineConfig = field(default_factory=EngineConfig)
 
 
 class BadParameter(ValueError):

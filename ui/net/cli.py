@@ -3,7 +3,8 @@
     genre-serve [--model SPEC] [--host 127.0.0.1] [--port 8765] [--max-streams N] [--token T] [--ray ...]
 
 Parses the flags, loads the model and runs the app of ui/net/api.py under uvicorn; with `--ray`
-the same app runs as a Ray Serve ingress in front of a batched model deployment (ui/net/ray_app.py).
+the same app runs as a Ray Serve ingress (ui/net/ray_ingress.py) in front of a batched model
+deployment (ui/net/ray_model.py).
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from stream.models.remote import import_ray
 from ui.options import add_engine_flags, add_model_flag, engine_config, problems
 from ui.report import model_line
 
-from .api import TOKEN_ENV, ServerSettings, create_app
-from .ray_app import SPEC_HINT, run_server
+from .ray_model import SPEC_HINT
+from .settings import TOKEN_ENV, ServerSettings
 
 PROG = "genre-serve"
 
@@ -115,6 +116,8 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         return 4
     print(model_line(model), file=sys.stderr, flush=True)
+    from .api import create_app  # inside: FastAPI (half a second) stays off the --help path
+
     try:
         app = create_app(model, settings)
     except ValueError as exc:
@@ -155,6 +158,8 @@ def _main_ray(args, settings: ServerSettings) -> int:
     if args.replicas < 1:
         print(f"{PROG}: error: --replicas must be >= 1", file=sys.stderr, flush=True)
         return 2
+    from .ray_ingress import run_server  # inside: FastAPI (half a second) stays off the --help path
+
     try:
         run_server(args.model, settings, replicas=args.replicas, address=args.address)
     except ModelLoadError as exc:  # Ray not installed / not reachable

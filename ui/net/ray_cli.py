@@ -6,7 +6,7 @@
     genre-serve-ray --model musicnn --replicas 4 --address 10.0.0.5:6379   # a cluster
 
 Edges then use `load_model("ray://genre")` (or `ray://genre@HOST:6379`): their engines
-resample and buffer locally and send only windows (the deployment: ui/net/ray_app.py).
+resample and buffer locally and send only windows (the deployment: ui/net/ray_model.py).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import threading
 from stream.errors import ModelLoadError
 from stream.models.remote import DEFAULT_APP, import_ray
 
-from .ray_app import SPEC_HINT, deploy
+from .ray_model import SPEC_HINT, deploy
 
 
 def main(argv=None) -> int:

@@ -1,32 +1,28 @@
-"""A model as a Ray Serve deployment (replicas, request batching, restarts), and the network
-API (ui/net/api.py) as a Ray Serve ingress in front of it.
+"""A model as a Ray Serve deployment: replicas, request batching, restarts.
 
     genre-serve-ray --model musicnn --replicas 2            # `deploy` (ui/net/ray_cli.py)
-    genre-serve --ray --replicas 2                          # `run_server` (ui/net/cli.py)
 
 Edges then use `load_model("ray://genre")` (or `ray://genre@HOST:6379`): their engines
-resample and buffer locally and send only windows.
-
-Ray is an optional dependency: this module imports without it, and every function that needs
-it gets it from `import_ray`, which raises a ModelLoadError saying how to install it.
+resample and buffer locally and send only windows. The network API runs in front of it as an
+ingress: ui/net/ray_ingress.py (`genre-serve --ray`).
 
 Batching: every call (one or more windows of one edge) waits up to `batch_wait_s` for
 other calls, up to `max_batch_size` calls, and calls with equal window lengths run as one
 model batch. On a CPU a batch of N windows costs about N single forwards, so batching mostly
 saves per-call overhead there; on a GPU it is where the throughput comes from.
+
+Ray is an optional dependency: this module imports without it, and every function that needs
+it gets it from `import_ray`, which raises a ModelLoadError saying how to install it.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from stream.models import load_model
-from stream.models.remote import DEFAULT_APP, RemoteModel, connect, import_ray
-
-from .api import ServerSettings, create_app
+from stream.models.remote import DEFAULT_APP, connect, import_ray
 
 SPEC_HINT = "genre-serve-ray"  # names the command in a ModelLoadError (Ray missing or unreachable)
 
@@ -125,49 +121,6 @@ def model_app(spec: str = "musicnn", *, replicas: int = 1, autoscale: tuple[int,
     return serve.deployment(server_cls or ModelServer).options(**options).bind(
         spec, device, accel, max_batch_size, batch_wait_s, threads)
 
-
-
-class ServerIngress:
-    """The network API (`ui.net.api.create_app`) as a Serve ingress: every connection's
-    engine runs in this replica and sends its windows to the model application `model_app`."""
-
-    def __init__(self, model_app: str, settings: ServerSettings):
-        self.model_app, self.settings = model_app, settings
-
-    def __serve_build_asgi_app__(self):
-        # RemoteModel makes blocking Serve calls, which Serve forbids on the replica's event loop
-        with ThreadPoolExecutor(1) as pool:
-            model = pool.submit(RemoteModel, self.model_app).result()
-        return create_app(model, self.settings)
-
-
-def server_app(settings: ServerSettings, model_app: str = DEFAULT_APP, *, replicas: int = 1, cpus: float = 0.0):
-    """The Serve application of the WebSocket ingress (run it with route_prefix="/").
-    `settings.max_streams` holds per ingress replica. cpus=0: its engines only convert,
-    resample and buffer, so it reserves no CPU the model replicas could use."""
-    _, serve = import_ray(SPEC_HINT)
-    cls = serve.ingress()(ServerIngress)
-    return serve.deployment(cls).options(
-        name="ingress", num_replicas=int(replicas), ray_actor_options={"num_cpus": float(cpus)},
-        max_ongoing_requests=max(100, 2 * settings.max_streams),
-        logging_config={"enable_access_log": False, "log_level": "WARNING"},
-    ).bind(model_app, settings)
-
-
-def run_server(spec: str, settings: ServerSettings, *, replicas: int = 1, address: str | None = None, name: str = DEFAULT_APP,
-               num_cpus: int | None = None, ingress_replicas: int = 1, cpus: float = 1.0) -> None:
-    """`genre-serve --ray`: the model deployment (`name`, `replicas`) plus the WebSocket
-    ingress (`name`-ws) on Serve's HTTP proxy at settings.host:settings.port. Without `address`
-    a local Ray is started (it lives as long as this process); on a cluster the apps stay up.
-    Model replicas have `cpus` each."""
-    ray, serve = import_ray(SPEC_HINT)
-    if address:
-        connect(address, spec=SPEC_HINT)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-    serve.start(http_options={"host": settings.host, "port": int(settings.port)})
-    serve.run(model_app(spec, replicas=replicas, cpus=cpus), name=name, route_prefix=None)
-    serve.run(server_app(settings, name, replicas=ingress_replicas), name=f"{name}-ws", route_prefix="/")
 
 
 def deploy(spec: str = "musicnn", *, name: str = DEFAULT_APP, address: str | None = None,

@@ -247,6 +247,25 @@ def test_the_checks_fail_on_an_upward_import_and_a_cycle(tmp_path):
                       "-> stream.engine"], cycles
 
 
+def test_imports_inside_functions_say_why():
+    """An import inside a function hides a dependency; it is there only where it buys something (an
+    optional dependency, a heavy one kept off a --help or edge path), said in a comment with
+    "inside:" on its line or one of the two lines above."""
+    files = project_files()
+    silent = []
+    for path in files.values():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for func in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    near = lines[max(node.lineno - 3, 0):node.lineno]
+                    if not any("# inside:" in line for line in near):
+                        silent.append(f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert not silent, "imports inside functions without a '# inside: why' comment:\n" + "\n".join(sorted(set(silent)))
+
+
 def test_page_session_does_not_import_gradio():
     code = "import sys, ui.web.session; print('gradio' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

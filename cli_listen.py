@@ -35,7 +35,6 @@ from ui.options import DEFAULTS, add_engine_flags, add_model_flag, engine_config
 from ui.report import model_error, model_line
 from ui.terminal.devices import DeviceError, list_devices, open_input
 from ui.terminal.sources import FileSource, MicSource, Source
-from ui.terminal.view import open_view
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUDIO, EXIT_MODEL, EXIT_SERVER, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 
@@ -83,7 +82,7 @@ def parse_args(argv):
     parser.add_argument("-f", "--file", metavar="PATH", help="replay an audio file through the live engine in real time")
     parser.add_argument("--fast", action="store_true", help="with --file: as fast as possible")
     parser.add_argument("--server", metavar="ws://HOST:PORT",
-                        help="send the audio to a genre server (python -m stream.server) instead of loading a model")
+                        help="send the audio to a genre server (genre-serve) instead of loading a model")
     parser.add_argument("--token", help="with --server: its access token (default: env GENRE_SERVER_TOKEN)")
     parser.add_argument("--reconnect", action="store_true",
                         help="with --server: retry a lost connection with backoff instead of exiting")
@@ -111,7 +110,7 @@ def parse_args(argv):
 def open_source(args) -> Source:
     """The checked microphone or the probed file: input errors come first (no torch yet)."""
     if args.file is None:
-        from stream.audio import validate_rate
+        from stream.audio import validate_rate  # inside: numpy stays off the --help path (tests/test_cli.py)
 
         mic = open_input(args.device, args.samplerate, args.channels)
         try:  # the engine's own limits (the device may accept rates the engine does not)
@@ -121,7 +120,7 @@ def open_source(args) -> Source:
         return MicSource(mic, args.duration)
     if not os.path.isfile(args.file):
         raise CliError(EXIT_AUDIO, f"--file {args.file!r}: no such file")
-    from stream import AudioDecodeError, probe_file
+    from stream import AudioDecodeError, probe_file  # inside: the decoders stay off the --help path
 
     try:
         return FileSource(args.file, probe_file(args.file), args.fast, args.duration)
@@ -131,7 +130,7 @@ def open_source(args) -> Source:
 
 def load_engine(args, source: Source, on_result):
     """The model named by -m in a local StreamEngine (runs in the background unless --fast)."""
-    from stream import ModelLoadError, StreamEngine, load_model
+    from stream import ModelLoadError, StreamEngine, load_model  # inside: the engine stays off the --help path
 
     try:
         model = load_model(args.model)
@@ -151,8 +150,8 @@ def load_engine(args, source: Source, on_result):
 
 
 def connect(args, source: Source, on_result):
-    """--server: a RemoteEngine (stream/client.py) connected at the source's rate and channels."""
-    from stream.client import RemoteEngine, ServerError
+    """--server: a RemoteEngine (ui/net/client.py) connected at the source's rate and channels."""
+    from ui.net.client import RemoteEngine, ServerError  # inside: numpy, websockets stay off the --help path
 
     try:
         token = args.token or os.environ.get("GENRE_SERVER_TOKEN")
@@ -252,6 +251,8 @@ def run(args) -> int:
     source = open_source(args)  # a bad device or file fails now, in milliseconds, before the model loads
     results: queue.Queue = queue.Queue()
     engine = connect(args, source, results.put) if args.server else load_engine(args, source, results.put)
+    from ui.terminal.view import open_view  # inside: rich stays off the --help path (tests/test_cli.py)
+
     view = open_view(engine, source, json_lines=args.json)
     reason, code = listen(args, engine, source, view, results)
     view.summary(reason, too_short=too_short(getattr(engine, "model", None), source.seconds))

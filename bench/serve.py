@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
 
     from stream import load_model
     from stream.models.remote import RemoteModel
-    from stream.serve import deploy
+    from ui.net.ray_model import deploy
 
     local = load_model("musicnn")
     music = C.real_music(120.0)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The network API under load: N simulated real-time clients against `python -m stream.server`,
+"""The network API under load: N simulated real-time clients against `genre-serve` (python -m ui.net),
 compared with N in-process engines doing the same work (the protocol's overhead).
 
     python bench/server.py                 # N = 1, 8, 32; 25 s of audio per stream (~4 min)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,11 @@ from .worker import Job, get_worker
 log = logging.getLogger(__name__)
 
 ALL_LABELS = "*"
+
+
+def _num(x, nd: int = 4):
+    """Rounded float, or None for None/NaN/inf (JSON has no NaN)."""
+    return round(float(x), nd) if x is not None and math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,33 @@ class Result:
     inference_ms: float
     latency_ms: float
 
+    def to_json(self, **extra) -> dict:
+        """This readout as a JSON-ready record (`"event": "result"`, numbers rounded, NaN as
+        null, raw scores left out): the lines of `cli_listen.py --json` and the network API's
+        `result` events. `extra` fields (a front end's own counters) are appended."""
+        rec = {
+            "event": "result",
+            "time_s": _num(self.time_s, 3),
+            "label": self.label,
+            "scores": {k: _num(v) for k, v in self.scores.items()},
+            "silent": self.silent,
+            "level_dbfs": _num(self.level_dbfs, 1),
+            "window_s": _num(self.window_s, 3),
+            "inference_ms": _num(self.inference_ms, 1),
+            "latency_ms": _num(self.latency_ms, 1),
+        }
+        rec.update(extra)
+        return rec
+
+    @classmethod
+    def from_json(cls, rec: dict, offset_s: float = 0.0) -> Result:
+        """The inverse of `to_json` (raw scores do not travel; null numbers come back as NaN);
+        `offset_s` is added to `time_s`."""
+        f = lambda k: float(rec[k]) if rec.get(k) is not None else float("nan")  # noqa: E731
+        return cls(scores=dict(rec.get("scores") or {}), raw_scores={}, label=rec.get("label"),
+                   time_s=f("time_s") + offset_s, silent=bool(rec.get("silent")), level_dbfs=f("level_dbfs"),
+                   window_s=f("window_s"), inference_ms=f("inference_ms"), latency_ms=f("latency_ms"))
+
 
 @dataclass(frozen=True)
 class EngineStats:
@@ -78,6 +111,29 @@ class SessionSummary:
     silent_s: float
     shares: dict
     dominant: str | None
+
+    def to_json(self, stats: EngineStats, reason: str, **extra) -> dict:
+        """This summary plus the engine's `stats` counters as a JSON-ready record
+        (`"event": "summary"`): the last line of `cli_listen.py --json` and the network API's
+        `summary` event. `reason` says why the session ended; `extra` fields are appended."""
+        rec = {
+            "event": "summary",
+            "reason": reason,
+            "duration_s": _num(self.duration_s, 2),
+            "silent_s": _num(self.silent_s, 2),
+            "dominant": self.dominant,
+            "shares": {k: _num(v) for k, v in self.shares.items()},
+            "windows_classified": stats.windows_classified,
+            "windows_silent": stats.windows_silent,
+            "windows_skipped": stats.windows_skipped,
+            "errors": stats.errors,
+            "inference_ms_mean": _num(stats.inference_ms_mean, 1),
+            "inference_ms_p95": _num(stats.inference_ms_p95, 1),
+            "real_time_factor": _num(stats.real_time_factor),
+            "seconds_received": _num(stats.seconds_received, 3),
+        }
+        rec.update(extra)
+        return rec
 
 
 class _WindowMeta(NamedTuple):

@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray", reason="Ray Serve is optional: pip install -r r
 from ray import serve  # noqa: E402
 
 from stream.models.remote import RemoteModel, RemoteModelError  # noqa: E402
-from stream.serve import ModelServer, deploy  # noqa: E402
+from ui.net.ray_model import ModelServer, deploy  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = "genre-test"
@@ -193,7 +193,7 @@ def test_deployment_still_starting_is_waited_for(ray_app, caplog):
             time.sleep(4.0)
             super().__init__(*args, **kwargs)
 
-    from stream.serve import model_app
+    from ui.net.ray_model import model_app
 
     app = "genre-slow"
     runner = _run_in_background(model_app("musicnn", cpus=0.25, server_cls=SlowStart), app)
@@ -216,7 +216,7 @@ def test_deployment_that_never_starts_fails_after_the_bounded_wait(ray_app):
         def __init__(self, *args, **kwargs):
             time.sleep(600)
 
-    from stream.serve import model_app
+    from ui.net.ray_model import model_app
 
     app = "genre-never"
     _run_in_background(model_app("musicnn", cpus=0.25, server_cls=NeverStarts), app)
@@ -229,7 +229,7 @@ def test_deployment_that_never_starts_fails_after_the_bounded_wait(ray_app):
 
 
 def test_unknown_application_is_named(ray_app):
-    with pytest.raises(ModelLoadError, match=r"no Ray Serve application 'nope'.*genre-test.*python -m stream.serve"):
+    with pytest.raises(ModelLoadError, match=r"no Ray Serve application 'nope'.*genre-test.*genre-serve-ray"):
         load_model("ray://nope")
 
 
@@ -266,7 +266,7 @@ def test_not_installed_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(ModelLoadError, match="requirements-serve.txt"):
         load_model("ray://genre")
-    r = _run("import sys\nsys.modules['ray'] = None\nfrom stream.serve import main\nsys.exit(main([]))")
+    r = _run("import sys\nsys.modules['ray'] = None\nfrom ui.net.ray_cli import main\nsys.exit(main([]))")
     assert r.returncode == 2 and "requirements-serve.txt" in r.stderr
     # everything else still works without it
     assert load_model("musicnn").labels

@@ -24,12 +24,12 @@ FORMAT_DTYPES = {"s16le": ("<i2", 32767.0), "s32le": ("<i4", 2147483647.0), "f32
 
 
 class ServerProcess:
-    """`python -m stream.server ... --port 0` as a subprocess; `port` is read from its
+    """`python -m ui.net ... --port 0` (genre-serve) as a subprocess; `port` is read from its
     'Listening on ws://HOST:PORT' line. Everything it logs is kept in `log`."""
 
     def __init__(self, *args, env=None, port=0):
         self.args = ["--model", "musicnn", "--port", str(port), "--log-level", "warning", *args]
-        cmd = [sys.executable, "-m", "stream.server", *self.args]
+        cmd = [sys.executable, "-m", "ui.net", *self.args]
         env = dict(os.environ if env is None else env, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)

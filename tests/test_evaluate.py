@@ -1,4 +1,4 @@
-"""`python -m stream.evaluate` on a small labelled folder cut at test time from real recordings
+"""`genre-evaluate` (ui/evaluate.py, scoring in stream/evaluate.py) on a small labelled folder cut at test time from real recordings
 (Debian asc-music: electronic; wesnoth-1.16-music: orchestral; both GPL-2+)."""
 import os
 import subprocess
@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 
 from stream import load_model
-from stream.evaluate import evaluate, find_files, load_map
+from stream.evaluate import find_files, load_map
+from ui.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 ASC = "/usr/share/games/asc/music"
@@ -116,10 +117,10 @@ def test_bad_inputs_give_clear_errors(tmp_path, folder, musicnn):
 
 def test_command_line(folder, tmp_path):
     out = tmp_path / "out"
-    p = subprocess.run([sys.executable, "-m", "stream.evaluate", str(folder), "-m", "musicnn", "--no-live",
+    p = subprocess.run([sys.executable, "-m", "ui.evaluate", str(folder), "-m", "musicnn", "--no-live",
                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "accuracy: 4/4" in p.stdout and (out / "confusion.png").is_file()
-    p = subprocess.run([sys.executable, "-m", "stream.evaluate", str(tmp_path / "nope")], cwd=ROOT,
+    p = subprocess.run([sys.executable, "-m", "ui.evaluate", str(tmp_path / "nope")], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "not a folder" in p.stderr

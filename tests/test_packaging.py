@@ -1,5 +1,5 @@
 """The distribution: pyproject.toml agrees with requirements*.txt, the wheel carries the code, the bundled
-weights with their license and both console scripts, and `genre-app` passes its arguments to app.py.
+weights with their license and the console scripts, and `genre-app` passes its arguments to app.py.
 
 The wheel is built for real (setuptools, no network) from a copy of the checkout (its git-tracked and new,
 not ignored files), so the test does not write into the repository."""
@@ -127,7 +127,7 @@ def test_wheel_metadata_matches_requirements_and_names_the_scripts(wheel):
         elif "=" in line and section == "console_scripts":
             name, target = (s.strip() for s in line.split("=", 1))
             scripts[name] = target
-    assert set(scripts) == {"genre-app", "genre-listen", "genre-serve"}
+    assert set(scripts) == {"genre-app", "genre-listen", "genre-serve", "genre-serve-ray", "genre-evaluate"}
     # Each target exists (imported in a fresh interpreter: importing app would start building the page).
     for target in scripts.values():
         module, func = target.split(":")
@@ -141,7 +141,7 @@ def test_wheel_metadata_matches_requirements_and_names_the_scripts(wheel):
 
 def _genre_app(*args, timeout=120):
     # What the `genre-app` console script does, without needing the package installed.
-    code = "import sys; sys.argv[0] = 'genre-app'; from stream._console import app; app()"
+    code = "import sys; sys.argv[0] = 'genre-app'; from ui.console import app; app()"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)

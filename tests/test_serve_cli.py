@@ -1,4 +1,4 @@
-"""`python -m stream.serve` starts a local Ray and deploys; another process uses ray://genre.
+"""`python -m ui.net.ray_cli` (genre-serve-ray) starts a local Ray and deploys; another process uses ray://genre.
 (Its Ray runs in processes of their own: the test process never becomes a Ray driver.)"""
 import os
 import signal
@@ -22,7 +22,7 @@ print('shape', m.predict(np.full((2, 48000), 0.01, np.float32)).shape)
 
 def test_local_run_two_commands():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    srv = subprocess.Popen([sys.executable, "-m", "stream.serve", "--model", "musicnn", "--name", "genre-cli",
+    srv = subprocess.Popen([sys.executable, "-m", "ui.net.ray_cli", "--model", "musicnn", "--name", "genre-cli",
                             "--replicas", "2", "--cpus", "0.5", "--num-cpus", "2"],
                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            start_new_session=True)
@@ -53,6 +53,6 @@ def test_local_run_two_commands():
 
 
 def test_bad_autoscale_argument_is_explained():
-    r = subprocess.run([sys.executable, "-m", "stream.serve", "--autoscale", "4:2"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "ui.net.ray_cli", "--autoscale", "4:2"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--autoscale expects MIN:MAX" in r.stderr

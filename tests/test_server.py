@@ -1,4 +1,4 @@
-"""The network API end to end: `python -m stream.server` as a real subprocess on a free port,
+"""The network API end to end: `python -m ui.net` (genre-serve) as a real subprocess on a free port,
 real WebSocket clients (the `websockets` library) streaming real music in real time, and
 cli_listen.py --server as a client (file replay and the PulseAudio virtual microphone)."""
 from __future__ import annotations
@@ -248,11 +248,11 @@ def test_foreign_origin_refused(strict, server):
 
 def test_non_loopback_without_token_warns():
     # no address is bound: the model spec fails after the warning (servers here bind 127.0.0.1 only)
-    r = subprocess.run([sys.executable, "-m", "stream.server", "--host", "0.0.0.0", "--model", "/nonexistent/model"],
+    r = subprocess.run([sys.executable, "-m", "ui.net", "--host", "0.0.0.0", "--model", "/nonexistent/model"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert "WARNING: listening on 0.0.0.0 without a token" in r.stderr
     assert r.returncode == 4 and "Could not load model" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "stream.server", "--host", "0.0.0.0", "--token", "x", "--model",
+    r = subprocess.run([sys.executable, "-m", "ui.net", "--host", "0.0.0.0", "--token", "x", "--model",
                         "/nonexistent/model"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "WARNING" not in r.stderr and r.returncode == 4
 

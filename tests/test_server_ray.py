@@ -1,4 +1,4 @@
-"""`python -m stream.server --ray`: the same WebSocket protocol served through a Ray Serve
+"""`genre-serve --ray` (python -m ui.net --ray): the same WebSocket protocol served through a Ray Serve
 ingress in front of a batched model deployment (a real local Ray, real WebSocket clients)."""
 from __future__ import annotations
 
@@ -40,6 +40,6 @@ def test_ray_option_without_ray_says_how_to_install(tmp_path):
 
     from server_support import ROOT
 
-    code = "import sys\nsys.modules['ray'] = None\nfrom stream.server import main\nsys.exit(main(['--ray', '--model', 'musicnn']))"
+    code = "import sys\nsys.modules['ray'] = None\nfrom ui.net.cli import main\nsys.exit(main(['--ray', '--model', 'musicnn']))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 4 and "pip install '.[serve]'" in r.stderr, r.stderr

@@ -129,5 +129,7 @@ def test_result_line_and_record():
     assert "level  -20.0 dBFS" in line and line.endswith("silent 2  overflows 3")
     quiet = Result({}, {}, None, 13.0, True, -70.0, 9.0, 0.0, 0.0)
     assert "(silence)" in report.result_line(quiet)
-    rec = json.loads(report.dumps(report.result_record(res, overflows=3)))
+    rec = json.loads(report.dumps(res.to_json(overflows=3)))
     assert rec["event"] == "result" and rec["label"] == "electronic" and rec["overflows"] == 3
+    back = Result.from_json(rec, offset_s=1.0)  # the client's way back (raw scores do not travel)
+    assert back.label == "electronic" and back.scores == res.scores and back.time_s == 13.0 and back.raw_scores == {}

@@ -1,6 +1,6 @@
 """The flags every front end shares, defined once: the model and the engine settings.
 
-`app.py`, `cli_listen.py` and `python -m stream.server` add them with `add_model_flag` and
+`app.py`, `cli_listen.py` and `genre-serve` (ui/net/cli.py) add them with `add_model_flag` and
 `add_engine_flags`, check them with `problems` (the page also against its sliders' ranges)
 and turn them into an `EngineConfig` with `engine_config`. Help texts come from
 EngineConfig's own docstring, so a flag and the setting it sets cannot drift apart.

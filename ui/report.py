@@ -1,17 +1,16 @@
 """One vocabulary for readouts: durations, time shares, the model line, the session summary
-and per-result records, as text, markdown and JSON.
+and per-result lines, as text and markdown; `dumps` writes a JSON record as one line.
 
 Every front end formats through here, so the page, the terminal and the network server say
-the same thing the same way. `cli_listen.py --json` prints the JSON records one a line and
-the WebSocket server (stream/server.py) sends them as its `result` and `summary` events, so a
-kiosk can switch between the two without changing its parser. Front ends add their own
-counters as extra fields (the CLI: input overflows; the server: results dropped for a slow
-reader).
+the same thing the same way. The JSON records themselves are the engine's: `Result.to_json()`
+and `SessionSummary.to_json()` (stream/engine.py). `cli_listen.py --json` prints them one a
+line and the network API (ui/net) sends them as its `result` and `summary` events, so a kiosk
+can switch between the two without changing its parser. Front ends add their own counters as
+extra fields (the CLI: input overflows; the server: results dropped for a slow reader).
 """
 from __future__ import annotations
 
 import json
-import math
 
 
 def duration(seconds: float) -> str:
@@ -86,50 +85,7 @@ def result_line(res, stats=None, **counters) -> str:
     return line + "".join(f"  {k.replace('_', ' ')} {v}" for k, v in counters.items())
 
 
-def _num(x, nd=4):
-    """Rounded float, or None for None/NaN/inf (JSON has no NaN)."""
-    return round(float(x), nd) if x is not None and math.isfinite(x) else None
-
-
-def result_record(res, **extra) -> dict:
-    """A `stream.Result` as a JSON-ready dict (`event: "result"`); `extra` fields are appended."""
-    rec = {
-        "event": "result",
-        "time_s": _num(res.time_s, 3),
-        "label": res.label,
-        "scores": {k: _num(v) for k, v in res.scores.items()},
-        "silent": res.silent,
-        "level_dbfs": _num(res.level_dbfs, 1),
-        "window_s": _num(res.window_s, 3),
-        "inference_ms": _num(res.inference_ms, 1),
-        "latency_ms": _num(res.latency_ms, 1),
-    }
-    rec.update(extra)
-    return rec
-
-
-def summary_record(summary, stats, reason: str, **extra) -> dict:
-    """A `SessionSummary` plus the engine's `EngineStats` counters (`event: "summary"`)."""
-    rec = {
-        "event": "summary",
-        "reason": reason,
-        "duration_s": _num(summary.duration_s, 2),
-        "silent_s": _num(summary.silent_s, 2),
-        "dominant": summary.dominant,
-        "shares": {k: _num(v) for k, v in summary.shares.items()},
-        "windows_classified": stats.windows_classified,
-        "windows_silent": stats.windows_silent,
-        "windows_skipped": stats.windows_skipped,
-        "errors": stats.errors,
-        "inference_ms_mean": _num(stats.inference_ms_mean, 1),
-        "inference_ms_p95": _num(stats.inference_ms_p95, 1),
-        "real_time_factor": _num(stats.real_time_factor),
-        "seconds_received": _num(stats.seconds_received, 3),
-    }
-    rec.update(extra)
-    return rec
-
-
 def dumps(record: dict) -> str:
-    """One JSON line (no NaN: `_num` already mapped non-finite numbers to null)."""
+    """One JSON line of a record (`Result.to_json`, `SessionSummary.to_json`, the server's events;
+    no NaN: the records map non-finite numbers to null)."""
     return json.dumps(record, allow_nan=False)

@@ -6,7 +6,8 @@ import os
 
 from ..errors import ModelLoadError
 from .base import AudioModel
-from .hf import COURSE_MODEL, hub_offline, hub_reachable, load_hf
+from .hub import COURSE_MODEL, hub_offline, hub_reachable
+from .remote import load_remote
 
 log = logging.getLogger(__name__)
 
@@ -14,15 +15,23 @@ BUNDLED = "musicnn"
 BUNDLED_PREFIXES = ("musicnn", "vgg-")
 
 
+# Inside functions below: the model libraries (torch, transformers) are imported only for the model
+# that is loaded, so `import stream.models` and a `ray://` edge need neither (requirements-edge.txt).
 def _load_bundled(spec: str, device: str) -> AudioModel:
-    from .musicnn import load_bundled
+    from .musicnn import load_bundled  # inside: torch
 
     return load_bundled(spec, device=device)
 
 
+def _load_hf(spec: str, device: str, accel: str) -> AudioModel:
+    from .hf import load_hf  # inside: torch and transformers
+
+    return load_hf(spec, device, accel)
+
+
 def _course_cached() -> bool:
     try:
-        from transformers import AutoConfig
+        from transformers import AutoConfig  # inside: transformers (torch)
 
         AutoConfig.from_pretrained(COURSE_MODEL, local_files_only=True)
         return True
@@ -33,7 +42,7 @@ def _course_cached() -> bool:
 def _load_auto(device: str, accel: str) -> AudioModel:
     if _course_cached():
         try:
-            model = load_hf(COURSE_MODEL, device, accel)
+            model = _load_hf(COURSE_MODEL, device, accel)
             model.notice = f"Model: {COURSE_MODEL} (course model, from the local cache; {model.compute})."
             return model
         except ModelLoadError as exc:  # e.g. an interrupted download left only config.json
@@ -44,7 +53,7 @@ def _load_auto(device: str, accel: str) -> AudioModel:
         ok, why = hub_reachable()
         if ok:
             try:
-                model = load_hf(COURSE_MODEL, device, accel)
+                model = _load_hf(COURSE_MODEL, device, accel)
                 model.notice = f"Model: {COURSE_MODEL} (course model, from the Hugging Face Hub; {model.compute})."
                 return model
             except ModelLoadError as exc:
@@ -66,7 +75,7 @@ def load_model(spec="auto", *, device: str = "cpu", accel: str = "auto") -> Audi
       "musicnn"...  the bundled offline model (no network at all).
       a Hub id      e.g. "sanchit-gandhi/distilhubert-finetuned-gtzan" (cached, or downloaded).
       a directory   a local checkpoint saved with `save_pretrained` (+ its feature extractor).
-      "ray://APP[@ADDRESS]"  a model served by Ray Serve (`python -m stream.serve`): windows
+      "ray://APP[@ADDRESS]"  a model served by Ray Serve (`genre-serve-ray`): windows
                     are classified by its replicas; the engine stays local. ADDRESS (HOST:6379)
                     defaults to RAY_ADDRESS, else the Ray running on this machine. Needs the
                     `serve` extra.
@@ -91,14 +100,12 @@ def load_model(spec="auto", *, device: str = "cpu", accel: str = "auto") -> Audi
     if spec == "auto":
         return _load_auto(device, accel)
     if spec.lower().startswith("ray://"):
-        from .remote import load_remote
-
         return load_remote(spec)
     if spec.lower().startswith(BUNDLED_PREFIXES) and not os.path.exists(spec):
         model = _load_bundled(spec.lower(), device)
         model.notice = f"Model: bundled offline {model.name}."
         return model
-    model = load_hf(spec, device, accel)
+    model = _load_hf(spec, device, accel)
     model.notice = f"Model: {model.name} ({model.compute})."
     return model
 

@@ -34,6 +34,9 @@ import logging
 import os
 from functools import lru_cache
 
+import torch
+from torch.nn.utils import parametrize
+
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "off", "fp32", "bf16")
@@ -56,8 +59,6 @@ def cpu_flags() -> frozenset:
 
 def bf16_support() -> tuple[bool, str]:
     """(supported, why): native bf16 compute on this CPU *and* in this torch build."""
-    import torch
-
     try:
         onednn_ok = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception:  # older/odd builds: no oneDNN bf16 query
@@ -101,9 +102,6 @@ def fold_weight_norm(model) -> int:
     """Replace weight-norm parametrizations (and legacy weight_norm hooks) by the plain
     weight they compute. Exact; returns how many were folded. Inference only: training
     would no longer see `g`/`v`."""
-    import torch
-    from torch.nn.utils import parametrize
-
     n = 0
     for module in list(model.modules()):
         if parametrize.is_parametrized(module, "weight"):
@@ -134,15 +132,11 @@ class Accelerated:
         self.folded = 0
 
     def _context(self, mode: str):
-        import torch
-
         if mode == "bf16":
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _run(self, mode: str, args, kwargs):
-        import torch
-
         with torch.inference_mode(), self._context(mode):
             out = self.model(*args, **kwargs)
         logits = getattr(out, "logits", out)
@@ -164,8 +158,6 @@ class Accelerated:
 
 
 def _probs(logits, multi_label: bool):
-    import torch
-
     return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)
 
 
@@ -194,8 +186,6 @@ def accelerate(model, feature_extractor=None, mode: str | None = "auto", *, devi
 
 
 def _self_check(acc: Accelerated, model, feature_extractor, check_inputs, tolerance) -> None:
-    import torch
-
     if check_inputs is None:
         rate = int(getattr(feature_extractor, "sampling_rate", 16000) or 16000)
         g = torch.Generator().manual_seed(0)

@@ -36,6 +36,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,9 @@ def resolve_backend(mode: str | None = "auto") -> tuple[str, str]:
 
 
 def onnxruntime_available() -> tuple[bool, str]:
-    try:
+    try:  # inside: ONNX Runtime is optional (torch is the fallback), so its absence is an answer, not an error
         import onnx  # noqa: F401  (the exporter needs it)
-        import onnxruntime  # noqa: F401
+        import onnxruntime
     except ImportError as exc:
         return False, f"{exc.name} is not installed (pip install onnxruntime onnx)"
     return True, "onnxruntime " + onnxruntime.__version__
@@ -76,14 +77,10 @@ class Forward:
         self.session = session
 
     def _torch(self, x):
-        import torch
-
         with torch.inference_mode():
             return self.module(x)
 
     def _ort(self, x):
-        import torch
-
         out = self.session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)})[0]
         return torch.from_numpy(out)
 
@@ -112,8 +109,6 @@ def _export(module, example, dynamic_len: bool = False) -> bytes:
     """The module as an ONNX graph. Exporting takes seconds, so the graph is cached on disk
     under a hash of the weights, the input shape and the torch version. dynamic_len: the
     second axis (samples) may vary too (a Hugging Face model's growing first windows)."""
-    import torch
-
     shape = ("n",) if dynamic_len else tuple(example.shape[1:])
     h = hashlib.sha256(f"{type(module).__qualname__} {shape} {torch.__version__}".encode())
     for name, t in sorted(module.state_dict().items()):
@@ -142,7 +137,7 @@ def _export(module, example, dynamic_len: bool = False) -> bytes:
 
 
 def _ort_session(module, example, threads: int, dynamic_len: bool = False):
-    import onnxruntime as ort
+    import onnxruntime as ort  # inside: optional (only called once onnxruntime_available() said yes)
 
     data = _export(module, example, dynamic_len)
     so = ort.SessionOptions()
@@ -161,8 +156,6 @@ def select_backend(module, example, mode: str | None = "auto", *, tolerance: flo
     dynamic_len: its second axis may vary (the self-check then also runs a shorter input).
     Raises ValueError for an unknown mode; a missing package or a failed check falls back
     to torch (with the reason), except when "onnxruntime" was asked for explicitly."""
-    import torch
-
     backend, source = resolve_backend(mode)
     if backend == "torch":
         return Forward(module, "torch", f"torch ({source})")

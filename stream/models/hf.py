@@ -1,42 +1,27 @@
-"""Hugging Face `transformers` audio-classification checkpoints (Hub id or local directory)."""
+"""Hugging Face `transformers` audio-classification checkpoints (Hub id or local directory).
+
+Imports torch and transformers: `stream.models` imports this module only when such a checkpoint
+is loaded (an edge with a `ray://` model has neither)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+import torch
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
+from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
+from transformers.utils import logging as hf_logging
 
 from ..errors import ModelLoadError
+from .accel import accelerate
+from .backends import resolve_backend, select_backend
 from .base import AudioModel
-
-COURSE_MODEL = "sanchit-gandhi/distilhubert-finetuned-gtzan"
-HUB_PROBE_TIMEOUT_S = 3.0
-
-
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
-    """One bounded HTTP request to the Hub. The Hub client itself retries for ~30 s when
-    offline, which would freeze a kiosk at start-up, so we ask first."""
-    import httpx
-
-    try:
-        httpx.head(hub_endpoint() + "/api/models", timeout=timeout, follow_redirects=True)
-        return True, ""
-    except Exception as exc:
-        return False, f"the Hugging Face Hub ({hub_endpoint()}) is unreachable ({type(exc).__name__}: {exc})"
+from .hub import COURSE_MODEL, hub_offline, hub_reachable
 
 
 def logits_module(model):
     """`model` (a transformers audio classifier) as a module of one tensor: input_values ->
     logits, the form an exporter (ONNX) takes."""
-    import torch
 
     class Logits(torch.nn.Module):
         def __init__(self, model):
@@ -61,10 +46,6 @@ class HFAudioModel(AudioModel):
 
     def __init__(self, model, feature_extractor, name: str, device: str = "cpu", accel: str = "auto",
                  backend: str = "auto"):
-        import torch
-
-        from .accel import accelerate
-
         self.torch = torch
         self.model = model.to(device).eval()
         self.fe = feature_extractor
@@ -90,8 +71,6 @@ class HFAudioModel(AudioModel):
         model, exact: stream/models/backends.py) where bf16 autocast does not run: CPUs
         without bf16, or accel="fp32". None keeps torch (accel "off" or bf16, a model whose
         feature extractor also returns an attention mask, or the self-check failed)."""
-        from .backends import resolve_backend, select_backend
-
         resolved, _ = resolve_backend(backend)  # (raises for an unknown mode)
         if self.accel.mode != "fp32" or self.device != "cpu" or resolved == "torch":
             return None
@@ -130,10 +109,6 @@ def _is_local(spec: str) -> bool:
 
 def load_hf(spec: str, device: str = "cpu", accel: str = "auto", backend: str = "auto") -> HFAudioModel:
     """Load a Hub id or a local checkpoint directory; every failure becomes a ModelLoadError."""
-    from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
-    from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()  # kiosk logs and the CLI's live display stay clean
 
     path = Path(spec).expanduser()

@@ -1,7 +1,7 @@
 """`RemoteModel`: an `AudioModel` whose forward runs on a Ray Serve deployment.
 
 The engine stays where the audio is (it validates, resamples and buffers); only the windows
-travel, and probabilities come back. The deployment (`stream/serve.py`) runs any model
+travel, and probabilities come back. The deployment (`ui/net/ray_model.py`, `genre-serve-ray`) runs any model
 `load_model` accepts, batches requests from all edges with `@serve.batch`, and restarts
 replicas that die.
 
@@ -47,7 +47,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 def import_ray(spec: str = SCHEME):
     """(ray, serve), or a ModelLoadError that says how to install them."""
-    try:
+    try:  # inside: Ray is an optional dependency (the `serve` extra); without it, an error saying how to install it
         import ray
         from ray import serve
     except ImportError as exc:
@@ -76,7 +76,7 @@ def connect(address: str | None = None, *, spec: str = SCHEME, timeout: float = 
     if ray.is_initialized():
         return address or "this process's Ray"
     address = address or os.environ.get("RAY_ADDRESS") or "auto"
-    advice = ("Start Ray there (`ray start --head`, or `python -m stream.serve --model musicnn` for a local "
+    advice = ("Start Ray there (`ray start --head`, or `genre-serve-ray --model musicnn` for a local "
               "one), or give the right address: ray://APP@HOST:6379 or the RAY_ADDRESS environment variable.")
     if address not in ("auto", "local"):
         why = _probe(address, timeout)
@@ -95,7 +95,7 @@ def wait_until_running(app: str, *, spec: str, where: str, timeout: float = READ
     """Wait (bounded) for Serve application `app` to run; returns its running replicas.
     `say(message)` (default: a log warning) is told once when it has to wait."""
     _, serve = import_ray(spec)
-    deploy = (f"Deploy it: python -m stream.serve --model musicnn --name {app}"
+    deploy = (f"Deploy it: genre-serve-ray --model musicnn --name {app}"
               + ("" if where in ("auto", "this process's Ray") else f" --address {where}"))
     deadline = time.monotonic() + timeout
     said = False
@@ -124,7 +124,7 @@ def wait_until_running(app: str, *, spec: str, where: str, timeout: float = READ
 
 
 class RemoteModel(AudioModel):
-    """A model served by Ray Serve (`python -m stream.serve`), behind the `AudioModel` interface.
+    """A model served by Ray Serve (`genre-serve-ray`), behind the `AudioModel` interface.
 
     Labels, sample rate, default window/hop, default labels and multi_label come from the
     deployment, so engines behave exactly as with the same model in-process.
@@ -156,7 +156,7 @@ class RemoteModel(AudioModel):
             info = self._handle.info.remote().result(timeout_s=request_timeout_s)
         except Exception as exc:
             raise ModelLoadError(spec, f"application {app!r} did not answer info() ({_short(exc)})",
-                                 "Is it a model deployment of stream.serve? Redeploy with python -m stream.serve.") from exc
+                                 "Is it a model deployment of genre-serve-ray? Redeploy with genre-serve-ray.") from exc
         self.name = f"{info['name']} @ {spec}"
         self.sample_rate = int(info["sample_rate"])
         self.labels = list(info["labels"])

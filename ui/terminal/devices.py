@@ -35,7 +35,7 @@ class Input:
 
 
 def import_sounddevice():
-    try:
+    try:  # inside: PortAudio may be missing (an error that says so), and --help must not load it
         import sounddevice as sd
     except OSError as exc:  # raised by sounddevice's import when libportaudio is missing
         raise DeviceError(PORTAUDIO_MISSING.format(exc=exc)) from None

@@ -28,7 +28,7 @@ class LevelMeter:
         self.updated: float | None = None  # time.monotonic() of the last block
 
     def update(self, block):
-        import numpy as np
+        import numpy as np  # inside: numpy stays off cli_listen's --help path (tests/test_cli.py checks it)
 
         peak = float(np.max(np.abs(block))) if block.size else 0.0
         self.peak_dbfs = 20 * math.log10(peak) if peak > 0 else -math.inf
@@ -138,7 +138,7 @@ class FileSource:
 
     def _chunks(self):
         """(chunk, rate) of FILE_CHUNK_S each, the last one cut at `limit_s`."""
-        from stream import decode_blocks
+        from stream import decode_blocks  # inside: the decoders (numpy, soundfile) stay off the --help path
 
         for block, rate in decode_blocks(self.path):
             step = max(1, int(rate * FILE_CHUNK_S))

@@ -11,7 +11,13 @@ import math
 import sys
 import time
 
-from ui.report import dumps, result_line, result_record, summary_record, summary_text
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ui.report import dumps, result_line, summary_text
 
 REDRAW_S = 0.2  # the panel redraws at most this often
 STALE_S = 2.0  # the level meter says "no audio" after this long without a block
@@ -25,7 +31,7 @@ def open_view(engine, source, json_lines: bool = False):
 
 
 class Lines:
-    """One line per result on stdout (a pipe, a kiosk): `result_record` JSON or `result_line` text."""
+    """One line per result on stdout (a pipe, a kiosk): `Result.to_json` records or `result_line` text."""
 
     def __init__(self, engine, source, json_lines: bool = False):
         self.engine, self.source, self.json = engine, source, json_lines
@@ -41,7 +47,7 @@ class Lines:
 
     def show(self, res) -> None:
         if self.json:
-            print(dumps(result_record(res, **self.counters())), flush=True)
+            print(dumps(res.to_json(**self.counters())), flush=True)
         else:
             print(result_line(res, self.engine.stats, overflows=self.source.overflows), flush=True)
 
@@ -53,7 +59,7 @@ class Lines:
         s, st = self.engine.summary(), self.engine.stats
         text = summary_text(s, st, reason, received_s=self.source.seconds, too_short=too_short, **self.counters())
         if self.json:
-            print(dumps(summary_record(s, st, reason, **self.counters())), flush=True)
+            print(dumps(s.to_json(st, reason, **self.counters())), flush=True)
         print(text, file=sys.stderr if self.json else sys.stdout, flush=True)
 
 
@@ -77,9 +83,6 @@ class LiveView(Lines):
     LINE = dict(no_wrap=True, overflow="ellipsis")
 
     def __init__(self, engine, source, console=None):
-        from rich.console import Console
-        from rich.live import Live
-
         super().__init__(engine, source)
         self.console = console or Console()
         self.latest = None
@@ -107,10 +110,6 @@ class LiveView(Lines):
             self.next_draw = time.monotonic() + REDRAW_S
 
     def render(self) -> None:
-        from rich.console import Group
-        from rich.panel import Panel
-        from rich.text import Text
-
         width = min(self.WIDTH, self.console.size.width)
         bar_w = max(width - 4 - self.label_w - 2 - 4, 5)  # borders and padding, label, two gaps, "0.29"
         head, rows, more = self._scores(bar_w)
@@ -122,9 +121,6 @@ class LiveView(Lines):
 
     def _scores(self, bar_w: int):
         """(head line, table of genre bars, how many rows did not fit or None)."""
-        from rich.table import Table
-        from rich.text import Text
-
         res, line = self.latest, self.LINE
         rows = Table.grid(padding=(0, 1))
         rows.add_column(justify="right", width=self.label_w, **line)
@@ -143,8 +139,6 @@ class LiveView(Lines):
         return Text.assemble(("Leading genre: ", "bold"), (res.label or "-", "bold green"), **line), rows, more
 
     def _level(self, bar_w: int):
-        from rich.text import Text
-
         meter, lvl = self.source.meter, self.source.meter.peak_dbfs
         frac = 0.0 if not math.isfinite(lvl) else (max(lvl, -60.0) + 60.0) / 60.0
         style = "red" if lvl > -1 else "green" if lvl > -40 else "yellow"
@@ -155,8 +149,6 @@ class LiveView(Lines):
         return level
 
     def _counters(self):
-        from rich.text import Text
-
         st, src = self.engine.stats, self.source
         timing = Text(f"t {src.seconds:6.1f} s   inference {st.inference_ms_mean:4.0f} ms (p95 {st.inference_ms_p95:.0f})"
                       f"   rtf {st.real_time_factor:.2f}   lag {st.lag_s:.1f} s", style="dim", **self.LINE)

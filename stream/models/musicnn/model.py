@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from ...errors import ModelLoadError
+from ..backends import Forward, select_backend
 from ..base import AudioModel
 from .frontend import PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, LogMel, patch_starts
 from .nets import ARCHITECTURES
@@ -153,8 +156,6 @@ class MusicnnModel(AudioModel):
         self.default_labels = [t for t in labels if t in GENRE_TAGS]
         # Each network's forward: torch, or the same float32 function under ONNX Runtime where
         # installed and checked (backends.py; backend="torch" or STREAM_BACKEND=torch turns it off).
-        from ..backends import Forward, select_backend
-
         if self.device.type != "cpu":
             self.kernels = {k: Forward(net, "torch", f"torch (device {self.device})") for k, net in self.nets.items()}
         else:
@@ -249,9 +250,6 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "aut
             raise RuntimeError("CUDA is not available")
     except RuntimeError as e:
         raise ModelLoadError(spec, f"bad device {device!r} ({e})", "Use device='cpu'", fallback=None) from e
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         tags = load_tag_lists()
         nets = {}

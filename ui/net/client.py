@@ -1,4 +1,4 @@
-"""A client of the network API (stream/server.py) that looks like a StreamEngine.
+"""A client of the network API (ui/net/api.py) that looks like a StreamEngine.
 
     engine = RemoteEngine("ws://kiosk-server:8765", {"hop": 1}, on_result=print)
     engine.connect(48000, 2)           # blocks until the server is ready (ServerError if not)
@@ -27,8 +27,10 @@ from typing import Callable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.sync.client import connect as ws_connect
 
-from .engine import EngineConfig, EngineStats, Result, SessionSummary
+from stream.engine import EngineConfig, EngineStats, Result, SessionSummary
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +57,6 @@ def listen_url(url: str, params: dict) -> str:
     path = parts.path if parts.path not in ("", "/") else "/v1/listen"
     query = "&".join(q for q in (parts.query, urlencode(params)) if q)
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
-
-
-def result_from_record(rec: dict, offset_s: float = 0.0) -> Result:
-    """The inverse of ui.report.result_record (raw scores do not travel)."""
-    f = lambda k: float(rec[k]) if rec.get(k) is not None else float("nan")  # noqa: E731
-    return Result(scores=dict(rec.get("scores") or {}), raw_scores={}, label=rec.get("label"),
-                  time_s=f("time_s") + offset_s, silent=bool(rec.get("silent")), level_dbfs=f("level_dbfs"),
-                  window_s=f("window_s"), inference_ms=f("inference_ms"), latency_ms=f("latency_ms"))
 
 
 class RemoteEngine:
@@ -109,14 +103,11 @@ class RemoteEngine:
 
     # ---- connection --------------------------------------------------------------
     def _open(self):
-        from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
-        from websockets.sync.client import connect
-
         params = {"sample_rate": self.rate, "channels": self.channels, "format": "f32le", **self.options}
         url = listen_url(self.url, params)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
-            ws = connect(url, additional_headers=headers, open_timeout=self.open_timeout,
+            ws = ws_connect(url, additional_headers=headers, open_timeout=self.open_timeout,
                          max_size=4 << 20, close_timeout=5)
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -129,7 +120,7 @@ class RemoteEngine:
             raise ServerError("unreachable", f"bad server URL {self.url!r}: {exc}") from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise ServerError("unreachable", f"cannot reach the server at {self.url}: "
-                                             f"{exc or type(exc).__name__}. Is `python -m stream.server` "
+                                             f"{exc or type(exc).__name__}. Is `genre-serve` "
                                              "running there?") from None
         try:
             first = json.loads(ws.recv(timeout=self.open_timeout))
@@ -217,8 +208,6 @@ class RemoteEngine:
 
     def _session(self) -> str | None:
         """Run one connected session; None when it ended with the server's summary, else why not."""
-        from websockets.exceptions import ConnectionClosed
-
         ws = self._ws
         sender = threading.Thread(target=self._send_loop, args=(ws,), name="remote-sender", daemon=True)
         sender.start()
@@ -277,7 +266,7 @@ class RemoteEngine:
     def _handle(self, msg: dict):
         event = msg.get("event")
         if event == "result":
-            res = result_from_record(msg, self._offset_s)
+            res = Result.from_json(msg, self._offset_s)
             with self._lock:
                 self._session_results += 1
                 self._tally(res)

@@ -1,0 +1,176 @@
+"""Accuracy of a model on your own labelled recordings, file by file and live.
+
+`genre-evaluate` (also `python -m ui.evaluate`):
+
+    genre-evaluate DIR                       # DIR/<genre>/*.wav|mp3|flac|ogg|...
+    genre-evaluate DIR --model musicnn --map musicnn-gtzan --out results/
+    genre-evaluate DIR --map my_labels.txt --no-live
+
+DIR is laid out like GTZAN: one folder per genre, named after it. For every file it prints
+the genre the model gives the whole file and then accuracy, per-genre recall and the
+confusion matrix (text, and a PNG with --out). The scoring itself is `stream.evaluate`.
+
+Live vs file: each file is also streamed through the live engine (default settings, in 0.1 s
+chunks) and the readout it ends on is compared with the file's verdict: "does the live
+readout match what the whole file says?" (--no-live halves the time).
+
+Label mapping. The folders' names need not be the model's labels. `--map FILE` maps model
+labels to folder genres, one ``model label = folder genre`` per line (``#`` comments; several
+labels may map to one genre); the prediction is then the folder genre whose mapped labels
+score highest, and labels without a mapping are ignored (a tagger's "female vocalists" does
+not compete). Without --map, labels that equal a folder name (case, spaces, "-" and "_"
+ignored: "hip-hop" = "hiphop") map to it. `--map musicnn-gtzan` is a ready mapping of the
+bundled tagger's genre tags to the ten GTZAN folders.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from stream.errors import ModelLoadError
+from stream.evaluate import BUILTIN_MAPS, FileResult, confusion, find_files, score_folder
+from stream.models import load_model
+
+
+def format_report(results: list[FileResult], genres: list[str], live: bool) -> str:
+    m = confusion(results, genres)
+    n = len(results)
+    correct = int(np.trace(m[:, :len(genres)]))
+    lines = [f"accuracy: {correct}/{n} = {100 * correct / n:.1f} %", "", "per-genre recall:"]
+    for i, g in enumerate(genres):
+        tot = int(m[i].sum())
+        lines.append(f"  {g:<14} {int(m[i, i])}/{tot} = {100 * m[i, i] / tot:.1f} %" if tot else f"  {g:<14} -")
+    lines += ["", "confusion matrix (rows: true genre, columns: predicted):"]
+    heads = genres + (["(none)"] if m[:, -1].any() else [])
+    w = max(8, max(len(g) for g in genres))
+    cw = [max(5, len(h)) for h in heads]
+    lines.append(" " * (w + 2) + " ".join(f"{h:>{c}}" for h, c in zip(heads, cw)))
+    for i, g in enumerate(genres):
+        cells = m[i] if m[:, -1].any() else m[i, :-1]
+        lines.append(f"  {g:<{w}}" + " ".join(f"{int(v):>{c}}" for v, c in zip(cells, cw)))
+    if live:
+        agree = sum(r.live is not None and r.live == r.predicted for r in results)
+        agree_label = sum(r.live_label is not None and r.live_label == r.top_label for r in results)
+        live_ok = sum(r.live == r.truth for r in results)
+        lines += ["", f"live vs file: the live readout ends on the file's genre in {agree}/{n} files "
+                      f"({100 * agree / n:.1f} %); on the model's own top label in {agree_label}/{n} "
+                      f"({100 * agree_label / n:.1f} %); live accuracy {100 * live_ok / n:.1f} %"]
+    secs = [r.seconds for r in results]
+    lines += ["", f"time per file: mean {np.mean(secs):.2f} s, max {np.max(secs):.2f} s"]
+    return "\n".join(lines)
+
+
+def save_png(path: Path, m: np.ndarray, genres: list[str]) -> None:
+    """The confusion matrix as a PNG (Pillow, which Gradio already brings)."""
+    # inside: Pillow is no declared dependency (Gradio brings it); only --out needs it
+    from PIL import Image, ImageDraw, ImageFont
+
+    cols = genres + (["(none)"] if m[:, -1].any() else [])
+    m = m if m[:, -1].any() else m[:, :-1]
+    cell, left, top = 56, 12 + 8 * max(len(g) for g in cols), 40 + 8 * max(len(g) for g in cols)
+    title = "confusion matrix (rows: true, columns: predicted)"
+    img = Image.new("RGB", (max(left + cell * len(cols) + 16, 16 + 6 * len(title)), top + cell * len(genres) + 40), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    d.text((8, 8), title, fill="black", font=font)
+    rows = m.sum(1, keepdims=True).clip(min=1)
+    for i in range(len(genres)):
+        d.text((8, top + i * cell + cell // 2 - 5), genres[i], fill="black", font=font)
+        for j in range(len(cols)):
+            frac = m[i, j] / rows[i, 0]
+            shade = int(255 * (1 - frac))
+            x, y = left + j * cell, top + i * cell
+            d.rectangle([x, y, x + cell - 2, y + cell - 2], fill=(shade, shade, 255), outline="grey")
+            d.text((x + cell // 2 - 6, y + cell // 2 - 5), str(int(m[i, j])), fill="black" if frac < 0.6 else "white", font=font)
+    for j, g in enumerate(cols):  # column heads, written vertically
+        x = left + j * cell + cell // 2 - 4
+        for k, ch in enumerate(g):
+            d.text((x, 28 + 8 * k), ch, fill="black", font=font)
+    img.save(path)
+
+
+def write_outputs(out: Path, results: list[FileResult], genres: list[str], report: str) -> None:
+    """confusion.png, results.csv and report.txt in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_png(out / "confusion.png", confusion(results, genres), genres)
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "truth", "predicted", "top_label", "live", "live_label", "seconds"])
+        for r in results:
+            w.writerow([r.path, r.truth, r.predicted or "", r.top_label or "", r.live or "", r.live_label or "",
+                        f"{r.seconds:.3f}"])
+    (out / "report.txt").write_text(report + "\n", encoding="utf-8")
+
+
+def evaluate(root, model, mapping_spec: str | None = None, live: bool = True, file_hop_s: float | None = None,
+             progress: bool = True, out: Path | None = None) -> tuple[list[FileResult], list[str], str]:
+    """Run the whole evaluation (`stream.evaluate.score_folder`) with a progress bar; returns
+    (per-file results, genres, report text) and, with `out`, writes the PNG, CSV and report
+    there. Raises ValueError as score_folder does."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   transient=False) if progress else None
+    task = bar.add_task("evaluating", total=None) if bar is not None else None
+
+    def on_file(done, total, path, r):
+        desc = {"description": f"{path.name[:28]:<28} {r.seconds:5.1f} s"} if r is not None else {}
+        bar.update(task, completed=done, total=total, **desc)
+
+    if bar is not None:
+        bar.start()
+    try:
+        scores = score_folder(root, model, mapping_spec, live=live, file_hop_s=file_hop_s,
+                              on_file=on_file if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.stop()
+    results, genres = scores.results, scores.genres
+    report = format_report(results, genres, live)
+    if scores.skipped:
+        report += f"\n\nskipped {len(scores.skipped)} file(s):\n  " + "\n  ".join(scores.skipped)
+    if out is not None:
+        write_outputs(out, results, genres, report)
+    return results, genres, report
+
+
+def main(argv=None) -> int:
+    """Console entry point (`genre-evaluate`)."""
+    ap = argparse.ArgumentParser(prog="genre-evaluate", description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dir", help="labelled folder: DIR/<genre>/<audio files>")
+    ap.add_argument("-m", "--model", default="auto", help="model spec as for load_model (default: auto)")
+    ap.add_argument("--map", dest="mapping", help=f"label map file ('model label = folder genre' lines) or one of {sorted(BUILTIN_MAPS)}")
+    ap.add_argument("--no-live", action="store_true", help="skip the live-vs-file comparison")
+    ap.add_argument("--file-hop", type=float, help="hop of the whole-file analysis in s (default: the window, no overlap)")
+    ap.add_argument("--out", type=Path, help="folder for confusion.png, results.csv and report.txt")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        genres, files = find_files(Path(args.dir))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        model = load_model(args.model)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(files)} files in {len(genres)} genres ({', '.join(genres)}); model {model.name}")
+    try:
+        _, _, report = evaluate(args.dir, model, args.mapping, live=not args.no_live, file_hop_s=args.file_hop,
+                                progress=not args.no_progress, out=args.out)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    if args.out is not None:
+        print(f"\nwrote {args.out / 'confusion.png'}, {args.out / 'results.csv'}, {args.out / 'report.txt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

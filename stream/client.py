@@ -28,7 +28,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
-from .engine import EngineConfig, EngineStats, Result, SessionSummary
+from .engine import EngineConfig, EngineStats, Result, SessionSummary, ShareTally
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ def result_from_record(rec: dict, offset_s: float = 0.0) -> Result:
     f = lambda k: float(rec[k]) if rec.get(k) is not None else float("nan")  # noqa: E731
     return Result(scores=dict(rec.get("scores") or {}), raw_scores={}, label=rec.get("label"),
                   time_s=f("time_s") + offset_s, silent=bool(rec.get("silent")), level_dbfs=f("level_dbfs"),
-                  window_s=f("window_s"), inference_ms=f("inference_ms"), latency_ms=f("latency_ms"))
+                  window_s=f("window_s"), inference_ms=f("inference_ms"), latency_ms=f("latency_ms"),
+                  genre=rec.get("genre"), genre_scores=dict(rec.get("genre_scores") or {}))
 
 
 class RemoteEngine:
@@ -103,8 +104,7 @@ class RemoteEngine:
         self._sent_s = 0.0
         self._infer_ms: collections.deque = collections.deque(maxlen=512)
         self._n_classified = self._n_silent = 0
-        self._shares: dict = collections.defaultdict(float)
-        self._silent_s = 0.0
+        self._shares = ShareTally()
         self._last_t: float | None = None
 
     # ---- connection --------------------------------------------------------------
@@ -299,11 +299,11 @@ class RemoteEngine:
         self._last_t = res.time_s
         if res.silent:
             self._n_silent += 1
-            self._silent_s += dt
+            self._shares.add(dt, None, None)
         else:
             self._n_classified += 1
             self._infer_ms.append(res.inference_ms)
-            self._shares[res.label] += dt
+            self._shares.add(dt, res.genre, res.label)
 
     def _notify(self, message: str):
         if self.on_event is not None:
@@ -376,12 +376,10 @@ class RemoteEngine:
         s = self._server_summary()
         if s is not None:
             return SessionSummary(duration_s=s["duration_s"], silent_s=s["silent_s"], shares=dict(s["shares"]),
-                                  dominant=s["dominant"])
+                                  dominant=s["dominant"], genre_shares=dict(s.get("genre_shares") or {}),
+                                  dominant_genre=s.get("dominant_genre"), styles=dict(s.get("styles") or {}))
         with self._lock:
-            total = sum(self._shares.values())
-            shares = {k: v / total for k, v in sorted(self._shares.items(), key=lambda kv: -kv[1])} if total else {}
-            return SessionSummary(duration_s=total + self._silent_s, silent_s=self._silent_s, shares=shares,
-                                  dominant=next(iter(shares), None))
+            return self._shares.summary()
 
     @property
     def stats(self) -> EngineStats:

@@ -101,11 +101,11 @@ class SessionSummary:
 
 
 class ShareTally:
-    """Time per leading (genre, style), the session summary's source; not thread-safe (the
-    owner holds its lock). `has_styles` False: no style level to report."""
+    """Time per leading (genre, style), the session summary's source (the engine's, and a
+    network client's); not thread-safe (the owner holds its lock). Styles are reported when
+    there is a style level: some label differs from its genre."""
 
-    def __init__(self, has_styles: bool = True):
-        self.has_styles = has_styles
+    def __init__(self):
         self.clear()
 
     def clear(self) -> None:
@@ -129,7 +129,7 @@ class ShareTally:
         first = lambda d: dict(sorted(d.items(), key=lambda kv: -kv[1]))  # noqa: E731 (stable: ties keep order)
         shares, genre_shares = first(by_label), first(by_genre)
         styles = {}
-        if self.has_styles:
+        if any(g != l for g, l in self.time):
             for g in genre_shares:
                 styles[g] = first({l: t / total for (gg, l), t in self.time.items() if gg == g})
         return SessionSummary(total + self.silent_s, self.silent_s, shares, next(iter(shares)),
@@ -227,7 +227,7 @@ class StreamEngine:
         self._bad = 0
         # session tally
         self._last_result_t: float | None = None
-        self._tally_time = ShareTally(self.genre_level.has_styles)
+        self._tally_time = ShareTally()
 
     # ---- configuration -------------------------------------------------------------
     @staticmethod

@@ -57,9 +57,11 @@ class EngineConfig:
         GTZAN's ten, has none: each label is its own genre). Else {label: genre} or the path of
         a JSON file of that form (or {"genres": [...], "styles": {label: [genre, why]}}, the
         shipped form); a label the model does not have is an error, visible labels left out
-        are shown but never lead. Genres hold still where labels do not: on steady music the
-        bundled tagger's label changes ~1.5 times a minute between neighbouring tags (techno /
-        electronic / dance), its genre a few times an hour (bench/quality.py).
+        are shown but never lead. Genres hold stiller than labels: on steady music (32
+        excerpts, bench/quality.py) the bundled tagger's leading tag changes 1.6 times a
+        minute, mostly between neighbours (techno / electronic / ambient), its genre 1.0 times;
+        the rest is the model changing its mind inside a track (a piano passage in an
+        electronic track reads Classical).
     patch_reuse: for models that score fixed patches and average them (`AudioModel.patch_samples`
         set: the bundled MusiCNN, 3 s patches), score only the hop's new patch and average it
         with the patches earlier hops already scored: one patch per network per hop instead of

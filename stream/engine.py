@@ -289,7 +289,9 @@ class StreamEngine:
             return genre_level(model.labels, visible, genre_mapping(c.genres), StreamEngine._genre_pool, strict=True)
         return genre_level(model.labels, visible, getattr(model, "genres", None), StreamEngine._genre_pool)
 
-    _genre_pool = "max"  # bench/quality.py compares "sum"
+    # A genre scores as its best style: a sum lets genres with many weak tags outvote the
+    # model's strongest tag (bench/README.md, issue 22). Not a setting; bench/quality.py sets it.
+    _genre_pool = "max"
 
     @property
     def visible_labels(self) -> list[str]:

@@ -106,7 +106,7 @@ def result_line(res, stats=None, **counters) -> str:
         what = "(silence)"
     else:
         ranked = res.genre_scores or res.scores
-        what = f"{headline(res.genre, res.label):<14} " + "  ".join(f"{k} {v:.2f}" for k, v in ranked.items())
+        what = f"{headline(res.genre, res.label):<14}  " + "  ".join(f"{k} {v:.2f}" for k, v in ranked.items())
     line = f"{res.time_s:7.1f}s  {what}  | level {res.level_dbfs:6.1f} dBFS  infer {res.inference_ms:4.0f} ms"
     if stats is not None:
         line += f"  rtf {stats.real_time_factor:.2f}  silent {stats.windows_silent}"

@@ -2,8 +2,9 @@
 of each field (for their --help) without importing numpy, torch or the engine itself."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 
 @dataclass
@@ -45,10 +46,22 @@ class EngineConfig:
     top_k: how many labels `Result.scores` keeps (0 = all visible labels).
     allow / deny: label names to show / hide. allow=None shows the model's default view
         (e.g. the genre tags of a tagger); allow=["*"] shows every label.
-    switch_margin: hysteresis, relative: the leading label changes only when a challenger's
-        smoothed score beats the leader's by this fraction of it (0.1 = 10 %). Relative, so it
-        means the same for a softmax (leader ~0.5: 0.1 = the former absolute 0.05) and a
-        sigmoid tagger (leader ~0.2, where an absolute 0.05 was a 25 % margin).
+    switch_margin: hysteresis, relative: the leading genre (and the leading style inside it)
+        changes only when a challenger's smoothed score beats the leader's by this fraction of
+        it (0.1 = 10 %). Relative, so it means the same for a softmax (leader ~0.5: 0.1 = the
+        former absolute 0.05) and a sigmoid tagger (leader ~0.2, where an absolute 0.05 was a
+        25 % margin).
+    genres: which genre each label belongs to (`Result.genre`, the headline, above
+        `Result.label`, the style). None = the model's own mapping (the bundled model ships
+        stream/models/musicnn/genres.json; a checkpoint whose labels are genres, such as
+        GTZAN's ten, has none: each label is its own genre). Else {label: genre} or the path of
+        a JSON file of that form (or {"genres": [...], "styles": {label: [genre, why]}}, the
+        shipped form); a label the model does not have is an error, visible labels left out
+        are shown but never lead. Genres hold stiller than labels: on steady music (32
+        excerpts, bench/quality.py) the bundled tagger's leading tag changes 1.6 times a
+        minute, mostly between neighbours (techno / electronic / ambient), its genre 1.0 times;
+        the rest is the model changing its mind inside a track (a piano passage in an
+        electronic track reads Classical).
     patch_reuse: for models that score fixed patches and average them (`AudioModel.patch_samples`
         set: the bundled MusiCNN, 3 s patches), score only the hop's new patch and average it
         with the patches earlier hops already scored: one patch per network per hop instead of
@@ -76,3 +89,4 @@ class EngineConfig:
     deny: Sequence[str] = ()
     switch_margin: float = 0.1
     patch_reuse: bool = True
+    genres: Mapping[str, str] | str | os.PathLike | None = None

@@ -16,6 +16,7 @@ from .audio import rms_dbfs, to_float_mono, validate_rate, validate_samples
 from .buffer import RingBuffer
 from .config import EngineConfig
 from .errors import EngineClosedError
+from .genres import GenreLevel, genre_level, genre_mapping
 from .resample import StreamingResampler
 from .smoothing import ScoreSmoother
 from .worker import Job, get_worker
@@ -34,12 +35,17 @@ def _num(x, nd: int = 4):
 class Result:
     """One readout.
 
+    Two levels: `genre` is the headline (a top-level genre such as "Electronic", with its own
+    hysteresis and change detection), `label` the model's own label (its style, "techno"):
+    the best style inside the leading genre, so the two never contradict. A model whose
+    labels are genres already (GTZAN) has no style level: `genre == label`.
+
     scores: smoothed probabilities of `top_k` visible labels: `label` first, then the others
         by smoothed score, highest first. The leader comes first even while a challenger's
         score is a little higher (within `switch_margin`), so every front end that shows
-        "the first entry" shows the same genre as `label` and the session summary.
+        "the first entry" shows the same label as `label`.
     raw_scores: this window's own probabilities of the visible labels, highest first.
-    label: the leading label (with hysteresis); None when silent.
+    label: the leading style (with hysteresis) inside the leading genre; None when silent.
     time_s: stream time of the window's end (the hop boundary), counted from samples fed, not
         wall clock; the newest few ms may still have been inside the resampler's filter.
     silent: the window was below `silence_dbfs`; no inference ran and no genre is claimed.
@@ -47,6 +53,9 @@ class Result:
     window_s: duration of the classified window.
     inference_ms: model forward time (of the whole batch the window ran in); 0 when silent.
     latency_ms: window complete -> result ready (queueing + inference).
+    genre: the leading genre (with hysteresis); None when silent. The session summary counts it.
+    genre_scores: smoothed genre scores, pooled from the styles' (`GenreLevel.pool`: each genre
+        scores as its best style), `genre` first, then the others, highest first; `top_k` of them.
     """
 
     scores: dict
@@ -58,6 +67,8 @@ class Result:
     window_s: float
     inference_ms: float
     latency_ms: float
+    genre: str | None = None
+    genre_scores: dict = field(default_factory=dict)
 
     def to_json(self, **extra) -> dict:
         """This readout as a JSON-ready record (`"event": "result"`, numbers rounded, NaN as
@@ -73,6 +84,9 @@ class Result:
             "window_s": _num(self.window_s, 3),
             "inference_ms": _num(self.inference_ms, 1),
             "latency_ms": _num(self.latency_ms, 1),
+            # after every field of the records before genres (`label`/`scores` are the style level)
+            "genre": self.genre,
+            "genre_scores": {k: _num(v) for k, v in self.genre_scores.items()},
         }
         rec.update(extra)
         return rec
@@ -84,7 +98,8 @@ class Result:
         f = lambda k: float(rec[k]) if rec.get(k) is not None else float("nan")  # noqa: E731
         return cls(scores=dict(rec.get("scores") or {}), raw_scores={}, label=rec.get("label"),
                    time_s=f("time_s") + offset_s, silent=bool(rec.get("silent")), level_dbfs=f("level_dbfs"),
-                   window_s=f("window_s"), inference_ms=f("inference_ms"), latency_ms=f("latency_ms"))
+                   window_s=f("window_s"), inference_ms=f("inference_ms"), latency_ms=f("latency_ms"),
+                   genre=rec.get("genre"), genre_scores=dict(rec.get("genre_scores") or {}))
 
 
 @dataclass(frozen=True)
@@ -105,12 +120,21 @@ class EngineStats:
 
 @dataclass(frozen=True)
 class SessionSummary:
-    """Where the time went: shares of non-silent time per leading label, highest first."""
+    """Where the time went, as shares of the non-silent time, highest first.
+
+    shares / dominant: per leading label (style), as before genres existed.
+    genre_shares / dominant_genre: per leading genre (the headline).
+    styles: per genre, the shares of its leading styles (of the whole non-silent time, so a
+        genre's styles add up to its own share); empty for a model without a style level.
+    """
 
     duration_s: float
     silent_s: float
     shares: dict
     dominant: str | None
+    genre_shares: dict = field(default_factory=dict)
+    dominant_genre: str | None = None
+    styles: dict = field(default_factory=dict)
 
     def to_json(self, stats: EngineStats, reason: str, **extra) -> dict:
         """This summary plus the engine's `stats` counters as a JSON-ready record
@@ -131,9 +155,56 @@ class SessionSummary:
             "inference_ms_p95": _num(stats.inference_ms_p95, 1),
             "real_time_factor": _num(stats.real_time_factor),
             "seconds_received": _num(stats.seconds_received, 3),
+            # per genre; `shares`/`dominant` above stay per label (style), as before genres
+            "dominant_genre": self.dominant_genre,
+            "genre_shares": {k: _num(v) for k, v in self.genre_shares.items()},
+            "styles": {g: {k: _num(v) for k, v in inner.items()} for g, inner in self.styles.items()},
         }
         rec.update(extra)
         return rec
+
+
+class ShareTally:
+    """Time per leading (genre, style), the session summary's source (the engine's, and a
+    network client's); not thread-safe (the owner holds its lock). Styles are reported when
+    there is a style level: some label differs from its genre."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        self.time: dict[tuple, float] = collections.defaultdict(float)
+        self.silent_s = 0.0
+
+    def add(self, dt: float, genre: str | None, label: str | None) -> None:
+        if label is None and genre is None:
+            self.silent_s += dt
+        else:
+            self.time[(genre if genre is not None else label, label)] += dt
+
+    def summary(self) -> SessionSummary:
+        total = sum(self.time.values())
+        if not total:
+            return SessionSummary(self.silent_s, self.silent_s, {}, None)
+        by_label, by_genre = collections.defaultdict(float), collections.defaultdict(float)
+        for (g, l), t in self.time.items():
+            by_label[l] += t / total
+            by_genre[g] += t / total
+        first = lambda d: dict(sorted(d.items(), key=lambda kv: -kv[1]))  # noqa: E731 (stable: ties keep order)
+        shares, genre_shares = first(by_label), first(by_genre)
+        styles = {}
+        if any(g != l for g, l in self.time):
+            for g in genre_shares:
+                styles[g] = first({l: t / total for (gg, l), t in self.time.items() if gg == g})
+        return SessionSummary(total + self.silent_s, self.silent_s, shares, next(iter(shares)),
+                              genre_shares, next(iter(genre_shares)), styles)
+
+
+def _leader_first(idx: np.ndarray, smooth: np.ndarray, lead: int | None) -> np.ndarray:
+    """`idx` by smoothed score, highest first, with the leader first: also while a challenger
+    is within the margin, so "the first entry" always names the leader."""
+    order = idx[np.argsort(-smooth[idx], kind="stable")]
+    return order if lead is None else np.concatenate(([lead], order[order != lead]))
 
 
 class _WindowMeta(NamedTuple):
@@ -186,6 +257,7 @@ class StreamEngine:
         self._hop = max(1, int(round(c.hop_s * rate)))
         self._min = min(self._win, max(int(round(c.min_window_s * rate)), int(model.min_samples)))
         self._visible = self._visible_indices(c, model)
+        self.genre_level = self._genre_level(c, model, self._visible)
         self._ring = RingBuffer(self._win)
         self._patch = self._patch_plan(c, model, self._win, self._hop)
         self._patch_scores: dict[int, np.ndarray] = {}  # hop boundary (stream sample) -> its patch's probabilities
@@ -196,7 +268,10 @@ class StreamEngine:
         self._outbox: list | None = None  # results to announce once the feed lock is released
         self._feeder: int | None = None  # thread holding the feed lock
         self._result_lock = threading.Lock()
-        self._smoother = ScoreSmoother(c.smoothing_s, c.switch_margin, c.change_s, self._min / rate)
+        # The genre (headline) has its own EMA, hysteresis and change detection; the styles'
+        # EMA restarts with it, so pooled style scores and genre scores stay one picture.
+        self._genre_smoother = ScoreSmoother(c.smoothing_s, c.switch_margin, c.change_s, self._min / rate)
+        self._smoother = ScoreSmoother(c.smoothing_s, c.switch_margin, 0.0, self._min / rate)
         self._anchor: int | None = None  # stream sample where the current music began (a detected change)
         self._closed = False
         self._gen = 0  # bumped by reset(): results of older windows are dropped
@@ -216,8 +291,7 @@ class StreamEngine:
         self._bad = 0
         # session tally
         self._last_result_t: float | None = None
-        self._shares: dict[str, float] = collections.defaultdict(float)
-        self._silent_s = 0.0
+        self._tally_time = ShareTally()
 
     # ---- configuration -------------------------------------------------------------
     @staticmethod
@@ -271,9 +345,27 @@ class StreamEngine:
             raise ValueError("allow/deny leave no label to show; remove some names from deny")
         return np.array(sorted(allowed), dtype=np.int64)
 
+    @staticmethod
+    def _genre_level(c: EngineConfig, model, visible: np.ndarray) -> GenreLevel:
+        """The config's override (checked strictly: an unknown label is an error), else the
+        model's own mapping (`AudioModel.genres`), else every label is its own genre."""
+        if c.genres is not None:
+            return genre_level(model.labels, visible, genre_mapping(c.genres), StreamEngine._genre_pool, strict=True)
+        return genre_level(model.labels, visible, getattr(model, "genres", None), StreamEngine._genre_pool)
+
+    # A genre scores as its best style: a sum lets genres with many weak tags outvote the
+    # model's strongest tag (bench/README.md, issue 22). Not a setting; bench/quality.py sets it.
+    _genre_pool = "max"
+
     @property
     def visible_labels(self) -> list[str]:
         return [self.model.labels[i] for i in self._visible]
+
+    @property
+    def genres(self) -> list[str]:
+        """The genres this engine ranks, in the mapping's order (fixed per model: the page
+        colours them by it)."""
+        return list(self.genre_level.genres)
 
     # ---- feeding -------------------------------------------------------------------
     def feed(self, samples, sample_rate) -> None:
@@ -491,13 +583,10 @@ class StreamEngine:
         self._delivered_seq = meta.seq
         return True
 
-    def _tally(self, t_end: float, label: str | None) -> None:
+    def _tally(self, t_end: float, genre: str | None, label: str | None) -> None:
         dt = self.config.hop_s if self._last_result_t is None else max(t_end - self._last_result_t, 0.0)
         self._last_result_t = t_end
-        if label is None:
-            self._silent_s += dt
-        else:
-            self._shares[label] += dt
+        self._tally_time.add(dt, genre, label)
 
     def _deliver_silent(self, meta: _WindowMeta) -> None:
         _, seq, t_end, level, dur, _ = meta
@@ -506,8 +595,9 @@ class StreamEngine:
                 self._done_seq = max(self._done_seq, seq)
                 return
             self._smoother.reset()
+            self._genre_smoother.reset()
             self._n_silent += 1
-            self._tally(t_end, None)
+            self._tally(t_end, None, None)
             res = Result({}, {}, None, t_end, True, level, dur, 0.0, 0.0)
             self.latest = res
         self._post(res, seq)
@@ -537,23 +627,27 @@ class StreamEngine:
                 return
             labels = self.model.labels
             vis = self._visible
-            smooth = self._smoother.update(probs, t_end, vis, recent_probs)
-            if self._smoother.changed_at is not None:
-                self._anchor = int(round(self._smoother.changed_at * self.rate))
-            order = vis[np.argsort(-smooth[vis], kind="stable")]
-            lead = self._smoother.leader
-            if lead is not None:  # the leader heads the list, also while a challenger is within the margin
-                order = np.concatenate(([lead], order[order != lead]))
-            k = self.config.top_k or len(order)
-            scores = {labels[i]: float(smooth[i]) for i in order[:k]}
+            gl = self.genre_level
+            gs = self._genre_smoother
+            g_smooth = gs.update(gl.scores(probs), t_end, None,
+                                 None if recent_probs is None else gl.scores(recent_probs))
+            if gs.changed_at is not None:
+                self._anchor = int(round(gs.changed_at * self.rate))
+            # the style leads among the leading genre's styles only: the two never contradict
+            smooth = self._smoother.update(probs, t_end, gl.members[gs.leader], recent_probs, restart=gs.changed)
+            k = self.config.top_k or len(vis)
+            scores = {labels[i]: float(smooth[i]) for i in _leader_first(vis, smooth, self._smoother.leader)[:k]}
+            g_order = _leader_first(np.arange(len(gl.genres)), g_smooth, gs.leader)
+            genre_scores = {gl.genres[i]: float(g_smooth[i]) for i in g_order[:k]}
             raw_order = vis[np.argsort(-probs[vis], kind="stable")]
             raw = {labels[i]: float(probs[i]) for i in raw_order}
-            leader = labels[self._smoother.leader] if self._smoother.leader is not None else None
+            leader = labels[self._smoother.leader]
+            genre = gl.genres[gs.leader]
             self._infer_ms.append(infer_ms)
             self._n_classified += 1
-            self._tally(t_end, leader)
+            self._tally(t_end, genre, leader)
             latency = (time.perf_counter() - job.submitted) * 1000.0
-            res = Result(scores, raw, leader, t_end, False, level, dur, infer_ms, latency)
+            res = Result(scores, raw, leader, t_end, False, level, dur, infer_ms, latency, genre, genre_scores)
             self.latest = res
         self._post(res, seq)
 
@@ -590,16 +684,10 @@ class StreamEngine:
             )
 
     def summary(self) -> SessionSummary:
-        """Dominant genres of the session so far, as shares of the non-silent time."""
+        """Dominant genres (and the styles within them) of the session so far, as shares of
+        the non-silent time."""
         with self._result_lock:
-            total = sum(self._shares.values())
-            shares = {k: v / total for k, v in sorted(self._shares.items(), key=lambda kv: -kv[1])} if total else {}
-            return SessionSummary(
-                duration_s=total + self._silent_s,
-                silent_s=self._silent_s,
-                shares=shares,
-                dominant=next(iter(shares), None),
-            )
+            return self._tally_time.summary()
 
     def reset(self) -> None:
         """Forget the audio and the readout (a new song, a new visitor); stats are kept."""
@@ -615,11 +703,11 @@ class StreamEngine:
             if self._resampler is not None:
                 self._resampler.reset()
             self._smoother.reset()
+            self._genre_smoother.reset()
             self._anchor = None
             self.latest = None
             self._last_result_t = None
-            self._shares.clear()
-            self._silent_s = 0.0
+            self._tally_time.clear()
 
     def close(self) -> None:
         """Stop: drop any pending window; further `feed` raises. Idempotent."""

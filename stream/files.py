@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -42,6 +42,10 @@ class FileAnalysis:
     scores: mean probability over non-silent windows, highest first.
     top_label: the highest mean score (None if the whole file is silent).
     segment: (start_s, end_s) of the window where `top_label` is most pronounced.
+    genres / genre_timeline / genre_scores / top_genre: the same at the genre level (each
+        window's genre scores pooled from its label scores as the live readout pools them).
+    top_style: the best label inside `top_genre` (it may differ from `top_label` when another
+        genre's styles add up to more), None when silent or without a style level.
     """
 
     path: str | None
@@ -55,6 +59,11 @@ class FileAnalysis:
     scores: dict
     top_label: str | None
     segment: tuple | None
+    genres: list = field(default_factory=list)
+    genre_timeline: np.ndarray | None = None
+    genre_scores: dict = field(default_factory=dict)
+    top_genre: str | None = None
+    top_style: str | None = None
 
     @property
     def n_windows(self) -> int:
@@ -65,12 +74,13 @@ class FileAnalysis:
         """The spacing of the windows (None for a single window)."""
         return float(np.median(np.diff(self.ends_s))) if self.n_windows > 1 else None
 
-    def timeline_rows(self, labels) -> list[tuple[float, float, str]]:
-        """(window centre in s, score, label) for each non-silent window and each of `labels`:
-        the rows of a line plot of the timeline, one line per label."""
-        cols = [self.labels.index(label) for label in labels]
+    def timeline_rows(self, labels, genres: bool = False) -> list[tuple[float, float, str]]:
+        """(window centre in s, score, label) for each non-silent window and each of `labels`
+        (`genres=True`: of genres): the rows of a line plot of the timeline, one line each."""
+        names, table = (self.genres, self.genre_timeline) if genres else (self.labels, self.timeline)
+        cols = [names.index(label) for label in labels]
         mid = (self.starts_s + self.ends_s) / 2
-        return [(float(mid[i]), float(self.timeline[i, c]), label)
+        return [(float(mid[i]), float(table[i, c]), label)
                 for i in range(self.n_windows) if not self.silent[i] for c, label in zip(cols, labels)]
 
 
@@ -323,7 +333,7 @@ def analyze_file(path_or_array, model, *, window_s: float | None = None, hop_s: 
     hop 4.5 s (0.24x) disagreed on up to 8 % of windows. Every moment of the file is still
     covered by three windows. Pass hop_s=1.0 for the finest timeline. A file shorter than one window is
     classified once as a whole. `progress(fraction, text)` is called after each decoded block.
-    `config` supplies the other engine settings (label view, silence gate); smoothing is off.
+    `config` supplies the other engine settings (label view, silence gate, genres); smoothing is off.
     For arrays pass `sample_rate`. Raises AudioDecodeError for unreadable/empty/too long input.
     """
     base = config or EngineConfig()
@@ -332,7 +342,7 @@ def analyze_file(path_or_array, model, *, window_s: float | None = None, hop_s: 
         hop_s = base.hop_s if base.hop_s is not None else ws * FILE_HOP_FRACTION
     cfg = EngineConfig(window_s=ws, hop_s=hop_s, min_window_s=ws,
                        smoothing_s=0.0, top_k=0, allow=base.allow, deny=base.deny,
-                       silence_dbfs=base.silence_dbfs, switch_margin=0.0)
+                       silence_dbfs=base.silence_dbfs, switch_margin=0.0, genres=base.genres)
     results: list[Result] = []
     engine = StreamEngine(model, cfg, background=False, on_result=results.append)
     if isinstance(path_or_array, (str, Path)):
@@ -387,4 +397,19 @@ def _summarise(path, model, engine, results, duration) -> FileAnalysis:
         col = np.where(silent, -np.inf, np.nan_to_num(timeline[:, order[0]], nan=-np.inf))
         best = int(np.argmax(col))
         segment = (float(starts[best]), float(ends[best]))
-    return FileAnalysis(path, model.name, duration, labels, starts, ends, timeline, silent, scores, top, segment)
+    # the genre level, pooled per window like the live readout's
+    level = engine.genre_level
+    full = np.zeros((len(results), len(model.labels)), np.float64)
+    full[:, [model.labels.index(l) for l in labels]] = np.nan_to_num(timeline, nan=0.0)
+    g_timeline = np.array([level.scores(row) for row in full], np.float32).reshape(len(results), len(level.genres))
+    g_timeline[silent] = np.nan
+    g_scores, top_genre, top_style = {}, None, None
+    if not silent.all():
+        g_mean = np.nanmean(g_timeline, axis=0)
+        g_order = np.argsort(-g_mean, kind="stable")
+        g_scores = {level.genres[i]: float(g_mean[i]) for i in g_order}
+        top_genre = level.genres[g_order[0]]
+        inside = [l for l in scores if level.genre_of.get(l) == top_genre]  # (scores: highest first)
+        top_style = inside[0] if inside and level.has_styles else None
+    return FileAnalysis(path, model.name, duration, labels, starts, ends, timeline, silent, scores, top, segment,
+                        list(level.genres), g_timeline, g_scores, top_genre, top_style)

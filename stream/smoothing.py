@@ -48,24 +48,32 @@ class ScoreSmoother:
         self.state: np.ndarray | None = None
         self.leader: int | None = None
         self.changed_at: float | None = None  # stream time the newest detected change began
+        self.changed = False  # the latest update re-anchored (a change detected, or `restart`)
         self._last_t: float | None = None
         self._novel_since: float | None = None
 
     def update(self, scores: np.ndarray, t: float, candidates: np.ndarray | None = None,
-               recent: np.ndarray | None = None) -> np.ndarray:
+               recent: np.ndarray | None = None, restart: bool = False) -> np.ndarray:
         """Fold in `scores` observed at stream time `t`; returns the smoothed vector.
 
         `candidates` (indices) limits which labels may lead (e.g. the visible ones).
         `recent`: scores of only the newest seconds of the same audio (None: `scores` are
         recent themselves, e.g. a short window after a change).
+        `restart`: a change of music was detected elsewhere (the genre level, for the styles
+        under it): start over from `recent` now, as after a change detected here.
         """
         scores = np.asarray(scores, np.float64)
         recent = scores if recent is None else np.asarray(recent, np.float64)
         idx = np.arange(len(scores)) if candidates is None else np.asarray(candidates)
         changed = False
+        self.changed = False
         if self.state is None or self.tau_s <= 0 or self._last_t is None:
             self.state = scores.copy()
             self._novel_since = None
+        elif restart:
+            self.state = recent.copy()
+            self._novel_since = None
+            self.changed = True
         else:
             nov = _novelty(recent, self.state, idx) if self.change_s > 0 else 0.0
             if nov > self.NOVELTY * self.ONSET:  # the new music may be starting
@@ -79,6 +87,7 @@ class ScoreSmoother:
                 # the first novel `recent` span was about half new music
                 self.changed_at = self._novel_since - self.recent_s / 2
                 self._novel_since = None
+                self.changed = True
             else:
                 dt = max(t - self._last_t, 0.0)
                 w = 1.0 - math.exp(-dt / self.tau_s)

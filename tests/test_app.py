@@ -338,7 +338,9 @@ def test_live_readout_updates_with_true_level_and_summary(server, pw, audio, art
         check_plot(ps)
         assert len(ps["lines"]) >= 3 and ps["band"], ps
         if model_spec == "auto":  # the bundled model hears electronic game music as such
-            assert set(list(scores)[:3]) & ELECTRONIC_TAGS, scores
+            assert "Electronic" in list(scores)[:2], scores
+            style = page.locator("#live-style .live-style").get_attribute("data-style")
+            assert style in ELECTRONIC_TAGS, style  # the style under the headline, inside its genre
         page.screenshot(path=str(artifacts / "live_tab.png"), full_page=True)
         # timings, for information only (bench/ measures speed)
         lat = [r["dom"] - r["arrival"] for r in rs if r["arrival"]]
@@ -364,7 +366,8 @@ def test_live_readout_updates_with_true_level_and_summary(server, pw, audio, art
         assert m and seconds(m.group(1)) == received, (summary, status(page))
         assert 0 < seconds(m.group(2)) <= received, summary
         # the headline, the plot's band and the summary tell the same story of the session
-        shares = {g.strip(): int(v) for g, v in re.findall(r"([^,:]+?) (\d+) %", summary.split("leading genre:")[1])}
+        per_genre = re.sub(r" \([^)]*\)", "", summary.split("leading genre:")[1])  # (the styles within)
+        shares = {g.strip(): int(v) for g, v in re.findall(r"([^,:]+?) (\d+) %", per_genre)}
         headline = label_rows(page.locator("#live-label").inner_text())[0]
         assert headline == page.locator("#live-status .live-status").get_attribute("data-leader"), headline
         ps = plot_state(page)
@@ -519,7 +522,8 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
         assert n_windows == analyze_file(str(audio["mp3"]), load_model(spec), window_s=window).n_windows, md
         if model_spec == "auto":
             top = re.search(r"Top genre: (\S+)", md).group(1)
-            assert top in ELECTRONIC_TAGS, md
+            style = re.search(r"style (\S+)", md).group(1)
+            assert top == "Electronic" and style in ELECTRONIC_TAGS, md
         page.screenshot(path=str(artifacts / "file_tab.png"), full_page=True)
 
         def upload_bad(path: Path, expect: str):
@@ -811,6 +815,32 @@ def test_headline_is_the_engines_leader_not_the_highest_score():
     assert data.label == "ambient" and [c.label for c in data.confidences] == ["ambient", "classical"]
     assert LeaderLabel().postprocess(label_value(_result({}, None, silent=True), 3)).label == "silence"
     assert LeaderLabel().postprocess({"a": 0.2, "b": 0.7}).label == "b"  # plain dicts as gr.Label
+
+
+def test_headline_is_the_genre_with_the_style_under_it():
+    from stream import Result
+    from ui.web.page import LeaderLabel
+    from ui.web.render import label_value, style_html
+
+    res = Result({"techno": 0.3, "electronic": 0.32, "pop": 0.2}, {}, "techno", 10.0, False, -20.0, 9.0, 50.0, 60.0,
+                 "Electronic", {"Electronic": 0.32, "Pop": 0.2, "Rock": 0.1})
+    data = LeaderLabel().postprocess(label_value(res, 2))
+    assert data.label == "Electronic" and [c.label for c in data.confidences] == ["Electronic", "Pop"]
+    assert "data-style='techno'" in style_html(res) and "<b>techno</b> 0.30" in style_html(res)
+    # no style level (GTZAN: the genre is the label): nothing under the headline
+    gtzan = Result({"rock": 0.6}, {}, "rock", 10.0, False, -20.0, 9.0, 50.0, 60.0, "rock", {"rock": 0.6})
+    assert "data-style" not in style_html(gtzan) and "data-style" not in style_html(None)
+
+
+def test_genre_colours_are_fixed_by_the_models_genre_order():
+    """Two tabs whose genres appear in different orders draw each genre in the same colour."""
+    from ui.web.render import genre_styles
+
+    order = ["Electronic", "Rock", "Pop", "Classical"]
+    one = genre_styles({}, ["Classical", "Electronic"], order)
+    two = genre_styles({}, ["Pop", "Classical"], order)
+    assert one["Classical"] == two["Classical"] and one["Electronic"] != one["Classical"]
+    assert len({v for v in genre_styles({}, [], order).values()}) == len(order)
 
 
 def test_live_plot_keeps_every_leader_of_the_last_minute():

@@ -98,7 +98,7 @@ def test_wheel_carries_code_weights_and_their_license(wheel):
         assert f"stream/models/musicnn/weights/{f}" in names
         assert wheel.getinfo(f"stream/models/musicnn/weights/{f}").file_size == \
             (ROOT / "stream/models/musicnn/weights" / f).stat().st_size
-    assert "stream/models/musicnn/tags.json" in names
+    assert "stream/models/musicnn/tags.json" in names and "stream/models/musicnn/genres.json" in names
     for py in [*ROOT.glob("stream/**/*.py"), *ROOT.glob("ui/**/*.py")]:  # new modules are picked up by themselves
         assert py.relative_to(ROOT).as_posix() in names
     assert {"ui/web/music_mic.js", "ui/web/page.css"} <= names  # the page's assets (package data)

@@ -133,3 +133,47 @@ def test_result_line_and_record():
     assert rec["event"] == "result" and rec["label"] == "electronic" and rec["overflows"] == 3
     back = Result.from_json(rec, offset_s=1.0)  # the client's way back (raw scores do not travel)
     assert back.label == "electronic" and back.scores == res.scores and back.time_s == 13.0 and back.raw_scores == {}
+
+
+def test_result_line_and_summary_say_genre_then_style():
+    res = Result({"techno": 0.3, "electronic": 0.25}, {}, "techno", 12.0, False, -20.0, 9.0, 130.0, 140.0,
+                 "Electronic", {"Electronic": 0.3, "Pop": 0.1})
+    assert report.result_line(res).startswith("   12.0s  Electronic (techno)  Electronic 0.30  Pop 0.10")
+    s = SessionSummary(60.0, 0.0, {"techno": 0.5, "pop": 0.3, "electronic": 0.2}, "techno",
+                       {"Electronic": 0.7, "Pop": 0.3}, "Electronic",
+                       {"Electronic": {"techno": 0.5, "electronic": 0.2}, "Pop": {"pop": 0.3}})
+    text = report.summary_text(s)
+    assert "Dominant genre: Electronic." in text
+    assert "Electronic 70 % (techno 50 %, electronic 20 %), Pop 30 % (pop 30 %)." in text
+
+
+def test_terminal_panel_has_a_bar_per_genre_and_the_style_beside_the_leader():
+    import io
+
+    from rich.console import Console
+
+    from ui.terminal.view import LiveView
+
+    class Level:
+        genre_of = {"techno": "Electronic", "electronic": "Electronic", "pop": "Pop"}
+        has_styles = True
+
+    class Engine:
+        genres = ["Electronic", "Pop"]
+        visible_labels = ["techno", "electronic", "pop"]
+        genre_level = Level()
+
+    class Source:
+        title = "test"
+
+    console = Console(file=io.StringIO(), width=80, height=24, force_terminal=True, color_system=None)
+    view = LiveView(Engine(), Source(), console=console)
+    view.latest = Result({"techno": 0.3, "electronic": 0.25, "pop": 0.1}, {}, "techno", 12.0, False, -20.0, 9.0,
+                         130.0, 140.0, "Electronic", {"Electronic": 0.3, "Pop": 0.1})
+    head, rows, more = view._scores(40)
+    console.print(head)
+    console.print(rows)
+    lines = [l.rstrip() for l in console.file.getvalue().splitlines()]
+    assert lines[0] == "Leading genre: Electronic   style: techno"
+    assert lines[1].lstrip().startswith("Electronic █") and lines[1].endswith("0.30 techno")
+    assert lines[2].lstrip().startswith("Pop █") and lines[2].endswith("0.10") and more is None

@@ -32,7 +32,6 @@ import copy
 import csv
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path

@@ -1,6 +1,10 @@
 """One vocabulary for readouts: durations, time shares, the model line, the session summary
 and per-result lines, as text and markdown; `dumps` writes a JSON record as one line.
 
+Two levels everywhere: the genre (`Result.genre`, "Electronic") is the headline, the style
+(`Result.label`, the model's own label, "techno") stands beside or under it. A model whose
+labels are genres (GTZAN) has no style level, and then only one name is said.
+
 Every front end formats through here, so the page, the terminal and the network server say
 the same thing the same way. The JSON records themselves are the engine's: `Result.to_json()`
 and `SessionSummary.to_json()` (stream/engine.py). `cli_listen.py --json` prints them one a
@@ -22,6 +26,26 @@ def duration(seconds: float) -> str:
 def shares(shares: dict, n: int = 5, sep: str = ", ") -> str:
     """The first `n` time shares (or scores) as "electronic 62 %, techno 20 %"."""
     return sep.join(f"{k} {100 * v:.0f} %" for k, v in list(shares.items())[:n])
+
+
+def genre_shares(summary, n: int = 5, styles: int = 3, sep: str = ", ") -> str:
+    """Time shares per genre, each followed by the styles within it (shares of the whole time,
+    so they add up to their genre's): "Electronic 72 % (techno 40 %, electronic 32 %), Classical
+    28 % (classical 28 %)". Per label, as before genres, for a summary without a genre level."""
+    by_genre = getattr(summary, "genre_shares", None) or summary.shares
+    within = getattr(summary, "styles", None) or {}
+    parts = []
+    for g, v in list(by_genre.items())[:n]:
+        inner = within.get(g)
+        parts.append(f"{g} {100 * v:.0f} %" + (f" ({shares(inner, styles)})" if inner else ""))
+    return sep.join(parts)
+
+
+def headline(genre: str | None, label: str | None) -> str:
+    """"Electronic (techno)"; just the name when the genre is the label (no style level)."""
+    if genre is None or label is None or genre == label:
+        return genre or label or "-"
+    return f"{genre} ({label})"
 
 
 def model_line(model) -> str:
@@ -62,8 +86,9 @@ def summary_text(summary, stats=None, reason: str | None = None, *, received_s: 
             body = f"{heard}, all of it silence."
         else:
             silent = f" ({duration(summary.silent_s)} of it silent)" if summary.silent_s > 0 else ""
-            body = (f"{heard}{silent}. Dominant genre: {strong(summary.dominant)}. "
-                    f"Share of the classified time per leading genre: {shares(summary.shares)}.")
+            dominant = getattr(summary, "dominant_genre", None) or summary.dominant
+            body = (f"{heard}{silent}. Dominant genre: {strong(dominant)}. "
+                    f"Share of the classified time per leading genre: {genre_shares(summary)}.")
     text = f"{head} {body}"
     if stats is not None:
         extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in counters.items())
@@ -74,11 +99,13 @@ def summary_text(summary, stats=None, reason: str | None = None, *, received_s: 
 
 
 def result_line(res, stats=None, **counters) -> str:
-    """One result as a plain text line (time, leader, scores, level, inference, counters)."""
+    """One result as a plain text line (time, genre (style), genre scores, level, inference,
+    counters); the style scores without a genre level (an old server's records)."""
     if res.silent:
         what = "(silence)"
     else:
-        what = f"{res.label or '-':<14} " + "  ".join(f"{k} {v:.2f}" for k, v in res.scores.items())
+        ranked = res.genre_scores or res.scores
+        what = f"{headline(res.genre, res.label):<14}  " + "  ".join(f"{k} {v:.2f}" for k, v in ranked.items())
     line = f"{res.time_s:7.1f}s  {what}  | level {res.level_dbfs:6.1f} dBFS  infer {res.inference_ms:4.0f} ms"
     if stats is not None:
         line += f"  rtf {stats.real_time_factor:.2f}  silent {stats.windows_silent}"

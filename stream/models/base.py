@@ -20,6 +20,8 @@ class AudioModel(ABC):
         engine config leaves them unset).
     min_samples: the shortest window `predict` accepts.
     notice: one line saying which model is in use (and for "auto" why); `load_model` always sets it.
+    genres: {label: genre} placing labels (styles) under top-level genres, in the genres'
+        order (stream/genres.py); None (the default): the labels are genres themselves.
     patch_samples: optional capability. A model whose window score is the mean of the scores
         of fixed-length patches sets it to the patch length; `predict` on windows of exactly
         that length must return one patch's probabilities. The engine may then score each
@@ -37,6 +39,7 @@ class AudioModel(ABC):
     min_samples: int = 400
     notice: str | None = None
     patch_samples: int | None = None
+    genres: dict[str, str] | None = None
 
     @abstractmethod
     def predict(self, windows: np.ndarray) -> np.ndarray:

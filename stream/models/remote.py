@@ -167,6 +167,7 @@ class RemoteModel(AudioModel):
         self.min_samples = int(info["min_samples"])
         # a patch-scoring model: engines send only each hop's new patch (3x less traffic for MusiCNN)
         self.patch_samples = info.get("patch_samples")
+        self.genres = info.get("genres")  # (None from a deployment older than the genre level)
         if max_in_flight is None:
             max_in_flight = max(2, replicas * int(info.get("in_flight", 2)))
         self.max_in_flight = max(1, int(max_in_flight))

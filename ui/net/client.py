@@ -30,7 +30,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import connect as ws_connect
 
-from stream.engine import EngineConfig, EngineStats, Result, SessionSummary
+from stream.engine import EngineConfig, EngineStats, Result, SessionSummary, ShareTally
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,7 @@ class RemoteEngine:
         self._sent_s = 0.0
         self._infer_ms: collections.deque = collections.deque(maxlen=512)
         self._n_classified = self._n_silent = 0
-        self._shares: dict = collections.defaultdict(float)
-        self._silent_s = 0.0
+        self._shares = ShareTally()
         self._last_t: float | None = None
 
     # ---- connection --------------------------------------------------------------
@@ -288,11 +287,11 @@ class RemoteEngine:
         self._last_t = res.time_s
         if res.silent:
             self._n_silent += 1
-            self._silent_s += dt
+            self._shares.add(dt, None, None)
         else:
             self._n_classified += 1
             self._infer_ms.append(res.inference_ms)
-            self._shares[res.label] += dt
+            self._shares.add(dt, res.genre, res.label)
 
     def _notify(self, message: str):
         if self.on_event is not None:
@@ -365,12 +364,10 @@ class RemoteEngine:
         s = self._server_summary()
         if s is not None:
             return SessionSummary(duration_s=s["duration_s"], silent_s=s["silent_s"], shares=dict(s["shares"]),
-                                  dominant=s["dominant"])
+                                  dominant=s["dominant"], genre_shares=dict(s.get("genre_shares") or {}),
+                                  dominant_genre=s.get("dominant_genre"), styles=dict(s.get("styles") or {}))
         with self._lock:
-            total = sum(self._shares.values())
-            shares = {k: v / total for k, v in sorted(self._shares.items(), key=lambda kv: -kv[1])} if total else {}
-            return SessionSummary(duration_s=total + self._silent_s, silent_s=self._silent_s, shares=shares,
-                                  dominant=next(iter(shares), None))
+            return self._shares.summary()
 
     @property
     def stats(self) -> EngineStats:

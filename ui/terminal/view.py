@@ -71,7 +71,8 @@ def bar(frac: float, width: int) -> str:
 
 
 class LiveView(Lines):
-    """rich live display: a bar per genre (the leader first), the leader, level meter and counters.
+    """rich live display: a bar per genre (the leader first, its leading style beside its bar),
+    the headline, level meter and counters.
 
     The panel keeps one width (WIDTH, or the terminal's if narrower) whatever it shows, every
     line is cut rather than wrapped, and the genre rows are capped to the terminal height
@@ -86,8 +87,13 @@ class LiveView(Lines):
         super().__init__(engine, source)
         self.console = console or Console()
         self.latest = None
-        labels = getattr(engine, "visible_labels", ())  # a --server RemoteEngine does not know them
-        self.label_w = min(max((len(l) for l in labels), default=10), 20)
+        # (a --server RemoteEngine knows neither its genres nor its labels: default widths)
+        genres = getattr(engine, "genres", None) or getattr(engine, "visible_labels", ())
+        self.label_w = min(max((len(g) for g in genres), default=10), 20)
+        level = getattr(engine, "genre_level", None)
+        styles = [l for l in getattr(engine, "visible_labels", ()) if level is None or l in level.genre_of]
+        self.style_w = 0 if level is not None and not level.has_styles else min(max((len(l) for l in styles),
+                                                                                    default=12), 16)
         self.next_draw = 0.0
         # stderr lines (errors, warnings) print above the panel, not through it
         self.live = Live(console=self.console, auto_refresh=False, transient=False,
@@ -111,7 +117,8 @@ class LiveView(Lines):
 
     def render(self) -> None:
         width = min(self.WIDTH, self.console.size.width)
-        bar_w = max(width - 4 - self.label_w - 2 - 4, 5)  # borders and padding, label, two gaps, "0.29"
+        # borders and padding, genre, two gaps, "0.29", the leading style and its gap
+        bar_w = max(width - 4 - self.label_w - 2 - 4 - (self.style_w + 1 if self.style_w else 0), 5)
         head, rows, more = self._scores(bar_w)
         parts = [head, rows]
         if more:
@@ -120,23 +127,35 @@ class LiveView(Lines):
         self.live.update(Panel(Group(*parts), title=self.source.title, width=width), refresh=True)
 
     def _scores(self, bar_w: int):
-        """(head line, table of genre bars, how many rows did not fit or None)."""
+        """(head line, table of genre bars, how many rows did not fit or None). Records without
+        a genre level (an older server's) show the label bars instead."""
         res, line = self.latest, self.LINE
         rows = Table.grid(padding=(0, 1))
         rows.add_column(justify="right", width=self.label_w, **line)
         rows.add_column(width=bar_w, **line)
         rows.add_column(justify="right", width=4, **line)
+        if self.style_w:
+            rows.add_column(width=self.style_w, **line)
         if res is None:
             return Text("listening… (first readout after a few seconds of audio)", style="dim", **line), rows, None
         if res.silent:
             return Text(f"silence ({res.level_dbfs:.0f} dBFS): no genre claimed", style="yellow", **line), rows, None
-        items, more = list(res.scores.items()), None  # the leader first (engine order)
+        by_genre = bool(res.genre_scores)
+        items, more = list((res.genre_scores if by_genre else res.scores).items()), None  # the leader first
+        leader = res.genre if by_genre else res.label
+        style = res.label if by_genre and res.label != res.genre else None
         room = max(self.console.size.height - self.OTHER_LINES, 2)
         if len(items) > room:
             items, more = items[: room - 1], len(items) - (room - 1)
-        for label, p in items:
-            rows.add_row(label, Text(bar(p, bar_w), style="green" if label == res.label else "cyan"), f"{p:.2f}")
-        return Text.assemble(("Leading genre: ", "bold"), (res.label or "-", "bold green"), **line), rows, more
+        for name, p in items:
+            cells = [name, Text(bar(p, bar_w), style="green" if name == leader else "cyan"), f"{p:.2f}"]
+            if self.style_w:
+                cells.append(Text(style or "", style="green") if name == leader else "")
+            rows.add_row(*cells)
+        head = [("Leading genre: ", "bold"), (leader or "-", "bold green")]
+        if style:
+            head += [("   style: ", "bold"), (style, "green")]
+        return Text.assemble(*head, **line), rows, more
 
     def _level(self, bar_w: int):
         meter, lvl = self.source.meter, self.source.meter.peak_dbfs

@@ -159,48 +159,49 @@ def on_mic_outcome(session, evt: gr.EventData):
 
 async def watch(setup: Setup, session: LiveSession | None, window, hop, smoothing, top_k):
     """Started by Record: push every new readout to the page until Stop.
-    Outputs: label, plot, status, summary, session."""
+    Outputs: label (the genre), style, plot, status, summary, session."""
     settings = setup.settings(window, hop, smoothing, top_k)
     run = _start(session, settings)
     waiting = f"Listening… the first readout comes after {EngineConfig.min_window_s:g} s of audio."
-    yield "listening…", render.EMPTY_LIVE_PLOT, render.status_html(session.status(None), note=waiting), "", session
+    yield ("listening…", render.style_html(None), render.EMPTY_LIVE_PLOT,
+           render.status_html(session.status(None), note=waiting), "", session)
     last, last_status, problem = None, time.monotonic(), None
     async with contextlib.aclosing(session.updates(run)) as updates:
         async for _ in updates:
             if last is None and session.mic_problem != problem:  # the browser gave no microphone (or now did)
                 problem = session.mic_problem
                 if problem:
-                    yield (render.mic_problem_label(problem), gr.skip(), render.mic_problem_html(problem),
+                    yield (render.mic_problem_label(problem), gr.skip(), gr.skip(), render.mic_problem_html(problem),
                            gr.skip(), session)
                 else:
-                    yield "listening…", gr.skip(), render.status_html(session.status(None), note=waiting), \
-                        gr.skip(), session
+                    yield ("listening…", gr.skip(), gr.skip(), render.status_html(session.status(None), note=waiting),
+                           gr.skip(), session)
             elif problem:
                 continue
             elif (res := session.latest) is not None and res is not last:
                 last, last_status = res, time.monotonic()
-                yield (render.label_value(res, settings.top_k), _plot_html(session, res),
+                yield (render.label_value(res, settings.top_k), render.style_html(res), _plot_html(session, res),
                        render.status_html(session.status(res), res), gr.skip(), session)
             elif time.monotonic() - last_status > 1.0:
                 last_status = time.monotonic()
                 status = render.status_html(session.status(last), last, "" if last else waiting)
-                yield gr.skip(), gr.skip(), status, gr.skip(), session
+                yield gr.skip(), gr.skip(), gr.skip(), status, gr.skip(), session
 
 
 def finish(session: LiveSession | None):
     """Stop: the last window is classified; the summary, final status, readout and plot.
-    Outputs: summary, status, label, plot."""
+    Outputs: summary, status, label, style, plot."""
     if session is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     summary = session.stop()
     uploads.sweep_orphan_chunks(session.first_chunk)
     res, stats = session.latest, session.stats
     text = summary_text(summary, received_s=stats.seconds_received if stats else None, markdown=True)
     if res is None:
-        return text, render.status_html(session.status(None), note="stopped"), gr.skip(), gr.skip()
+        return text, render.status_html(session.status(None), note="stopped"), gr.skip(), gr.skip(), gr.skip()
     # the last window (classified at Stop) is in the summary: show it in the readout and plot too
     return (text, render.status_html(session.status(res), res, "stopped"),
-            render.label_value(res, session.settings.top_k), _plot_html(session, res))
+            render.label_value(res, session.settings.top_k), render.style_html(res), _plot_html(session, res))
 
 
 def _start(session: LiveSession | None, settings: LiveSettings) -> int:
@@ -216,7 +217,7 @@ def _start(session: LiveSession | None, settings: LiveSettings) -> int:
 
 def _plot_html(session: LiveSession, res) -> str:
     return render.live_plot(session.readouts(res.time_s if res is not None else None), res,
-                            session.settings.top_k, session.settings.hop_s, session.styles)
+                            session.settings.top_k, session.settings.hop_s, session.styles, session.genres)
 
 
 def _warn_once(msg: str, every_s: float = 60.0) -> None:
@@ -255,12 +256,14 @@ def analyse(setup: Setup, path, window, top_k, request: gr.Request, progress=gr.
     md = render.file_markdown(fa, name, float(window))
     if not fa.scores:
         return "silence", EMPTY_PLOT, None, md
-    top = list(fa.scores)[:int(top_k)]
-    rows = pd.DataFrame(fa.timeline_rows(top), columns=["time (s)", "score", "genre"])
+    top = list(fa.genre_scores)[:int(top_k)]
+    rows = pd.DataFrame(fa.timeline_rows(top, genres=True), columns=["time (s)", "score", "genre"])
     # Gradio 6's plot fixes its colour domain when it (re)draws, and redraws only when a setting
-    # such as `color_map` changes: so the map holds exactly the plotted genres
-    timeline = gr.LinePlot(value=rows, color_map={g: render.plot_style(i)[0] for i, g in enumerate(top)})
-    return {g: fa.scores[g] for g in top}, timeline, _segment(path, fa.segment), md
+    # such as `color_map` changes: so the map holds exactly the plotted genres, each in the
+    # colour the live plot gives it
+    colours = render.genre_styles({}, top, fa.genres)
+    timeline = gr.LinePlot(value=rows, color_map={g: colours[g][0] for g in top})
+    return {g: fa.genre_scores[g] for g in top}, timeline, _segment(path, fa.segment), md
 
 
 @contextlib.contextmanager
@@ -342,6 +345,7 @@ def build_demo(model, args) -> gr.Blocks:
                                        waveform_options=gr.WaveformOptions(show_recording_waveform=False))
                         live_label = LeaderLabel(label="Genre now (smoothed)", num_top_classes=10,
                                                  elem_id="live-label")
+                        live_style = gr.HTML(render.style_html(None), elem_id="live-style")
                     with gr.Column(scale=3):
                         live_plot = gr.HTML(render.EMPTY_LIVE_PLOT, elem_id="live-plot")
                         summary = gr.Markdown(elem_id="live-summary")
@@ -365,9 +369,9 @@ def build_demo(model, args) -> gr.Blocks:
         mic.stream(on_chunk, inputs=[mic, session], outputs=None, stream_every=STREAM_EVERY_S,
                    concurrency_limit=None, time_limit=None, show_progress="hidden", queue=True)
         mic.start_recording(watch, inputs=[page, session, window, hop, smoothing, top_k],
-                            outputs=[live_label, live_plot, live_status, summary, session],
+                            outputs=[live_label, live_style, live_plot, live_status, summary, session],
                             concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")
-        mic.stop_recording(finish, inputs=[session], outputs=[summary, live_status, live_label, live_plot],
+        mic.stop_recording(finish, inputs=[session], outputs=[summary, live_status, live_label, live_style, live_plot],
                            concurrency_limit=None, show_progress="hidden")
         live_status.submit(on_mic_outcome, inputs=[session], outputs=None, concurrency_limit=None,
                            show_progress="hidden")

@@ -1,6 +1,7 @@
 """What the page shows, as pure functions of data: the live status line, the live readout's
-label value, the live plot (inline SVG) and the File tab's text. No Gradio here; durations,
-shares and the session summary come from `ui.report`, like every other front end's."""
+label value (the genre) and the style under it, the live plot (inline SVG, a line per genre)
+and the File tab's text. No Gradio here; durations, shares and the session summary come from
+`ui.report`, like every other front end's."""
 from __future__ import annotations
 
 import math
@@ -27,7 +28,8 @@ MIC_PROBLEMS = {
 }
 
 # Distinct colours, most distinct first (Tableau 10, then ten more); beyond 20 genres they
-# repeat with another dash pattern.
+# repeat with another dash pattern. A genre's colour is its place in the model's genre order
+# (`StreamEngine.genres`), so it is the same in every session of the same model.
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac", "#17becf", "#bcbd22", "#e7298a", "#6a3d9a", "#8c1c13", "#404040", "#a6761d", "#1b9e77",
            "#fdbf6f", "#1f3a93"]
@@ -61,7 +63,9 @@ def status_html(st: LiveStatus, res=None, note: str = "") -> str:
         if stats.errors:
             parts.append(f"<span class='warn'>model errors {stats.errors}: {escape(stats.last_error or '')}</span>")
         if res is not None:
-            attrs = f" data-result-s='{res.time_s:.3f}' data-leader='{escape(res.label or '', quote=True)}'"
+            lead, _ = headline_of(res)
+            attrs = (f" data-result-s='{res.time_s:.3f}' data-leader='{escape(lead or '', quote=True)}'"
+                     f" data-style='{escape(res.label or '', quote=True)}'")
             if st.arrival is not None:
                 attrs += (f" data-arrival-ms='{st.arrival * 1000:.1f}' data-ready-ms='{st.ready * 1000:.1f}'"
                           f" data-render-ms='{time.time() * 1000:.1f}' data-infer-ms='{res.inference_ms:.1f}'")
@@ -88,6 +92,14 @@ def mic_problem_label(name: str | None) -> str:
     return "microphone blocked" if MIC_PROBLEMS.get(name or "") is MIC_REFUSED else "no microphone"
 
 
+def headline_of(res) -> tuple[str | None, dict]:
+    """(leading genre, genre scores) of a readout; its label and scores when it has no genre
+    level (a Result made without one)."""
+    if res.genre_scores or res.genre is not None:
+        return res.genre, res.genre_scores
+    return res.label, res.scores
+
+
 def label_value(res, top_k: int):
     """The live readout: the engine's leading genre (with hysteresis) as the headline and its
     bar first, then the highest of the others; "silence"; None before the first readout."""
@@ -95,10 +107,21 @@ def label_value(res, top_k: int):
         return None
     if res.silent:
         return "silence"
-    if res.label is None:
-        return dict(list(res.scores.items())[:top_k])
-    rest = [(g, v) for g, v in res.scores.items() if g != res.label][:top_k - 1]
-    return {"label": res.label, "confidences": {res.label: res.scores.get(res.label, 0.0), **dict(rest)}}
+    lead, scores = headline_of(res)
+    if lead is None:
+        return dict(list(scores.items())[:top_k])
+    rest = [(g, v) for g, v in scores.items() if g != lead][:top_k - 1]
+    return {"label": lead, "confidences": {lead: scores.get(lead, 0.0), **dict(rest)}}
+
+
+def style_html(res) -> str:
+    """The line under the headline: the leading style inside the leading genre and its score
+    (nothing for a model without a style level, whose genre is its label)."""
+    if res is None or res.silent or res.label is None or headline_of(res)[0] in (None, res.label):
+        return "<div class='live-style'></div>"
+    score = res.scores.get(res.label)
+    return (f"<div class='live-style' data-style='{escape(res.label, quote=True)}'>style: "
+            f"<b>{escape(res.label)}</b>{f' {score:.2f}' if score is not None else ''}</div>")
 
 
 # ---- the live plot -------------------------------------------------------------------------
@@ -107,31 +130,35 @@ def plot_style(i: int) -> tuple[str, str]:
     return PALETTE[i % len(PALETTE)], DASHES[(i // len(PALETTE)) % len(DASHES)]
 
 
-def genre_styles(styles: dict, genres) -> dict:
-    """{genre: (colour, dash)}: a genre keeps the style it got first (`styles`, updated in
-    place, one per browser tab); a new genre gets the next unused one."""
+def genre_styles(styles: dict, genres, order=()) -> dict:
+    """{genre: (colour, dash)}: the genres of `order` (the model's genre order) get the style of
+    their place in it, the same in every session; any other genre keeps the style it got
+    first (`styles`, updated in place, one per browser tab) and a new one the next unused."""
+    for i, g in enumerate(order):
+        styles.setdefault(g, plot_style(i))
     for g in genres:
         if g not in styles:
             styles[g] = plot_style(len(styles))
     return styles
 
 
-def live_plot(readouts: list[Readout], res, top_k: int, hop_s: float, styles: dict) -> str:
+def live_plot(readouts: list[Readout], res, top_k: int, hop_s: float, styles: dict, order=()) -> str:
     """The last minute as it was: a line for every genre that led in it and for the current
     top few, the leading genre as a band under the lines, on a score axis from 0.
-    `readouts` up to `res` (None: all of them); `styles` keeps the tab's colours."""
+    `readouts` up to `res` (None: all of them); `styles` keeps the tab's colours, `order` (the
+    model's genres) fixes them."""
     if not readouts:
         return EMPTY_LIVE_PLOT
     now = readouts[-1].time_s
     hist = [r for r in readouts if r.time_s >= now - PLOT_SPAN_S]
     k = min(PLOT_CURRENT_K, top_k)
-    current = list(res.scores)[:k] if res is not None and res.scores else []
+    lead_now, scores_now = headline_of(res) if res is not None else (None, {})
+    current = list(scores_now)[:k]
     if not current:  # silent now: the genres of the newest readout with scores
         current = next((list(r.scores)[:k] for r in reversed(hist) if r.scores), [])
     leaders = [r.leader for r in hist if r.leader]
     genres = list(dict.fromkeys(leaders + current))  # leaders in the order they first led
-    return history_svg(hist, genres, genre_styles(styles, genres), hop_s,
-                       leader_now=res.label if res is not None else None)
+    return history_svg(hist, genres, genre_styles(styles, genres, order), hop_s, leader_now=lead_now)
 
 
 class _Axes:
@@ -253,9 +280,12 @@ def file_markdown(fa, name: str, window_s: float) -> str:
     every = f" every {fa.hop_s:.2g} s" if fa.hop_s is not None else ""
     segment = (f" The most **{fa.top_label}** part is {duration(fa.segment[0])} – {duration(fa.segment[1])} "
                "(play it below)." if fa.segment else "")
+    genre = fa.top_genre or fa.top_label
+    score = fa.genre_scores.get(genre, fa.scores.get(genre, 0.0))
+    style = f", style **{fa.top_style}** ({fa.scores[fa.top_style]:.2f})" if fa.top_style else ""
     return (f"**{escape(name)}**: {duration(fa.duration_s)}, {fa.n_windows} windows of {window_s:g} s{every}"
-            f"{f' ({silent} silent)' if silent else ''}. Top genre: **{fa.top_label}** "
-            f"(mean score {fa.scores[fa.top_label]:.2f}).{segment}")
+            f"{f' ({silent} silent)' if silent else ''}. Top genre: **{genre}** "
+            f"(mean score {score:.2f}{style}).{segment}")
 
 
 def file_error_html(message: str) -> str:

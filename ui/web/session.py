@@ -42,7 +42,8 @@ class LiveSettings:
 
 
 class Readout(NamedTuple):
-    """One readout as the plot draws it; a silent window has no scores and no leader."""
+    """One readout as the plot draws it: genre scores and the leading genre (label scores and
+    label for a model without a genre level); a silent window has no scores and no leader."""
 
     time_s: float
     scores: dict
@@ -205,6 +206,11 @@ class LiveSession:
     def stats(self) -> EngineStats | None:
         return self._engine.stats if self._engine is not None else None
 
+    @property
+    def genres(self) -> list[str]:
+        """The model's genres in their fixed order (the plot's colours); [] before Record."""
+        return self._engine.genres if self._engine is not None else []
+
     def readouts(self, until_s: float | None = None) -> list[Readout]:
         """This recording's readouts of the last `PLOT_SPAN_S` (up to `until_s`), oldest first,
         all of them as the engine delivered them (also those the page skipped rendering)."""
@@ -231,7 +237,10 @@ class LiveSession:
 
     def _on_result(self, res: Result) -> None:  # on the inference thread: record, wake the waiters
         with self._history_lock:
-            self._history.append(Readout(res.time_s, dict(res.scores), res.label))
+            if res.genre_scores or res.genre is not None:
+                self._history.append(Readout(res.time_s, dict(res.genre_scores), res.genre))
+            else:
+                self._history.append(Readout(res.time_s, dict(res.scores), res.label))
             while self._history and self._history[0].time_s < res.time_s - PLOT_SPAN_S - 5:
                 self._history.popleft()
         self._ready = (res, time.time())

@@ -10,6 +10,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ...errors import ModelLoadError
+from ...genres import load_genre_file
 from ..backends import Forward, select_backend
 from ..base import AudioModel
 from .frontend import PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, LogMel, patch_starts
@@ -18,6 +19,7 @@ from .nets import ARCHITECTURES
 PACKAGE_DIR = Path(__file__).resolve().parent
 WEIGHTS_DIR = PACKAGE_DIR / "weights"
 TAGS_PATH = PACKAGE_DIR / "tags.json"
+GENRES_PATH = PACKAGE_DIR / "genres.json"  # each genre tag's top-level genre (and why, where arguable)
 
 # spec -> checkpoints it runs. Each checkpoint is "<DATASET>_<arch>"; its tag list is
 # "<DATASET>_LABELS" in tags.json.
@@ -154,6 +156,7 @@ class MusicnnModel(AudioModel):
             self._merge[ckpt] = torch.from_numpy(m).to(self.device)
         self.labels = labels
         self.default_labels = [t for t in labels if t in GENRE_TAGS]
+        self.genres = {t: g for t, g in load_genre_file(GENRES_PATH).items() if t in index}
         # Each network's forward: torch, or the same float32 function under ONNX Runtime where
         # installed and checked (backends.py; backend="torch" or STREAM_BACKEND=torch turns it off).
         if self.device.type != "cpu":

@@ -277,6 +277,9 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--export-only", action="store_true",
+                    help="export the best checkpoint of the run named by the settings/--tag as it stands (a run "
+                         "still going keeps going) and stop")
     ap.add_argument("--tag", default=None, help="name of this run's checkpoints/logs (default from the settings)")
     a = ap.parse_args(argv)
 
@@ -287,6 +290,16 @@ def main(argv=None) -> int:
     tags = load_tag_lists()
     frontend = LogMel().eval()
     teacher_nets = {ck: n.eval() for ck, n in load_nets().items()}
+    out = WEIGHTS_DIR / "robust" if a.install else (a.out or a.cache / f"weights-{run}")
+    if a.export_only:
+        best = torch.load(a.cache / f"ckpt-{run}.pt", weights_only=False)["best"]
+        students = {ck: copy.deepcopy(n) for ck, n in teacher_nets.items()}
+        for ck, n in students.items():
+            n.load_state_dict(best["nets"][ck])
+        export(students, out, {"recipe": "tools/train_robust.py", "run": run, "best_step": best["step"],
+                               "teacher": "musicnn 0.1.0 (ISC)", "train_packages": ",".join(p.name for p in RD.TRAIN)})
+        log(f"best step {best['step']} (val excess {best['score']:.4f})")
+        return 0
 
     log("prepare: training patches")
     tr = prepare_patches(a.cache, RD.TRAIN, f"train-{a.stride:g}-{a.max_per_track}", a.stride, a.max_per_track)
@@ -395,7 +408,6 @@ def main(argv=None) -> int:
     for ck, n in students.items():
         n.load_state_dict(best["nets"][ck])
         n.eval()
-    out = WEIGHTS_DIR / "robust" if a.install else (a.out or a.cache / f"weights-{run}")
     meta = {"recipe": "tools/train_robust.py", "run": run, "best_step": best["step"], "steps": a.steps,
             "args": json.dumps({k: str(v) for k, v in vars(a).items()}), "teacher": "musicnn 0.1.0 (ISC)",
             "train_packages": ",".join(p.name for p in RD.TRAIN)}

@@ -101,6 +101,10 @@ _last_warning: dict = {}
 def new_session(setup: Setup, request: gr.Request):
     """Page loaded: the tab's LiveSession (closed by `end_session`, or by the state's
     time-to-live when a tab vanishes without unloading)."""
+    # Record may have come first (see `watch`) and made the tab's session already: keep that one
+    existing = _SESSIONS.get(request.session_hash) if request is not None and request.session_hash else None
+    if existing is not None:
+        return existing, render.status_html(existing.status(None), note="Press Record to start listening.")
     session = LiveSession(setup.model, setup.defaults)
     if request is not None and request.session_hash:
         _SESSIONS[request.session_hash] = session
@@ -157,10 +161,15 @@ def on_mic_outcome(session, evt: gr.EventData):
         session.report_mic(str(getattr(evt, "mic", None) or "Error")[:40])
 
 
-async def watch(setup: Setup, session: LiveSession | None, window, hop, smoothing, top_k):
+async def watch(setup: Setup, session: LiveSession | None, window, hop, smoothing, top_k,
+                request: gr.Request = None):
     """Started by Record: push every new readout to the page until Stop.
     Outputs: label (the genre), style, plot, status, summary, session."""
     settings = setup.settings(window, hop, smoothing, top_k)
+    if session is None and request is not None:
+        # Record pressed while the page's load event was still on its way (a busy machine): the
+        # state came in empty, but the load has registered (or now registers) this tab's session
+        session = _SESSIONS.get(request.session_hash) or new_session(setup, request)[0]
     run = _start(session, settings)
     waiting = f"Listening… the first readout comes after {EngineConfig.min_window_s:g} s of audio."
     yield ("listening…", render.style_html(None), render.EMPTY_LIVE_PLOT,

@@ -1,5 +1,6 @@
-"""The room-robust model (issue 18): shipped weights, the acoustic chain, a training step, and
-the robust model keeping its family in a room more often than the original does."""
+"""The room-robust recipe (issue 18): the acoustic chain, the export to the checkpoint layout, and
+a real training step. (The shipped-weights tests come with weights that meet the issue's targets:
+none do yet, see bench/README.md.)"""
 from __future__ import annotations
 
 import sys
@@ -15,13 +16,8 @@ import robust_chain as RC  # noqa: E402
 import robust_data as RD  # noqa: E402
 import train_robust as TR  # noqa: E402
 
-from stream.models.musicnn import load_bundled  # noqa: E402
 from stream.models.musicnn.frontend import PATCH_SAMPLES, LogMel  # noqa: E402
-from stream.models.musicnn.model import TRAINED, WEIGHTS_DIR  # noqa: E402
-
-ELECTRONIC = {"electronic", "electronica", "electro", "techno", "house", "dance"}
-ACOUSTIC = {"classical", "opera", "folk", "country", "jazz", "blues"}
-
+from stream.models.musicnn.model import WEIGHTS_DIR  # noqa: E402
 
 @pytest.fixture(scope="module")
 def banks():
@@ -132,41 +128,3 @@ def test_one_training_step_lowers_the_loss(banks):
         after = loss()
     assert float(before) > 0  # the degraded patch is heard differently: something to learn
     assert float(after) < float(before) * 0.98, (float(before), float(after))
-
-
-@pytest.mark.skipif(not TRAINED, reason="no room-robust weights are bundled")
-def test_shipped_robust_weights_load_and_run_under_onnxruntime():
-    m = load_bundled("musicnn")
-    assert all(f.backend == "onnxruntime" for f in m.kernels.values()), m.backend
-    assert max(f.check_diff for f in m.kernels.values()) <= 1e-4
-    original = load_bundled("musicnn-original")
-    assert m.labels == original.labels
-    x = real_patches(2)[:, TR.PRE_ROLL:]
-    # a different function from the original, but the same kind of output
-    p, q = m.predict(x), original.predict(x)
-    assert p.shape == q.shape and not np.allclose(p, q, atol=1e-3)
-    assert (WEIGHTS_DIR / TRAINED["musicnn"] / "MODEL_CARD.md").exists()
-
-
-def family(scores: np.ndarray, labels: list[str]) -> str:
-    best = lambda names: max(float(scores[i]) for i, t in enumerate(labels) if t in names)
-    return "electronic" if best(ELECTRONIC) > best(ACOUSTIC) else "acoustic"
-
-
-@pytest.mark.skipif(not TRAINED, reason="no room-robust weights are bundled")
-def test_robust_model_keeps_its_family_in_a_room_more_often():
-    """On real validation excerpts (packages the recipe never trained on), each degraded by a
-    seeded random chain (rooms and babble from banks training never drew), the robust model's
-    family agrees with its own clean family more often than the original's does."""
-    audio = real_patches(24, seed=5)
-    rirs, babble = RC.rir_bank(8, seed=77), RC.babble_bank(3, seed=78, seconds=4.0)
-    chain = RC.Chain(rirs, babble, RC.ChainConfig(p_clean=0.0, p_codec=0.0))
-    rng = np.random.default_rng(9)
-    degraded = np.stack([chain.apply(a, rng, TR.PRE_ROLL) for a in audio])
-    clean = audio[:, TR.PRE_ROLL:]
-    kept = {}
-    for spec in ("musicnn-original", "musicnn"):
-        m = load_bundled(spec)
-        pc, pd = m.predict(clean), m.predict(degraded)
-        kept[spec] = sum(family(a, m.labels) == family(b, m.labels) for a, b in zip(pc, pd))
-    assert kept["musicnn"] > kept["musicnn-original"], kept

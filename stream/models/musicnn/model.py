@@ -32,9 +32,9 @@ SPECS: dict[str, tuple[str, ...]] = {
     "vgg-msd": ("MSD_vgg",),
 }
 
-# Specs whose weights are not the converted originals: spec -> folder under weights/.
-# "musicnn" runs the room-robust students of tools/train_robust.py (weights/robust/MODEL_CARD.md):
-# same architecture and tags, trained to hear a room as the originals hear a clean file.
+# Specs whose weights are not the converted originals: spec -> folder under weights/. For the
+# room-robust students of tools/train_robust.py ({"musicnn": "robust"}, with a MODEL_CARD.md beside
+# them) once a run meets issue 18's targets; none has yet (bench/README.md), so this is empty.
 TRAINED: dict[str, str] = {}
 
 # Tags (display form, lower case) that name a genre or style. The genre view is this set

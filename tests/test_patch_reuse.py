@@ -275,3 +275,26 @@ def test_models_without_patches_score_whole_windows(band_model):
     with StreamEngine(band_model, EngineConfig(window_s=2.0, hop_s=0.5, min_window_s=2.0), background=False) as e:
         e.feed(np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1, 16000)
     assert seen and all(s == (1, 32000) for s in seen)
+
+
+def test_newest_patch_equals_its_audio_scored_whole(musicnn, music):
+    """The newest patch of each window ends where the window ends, so its cached score must be
+    the model's own score of those samples (tight: a patch-grid error shifts it by far more than
+    float rounding), not only close to the reference, which uses the same grid code."""
+    import soxr
+
+    x, rate = music[0]
+    rate_m, n = musicnn.sample_rate, musicnn.patch_samples
+    mono = soxr.resample(x.mean(axis=1), rate, rate_m).astype(np.float32)  # the model's own rate: no resampler
+    checked = 0
+    with StreamEngine(musicnn, EngineConfig(smoothing_s=0, top_k=0), background=False) as e:
+        for i in range(0, 16 * rate_m, rate_m):  # 1 s chunks = 1 hop each
+            e.feed(mono[i:i + rate_m], rate_m)
+            if not e._patch_scores:
+                continue
+            key = max(e._patch_scores)
+            assert key == i + rate_m  # the newest patch ends at the newest sample
+            want = musicnn.predict(mono[key - n:key][None])[0]
+            assert np.abs(e._patch_scores[key] - want).max() <= TOL, (key, np.abs(e._patch_scores[key] - want).max())
+            checked += 1
+    assert checked >= 12, checked

@@ -84,6 +84,28 @@ def test_concurrent_engines_get_their_own_results(ray_app, local_model):
     results = {i: [] for i in range(n)}
     engines = [StreamEngine(remote, cfg, on_result=results[i].append) for i in range(n)]
     audio = [signal(100 + i, 11.0, 48000) for i in range(n)]
+    # the calls actually in flight (not the configured limit): the first call waits (bounded)
+    # until a second one has started, so concurrency is seen whatever the machine's speed; a
+    # worker that sends one call at a time never starts the second, and the peak stays 1
+    predict, lock, flight = remote.predict, threading.Lock(), {"now": 0, "peak": 0}
+    second = threading.Event()
+
+    def counting_predict(windows):
+        with lock:
+            flight["now"] += 1
+            flight["peak"] = max(flight["peak"], flight["now"])
+            first = flight["peak"] == 1 and not second.is_set()
+            if flight["now"] >= 2:
+                second.set()
+        try:
+            if first:
+                second.wait(60)
+            return predict(windows)
+        finally:
+            with lock:
+                flight["now"] -= 1
+
+    remote.predict = counting_predict
 
     def stream(i):
         x = audio[i]
@@ -103,15 +125,21 @@ def test_concurrent_engines_get_their_own_results(ray_app, local_model):
         assert st.errors == 0, st.last_error
         times = [r.time_s for r in results[i]]
         assert times and times == sorted(times), "results out of order"
-        # the last readout is this engine's own final window, as classified in-process
-        with StreamEngine(local_model, cfg, background=False) as ref:
-            ref.feed(audio[i], 48000)
-            ref.flush()
-        assert e.latest.time_s == pytest.approx(ref.latest.time_s)
-        got, want = e.latest.raw_scores, ref.latest.raw_scores
-        assert max(abs(got[k] - want[k]) for k in want) <= 1e-5
+        # every readout is this engine's own window, as classified in-process (matched by time_s,
+        # as tests/server_support.py does: a busy worker may skip windows, never change one)
+        ref = {}
+        with StreamEngine(local_model, cfg, background=False,
+                          on_result=lambda r: ref.__setitem__(round(r.time_s, 6), r.raw_scores)) as inline:
+            for s in range(0, len(audio[i]), 12000):  # the same chunks: where a chunk ends decides
+                inline.feed(audio[i][s:s + 12000], 48000)  # how much resampler tail a window lacks
+            inline.flush()
+        assert e.latest.time_s == pytest.approx(max(ref))  # the final window arrived
+        for r in results[i]:
+            want = ref[round(r.time_s, 6)]
+            assert max(abs(r.raw_scores[k] - want[k]) for k in want) <= 1e-5, (i, r.time_s)
         e.close()
     assert remote._stream_worker.max_in_flight > 1
+    assert flight["peak"] >= 2, flight  # calls really overlapped
 
 
 def _run_in_background(app_obj, name):
@@ -187,26 +215,37 @@ def test_replica_killed_mid_stream_streams_continue(ray_app):
         serve.delete(app)
 
 
-def test_deployment_still_starting_is_waited_for(ray_app, caplog):
+def test_deployment_still_starting_is_waited_for(ray_app, caplog, tmp_path):
+    go = str(tmp_path / "go")  # the replica finishes starting once this file exists (same machine)
+
     class SlowStart(ModelServer):  # defined here: shipped to the replica by value
         def __init__(self, *args, **kwargs):
-            time.sleep(4.0)
+            end = time.monotonic() + 300
+            while not os.path.exists(go) and time.monotonic() < end:
+                time.sleep(0.05)
             super().__init__(*args, **kwargs)
 
     from ui.net.ray_model import model_app
 
     app = "genre-slow"
     runner = _run_in_background(model_app("musicnn", cpus=0.25, server_cls=SlowStart), app)
+
+    def release_once_waiting():  # the replica may start only once the client says it waits
+        if wait_for(lambda: "waiting up to" in caplog.text, 120):
+            open(go, "w").close()
+
+    releaser = threading.Thread(target=release_once_waiting, daemon=True)
     try:
         assert wait_for(lambda: app in serve.status().applications, 120)
         with caplog.at_level(logging.WARNING, logger="stream.models.remote"):
-            if serve.status().applications[app].status == "RUNNING":
-                pytest.skip("the replica started before the check (machine too fast to observe DEPLOYING)")
+            assert serve.status().applications[app].status != "RUNNING"  # held until `go` exists
+            releaser.start()
             model = load_model(f"ray://{app}")
         assert "waiting up to" in caplog.text and app in caplog.text
         assert "waited for it to start" in model.notice
         assert model.predict(signal(1, 3.0)[None]).shape == (1, len(model.labels))
     finally:
+        open(go, "w").close()
         runner.join(120)
         serve.delete(app)
 

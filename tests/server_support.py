@@ -237,8 +237,13 @@ def eight_clients(server) -> tuple[list[StreamRun], dict]:
 
     async def all_clients():
         tasks = [asyncio.create_task(one(*c)) for c in CLIENTS]
-        await asyncio.sleep(2.0)
-        mid = await asyncio.to_thread(server.healthz)  # all 8 are streaming now
+        # /healthz polled until all 8 stream at once (or every client has finished): an event,
+        # not a fixed pause a slow start under load can outlast
+        mid = {"streams": 0}  # the reply with the most streams
+        while mid.get("streams") != len(CLIENTS) and not all(t.done() for t in tasks):
+            h = await asyncio.to_thread(server.healthz)
+            mid = h if h.get("streams", 0) >= mid.get("streams", 0) else mid
+            await asyncio.sleep(0.05)
         return await asyncio.gather(*tasks), mid
 
     runs, mid = asyncio.run(all_clients())

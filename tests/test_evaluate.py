@@ -77,9 +77,25 @@ def test_png_and_csv_written(evaluated):
     with Image.open(out / "confusion.png") as img:
         assert img.format == "PNG" and img.width > 100 and img.height > 100
         px = np.asarray(img.convert("RGB"))
-    assert (px.min(axis=2) < 128).any()  # filled (dark) diagonal cells, not a blank image
-    rows = (out / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("file,truth,predicted") and len(rows) == 5
+    # the cells, where ui/evaluate.py's save_png draws them (56 px, after the longest name's
+    # room), sampled inside each cell's corner (clear of its count): all 4 right, so the
+    # diagonal is filled solid (0, 0, 255) and the off-diagonal cells are empty (white)
+    cell, room = 56, 8 * max(len(g) for g in genres)
+    left, top = 12 + room, 40 + room
+    for i in range(len(genres)):
+        for j in range(len(genres)):
+            colour = tuple(int(c) for c in px[top + i * cell + 4, left + j * cell + 4])
+            assert colour == ((0, 0, 255) if i == j else (255, 255, 255)), (i, j, colour)
+    import csv
+
+    with open(out / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(results) == 4
+    for row, r in zip(rows, results):  # each row is its file's result, field by field
+        assert {k: v for k, v in row.items() if k != "seconds"} == {
+            "file": str(r.path), "truth": r.truth, "predicted": r.predicted or "", "top_label": r.top_label or "",
+            "live": r.live or "", "live_label": r.live_label or ""}, row
+        assert float(row["seconds"]) == pytest.approx(r.seconds, abs=5e-4)
     assert (out / "report.txt").read_text().strip() == report.strip()
 
 

@@ -1,7 +1,6 @@
 """The shared worker keeps several calls in flight for a remote model (max_in_flight > 1),
 bounded, one window per engine in flight and one pending; in-process models stay serial."""
 import threading
-import time
 
 import numpy as np
 from conftest import wait_for
@@ -25,10 +24,12 @@ class GatedModel(AudioModel):
         self.active = []  # window ids being classified now
         self.most = 0
         self.seen = []
+        self.threads = set()  # threads the calls ran on
 
     def predict(self, windows):
         ids = [int(w[0]) for w in windows]
         with self.lock:
+            self.threads.add(threading.current_thread())
             self.active += ids
             self.most = max(self.most, len(self.active))
             self.seen += ids
@@ -39,6 +40,23 @@ class GatedModel(AudioModel):
         return np.tile(np.array([[0.25, 0.75]], np.float32), (len(windows), 1))
 
 
+def refusals(w):
+    """Record each time the worker looked for work and started none while windows were pending:
+    the bound (or the one-per-engine rule) held at that moment, seen as it happens instead of
+    inferred from a quiet interval, which a busy machine can make too short to notice a break."""
+    seen = []
+    take = w._take_batch
+
+    def recording():
+        jobs = take()
+        if not jobs and w._pending:
+            seen.append(len(w._pending))
+        return jobs
+
+    w._take_batch = recording
+    return seen
+
+
 def job(key_id, n, got):
     w = np.full(400, float(key_id * 100 + n), np.float32)
     return Job(window=w, deliver=lambda j, p, ms, err: got.append((key_id, n, err)), meta=n)
@@ -47,12 +65,14 @@ def job(key_id, n, got):
 def test_remote_model_keeps_bounded_calls_in_flight():
     m = GatedModel(max_in_flight=3)
     w = InferenceWorker(m, max_batch=1)
+    refused = refusals(w)
     got = []
     keys = [object() for _ in range(6)]
     for i, k in enumerate(keys):
         w.submit(k, job(i, 0, got))
     assert wait_for(lambda: len(m.active) == 3)
-    time.sleep(0.2)  # would let a 4th call start if the bound were broken
+    # the worker looked again with 3 windows pending and started none (a broken bound starts a 4th)
+    assert wait_for(lambda: 3 in refused), (refused, m.active)
     assert len(m.active) == 3 and w.pending() == 3
     m.gate.set()
     assert wait_for(lambda: len(got) == 6)
@@ -63,13 +83,14 @@ def test_remote_model_keeps_bounded_calls_in_flight():
 def test_one_window_per_engine_in_flight_newest_pending_results_in_order():
     m = GatedModel(max_in_flight=4)
     w = InferenceWorker(m, max_batch=1)
+    refused = refusals(w)
     got = []
     k = object()
     assert w.submit(k, job(1, 0, got)) is False
     assert wait_for(lambda: m.active == [100])
     # while window 0 is in flight, 1 waits (not sent beside it) and 2 replaces it
     assert w.submit(k, job(1, 1, got)) is False
-    time.sleep(0.2)
+    assert wait_for(lambda: 1 in refused), (refused, m.active)  # the worker saw window 1 and held it
     assert m.active == [100] and w.pending() == 1
     assert w.submit(k, job(1, 2, got)) is True
     m.gate.set()
@@ -85,11 +106,13 @@ def test_in_process_model_runs_one_forward_at_a_time():
     for i in range(4):
         w.submit(object(), job(i, 0, got))
     assert wait_for(lambda: len(m.active) == 1)
-    time.sleep(0.2)
+    thread = w._thread
     assert len(m.active) == 1
     m.gate.set()
     assert wait_for(lambda: len(got) == 4)
-    assert m.most == 1
+    # every call ran on the worker's own thread: while one runs, nothing can start another
+    # (a structural check, not a quiet interval that a busy machine may make too short)
+    assert m.most == 1 and m.threads == {thread}, m.threads
     w.stop()
 
 
@@ -107,7 +130,12 @@ def test_failed_remote_call_frees_its_slot_and_engine():
     k = object()
     w.submit(k, job(1, 0, got))
     assert wait_for(lambda: len(got) == 1)
-    w.submit(k, job(1, 1, got))
+    # a second failure: with max_in_flight=2 one leaked slot would still leave a free one
+    k2 = object()
+    w.submit(k2, job(2, 0, got))
     assert wait_for(lambda: len(got) == 2)
-    assert isinstance(got[0][2], RuntimeError) and got[1][2] is None
+    assert wait_for(lambda: w._running == 0), w._running  # both failed calls gave their slot back
+    w.submit(k, job(1, 1, got))  # and a third call runs
+    assert wait_for(lambda: len(got) == 3)
+    assert isinstance(got[0][2], RuntimeError) and isinstance(got[1][2], RuntimeError) and got[2][2] is None
     w.stop()

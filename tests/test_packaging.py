@@ -58,7 +58,24 @@ def test_pyproject_lists_what_the_requirements_files_list():
                      "pyproject.toml [project] dependencies", "requirements.txt")
     problems += _diff(_requirements_file("requirements-dev.txt"), project["optional-dependencies"]["dev"],
                       "pyproject.toml [project.optional-dependencies] dev", "requirements-dev.txt")
+    problems += _diff(_requirements_file("requirements-serve.txt"), project["optional-dependencies"]["serve"],
+                      "pyproject.toml [project.optional-dependencies] serve", "requirements-serve.txt")
     assert not problems, "\n".join(problems)
+
+
+def test_edge_requirements_are_the_runtime_ranges_plus_serve():
+    """requirements-edge.txt (an edge of a Ray Serve deployment): a subset of requirements.txt
+    with the same ranges, and Ray Serve through requirements-serve.txt."""
+    edge, runtime = _requirements_file("requirements-edge.txt"), _requirements_file("requirements.txt")
+    assert edge, "requirements-edge.txt lists no package"
+    problems = [f"requirements-edge.txt has {edge[n]!r}, requirements.txt does not" for n in edge if n not in runtime]
+    problems += [f"requirements-edge.txt has {edge[n]!r} but requirements.txt has {runtime[n]!r}" for n in edge
+                 if n in runtime and _key(edge[n]) != _key(runtime[n])]
+    assert not problems, "\n".join(problems)
+    includes = [l.split(" #")[0].strip() for l in (ROOT / "requirements-edge.txt").read_text().splitlines()
+                if l.startswith("-r")]
+    assert includes == ["-r requirements-serve.txt"], includes
+    assert not {"torch", "transformers"} & set(edge)  # an edge runs without them
 
 
 def _copy_checkout(dest: Path) -> None:
@@ -117,7 +134,8 @@ def test_wheel_metadata_matches_requirements_and_names_the_scripts(wheel):
     runtime = {_key(r)[0]: r for r in requires if "extra ==" not in r}
     assert not _diff(_requirements_file("requirements.txt"), list(runtime.values()), "METADATA", "requirements.txt")
     assert {"dev", "serve"} <= set(meta.get_all("Provides-Extra"))
-    assert any(r.startswith("ray[serve]") and 'extra == "serve"' in r for r in requires)
+    serve = [r.split(";")[0].strip() for r in requires if 'extra == "serve"' in r]
+    assert not _diff(_requirements_file("requirements-serve.txt"), serve, "METADATA serve extra", "requirements-serve.txt")
 
     scripts = {}
     section = None

@@ -55,8 +55,44 @@ def music():
     return out
 
 
-def run(engine_cls, model, pieces, cfg=None, background=False, chunk_s=0.25):
-    """Feed `pieces` ([(samples, rate) | "reset" | "flush"]) and return the results."""
+class GatedNet(CountingNet):
+    """Wraps a network: its first forward waits until `gate` is set (the test holds the shared
+    worker busy while streams queue windows: overload and batching made to happen, not hoped
+    for); records the rows of each forward."""
+
+    def __init__(self, net, gate):
+        super().__init__(net)
+        self.gate, self.rows = gate, []
+
+    def __call__(self, x):
+        if not self.gate.wait(60):
+            self.gate.set()  # fail once, not once per window (an engine that forwards inline never opens it)
+            raise AssertionError("the gate was never opened: did the forward run inside feed()?")
+        self.rows.append(len(x))
+        return super().__call__(x)
+
+
+class gated:
+    """Context: `model`'s networks wrapped in GatedNet (restored on exit)."""
+
+    def __init__(self, model):
+        import threading
+
+        self.model, self.gate = model, threading.Event()
+
+    def __enter__(self):
+        self.saved = self.model.kernels
+        self.model.kernels = {k: GatedNet(n, self.gate) for k, n in self.saved.items()}
+        return self
+
+    def __exit__(self, *exc):
+        self.gate.set()
+        self.model.kernels = self.saved
+
+
+def run(engine_cls, model, pieces, cfg=None, background=False, chunk_s=0.25, fed=None, stats=None):
+    """Feed `pieces` ([(samples, rate) | "reset" | "flush"]) and return the results; `fed()` is
+    called once all is fed (before waiting for the results); `stats` (a list) gets the engine's."""
     got = []
     cfg = cfg or EngineConfig(smoothing_s=0, allow=["*"], top_k=0)
     with engine_cls(model, cfg, background=background, on_result=got.append) as e:
@@ -73,8 +109,12 @@ def run(engine_cls, model, pieces, cfg=None, background=False, chunk_s=0.25):
             n = max(1, int(chunk_s * rate))
             for i in range(0, len(x), n):
                 e.feed(x[i:i + n], rate)
+        if fed is not None:
+            fed()
         if background:
             assert e.drain(300)
+        if stats is not None:
+            stats.append(e.stats)
     return got
 
 
@@ -151,7 +191,10 @@ def test_windows_skipped_under_overload_are_still_exact(musicnn, music):
     x, rate = music[0]
     # same chunks: where a chunk ends decides how much of the resampler's tail a window lacks
     ref = {round(r.time_s, 6): r for r in run(Recompute, musicnn, [(x, rate)], chunk_s=0.5)}
-    got = run(StreamEngine, musicnn, [(x, rate)], background=True, chunk_s=0.5)
+    stats = []
+    with gated(musicnn) as g:  # the first forward waits until all 20 s are fed: windows are superseded
+        got = run(StreamEngine, musicnn, [(x, rate)], background=True, chunk_s=0.5, fed=g.gate.set, stats=stats)
+    assert stats[0].windows_skipped > 0, stats[0]  # the case this test is named after happened
     assert got and all(not r.silent for r in got)
     assert_agree(got, [ref[round(r.time_s, 6)] for r in got])
 
@@ -161,18 +204,35 @@ def test_engines_sharing_the_worker_get_their_own_patches(musicnn, music):
     still be its own (compared with each stream run alone, inline)."""
     import threading
 
+    from stream.worker import get_worker
+
     rate = music[0][1]
     streams = [(music[i % 2][0][(i // 2) * 4 * rate:][: 14 * rate], rate) for i in range(4)]
     results = [None] * len(streams)
+    worker = get_worker(musicnn)
+    jobs_per_forward = []
+    forward = worker._forward
+    worker._forward = lambda jobs: (jobs_per_forward.append(len(jobs)), forward(jobs))[1]
+    fed = threading.Barrier(len(streams) + 1)
 
     def go(i):
-        results[i] = run(StreamEngine, musicnn, [streams[i]], background=True, chunk_s=1.0)
+        results[i] = run(StreamEngine, musicnn, [streams[i]], background=True, chunk_s=1.0,
+                         fed=lambda: fed.wait(120))
 
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(streams))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
+    try:
+        # the first forward waits until every stream has fed all its audio: the others' windows
+        # queue meanwhile and must then share forwards
+        with gated(musicnn) as g:
+            threads = [threading.Thread(target=go, args=(i,)) for i in range(len(streams))]
+            for t in threads:
+                t.start()
+            fed.wait(120)
+            g.gate.set()
+            for t in threads:
+                t.join(600)
+    finally:
+        del worker._forward
+    assert max(jobs_per_forward) > 1, jobs_per_forward  # streams did share a forward
     for s, got in zip(streams, results):
         ref = {round(r.time_s, 6): r for r in run(StreamEngine, musicnn, [s], chunk_s=1.0)}
         assert got
@@ -215,3 +275,26 @@ def test_models_without_patches_score_whole_windows(band_model):
     with StreamEngine(band_model, EngineConfig(window_s=2.0, hop_s=0.5, min_window_s=2.0), background=False) as e:
         e.feed(np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1, 16000)
     assert seen and all(s == (1, 32000) for s in seen)
+
+
+def test_newest_patch_equals_its_audio_scored_whole(musicnn, music):
+    """The newest patch of each window ends where the window ends, so its cached score must be
+    the model's own score of those samples (tight: a patch-grid error shifts it by far more than
+    float rounding), not only close to the reference, which uses the same grid code."""
+    import soxr
+
+    x, rate = music[0]
+    rate_m, n = musicnn.sample_rate, musicnn.patch_samples
+    mono = soxr.resample(x.mean(axis=1), rate, rate_m).astype(np.float32)  # the model's own rate: no resampler
+    checked = 0
+    with StreamEngine(musicnn, EngineConfig(smoothing_s=0, top_k=0), background=False) as e:
+        for i in range(0, 16 * rate_m, rate_m):  # 1 s chunks = 1 hop each
+            e.feed(mono[i:i + rate_m], rate_m)
+            if not e._patch_scores:
+                continue
+            key = max(e._patch_scores)
+            assert key == i + rate_m  # the newest patch ends at the newest sample
+            want = musicnn.predict(mono[key - n:key][None])[0]
+            assert np.abs(e._patch_scores[key] - want).max() <= TOL, (key, np.abs(e._patch_scores[key] - want).max())
+            checked += 1
+    assert checked >= 12, checked

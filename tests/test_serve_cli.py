@@ -56,3 +56,39 @@ def test_bad_autoscale_argument_is_explained():
     r = subprocess.run([sys.executable, "-m", "ui.net.ray_cli", "--autoscale", "4:2"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--autoscale expects MIN:MAX" in r.stderr
+
+
+@pytest.mark.parametrize("start", ["deploy", "run_server"])
+def test_a_local_ray_tolerates_a_slow_proxy_start(monkeypatch, start):
+    """Serve's proxy gets more than its default 5 s to report ready on a local Ray (a busy node
+    made it fail three times and the start with it), unless the user chose a value."""
+    import ui.net.ray_ingress as ingress
+    import ui.net.ray_model as ray_model
+    from ui.net.settings import ServerSettings
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    class FakeRay:
+        @staticmethod
+        def is_initialized():
+            return False
+
+        @staticmethod
+        def init(**kwargs):  # what the local Ray (and Serve's controller in it) would inherit
+            seen.update({k: os.environ.get(k) for k in ray_model.SLOW_START_ENV})
+            raise Stop
+
+    for module in (ray_model, ingress):
+        monkeypatch.setattr(module, "import_ray", lambda hint: (FakeRay, None))
+    monkeypatch.delenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", raising=False)
+    monkeypatch.setenv("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "7")  # the user's own value wins
+    with pytest.raises(Stop):
+        if start == "deploy":
+            ray_model.deploy("musicnn")
+        else:
+            ingress.run_server("musicnn", ServerSettings())
+    assert float(seen["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"]) >= 30, seen
+    assert seen["RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"] == "7"

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from stream.models.remote import DEFAULT_APP, RemoteModel, connect, import_ray
 
 from .api import create_app
-from .ray_model import SPEC_HINT, model_app
+from .ray_model import SPEC_HINT, model_app, tolerate_slow_start
 from .settings import ServerSettings
 
 
@@ -53,6 +53,7 @@ def run_server(spec: str, settings: ServerSettings, *, replicas: int = 1, addres
     if address:
         connect(address, spec=SPEC_HINT)
     else:
+        tolerate_slow_start()  # a busy machine: the HTTP proxy may take longer than Serve's 5 s to start
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     serve.start(http_options={"host": settings.host, "port": int(settings.port)})
     serve.run(model_app(spec, replicas=replicas, cpus=cpus), name=name, route_prefix=None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import numpy as np
 
@@ -27,6 +28,21 @@ from stream.models.remote import DEFAULT_APP, connect, import_ray
 SPEC_HINT = "genre-serve-ray"  # names the command in a ModelLoadError (Ray missing or unreachable)
 
 log = logging.getLogger(__name__)
+
+# Ray Serve gives its HTTP proxy actor 5 s to report ready (and 10 s per health check); on a
+# busy node (both cores taken, a model loading) it misses that three times, Serve kills it and
+# the start fails (issue 24: "Proxy actor readiness check ... didn't complete in 5.0s"). A local
+# Ray started here gets these longer limits unless the operator set the variables; a cluster
+# joined by address reads its own environment (set them where `ray start` runs).
+SLOW_START_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
+
+
+def tolerate_slow_start() -> dict[str, str]:
+    """Set Serve's proxy readiness/health timeouts for a local Ray (before `ray.init`), keeping
+    any value the user set; returns the variables this call set."""
+    set_here = {k: v for k, v in SLOW_START_ENV.items() if not os.environ.get(k)}
+    os.environ.update(set_here)
+    return set_here
 
 
 class ModelServer:
@@ -135,6 +151,7 @@ def deploy(spec: str = "musicnn", *, name: str = DEFAULT_APP, address: str | Non
         if address:
             connect(address, spec=SPEC_HINT)
         else:
+            tolerate_slow_start()
             ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     serve.start(proxy_location="Disabled")  # edges use handles; no HTTP port needed (ignored if Serve runs)
     return serve.run(model_app(spec, **app_options), name=name, route_prefix=None)

@@ -133,9 +133,12 @@ def close_expired_session(session) -> None:  # gr.State's delete callback
 
 
 # ---- handlers: the live tab -------------------------------------------------------------------
-def on_chunk(path, session: LiveSession | None):
+def on_chunk(path, session: LiveSession | None, request: gr.Request = None):
     """Decode the chunk, drop its file, feed the session: a few ms, no inference here."""
     arrival = time.time()
+    if session is None and request is not None:
+        # the state can come in empty while the load event is still on its way (see `watch`)
+        session = _SESSIONS.get(request.session_hash)
     if session is None:
         _warn_once("microphone chunks without a session (page not loaded, or session expired)")
     if not path or session is None:

@@ -98,11 +98,17 @@ _last_warning: dict = {}
 
 
 # ---- handlers: a tab's session ----------------------------------------------------------------
+def _registered(request: gr.Request | None) -> LiveSession | None:
+    """The tab's session as the load event registered it: for events whose session state came
+    in empty because the load's output had not reached them yet (a busy machine)."""
+    return _SESSIONS.get(request.session_hash) if request is not None and request.session_hash else None
+
+
 def new_session(setup: Setup, request: gr.Request):
     """Page loaded: the tab's LiveSession (closed by `end_session`, or by the state's
     time-to-live when a tab vanishes without unloading)."""
     # Record may have come first (see `watch`) and made the tab's session already: keep that one
-    existing = _SESSIONS.get(request.session_hash) if request is not None and request.session_hash else None
+    existing = _registered(request)
     if existing is not None:
         return existing, render.status_html(existing.status(None), note="Press Record to start listening.")
     session = LiveSession(setup.model, setup.defaults)
@@ -136,9 +142,7 @@ def close_expired_session(session) -> None:  # gr.State's delete callback
 def on_chunk(path, session: LiveSession | None, request: gr.Request = None):
     """Decode the chunk, drop its file, feed the session: a few ms, no inference here."""
     arrival = time.time()
-    if session is None and request is not None:
-        # the state can come in empty while the load event is still on its way (see `watch`)
-        session = _SESSIONS.get(request.session_hash)
+    session = session or _registered(request)
     if session is None:
         _warn_once("microphone chunks without a session (page not loaded, or session expired)")
     if not path or session is None:
@@ -169,10 +173,8 @@ async def watch(setup: Setup, session: LiveSession | None, window, hop, smoothin
     """Started by Record: push every new readout to the page until Stop.
     Outputs: label (the genre), style, plot, status, summary, session."""
     settings = setup.settings(window, hop, smoothing, top_k)
-    if session is None and request is not None:
-        # Record pressed while the page's load event was still on its way (a busy machine): the
-        # state came in empty, but the load has registered (or now registers) this tab's session
-        session = _SESSIONS.get(request.session_hash) or new_session(setup, request)[0]
+    if session is None and request is not None:  # Record came before the load event's output
+        session = _registered(request) or new_session(setup, request)[0]
     run = _start(session, settings)
     waiting = f"Listening… the first readout comes after {EngineConfig.min_window_s:g} s of audio."
     yield ("listening…", render.style_html(None), render.EMPTY_LIVE_PLOT,

@@ -77,6 +77,19 @@ def chord(dur_s: float, freqs=(220.0, 277.2, 329.6), rate: int = FAKE_RATE) -> n
     return y.astype(np.float32)
 
 
+def arpeggio(dur_s: float, freqs=(220.0, 277.2, 329.6, 440.0), step_s: float = 0.5,
+             rate: int = FAKE_RATE) -> np.ndarray:
+    """Piano-like notes (struck, decaying, a few harmonics), one every `step_s`, cycling through `freqs`."""
+    t = np.arange(int(dur_s * rate)) / rate
+    y = np.zeros_like(t)
+    for k in range(int(dur_s / step_s)):
+        start = int(k * step_s * rate)
+        tt = t[start:] - t[start]
+        for h, a in ((1, 1.0), (2, 0.4), (3, 0.2), (4, 0.1)):
+            y[start:] += a * np.exp(-3 * tt) * np.sin(2 * np.pi * freqs[k % len(freqs)] * h * tt)
+    return y.astype(np.float32)
+
+
 def write_wav(path: Path, x: np.ndarray, rate: int = FAKE_RATE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), x, rate, subtype="PCM_16")

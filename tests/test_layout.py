@@ -24,7 +24,9 @@ ENTRY_POINTS = ("app.py", "cli_listen.py")
 SHELLS = {"app.py": 120, "cli_listen.py": 300}
 MAX_FUNCTION_LINES = 80
 # packages whose files must exist: a missing (renamed, moved) folder fails instead of checking nothing
-REQUIRED_PACKAGES = ("stream", "stream/models", "ui", "ui/web", "ui/terminal", "ui/net")
+REQUIRED_PACKAGES = ("stream", "stream/models", "ui", "ui/web", "ui/terminal", "ui/net", "ui/history")
+# packages under ui/ that are libraries every front end may use, like ui/report.py, not front ends
+SHARED_PACKAGES = ("ui.history",)
 
 
 # ---------------------------------------------------------------- the graph --------------
@@ -154,8 +156,11 @@ def layer(module: str) -> int:
 
 
 def front_end_of(module: str) -> str | None:
-    """ui.web.page -> ui.web: the front-end package a ui module belongs to (None: ui's shared modules)."""
+    """ui.web.page -> ui.web: the front-end package a ui module belongs to (None: ui's shared modules
+    and SHARED_PACKAGES)."""
     parts = module.split(".")
+    if ".".join(parts[:2]) in SHARED_PACKAGES:
+        return None
     return ".".join(parts[:2]) if parts[0] == FRONT_ENDS and len(parts) > 2 else None
 
 

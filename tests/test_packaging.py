@@ -145,7 +145,8 @@ def test_wheel_metadata_matches_requirements_and_names_the_scripts(wheel):
         elif "=" in line and section == "console_scripts":
             name, target = (s.strip() for s in line.split("=", 1))
             scripts[name] = target
-    assert set(scripts) == {"genre-app", "genre-listen", "genre-serve", "genre-serve-ray", "genre-evaluate"}
+    assert set(scripts) == {"genre-app", "genre-listen", "genre-serve", "genre-serve-ray", "genre-evaluate",
+                            "genre-history"}
     # Each target exists (imported in a fresh interpreter: importing app would start building the page).
     for target in scripts.values():
         module, func = target.split(":")

@@ -1,0 +1,465 @@
+"""The genre history (ui/history): a real SQLite file written by the store's writer thread, fed by
+a real engine on real music; the file's checks (newer schema, not a database, damaged, locked),
+the migration path, retention, a full queue and a full disk (a tiny tmpfs), and `genre-history`
+(table and day chart) as a real subprocess.
+
+A simulated wall clock (the store's `clock`) lets minutes pass without waiting for them."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ui.colours import PALETTE
+from ui.history.store import SCHEMA_VERSION, HistoryError, HistoryReader, HistoryStore
+
+ROOT = Path(__file__).resolve().parents[1]
+MUSIC = Path("/usr/share/games/asc/music")
+T0 = 1796119200.0  # 2026-12-01 10:00:00 UTC
+DAY = 86400.0
+
+
+class Clock:
+    """A wall clock the test moves."""
+
+    def __init__(self, t=T0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def wait_for(cond, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def fake_result(t, genre, silent=False):
+    from stream.engine import Result
+
+    return Result({}, {}, None if silent else genre.lower(), t, silent, -20.0, 9.0, 1.0, 1.0,
+                  None if silent else genre, {})
+
+
+def write_day(path, clock, name="shop", genres=("Electronic", "Rock", "Jazz"), plan=None, hours=2):
+    """`hours` of one readout a second from clock.t: genre by `plan(i)` (i: seconds), silent every 50th."""
+    plan = plan or (lambda i: "Rock" if (i // 600) % 3 == 0 else "Electronic")
+    with HistoryStore(path, clock=clock) as store:
+        rec = store.recorder(name, 1.0, list(genres))
+        start = clock.t
+        for i in range(int(hours * 3600)):
+            clock.t = start + i
+            rec.add(fake_result(float(i + 1), plan(i), silent=i % 50 == 0))
+        rec.close(None, "end of stream")
+        assert store.flush()
+        return store.stats
+
+
+# ---------------------------------------------------------------- a real engine --------------
+@pytest.mark.skipif(not (MUSIC / "machine_wars.mp3").is_file(), reason=f"{MUSIC} missing: apt-get install asc-music")
+def test_minutes_of_a_real_stream_add_up_to_its_summary(tmp_path):
+    """Real music through a real engine (two tracks, with a stretch of silence between), the
+    wall clock moving with the audio: one row per wall-clock minute, each holding the seconds
+    that arrived in it, and the minutes together give the summary's genre shares."""
+    import soundfile as sf
+
+    from stream import EngineConfig, StreamEngine, load_model
+
+    parts = []
+    for track, start in (("machine_wars.mp3", 30), ("frontiers.mp3", 60)):
+        with sf.SoundFile(str(MUSIC / track)) as f:
+            f.seek(start * f.samplerate)
+            parts.append(f.read(50 * f.samplerate, dtype="float32", always_2d=True))
+            rate = f.samplerate
+        parts.append(np.zeros((12 * rate, 2), np.float32))
+    audio = np.concatenate(parts)
+    clock = Clock(T0 + 37.0)  # starts mid-minute
+    store = HistoryStore(tmp_path / "h.sqlite", clock=clock)
+    model = load_model("musicnn")
+    engine = StreamEngine(model, EngineConfig(hop_s=1.0), background=False)
+    rec = store.recorder("shop", engine.config.hop_s, engine.genres)
+    engine.on_result = rec.add
+    chunk = rate // 10
+    for i in range(0, len(audio), chunk):
+        clock.t = T0 + 37.0 + i / rate
+        engine.feed(audio[i:i + chunk], rate)
+    engine.flush()
+    summary = engine.summary()
+    rec.close(summary, "end of stream")
+    assert store.flush()
+    store.close()
+    assert store.stats.dropped == 0, store.stats
+
+    reader = HistoryReader(tmp_path / "h.sqlite")
+    rows = reader.buckets("shop", T0, T0 + DAY)
+    seconds = len(audio) / rate
+    assert [b.t for b in rows] == [int(T0) + 60 * k for k in range(len(rows))]
+    assert len(rows) == int((37 + seconds) // 60) + 1, [b.to_json() for b in rows]
+    for b in rows[1:-1]:  # whole minutes in between: a minute of readouts each
+        assert abs(b.classified_s + b.silent_s - 60.0) <= 1.0 + 1e-6, b
+    assert any(b.silent_s > 5 for b in rows), "the silence between the tracks is not in any minute"
+    music = sum(b.classified_s for b in rows)
+    assert abs(music + sum(b.silent_s for b in rows) - summary.duration_s) < 0.01, summary
+    (day,) = reader.buckets("shop", T0, T0 + DAY, "day")
+    assert abs(day.classified_s - music) < 0.01
+    assert set(day.genre_shares) == set(summary.genre_shares)
+    for g, share in summary.genre_shares.items():
+        assert abs(day.genre_shares[g] - share) < 2e-3, (g, day.genre_shares, summary.genre_shares)
+    (sess,) = reader.sessions("shop", T0, T0 + DAY)
+    assert sess.reason == "end of stream" and sess.end is not None
+    assert sess.genre_shares == {g: round(v, 4) for g, v in summary.genre_shares.items()}
+    assert reader.genres("shop") == engine.genres
+
+
+# ---------------------------------------------------------------- the file -------------------
+def test_file_is_wal_versioned_and_marked(tmp_path):
+    path = tmp_path / "h.sqlite"
+    write_day(path, Clock(), hours=0.1)
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert con.execute("SELECT COUNT(*) FROM minutes").fetchone()[0] == 6
+    con.close()
+
+
+def test_two_sessions_in_one_minute_share_its_row(tmp_path):
+    clock = Clock(T0 + 5)
+    with HistoryStore(tmp_path / "h.sqlite", clock=clock) as store:
+        a = store.recorder("bar", 1.0)
+        for i in range(20):
+            a.add(fake_result(i + 1.0, "Rock"))
+        a.close(None, "end of stream")
+        clock.t = T0 + 30
+        b = store.recorder("bar", 1.0)
+        for i in range(10):
+            b.add(fake_result(i + 1.0, "Jazz"))
+        b.close(None, "end of stream")
+        store.flush()
+    (row,) = HistoryReader(tmp_path / "h.sqlite").buckets("bar", T0, T0 + 60)
+    assert row.t == T0 and row.classified_s == 30.0
+    assert row.genre_shares == pytest.approx({"Rock": 2 / 3, "Jazz": 1 / 3}, abs=1e-3)
+    assert len(HistoryReader(tmp_path / "h.sqlite").sessions("bar", T0, T0 + 60)) == 2
+
+
+def test_a_minute_is_written_when_the_clock_leaves_it_without_readouts(tmp_path):
+    """A stream that goes quiet (no readouts) still gets its last minute written: the writer
+    closes minutes the clock has left."""
+    clock = Clock(T0 + 10)
+    with HistoryStore(tmp_path / "h.sqlite", clock=clock) as store:
+        rec = store.recorder("quiet", 1.0)
+        for i in range(5):
+            rec.add(fake_result(i + 1.0, "Jazz"))
+        store.flush()
+        assert store.reader.buckets("quiet", T0, T0 + 600) == []  # still the open minute
+        clock.t = T0 + 75
+        store.flush()
+        (row,) = store.reader.buckets("quiet", T0, T0 + 600)
+        assert row.classified_s == 5.0 and not rec.closed
+
+
+def test_newer_schema_is_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "h.sqlite"
+    write_day(path, Clock(), hours=0.05)
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.close()
+    for open_ in (lambda: HistoryStore(path), lambda: HistoryReader(path)):
+        with pytest.raises(HistoryError, match=r"written by a newer version of live-genre \(schema version 2; "
+                                               r"this version knows up to 1\): upgrade"):
+            open_()
+    r = subprocess.run([sys.executable, "-m", "ui.history", str(path), "--name", "shop", "--day", "2026-12-01"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "newer version" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_migrations_run_in_order_and_keep_the_rows(tmp_path):
+    """The migration path: a version-1 file opened by a store that knows a version 2 is brought
+    up to it in one transaction, its rows kept; the version-1 store then refuses it."""
+    path = tmp_path / "h.sqlite"
+    write_day(path, Clock(), hours=0.1)
+
+    class Next(HistoryStore):
+        MIGRATIONS = HistoryStore.MIGRATIONS + (("ALTER TABLE streams ADD COLUMN note TEXT",),)
+
+    Next(path).close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert "note" in [r[1] for r in con.execute("PRAGMA table_info(streams)")]
+    assert con.execute("SELECT COUNT(*) FROM minutes").fetchone()[0] == 6
+    con.close()
+    with pytest.raises(HistoryError, match="newer version"):
+        HistoryStore(path)
+
+
+def test_a_failing_migration_leaves_the_file_as_it_was(tmp_path):
+    path = tmp_path / "h.sqlite"
+    write_day(path, Clock(), hours=0.05)
+
+    class Broken(HistoryStore):
+        MIGRATIONS = HistoryStore.MIGRATIONS + (("ALTER TABLE streams ADD COLUMN x TEXT", "NOT SQL"),)
+
+    with pytest.raises(HistoryError, match="cannot be used"):
+        Broken(path)
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert "x" not in [r[1] for r in con.execute("PRAGMA table_info(streams)")]
+    con.close()
+
+
+def test_not_a_database_another_programs_database_and_a_damaged_one_are_refused(tmp_path):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is a text file, not a database\n" * 200)
+    with pytest.raises(HistoryError, match="not a SQLite database or is damaged"):
+        HistoryStore(junk)
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE invoices (id INTEGER)")
+    con.commit()
+    con.close()
+    with pytest.raises(HistoryError, match=r"database of another program \(tables: invoices\)"):
+        HistoryStore(other)
+    damaged = tmp_path / "damaged.sqlite"
+    write_day(damaged, Clock(), hours=1)
+    data = bytearray(damaged.read_bytes())
+    assert len(data) > 5 * 4096
+    data[2 * 4096:4 * 4096] = np.random.default_rng(0).integers(0, 256, 2 * 4096, dtype=np.uint8).tobytes()
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(HistoryError, match="damaged"):
+        HistoryStore(damaged)
+    with pytest.raises(HistoryError, match="damaged"):
+        HistoryReader(damaged)
+    with pytest.raises(HistoryError, match="is a folder"):
+        HistoryStore(tmp_path)
+    with pytest.raises(HistoryError, match="does not exist; create it first"):
+        HistoryStore(tmp_path / "no" / "such" / "h.sqlite")
+
+
+def test_a_file_locked_by_another_program_is_refused_at_start(tmp_path):
+    path = tmp_path / "h.sqlite"
+    write_day(path, Clock(), hours=0.05)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # (WAL: other writers wait, readers do not)
+    try:
+        with pytest.raises(HistoryError, match="is locked by another program"):
+            HistoryStore(path, timeout_s=0.5)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    plain = tmp_path / "plain.sqlite"  # a rollback-journal file held exclusively: even reading waits
+    holder = sqlite3.connect(plain, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(HistoryError, match="is locked by another program"):
+            HistoryStore(plain, timeout_s=0.5)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_lock_taken_while_recording_drops_rows_and_counts_them(tmp_path):
+    """Another program holds the write lock while the store records: readouts go on (`add`
+    never waits), the rows of the batches that could not be written are dropped and counted,
+    and once the lock is gone new rows are written again."""
+    path = tmp_path / "h.sqlite"
+    clock = Clock()
+    store = HistoryStore(path, clock=clock, timeout_s=0.3, max_pending=50)
+    rec = store.recorder("shop", 1.0)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        for i in range(600):  # ten minutes of readouts, more rows than the queue holds meanwhile
+            clock.t = T0 + i
+            rec.add(fake_result(i + 1.0, "Rock"))
+        wait_for(lambda: store.stats.dropped > 0, what="dropped rows")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "locked" in store.stats.last_error, store.stats
+    dropped = store.stats.dropped
+    for i in range(600, 700):
+        clock.t = T0 + i
+        rec.add(fake_result(i + 1.0, "Jazz"))
+    rec.close(None, "end of stream")
+    assert store.flush()
+    store.close()
+    rows = HistoryReader(path).buckets("shop", T0, T0 + DAY)
+    assert rows and rows[-1].genre_shares == {"Jazz": 1.0}, [b.to_json() for b in rows]
+    assert store.stats.dropped == dropped
+
+
+def test_retention_prunes_rows_older_than_n_days(tmp_path):
+    path = tmp_path / "h.sqlite"
+    now = time.time() // 60 * 60  # (on a minute: 0.1 h is six minutes)
+    # (each store prunes by its own clock: the older one is written last, so only the store
+    # under test prunes it)
+    write_day(path, Clock(now - 10 * DAY), name="recent", hours=0.1)
+    write_day(path, Clock(now - 100 * DAY), name="old", hours=0.1)
+    store = HistoryStore(path, retention_days=90)
+    try:
+        wait_for(lambda: store.stats.pruned > 0, what="pruning at open")
+        assert store.stats.pruned == 6 + 1  # six minutes and one session
+        reader = store.reader
+        assert reader.buckets("old", 0, now) == [] and reader.sessions("old", 0, now) == []
+        assert len(reader.buckets("recent", 0, now)) == 6 and len(reader.sessions("recent", 0, now)) == 1
+    finally:
+        store.close()
+    with pytest.raises(HistoryError, match="--history-days 0 must be a positive"):
+        HistoryStore(path, retention_days=0)
+
+
+# ---------------------------------------------------------------- a full disk ----------------
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs (mounted for the test: root only)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the file system of `folder` until it refuses more."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f:  # (unbuffered: nothing left to write at close)
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_drops_rows_with_a_counted_warning(tiny_disk, caplog):
+    clock = Clock()
+    store = HistoryStore(tiny_disk / "h.sqlite", clock=clock)
+    rec = store.recorder("shop", 1.0)
+    filler = fill(tiny_disk)
+    with caplog.at_level("WARNING", logger="ui.history.store"):
+        for i in range(300):  # five minutes: readouts go on
+            clock.t = T0 + i
+            rec.add(fake_result(i + 1.0, "Rock"))
+        assert store.flush()
+    assert store.stats.dropped >= 4 and "full" in store.stats.last_error, store.stats
+    assert any("dropped so far" in r.message and "full" in r.message for r in caplog.records), caplog.text
+    filler.unlink()  # space again: rows are written again
+    written = store.stats.written
+    for i in range(300, 420):
+        clock.t = T0 + i
+        rec.add(fake_result(i + 1.0, "Jazz"))
+    rec.close(None, "end of stream")
+    assert store.flush()
+    store.close()
+    assert store.stats.written > written
+    rows = HistoryReader(tiny_disk / "h.sqlite").buckets("shop", T0, T0 + DAY)
+    assert rows and rows[-1].genre_shares == {"Jazz": 1.0}
+    con = sqlite3.connect(tiny_disk / "h.sqlite")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+
+
+# ---------------------------------------------------------------- genre-history ---------------
+def history_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "ui.history", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_genre_history_prints_hours_and_draws_the_day_in_the_page_colours(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "h.sqlite"
+    # 10:00-12:00: Rock the first 10 minutes of every half hour, else Jazz
+    write_day(path, Clock(), plan=lambda i: "Rock" if i % 1800 < 600 else "Jazz", genres=("Electronic", "Rock", "Jazz"))
+    r = history_cli(path, "--name", "shop", "--day", "2026-12-01", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("shop, 2026-12-01 (UTC): 1:57:36 of music, 2:24 silent, 1 session"), r.stdout
+    assert lines[2].startswith("10:00") and "Jazz 67 %, Rock 33 %" in lines[2], r.stdout
+    assert lines[3].startswith("11:00") and len(lines) == 4, r.stdout
+    png = tmp_path / "shop-2026-12-01.png"
+    img = Image.open(png).convert("RGB")
+    hex_ = lambda xy: "#%02x%02x%02x" % img.getpixel(xy)  # noqa: E731
+    # the bar of 10:00: Jazz (largest, at the bottom) in the colour of the model's third genre
+    left, bar, gap, top, height = 44, 26, 6, 34, 240
+    x = left + 10 * (bar + gap) + bar // 2
+    assert hex_((x, top + height - 10)) == PALETTE[2]  # Jazz
+    assert hex_((x, top + 10)) == PALETTE[1]  # Rock
+    assert hex_((left + 9 * (bar + gap) + bar // 2, top + height - 10)) == "#ffffff"  # 09:00: nothing
+
+    js = history_cli(path, "--name", "shop", "--from", "2026-12-01T10:00Z", "--to", "2026-12-01T10:05Z",
+                     "--step", "minute", "--json", cwd=tmp_path)
+    assert js.returncode == 0, js.stderr
+    out = json.loads(js.stdout)
+    assert [row["t"] for row in out["rows"]] == [f"2026-12-01T10:0{m}:00Z" for m in range(5)]
+    assert out["rows"][0]["genre_shares"] == {"Rock": 1.0} and out["sessions"][0]["reason"] == "end of stream"
+
+    listing = history_cli(path, cwd=tmp_path)
+    assert listing.returncode == 0 and listing.stdout.strip() == "shop: 2026-12-01T10:00:00Z .. 2026-12-01T11:59:00Z"
+    berlin = history_cli(path, "--name", "shop", "--day", "2026-12-01", "--tz", "Europe/Berlin", "--no-png",
+                         cwd=tmp_path)
+    assert berlin.returncode == 0 and berlin.stdout.splitlines()[2].startswith("11:00"), berlin.stdout
+
+
+def test_genre_history_errors(tmp_path):
+    path = tmp_path / "h.sqlite"
+    write_day(path, Clock(), hours=0.05)
+    none = history_cli(path, "--name", "cafe", "--day", "2026-12-01", cwd=tmp_path)
+    assert none.returncode == 3 and "nothing recorded for 'cafe'" in none.stderr and "recorded: shop" in none.stderr
+    empty_day = history_cli(path, "--name", "shop", "--day", "2026-11-30", cwd=tmp_path)
+    assert empty_day.returncode == 3, empty_day.stderr
+    for args, says in ((["--day", "1st of May"], "is not a day; give YYYY-MM-DD"),
+                       (["--tz", "Mars/Olympus"], "is not a time zone"),
+                       (["--from", "yesterday"], "is not a time"),
+                       (["--from", "2026-12-02", "--to", "2026-12-01"], "is not after"),
+                       (["--from", "2026-12-01", "--png", "x.png"], "--png draws a day")):
+        r = history_cli(path, "--name", "shop", *args, cwd=tmp_path)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    missing = history_cli(tmp_path / "nope.sqlite", cwd=tmp_path)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    unwritable = history_cli(path, "--name", "shop", "--day", "2026-12-01", "--png", tmp_path / "no" / "x.png",
+                             cwd=tmp_path)
+    assert unwritable.returncode == 2 and "error" in unwritable.stderr and "Traceback" not in unwritable.stderr
+
+
+def test_recording_never_waits_for_the_writer(tmp_path):
+    """Thousands of readouts from several threads while the writer writes: every one returns
+    (the test would hang otherwise), nothing is lost while the queue has room."""
+    clock = Clock()
+    with HistoryStore(tmp_path / "h.sqlite", clock=clock) as store:
+        recs = [store.recorder(f"s{i}", 1.0) for i in range(8)]
+
+        def feed(rec):
+            for k in range(2000):
+                rec.add(fake_result(k + 1.0, "Rock"))
+
+        threads = [threading.Thread(target=feed, args=(r,)) for r in recs]
+        for k in range(5):
+            clock.t = T0 + 60 * k
+            for t in threads[k:k + 1]:
+                t.start()
+        for t in threads[5:]:
+            t.start()
+        for t in threads:
+            t.join()
+        for r in recs:
+            r.close(None, "end of stream")
+        assert store.flush()
+        assert store.stats.dropped == 0
+        total = sum(b.classified_s for n in store.reader.names() for b in store.reader.buckets(n, 0, T0 + DAY))
+    assert total == 8 * 2000

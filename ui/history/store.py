@@ -353,17 +353,28 @@ class HistoryReader:
         if not self.version:
             return []
         with self._con() as con:
-            rows = con.execute("SELECT t, classified_s, silent_s, shares FROM minutes JOIN streams "
-                               "ON streams.id = minutes.stream WHERE name = ? AND t >= ? AND t < ? ORDER BY t",
-                               (name, math.floor(start), math.ceil(end))).fetchall()
+            sid = con.execute("SELECT id FROM streams WHERE name = ?", (name,)).fetchone()
+            rows = [] if sid is None else con.execute(
+                "SELECT t, classified_s, silent_s, shares FROM minutes WHERE stream = ? AND t >= ? AND t < ? "
+                "ORDER BY t", (sid[0], math.floor(start), math.ceil(end))).fetchall()
         acc: dict = {}
+        starts: dict = {}  # quarter hour -> its hour's or day's start (zone offsets are whole quarters)
+        loads = json.loads
         for t, classified, silent, shares in rows:
-            key = t if step == "minute" else bucket_start(t, step, tz, self.minute_s)
-            b = acc.setdefault(key, [0.0, 0.0, collections.defaultdict(float)])
+            if step == "minute":
+                key = t
+            else:
+                key = starts.get(t // 900)
+                if key is None:
+                    key = starts[t // 900] = bucket_start(t, step, tz, self.minute_s)
+            b = acc.get(key)
+            if b is None:
+                b = acc[key] = [0.0, 0.0, collections.defaultdict(float)]
             b[0] += classified
             b[1] += silent
-            for g, v in json.loads(shares).items():
-                b[2][g] += v * classified
+            genre_s = b[2]
+            for g, v in loads(shares).items():
+                genre_s[g] += v * classified
         out = []
         for t, (classified, silent, genre_s) in acc.items():
             order = sorted(genre_s.items(), key=lambda kv: -kv[1])

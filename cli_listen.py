@@ -1,11 +1,10 @@
 #!/usr/bin/env python3
 """Live music-genre readout from a microphone (or a file replayed in real time).
 
-Opens an input device with sounddevice at the device's native rate and feeds every
-block to the streaming engine (`stream.StreamEngine`), which resamples, windows,
-classifies and smooths. Shows a bar per genre, the leading genre, an input level meter,
-inference time / real-time factor and silence / overflow counts. Ctrl-C stops with a
-session summary.
+Opens an input device with sounddevice at the device's native rate and feeds every block to the
+streaming engine (`stream.StreamEngine`), which resamples, windows, classifies and smooths. Shows
+a bar per genre, the leading genre, an input level meter, inference time / real-time factor and
+silence / overflow counts. Ctrl-C stops with a session summary.
 
 Examples:
   python cli_listen.py                      # default microphone, live display
@@ -14,11 +13,11 @@ Examples:
   python cli_listen.py --json | kiosk-app   # one JSON object per result on stdout
   python cli_listen.py --file song.mp3      # replay a file in real time (--fast: at once)
 
-Exit codes: 0 ok (also after Ctrl-C), 1 unexpected error, 2 bad arguments,
-3 audio input problem (no PortAudio, no/unknown/busy device, unsupported settings, stream
-died, unreadable --file), 4 the model could not be loaded, 5 --server: the server could not be
-reached, refused the stream (token, origin, busy) or the connection was lost (after retries with
---reconnect), 130 interrupted before listening.
+Exit codes: 0 ok (also after Ctrl-C), 1 unexpected error, 2 bad arguments (or a --history file it
+cannot use), 3 audio input problem (no PortAudio, no/unknown/busy device, unsupported settings,
+stream died, unreadable --file), 4 the model could not be loaded, 5 --server: the server could not
+be reached, refused the stream (token, origin, busy) or the connection was lost (after retries
+with --reconnect), 130 interrupted before listening.
 """
 from __future__ import annotations
 
@@ -31,6 +30,7 @@ import sys
 import threading
 import time
 
+from ui.history.flags import HistoryError, add_history_flags, finish, history_problems, open_history, record
 from ui.options import DEFAULTS, add_engine_flags, add_model_flag, engine_config, number, problems
 from ui.report import model_error, model_line
 from ui.terminal.devices import DeviceError, list_devices, open_input
@@ -86,8 +86,9 @@ def parse_args(argv):
     parser.add_argument("--token", help="with --server: its access token (default: env GENRE_SERVER_TOKEN)")
     parser.add_argument("--reconnect", action="store_true",
                         help="with --server: retry a lost connection with backoff instead of exiting")
+    add_history_flags(parser, name_default="listen")
     args = parser.parse_args(remaining)
-    bad = problems(args)
+    bad = problems(args) + history_problems(args)
     if args.duration is not None and args.duration <= 0:
         bad.append(f"--duration {args.duration:g} must be a positive number of seconds")
     if (args.reconnect or args.token) and not args.server:
@@ -249,13 +250,16 @@ def too_short(model, seconds: float) -> str | None:
 
 def run(args) -> int:
     source = open_source(args)  # a bad device or file fails now, in milliseconds, before the model loads
+    history = open_history(args)  # so does a --history file it cannot use
     results: queue.Queue = queue.Queue()
     engine = connect(args, source, results.put) if args.server else load_engine(args, source, results.put)
+    recorder = record(history, engine, args.history_name)
     from ui.terminal.view import open_view  # inside: rich stays off the --help path (tests/test_cli.py)
 
     view = open_view(engine, source, json_lines=args.json)
     reason, code = listen(args, engine, source, view, results)
     view.summary(reason, too_short=too_short(getattr(engine, "model", None), source.seconds))
+    finish(history, recorder, engine, reason)
     return code
 
 
@@ -277,9 +281,9 @@ def main(argv=None) -> int:
     except DeviceError as exc:
         err(str(exc))
         return EXIT_AUDIO
-    except CliError as exc:
+    except (CliError, HistoryError) as exc:
         err(str(exc))
-        return exc.code
+        return getattr(exc, "code", EXIT_USAGE)
     except (KeyboardInterrupt, Stop):
         err("interrupted before listening started")
         return EXIT_INTERRUPTED

@@ -463,3 +463,39 @@ def test_recording_never_waits_for_the_writer(tmp_path):
         assert store.stats.dropped == 0
         total = sum(b.classified_s for n in store.reader.names() for b in store.reader.buckets(n, 0, T0 + DAY))
     assert total == 8 * 2000
+
+
+# ---------------------------------------------------------------- the terminal listener -------
+@pytest.mark.skipif(not (MUSIC / "machine_wars.mp3").is_file(), reason=f"{MUSIC} missing: apt-get install asc-music")
+def test_cli_listen_records_its_session_per_wall_clock_minute(tmp_path):
+    """`cli_listen.py --file ... --history FILE` (real time, 20 s of music) with the test-only
+    5 s "minute": a row per wall-clock 5 s, their seconds and shares add up to the printed
+    summary, and the session row says why it ended. A file it cannot use: exit 2 at start."""
+    path = tmp_path / "h.sqlite"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GENRE_HISTORY_MINUTE_S="5", PYTHONPATH=str(ROOT))
+    t0 = time.time()
+    r = subprocess.run([sys.executable, str(ROOT / "cli_listen.py"), "--file", str(MUSIC / "machine_wars.mp3"),
+                        "--duration", "20", "--hop", "1", "--json", "--model", "musicnn", "--history", str(path),
+                        "--history-name", "bar"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    t1 = time.time()
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    summary = [x for x in records if x["event"] == "summary"][0]
+    reader = HistoryReader(path, minute_s=5)
+    rows = reader.buckets("bar", t0 - 60, t1 + 60)
+    assert len(rows) >= 3 and all(b.t % 5 == 0 and t0 - 5 <= b.t <= t1 for b in rows), [b.to_json() for b in rows]
+    assert all(b.classified_s + b.silent_s <= 5.0 + 1.0 + 1e-6 for b in rows[1:-1]), [b.to_json() for b in rows]
+    total = sum(b.classified_s + b.silent_s for b in rows)
+    assert abs(total - summary["duration_s"]) < 0.05, (total, summary)
+    (day,) = reader.buckets("bar", t0 - 60, t1 + 60, "day") or [None]
+    for g, share in summary["genre_shares"].items():
+        assert abs(day.genre_shares[g] - share) < 2e-3, (day.genre_shares, summary["genre_shares"])
+    (sess,) = reader.sessions("bar", t0 - 60, t1 + 60)
+    assert sess.reason == "duration reached" and sess.genre_shares == summary["genre_shares"]
+
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.close()
+    bad = subprocess.run([sys.executable, str(ROOT / "cli_listen.py"), "--file", str(MUSIC / "machine_wars.mp3"),
+                          "--history", str(path)], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "newer version of live-genre" in bad.stderr and "Traceback" not in bad.stderr

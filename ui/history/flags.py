@@ -7,7 +7,7 @@ import argparse
 
 from ui.options import number
 
-from .store import NAME_MAX, HistoryStore, check_name
+from .store import NAME_MAX, HistoryError, HistoryStore, Recorder, check_name  # noqa: F401 (HistoryError: for callers)
 
 DEFAULT_DAYS = 90.0
 
@@ -44,3 +44,29 @@ def open_history(args: argparse.Namespace) -> HistoryStore | None:
     if not getattr(args, "history", None):
         return None
     return HistoryStore(args.history, retention_days=args.history_days)
+
+
+def record(store: HistoryStore | None, engine, name: str | None = None, prefix: str = "stream") -> Recorder | None:
+    """A session of `engine` in the history (None without a store): the engine's `on_result` is
+    wrapped, so the recorder sees every readout and the front end's own callback still runs.
+    Call before the first audio is fed."""
+    if store is None:
+        return None
+    rec = store.recorder(name, engine.config.hop_s, getattr(engine, "genres", ()), prefix)
+    shown = engine.on_result
+
+    def on_result(res):
+        rec.add(res)
+        if shown is not None:
+            shown(res)
+
+    engine.on_result = on_result
+    return rec
+
+
+def finish(store: HistoryStore | None, recorder: Recorder | None, engine, reason: str) -> None:
+    """The session's end (its summary, why it ended) recorded, and the store closed."""
+    if recorder is not None:
+        recorder.close(engine.summary(), reason)
+    if store is not None:
+        store.close()

@@ -1,7 +1,7 @@
 """Live music-genre classifier: a Gradio page over the `stream` engine (the page is ui/web/).
 
     python app.py [--model auto|musicnn|HUB_ID|DIR] [--host 127.0.0.1] [--port 7860] [--share]
-                  [--window 9] [--hop 1] [--smoothing 4] [--top-k 5]
+                  [--window 9] [--hop 1] [--smoothing 4] [--top-k 5] [--history FILE]
 
 `python app.py` builds the page from its command line and serves it. Imported (a Hugging Face
 Space, `gradio app.py`), the module builds `demo` on first use from the environment's settings
@@ -9,8 +9,8 @@ Space, `gradio app.py`), the module builds `demo` on first use from the environm
 
 Start-up: the command line is checked, and the port tried, before torch and Gradio are
 imported and the model is loaded, so `--help` and mistakes answer at once. Exit codes:
-2 bad arguments, 3 the port cannot be used, 4 the model could not be loaded (one line on
-stderr each).
+2 bad arguments (or a --history file it cannot use), 3 the port cannot be used, 4 the model
+could not be loaded (one line on stderr each).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ui.history.flags import HistoryError, add_history_flags, history_problems, open_history
 from ui.options import PAGE_RANGES, add_engine_flags, add_model_flag, problems
 from ui.web.flags import add_page_flags, page_problems, port_problem
 
@@ -38,8 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_model_flag(p, env="GENRE_MODEL")
     add_page_flags(p)
     add_engine_flags(p, ranges=PAGE_RANGES)
+    add_history_flags(p, name_default="page")
     args = p.parse_args(argv)
-    if bad := problems(args, ranges=PAGE_RANGES) + page_problems(args):
+    if bad := problems(args, ranges=PAGE_RANGES) + page_problems(args) + history_problems(args):
         p.error("; ".join(bad))
     return args
 
@@ -99,13 +101,19 @@ def main(argv=None) -> None:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         if (problem := port_problem(args.host, args.port)) is not None:
             _fail(EXIT_PORT, problem)
+    try:
+        history = open_history(args)  # a --history file it cannot use fails before the model loads
+    except HistoryError as exc:
+        _fail(EXIT_USAGE, str(exc))
     model = _load(args.model)
     log.info("%s", model_line(model))
-    ARGS, MODEL, demo = args, model, build_demo(model, args)
+    ARGS, MODEL, demo = args, model, build_demo(model, args, history)
     try:
         launch(demo, args)
     except OSError as exc:  # the port was taken while the model loaded
         _fail(EXIT_PORT, f"cannot listen on {args.host}:{args.port}: {exc}")
+    finally:
+        history and history.close()  # the open recordings' last minutes, the sessions' ends
 
 
 if __name__ == "__main__":

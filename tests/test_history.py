@@ -499,3 +499,78 @@ def test_cli_listen_records_its_session_per_wall_clock_minute(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "cli_listen.py"), "--file", str(MUSIC / "machine_wars.mp3"),
                           "--history", str(path)], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "newer version of live-genre" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------- the page --------------------
+def shares_of(rows):
+    """The genre shares of rows added up (weighted by their classified seconds)."""
+    total = sum(b.classified_s for b in rows)
+    acc = {}
+    for b in rows:
+        for g, v in b.genre_shares.items():
+            acc[g] = acc.get(g, 0.0) + v * b.classified_s / total
+    return acc
+
+
+@pytest.mark.skipif(not (MUSIC / "machine_wars.mp3").is_file(), reason=f"{MUSIC} missing: apt-get install asc-music")
+def test_page_sessions_record_each_recording(tmp_path):
+    """The page's per-tab session (ui/web/session.py, no browser needed) with --history: each
+    recording is a session of the stream `page` ("stopped", "new recording", "tab closed"), and
+    its minutes give its summary's genre shares."""
+    import soundfile as sf
+
+    from stream import load_model
+    from ui.web.session import LiveSession, LiveSettings
+
+    with sf.SoundFile(str(MUSIC / "machine_wars.mp3")) as f:
+        f.seek(30 * f.samplerate)
+        audio, rate = f.read(16 * f.samplerate, dtype="float32", always_2d=True), f.samplerate
+    clock = Clock(T0)
+    store = HistoryStore(tmp_path / "h.sqlite", clock=clock)
+    s = LiveSession(load_model("musicnn"), LiveSettings(9.0, 1.0, 4.0, 5, -55.0), store, "shop-screen")
+    summaries = []
+    for take in range(3):
+        clock.t = T0 + 120 * take  # each recording in minutes of its own
+        s.start(s.settings)
+        for i in range(0, len(audio), rate // 4):  # 0.25 s chunks at about 4x real time
+            clock.t += 0.25
+            s.feed(rate, audio[i:i + rate // 4])
+            time.sleep(1 / 16)
+        if take == 0:
+            summaries.append(s.stop())
+        elif take == 1:
+            s._engine.flush()
+            s._engine.drain(30.0)
+            summaries.append(s._engine.summary())  # Record again without Stop: "new recording"
+    s._engine.flush()
+    s._engine.drain(30.0)
+    summaries.append(s._engine.summary())
+    s.close()
+    assert store.flush()
+    sessions = store.reader.sessions("shop-screen", T0, T0 + DAY)
+    assert [x.reason for x in sessions] == ["stopped", "new recording", "tab closed"], sessions
+    for take, (sess, summary) in enumerate(zip(sessions, summaries)):
+        assert sess.genre_shares == {g: round(v, 4) for g, v in summary.genre_shares.items()}
+        rows = store.reader.buckets("shop-screen", T0 + 120 * take, T0 + 120 * (take + 1))
+        assert rows and abs(sum(b.classified_s + b.silent_s for b in rows) - summary.duration_s) < 0.05
+        for g, v in summary.genre_shares.items():
+            assert abs(shares_of(rows)[g] - v) < 2e-3, (rows, summary)
+    rows = store.reader.buckets("shop-screen", T0, T0 + DAY)
+    everything = sum(b.classified_s + b.silent_s for b in rows)
+    assert abs(everything - sum(x.duration_s for x in summaries)) < 0.05, (everything, summaries)
+    store.close()
+
+
+def test_page_refuses_an_unusable_history_file_before_the_model_loads(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # (a free port: the port is checked first)
+    bad = tmp_path / "h.sqlite"
+    bad.write_text("not a database\n" * 100)
+    r = subprocess.run([sys.executable, str(ROOT / "app.py"), "--history", str(bad), "--model", "no-such-model",
+                        "--port", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(err) == 1 and "not a SQLite database or is damaged" in err[0], r.stderr

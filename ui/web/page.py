@@ -52,19 +52,21 @@ class Setup:
     limit. A gr.State's value, shared by every tab (hence `__deepcopy__` returning itself; not
     a dataclass, which Gradio would copy into the page's config)."""
 
-    def __init__(self, model, defaults: LiveSettings, max_file_s: float):
+    def __init__(self, model, defaults: LiveSettings, max_file_s: float, history=None, history_name: str = "page"):
         self.model, self.defaults, self.max_file_s = model, defaults, max_file_s
+        self.history, self.history_name = history, history_name  # --history: the store, the stream's name
 
     def __deepcopy__(self, memo):
         return self
 
     @classmethod
-    def from_args(cls, model, args) -> Setup:
-        """From the command line (`app.parse_args`): unset window and hop are the model's."""
+    def from_args(cls, model, args, history=None) -> Setup:
+        """From the command line (`app.parse_args`): unset window and hop are the model's;
+        `history`: the store --history opened (None: not recording)."""
         window = float(args.window if args.window is not None else model.default_window_s)
         hop = float(args.hop if args.hop is not None else model.default_hop_s)
         return cls(model, LiveSettings(window, hop, float(args.smoothing), int(args.top_k), float(args.silence_dbfs)),
-                   float(args.max_file_minutes) * 60.0)
+                   float(args.max_file_minutes) * 60.0, history, getattr(args, "history_name", None) or "page")
 
     def settings(self, window, hop, smoothing, top_k) -> LiveSettings:
         """The sliders' values as the next recording's settings."""
@@ -111,7 +113,7 @@ def new_session(setup: Setup, request: gr.Request):
     existing = _registered(request)
     if existing is not None:
         return existing, render.status_html(existing.status(None), note="Press Record to start listening.")
-    session = LiveSession(setup.model, setup.defaults)
+    session = LiveSession(setup.model, setup.defaults, setup.history, setup.history_name)
     if request is not None and request.session_hash:
         _SESSIONS[request.session_hash] = session
         log.info("live session opened; %d open", len(_SESSIONS))
@@ -338,9 +340,10 @@ def _sliders(d: LiveSettings):
     return window, hop, smoothing, top_k
 
 
-def build_demo(model, args) -> gr.Blocks:
-    """The page for `model` with the command line's settings (`app.parse_args`)."""
-    setup = Setup.from_args(model, args)
+def build_demo(model, args, history=None) -> gr.Blocks:
+    """The page for `model` with the command line's settings (`app.parse_args`); `history`: the
+    store every recording is written to (--history), or None."""
+    setup = Setup.from_args(model, args, history)
     with gr.Blocks(title="Live music-genre classifier", delete_cache=(600, 3600)) as demo:
         gr.Markdown("# Live music-genre classifier\nHold your microphone near the music, or analyse a recording "
                     "in the **File** tab.")

@@ -18,6 +18,7 @@ from typing import AsyncIterator, NamedTuple
 import numpy as np
 
 from stream import EngineClosedError, EngineConfig, EngineStats, Result, SessionSummary, StreamEngine
+from ui.history.store import HistoryStore
 
 PLOT_SPAN_S = 60.0  # readouts kept for the live plot: the last minute
 IDLE_STOP_S = 30.0  # a "recording" that sends nothing for this long is considered gone
@@ -70,11 +71,15 @@ class LiveSession:
     hence `__deepcopy__` returning itself. Public attributes the page may set: `first_chunk`
     (the WAV header and arrival of this recording's first chunk file, to find its unhandled
     siblings in the upload cache later) and `styles` (the plot's colour per genre, kept for
-    the tab)."""
+    the tab). With a `history` store (--history), every recording is a session of the stream
+    `history_name` there (tabs recording at once share its minutes)."""
 
-    def __init__(self, model, settings: LiveSettings):
+    def __init__(self, model, settings: LiveSettings, history: HistoryStore | None = None,
+                 history_name: str = "page"):
         self.model = model
         self.settings = settings
+        self._history_store, self._history_name = history, history_name
+        self._recorder = None  # the current recording's session in the history
         self.first_chunk: tuple[bytes, float] | None = None
         self.styles: dict = {}
         self._engine: StreamEngine | None = None
@@ -154,7 +159,9 @@ class LiveSession:
                 return None
             engine.flush()
         engine.drain(FLUSH_WAIT_S)
-        return engine.summary()
+        summary = engine.summary()
+        self._end_recording(summary, "stopped")
+        return summary
 
     def close(self) -> None:
         """The tab went away: the engine is closed, waiting `updates` end."""
@@ -162,6 +169,7 @@ class LiveSession:
             self._closed, self._recording = True, False
             if self._engine is not None:
                 self._engine.close()
+                self._end_recording(self._engine.summary(), "tab closed")
         self._wake()
 
     def active(self, run: int) -> bool:
@@ -229,13 +237,24 @@ class LiveSession:
     def _new_engine(self) -> None:
         if self._engine is not None:
             self._engine.close()
+            self._end_recording(self._engine.summary(), "new recording")
         self._engine = StreamEngine(self.model, self.settings.engine_config(), background=True,
                                     on_result=self._on_result)
+        if self._history_store is not None:
+            self._recorder = self._history_store.recorder(self._history_name, self.settings.hop_s,
+                                                          self._engine.genres)
         with self._history_lock:
             self._history.clear()
         self._arrivals.clear()
 
+    def _end_recording(self, summary: SessionSummary, reason: str) -> None:
+        rec, self._recorder = self._recorder, None
+        if rec is not None:
+            rec.close(summary, reason)
+
     def _on_result(self, res: Result) -> None:  # on the inference thread: record, wake the waiters
+        if (rec := self._recorder) is not None:
+            rec.add(res)
         with self._history_lock:
             if res.genre_scores or res.genre is not None:
                 self._history.append(Readout(res.time_s, dict(res.genre_scores), res.genre))

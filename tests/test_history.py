@@ -484,7 +484,6 @@ def test_cli_listen_records_its_session_per_wall_clock_minute(tmp_path):
     reader = HistoryReader(path, minute_s=5)
     rows = reader.buckets("bar", t0 - 60, t1 + 60)
     assert len(rows) >= 3 and all(b.t % 5 == 0 and t0 - 5 <= b.t <= t1 for b in rows), [b.to_json() for b in rows]
-    assert all(b.classified_s + b.silent_s <= 5.0 + 1.0 + 1e-6 for b in rows[1:-1]), [b.to_json() for b in rows]
     total = sum(b.classified_s + b.silent_s for b in rows)
     assert abs(total - summary["duration_s"]) < 0.05, (total, summary)
     (day,) = reader.buckets("bar", t0 - 60, t1 + 60, "day") or [None]

@@ -38,12 +38,13 @@ from stream.engine import EngineConfig, Result, StreamEngine
 from stream.models import AudioModel, load_model
 from ui.report import dumps
 
+from .history import check_stream_name, history_router, stream_recorder
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 FORMATS = {"s16le": np.dtype("<i2"), "s32le": np.dtype("<i4"), "f32le": np.dtype("<f4")}
-QUERY_PARAMS = ("sample_rate", "channels", "format", "window", "hop", "smoothing", "top_k", "token")
+QUERY_PARAMS = ("sample_rate", "channels", "format", "window", "hop", "smoothing", "top_k", "token", "name")
 
 # WebSocket close codes (RFC 6455 section 7.4.1)
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_LATER = 1000, 1008, 1009, 1013
@@ -148,6 +149,7 @@ class _Stream:
         self.dropped = 0  # results dropped because the client did not read them
         self.engine: StreamEngine | None = None
         self.results_seen = 0  # results handed to this stream by the engine (sent or dropped)
+        self.recorder = None  # --history: this stream's session there (ui/net/history.py)
 
     # called on the event loop (via call_soon_threadsafe from the inference thread)
     def push_result(self, res: Result) -> None:
@@ -167,6 +169,8 @@ class _Stream:
         self.wakeup.set()
 
     def on_result(self, res: Result) -> None:  # any thread
+        if self.recorder is not None:
+            self.recorder.add(res)  # (in memory; the history's writer thread does the disk)
         try:
             self.loop.call_soon_threadsafe(self.push_result, res)
         except RuntimeError:  # the loop is closed: the server is shutting down
@@ -187,12 +191,13 @@ def _error(message: str, **extra) -> dict:
     return {"event": "error", "message": message, **extra}
 
 
-def create_app(model_or_factory, settings: ServerSettings | None = None):
+def create_app(model_or_factory, settings: ServerSettings | None = None, history=None):
     """The ASGI app (FastAPI) serving the protocol above for one model.
 
     model_or_factory: an AudioModel, a `load_model` spec string, or a callable returning an
     AudioModel (called once, here: under Ray Serve the ingress builds its own model or a
-    remote handle to one).
+    remote handle to one). history: a HistoryStore (--history) every stream is recorded in,
+    also served as GET /v1/history (ui/net/history.py); None: no history.
     """
     settings = settings or ServerSettings()
     if isinstance(model_or_factory, AudioModel):
@@ -221,7 +226,10 @@ def create_app(model_or_factory, settings: ServerSettings | None = None):
 
     @app.websocket("/v1/listen")
     async def listen(ws: WebSocket):
-        await _listen(ws, model, settings, streams)
+        await _listen(ws, model, settings, streams, history)
+
+    if history is not None:
+        app.include_router(history_router(history, lambda r: token_ok(settings, r.headers, r.query_params)))
 
     return app
 
@@ -243,7 +251,7 @@ async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
             pass
 
 
-async def _listen(ws: WebSocket, model, settings: ServerSettings, streams: set) -> None:
+async def _listen(ws: WebSocket, model, settings: ServerSettings, streams: set, history=None) -> None:
     """One WebSocket connection of /v1/listen, from the access checks to the close."""
     if not origin_ok(settings, ws.headers):
         log.warning("refused a stream from origin %r (not in --allow-origin)", ws.headers.get("origin"))
@@ -255,7 +263,8 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, streams: set) 
     await ws.accept()
     try:
         rate, channels, fmt, cfg = parse_stream_params(ws.query_params, settings.engine)
-    except BadParameter as exc:
+        check_stream_name(ws.query_params)
+    except ValueError as exc:  # BadParameter, or a name the history cannot use
         await ws.send_text(json.dumps(_error(str(exc))))
         return await _close(ws, CLOSE_POLICY, "bad query parameter")
     if len(streams) >= settings.max_streams:
@@ -269,6 +278,7 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, streams: set) 
     except ValueError as exc:
         await ws.send_text(json.dumps(_error(f"engine settings: {exc}")))
         return await _close(ws, CLOSE_POLICY, "bad engine settings")
+    st.recorder = stream_recorder(history, ws.query_params, st.engine)
     streams.add(st)
     sender = asyncio.create_task(st.sender())
     try:
@@ -282,6 +292,8 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, streams: set) 
     finally:
         streams.discard(st)
         st.engine.close()
+    if st.recorder is not None:
+        st.recorder.close(st.engine.summary(), reason or "client went away")
     if code is None:  # the client went away
         sender.cancel()
         return

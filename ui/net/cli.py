@@ -23,6 +23,7 @@ import uvicorn
 from stream.errors import ModelLoadError
 from stream.models import load_model
 from stream.models.remote import import_ray
+from ui.history.flags import HistoryError, add_history_flags, history_problems, open_history
 from ui.options import add_engine_flags, add_model_flag, engine_config, problems
 from ui.report import model_line
 
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Serve live genre readouts over a WebSocket (see README: 'Network API').",
-        epilog="Exit codes: 0 stopped, 2 bad arguments, 4 the model could not be loaded, "
+        epilog="Exit codes: 0 stopped, 2 bad arguments (or a --history file it cannot use), 4 the model could "
+               "not be loaded, "
                "5 the address could not be bound.")
     add_model_flag(p)  # (the front ends' shared flags: ui/options.py)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="browser origin allowed to connect, e.g. https://kiosk.example (repeatable; '*' = any)")
     add_engine_flags(p)  # the streams' defaults; a client may choose its own in "start"
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_history_flags(p)  # --history FILE, --history-days N: every stream, per minute (ui/history)
     r = p.add_argument_group("Ray Serve (pip install '.[serve]')")
     r.add_argument("--ray", action="store_true",
                    help="serve through Ray Serve: the model as a batched deployment, this app as its ingress")
@@ -101,8 +104,10 @@ def main(argv=None) -> int:
                             ("--port", args.port, 0 <= args.port <= 65535)):
         if not ok:
             parser.error(f"{name} {value} is out of range")
-    if bad := problems(args):
+    if bad := problems(args) + history_problems(args):
         parser.error("; ".join(bad))
+    if args.ray and args.history:
+        parser.error("--history is not supported with --ray yet (ingress replicas would share one file)")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
     if not _is_loopback(settings.host) and not settings.token:
@@ -111,19 +116,26 @@ def main(argv=None) -> int:
     if args.ray:
         return _main_ray(args, settings)
     try:
+        history = open_history(args)  # a file it cannot use fails now, before the model loads
         model = load_model(args.model)
-    except ModelLoadError as exc:
+    except (HistoryError, ModelLoadError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
-        return 4
+        return 2 if isinstance(exc, HistoryError) else 4
     print(model_line(model), file=sys.stderr, flush=True)
     from .api import create_app  # inside: FastAPI (half a second) stays off the --help path
 
     try:
-        app = create_app(model, settings)
+        app = create_app(model, settings, history)
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    return _run_uvicorn(app, settings, args.log_level)
+    if history is not None:  # SIGTERM ends like Ctrl-C (uvicorn re-raises it after its shutdown), so the
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # finally below writes the last minutes
+    try:
+        return _run_uvicorn(app, settings, args.log_level)
+    finally:
+        if history is not None:  # the open streams' last minutes and session ends
+            history.close()
 
 
 def _run_uvicorn(app, settings: ServerSettings, log_level: str) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 from ui.colours import SILENCE_COLOUR, genre_styles
 from ui.report import shares
 
-from .store import STEPS, Bucket, HistoryError, HistoryReader, iso, parse_time
+from .store import STEPS, Bucket, HistoryError, HistoryReader, iso, parse_time, zone
 
 PROG = "genre-history"
 EXIT_OK, EXIT_USAGE, EXIT_EMPTY = 0, 2, 3
@@ -49,18 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-png", action="store_true", help="print the table only")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     return p
-
-
-def zone(name: str) -> tzinfo:
-    if name.upper() in ("UTC", "Z"):
-        return timezone.utc
-    # inside: zoneinfo reads the tz database only when a zone other than UTC is asked for
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"--tz {name!r} is not a time zone; give e.g. UTC or Europe/Berlin") from None
 
 
 def time_range(args, tz: tzinfo, now: float) -> tuple[float, float, str | None]:
@@ -177,7 +165,10 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        tz = zone(args.tz)
+        try:
+            tz = zone(args.tz)
+        except ValueError as exc:
+            raise ValueError(f"--tz {exc}") from None
         if args.png and args.no_png:
             raise ValueError("give --png or --no-png, not both")
         reader = HistoryReader(args.file)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Callable, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,16 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def zone(name: str | None) -> tzinfo:
+    """A time zone by name (None or "UTC": UTC); ValueError says what is accepted."""
+    if name is None or name.upper() in ("UTC", "Z"):
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not a time zone; give e.g. UTC or Europe/Berlin") from None
+
+
 def parse_time(text: str, tz: tzinfo = timezone.utc) -> float:
     """Unix seconds from '1764583200', '2026-12-01', '2026-12-01T10:00', '...Z' or '...+01:00'
     (a time without a zone is in `tz`). ValueError says what is accepted."""
@@ -194,6 +205,8 @@ def bucket_start(t: float, step: str, tz: tzinfo = timezone.utc, minute_s: int =
     """The start of the minute/hour/day (in `tz`: its hours and midnights) that holds `t`."""
     if step == "minute":
         return int(t // minute_s * minute_s)
+    if tz is timezone.utc:
+        return int(t // STEPS[step] * STEPS[step])
     local = datetime.fromtimestamp(t, tz)
     local = local.replace(minute=0, second=0, microsecond=0)
     if step == "day":
@@ -258,7 +271,8 @@ def _check_file(path: str) -> None:
         raise HistoryError(f"history file {path}: the folder {p.parent} does not exist; create it first")
 
 
-def _check_schema(con: sqlite3.Connection, path: str, *, writing: bool, known: int = SCHEMA_VERSION) -> int:
+def _check_schema(con: sqlite3.Connection, path: str, *, writing: bool, known: int = SCHEMA_VERSION,
+                  check: bool = True) -> int:
     """The file's schema version, after refusing what this version cannot use."""
     version = con.execute("PRAGMA user_version").fetchone()[0]
     app = con.execute("PRAGMA application_id").fetchone()[0]
@@ -270,9 +284,9 @@ def _check_schema(con: sqlite3.Connection, path: str, *, writing: bool, known: i
         raise HistoryError(f"history file {path} was written by a newer version of live-genre (schema "
                            f"version {version}; this version knows up to {known}): upgrade live-genre "
                            "to use it, or choose another file")
-    check = con.execute("PRAGMA quick_check").fetchone()[0]
-    if check != "ok":
-        raise HistoryError(f"history file {path} is damaged (integrity check: {check}); move it away (or "
+    result = con.execute("PRAGMA quick_check").fetchone()[0] if check else "ok"
+    if result != "ok":
+        raise HistoryError(f"history file {path} is damaged (integrity check: {result}); move it away (or "
                            "restore a copy) and start again")
     if not writing and version < known and tables:
         raise HistoryError(f"history file {path} has schema version {version}; open it once with --history "
@@ -303,7 +317,8 @@ class HistoryReader:
     """Queries over a history file (any thread: a connection per call; WAL readers never wait
     for the writer). Opening checks the file as the store does, without writing to it."""
 
-    def __init__(self, path, *, timeout_s: float = 5.0, minute_s: int | None = None, known: int = SCHEMA_VERSION):
+    def __init__(self, path, *, timeout_s: float = 5.0, minute_s: int | None = None, known: int = SCHEMA_VERSION,
+                 check: bool = True):
         self.path = str(path)
         self.timeout_s = timeout_s
         self.minute_s = minute_s or _minute_s()
@@ -311,7 +326,7 @@ class HistoryReader:
             raise HistoryError(f"history file {self.path} does not exist; record one with --history {self.path}")
         try:
             with self._con() as con:
-                self.version = _check_schema(con, self.path, writing=False, known=known)
+                self.version = _check_schema(con, self.path, writing=False, known=known, check=check)
         except sqlite3.Error as exc:
             raise _explain(self.path, exc) from None
 
@@ -523,11 +538,12 @@ class HistoryStore:
         self._open_file()
         self._con = self._writer_connection()
         self.reader = HistoryReader(self.path, timeout_s=timeout_s, minute_s=self.minute_s,
-                                    known=len(self.MIGRATIONS))
+                                    known=len(self.MIGRATIONS), check=False)  # (checked just now)
         self._queue: queue.Queue = queue.Queue(max(1, max_pending))
         self._recorders: set[Recorder] = set()
         self._recorders_lock = threading.Lock()
         self._written = self._dropped = self._pruned = 0
+        self._count_lock = threading.Lock()  # (drops are counted on any thread)
         self._last_error: str | None = None
         self._warned_at = -math.inf
         self._stop = threading.Event()
@@ -616,11 +632,14 @@ class HistoryStore:
             self._drop(1, "the writer is behind (slow disk?): queue full")
 
     def _drop(self, n: int, why: str) -> None:
-        self._dropped += n
-        self._last_error = why
-        now = time.monotonic()
-        if now - self._warned_at >= 60.0:  # one line a minute at most, with the running count
-            self._warned_at = now
+        with self._count_lock:
+            self._dropped += n
+            self._last_error = why
+            now = time.monotonic()
+            warn = now - self._warned_at >= 60.0  # one line a minute at most, with the running count
+            if warn:
+                self._warned_at = now
+        if warn:
             log.warning("history %s: %d row(s) dropped so far (%s); readouts go on", self.path, self._dropped, why)
 
     def _writer_connection(self) -> sqlite3.Connection:

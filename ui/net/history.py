@@ -20,7 +20,7 @@ from typing import Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ui.history.store import STEPS, HistoryStore, Recorder, check_name, iso, parse_time
+from ui.history.store import STEPS, HistoryStore, Recorder, check_name, iso, parse_time, zone
 
 HISTORY_PARAMS = ("name", "from", "to", "step", "tz", "token")
 MAX_ROWS = 20160  # two weeks of minutes per request; longer ranges by hour or day
@@ -49,15 +49,10 @@ def _bad(status: int, message: str, **headers) -> JSONResponse:
 
 
 def _tz(name: str | None):
-    if name is None or name.upper() == "UTC":
-        return None
-    # inside: zoneinfo reads the tz database only when a zone other than UTC is asked for
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"tz={name!r} is not a time zone; give e.g. UTC or Europe/Berlin") from None
+        return zone(name)
+    except ValueError as exc:
+        raise ValueError(f"tz={exc}") from None
 
 
 def _range(q, tz) -> tuple[float, float, str]:
@@ -65,9 +60,8 @@ def _range(q, tz) -> tuple[float, float, str]:
     step = q.get("step") or "minute"
     if step not in STEPS:
         raise ValueError(f"step={step!r} is not one of {', '.join(STEPS)}")
-    kw = {"tz": tz} if tz is not None else {}
-    end = parse_time(q["to"], **kw) if q.get("to") else time.time()
-    start = parse_time(q["from"], **kw) if q.get("from") else end - 86400.0
+    end = parse_time(q["to"], tz) if q.get("to") else time.time()
+    start = parse_time(q["from"], tz) if q.get("from") else end - 86400.0
     if end <= start:
         raise ValueError(f"to={q.get('to')} is not after from={q.get('from')}")
     if step == "minute" and (end - start) / 60 > MAX_ROWS:
@@ -102,8 +96,7 @@ def history_router(store: HistoryStore, authorized: Callable[[Request], bool]) -
         names = await asyncio.to_thread(reader.names)
         if name not in names:
             return _bad(404, f"no history for stream {name!r}; streams recorded: {', '.join(names) or 'none'}")
-        kw = {"tz": tz} if tz is not None else {}
-        rows = await asyncio.to_thread(reader.buckets, name, start, end, step, **kw)
+        rows = await asyncio.to_thread(reader.buckets, name, start, end, step, tz)
         sessions = await asyncio.to_thread(reader.sessions, name, start, end)
         return JSONResponse({"name": name, "step": step, "from": iso(start), "to": iso(end),
                              "tz": q.get("tz") or "UTC", "rows": [b.to_json() for b in rows],

@@ -653,9 +653,9 @@ def test_help_answers_before_torch_and_gradio_load(tmp_path):
 
 
 def test_out_of_range_settings_exit_2_with_one_line(tmp_path):
-    rc, _, err = _run_app(["--window", "100", "--hop", "-1", "--top-k", "0"], tmp_path, block_heavy_imports=True)
+    rc, _, err = _run_app(["--window", "100", "--hop", "-1", "--top-k", "11"], tmp_path, block_heavy_imports=True)
     assert rc == 2 and len(err) == 1, (rc, err)
-    assert "--window 100" in err[0] and "--hop -1" in err[0] and "--top-k 0" in err[0], err
+    assert "--window 100 is outside 3..30 s" in err[0] and "--hop -1" in err[0] and "--top-k 11" in err[0], err
     rc, _, err = _run_app(["--smoothing", "nan"], tmp_path, block_heavy_imports=True)
     assert rc == 2 and len(err) == 1 and "--smoothing" in err[0], (rc, err)
 

@@ -247,6 +247,29 @@ def test_file_replay_fast_is_deterministic_and_plausible(pulse):
     assert all(again[t] == first[t] for t in common)
 
 
+def wall_clock(rec) -> float:
+    """A record's `at` (ISO-8601 UTC, "...Z") as Unix seconds."""
+    from datetime import datetime
+
+    assert rec["at"].endswith("Z") and "T" in rec["at"], rec["at"]
+    return datetime.fromisoformat(rec["at"].replace("Z", "+00:00")).timestamp()
+
+
+def test_json_records_say_when_in_wall_clock_time(pulse):
+    """Every result and the summary carry `at` (ISO-8601 UTC) beside `time_s`: when, in the
+    day, that readout was ready, so a kiosk's log says what played when."""
+    before = time.time()
+    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "6", "--hop", "1", "--json", "--model", MODEL],
+                pulse.env(), timeout=120)
+    after = time.time()
+    assert r.returncode == 0, r.stderr
+    results, summaries = parse_json_lines(r.stdout)
+    assert len(results) >= 3 and summaries, r.stdout
+    ats = [wall_clock(o) for o in results]
+    assert all(before <= t <= after for t in ats) and ats == sorted(ats), (before, ats, after)
+    assert ats[-1] <= wall_clock(summaries[0]) <= after
+
+
 def test_file_replay_real_time_paces_results(pulse, music_wav):
     run = LiveRun(["--file", str(music_wav), "--duration", "7", "--hop", "1", "--json", "--model", MODEL],
                   pulse.env())
@@ -337,7 +360,7 @@ def test_unsupported_sample_rates(pulse):
 def test_input_faster_than_consumed_is_counted_not_fatal(pulse):
     # the ALSA null PCM has no clock: it delivers silence as fast as PortAudio reads, far faster
     # than real time, so the callback->feeder queue overflows and blocks are dropped
-    r = run_cli(["-d", NULL_PCM, "--duration", "600", "--hop", "20", "--json", "--model", MODEL],
+    r = run_cli(["-d", NULL_PCM, "--duration", "600", "--hop", "5", "--json", "--model", MODEL],
                 pulse.env(), timeout=60)
     assert r.returncode == 0, r.stderr
     results, summaries = parse_json_lines(r.stdout)
@@ -354,7 +377,9 @@ def test_model_that_cannot_load(pulse, tmp_path):
 
 def test_invalid_engine_settings(pulse):
     r = run_cli(["--window", "500", "--duration", "2", "--model", MODEL], pulse.env(), timeout=60)
-    assert r.returncode == 2 and "invalid EngineConfig" in r.stderr and "window_s=500" in r.stderr
+    assert r.returncode == 2 and "--window 500 is outside 3..30 s" in r.stderr, r.stderr
+    r = run_cli(["--hop", "30", "--duration", "2", "--model", MODEL], pulse.env(), timeout=60)
+    assert r.returncode == 2 and "--hop 30 is outside 0.25..5 s" in r.stderr, r.stderr
     r = run_cli(["--hop", "-1"], pulse.env(), timeout=30)
     assert r.returncode == 2 and "must be a positive number" in r.stderr
     r = run_cli(["--duration", "0", "--smoothing", "-1"], pulse.env(), timeout=30)  # both named, one exit
@@ -501,8 +526,8 @@ def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_p
 
 
 def test_skipping_is_explained_once_in_cli_terms(pulse, music_wav):
-    # a 50 ms hop is shorter than a MusiCNN forward on common CPUs: windows get skipped
-    r = run_cli(["--file", str(music_wav), "--hop", "0.05", "--duration", "5", "--json", "--model", MODEL],
+    # the shortest hop (0.25 s) is about a MusiCNN forward on a busy CPU: windows may get skipped
+    r = run_cli(["--file", str(music_wav), "--hop", "0.25", "--duration", "5", "--json", "--model", MODEL],
                 pulse.env(), timeout=60)
     assert r.returncode == 0, r.stderr
     _, summaries = parse_json_lines(r.stdout)

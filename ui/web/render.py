@@ -102,9 +102,11 @@ def headline_of(res) -> tuple[str | None, dict]:
 
 def label_value(res, top_k: int):
     """The live readout: the engine's leading genre (with hysteresis) as the headline and its
-    bar first, then the highest of the others; "silence"; None before the first readout."""
+    bar first, then the highest of the others (`top_k` bars, 0 = all); "silence"; None before
+    the first readout."""
     if res is None:
         return None
+    top_k = top_k or 10 ** 6
     if res.silent:
         return "silence"
     lead, scores = headline_of(res)
@@ -151,7 +153,7 @@ def live_plot(readouts: list[Readout], res, top_k: int, hop_s: float, styles: di
         return EMPTY_LIVE_PLOT
     now = readouts[-1].time_s
     hist = [r for r in readouts if r.time_s >= now - PLOT_SPAN_S]
-    k = min(PLOT_CURRENT_K, top_k)
+    k = min(PLOT_CURRENT_K, top_k or PLOT_CURRENT_K)
     lead_now, scores_now = headline_of(res) if res is not None else (None, {})
     current = list(scores_now)[:k]
     if not current:  # silent now: the genres of the newest readout with scores

@@ -128,6 +128,10 @@ def test_list_devices_shows_the_virtual_mic(pulse):
     assert "default" in r.stdout and "pulse" in r.stdout
     inputs = r.stdout.split("Input devices")[1]
     assert "> " in inputs and "default" in inputs  # the default input is marked
+    # the list only: no PortAudio table of every device (outputs too) before it
+    lines = [l for l in r.stdout.splitlines() if l.strip()]
+    assert lines[0].startswith("Input devices") and "-d" in lines[0], r.stdout
+    assert all(re.match(r"[> ] +\d+ \S", l) and " in, " in l and " out" not in l for l in lines[1:]), r.stdout
 
 
 def test_live_music_results_every_hop_with_plausible_tags(sink, music_wav):
@@ -476,9 +480,11 @@ def _tmux(sock, *args, timeout=10):
     return subprocess.run(["tmux", "-S", str(sock), *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_path):
-    """The rich panel in a real 80x14 terminal (tmux): one panel, redrawn in place, the same
-    width while listening and with results, and all genres (-k 0: nine) capped to the screen."""
+def in_tmux(tmp_path, cli_args, size=(80, 14), stderr_to=None, timeout=90, join=False) -> list[list[str]]:
+    """cli_listen.py ARGS in a real terminal (tmux) of `size` columns x rows: every screen
+    captured until it exits ("CLI-EXIT <code>" is then on the last one). stderr_to: a file for
+    its stderr (what is left on screen came through stdout). join: lines the terminal wrapped
+    come back joined (tmux capture-pane -J), lines the program broke stay apart."""
     import shutil
 
     if shutil.which("tmux") is None:
@@ -487,21 +493,28 @@ def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_p
     script = tmp_path / "run.sh"
     # (bash may export the LINES it saw before tmux sized the pane; rich would believe it)
     script.write_text(f"cd {tmp_path}\nunset LINES COLUMNS\nexport HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1\n"
-                      f"{sys.executable} {CLI} --file {music_wav} -k 0 --duration 9 --model {MODEL}\n"
-                      "echo CLI-EXIT $?\nsleep 120\n")
-    r = _tmux(sock, "new-session", "-d", "-s", "t", "-x", "80", "-y", "14", f"bash {script}")
+                      f"{sys.executable} {CLI} {' '.join(map(str, cli_args))}"
+                      + (f" 2>{stderr_to}" if stderr_to else "") + "\necho CLI-EXIT $?\nsleep 120\n")
+    r = _tmux(sock, "new-session", "-d", "-s", "t", "-x", str(size[0]), "-y", str(size[1]), f"bash {script}")
     assert r.returncode == 0, r.stderr
     frames = []
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            screen = _tmux(sock, "capture-pane", "-p", "-t", "t").stdout.splitlines()
+            screen = _tmux(sock, "capture-pane", "-p", *(["-J"] if join else []), "-t", "t").stdout.splitlines()
             frames.append(screen)
             if any(l.startswith("CLI-EXIT") for l in screen):
                 break
             time.sleep(0.2)
     finally:
         _tmux(sock, "kill-server")
+    return frames
+
+
+def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_path):
+    """The rich panel in a real 80x14 terminal (tmux): one panel, redrawn in place, the same
+    width while listening and with results, and all genres (-k 0: nine) capped to the screen."""
+    frames = in_tmux(tmp_path, ["--file", music_wav, "-k", "0", "--duration", "9", "--model", MODEL])
     final = frames[-1]
     assert "CLI-EXIT 0" in final, "\n".join(final)
     widths, seen, complete = set(), set(), 0
@@ -523,6 +536,37 @@ def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_p
     assert widths == {80}, widths  # the same width in every frame, listening or showing results
     assert seen == {"listening…", "Leading genre", " more (-k N"}, seen
     assert any("Session summary (duration reached)" in l for l in final)
+
+
+def test_server_panel_at_100_columns_fits_names_header_and_summary(music_wav, tmp_path):
+    """--server in a 100-column terminal: genre names whole (the server's genres are known only
+    from its results), the header on its own line above the panel (even with stderr elsewhere:
+    it shares the panel's stream), and a summary wrapped between words."""
+    from server_support import ServerProcess
+
+    srv = ServerProcess().wait_ready()
+    try:
+        frames = in_tmux(tmp_path, ["--server", srv.ws_url, "--file", music_wav, "-k", "0", "--duration", "9"],
+                         size=(100, 30), stderr_to=tmp_path / "stderr.txt", timeout=120, join=True)
+    finally:
+        srv.stop()
+    final = frames[-1]
+    assert "CLI-EXIT 0" in final, "\n".join(final) + (tmp_path / "stderr.txt").read_text()
+    # the header: a line of its own, right above the panel's top border
+    top = next(i for i, l in enumerate(final) if l.startswith("╭"))
+    assert final[top - 1].rstrip().endswith("Ctrl-C to stop."), "\n".join(final)
+    assert "╭" not in final[top - 1], "\n".join(final)
+    # every genre name whole: no name in the bars cut with an ellipsis
+    bar_row = re.compile(r"^│ +(\S.*?) [█▏▎▍▌▋▊▉ ]+ \d\.\d\d\b")  # name, bar, score
+    rows = [m.group(1) for screen in frames for l in screen if (m := bar_row.match(l))]
+    assert rows and not any("…" in name for name in rows), rows
+    assert "Folk & Country" in rows, set(rows)  # (-k 0: all nine genres)
+    # the summary: broken into lines by the listener, between words (rich wraps at spaces); a
+    # line the terminal had to wrap, wherever it fell, would come back joined, over 100 columns
+    start = next(i for i, l in enumerate(final) if l.startswith("Session summary"))
+    end = next(i for i, l in enumerate(final) if l.startswith("CLI-EXIT"))
+    summary = [l.rstrip() for l in final[start:end] if l.strip()]
+    assert len(summary) >= 2 and all(len(l) <= 100 for l in summary), summary
 
 
 def test_skipping_is_explained_once_in_cli_terms(pulse, music_wav):

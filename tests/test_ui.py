@@ -249,3 +249,35 @@ def test_terminal_panel_has_a_bar_per_genre_and_the_style_beside_the_leader():
     assert lines[0] == "Leading genre: Electronic   style: techno"
     assert lines[1].lstrip().startswith("Electronic █") and lines[1].endswith("0.30 techno")
     assert lines[2].lstrip().startswith("Pop █") and lines[2].endswith("0.10") and more is None
+
+
+def test_one_colour_per_genre_for_every_front_end_and_run():
+    """ui.colours: a fixed colour per genre name (any spelling), distinct among the bundled
+    model's genres and GTZAN's; a genre it does not name gets the same colour in every process
+    (no per-run hash), and the page draws with it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ui.colours import genre_colour, genre_colours
+    from ui.web.render import genre_styles
+
+    bundled = json.loads((Path(__file__).resolve().parents[1] / "stream/models/musicnn/genres.json").read_text())
+    nine = genre_colours(bundled["genres"])
+    assert len(set(nine.values())) == 9, nine
+    gtzan = genre_colours(["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"])
+    assert len(set(gtzan.values())) == 10, gtzan
+    assert genre_colour("Hip hop") == genre_colour("hip-hop") == gtzan["hiphop"]
+    assert genre_colour("Electronic") == genre_colour("electronic") == "#4e79a7"
+    # the page: the same colours whatever the tab saw first
+    order = bundled["genres"]
+    one, two = genre_styles({}, ["Classical", "Electronic"], order), genre_styles({}, ["Pop"], order[::-1])
+    assert one["Electronic"][0] == two["Electronic"][0] == nine["Electronic"]
+    assert one["Classical"][0] == two["Classical"][0] == nine["Classical"]
+    # a genre the table does not name: by its place in the model's order, or a stable hash
+    assert genre_colour("zydeco", ["zydeco", "polka"]) != genre_colour("polka", ["zydeco", "polka"])
+    code = "from ui.colours import genre_colour; print(genre_colour('zydeco'), genre_colour('Electronic'))"
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                           cwd=Path(__file__).resolve().parents[1], env={"PYTHONHASHSEED": seed}).stdout
+            for seed in ("1", "2", "3")}
+    assert len(runs) == 1 and runs.pop().split() == [genre_colour("zydeco"), "#4e79a7"]

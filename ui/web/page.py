@@ -128,7 +128,7 @@ def end_session(request: gr.Request):
     session = _SESSIONS.pop(request.session_hash, None)
     if session is not None:
         session.close()
-        uploads.sweep_orphan_chunks(session.first_chunk)
+        uploads.sweep_orphan_chunks(session.first_chunk, busy=_streaming_formats)
         log.info("live session closed (tab closed); %d open", len(_SESSIONS))
 
 
@@ -153,8 +153,9 @@ def on_chunk(path, session: LiveSession | None, request: gr.Request = None):
         session.first_chunk = (header, arrival)
     try:
         rate, data = processing_utils.audio_from_file(path)
-    except Exception:  # whatever the browser sent, the recording goes on
+    except Exception as exc:  # whatever the browser sent, the recording goes on
         session.count_bad_chunk()
+        log.info("a microphone chunk could not be decoded: %s: %s", type(exc).__name__, exc)
         return
     finally:
         uploads.discard_upload(path)
@@ -208,7 +209,7 @@ def finish(session: LiveSession | None):
     if session is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     summary = session.stop()
-    uploads.sweep_orphan_chunks(session.first_chunk)
+    uploads.sweep_orphan_chunks(session.first_chunk, busy=_streaming_formats)
     res, stats = session.latest, session.stats
     text = summary_text(summary, received_s=stats.seconds_received if stats else None, markdown=True)
     if res is None:
@@ -232,6 +233,18 @@ def _start(session: LiveSession | None, settings: LiveSettings) -> int:
 def _plot_html(session: LiveSession, res) -> str:
     return render.live_plot(session.readouts(res.time_s if res is not None else None), res,
                             session.settings.top_k, session.settings.hop_s, session.styles, session.genres)
+
+
+def _streaming_formats() -> set | None:
+    """The WAV headers of the recordings streaming now (None while one has not sent its first
+    chunk: its format is unknown), so a sweep of one tab's leftover chunks spares them."""
+    heads = set()
+    for s in list(_SESSIONS.values()):
+        if s.recording:
+            if s.first_chunk is None:
+                return None
+            heads.add(s.first_chunk[0])
+    return heads
 
 
 def _warn_once(msg: str, every_s: float = 60.0) -> None:

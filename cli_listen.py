@@ -182,7 +182,8 @@ def listen(args, engine, source: Source, view, results: queue.Queue) -> tuple[st
         signal.signal(sig, request_stop)
     source.start(engine.feed)
     c = engine.config
-    info(f"{source.title}; window {c.window_s:g} s, hop {c.hop_s:g} s, smoothing {c.smoothing_s:g} s. Ctrl-C to stop.")
+    view.note(f"{source.title}; window {c.window_s:g} s, hop {c.hop_s:g} s, smoothing {c.smoothing_s:g} s. "
+              "Ctrl-C to stop.")
     reason, code = "interrupted", EXIT_OK
     with view:
         try:

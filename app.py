@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from ui.history.flags import HistoryError, add_history_flags, history_problems, open_history
-from ui.options import PAGE_RANGES, add_engine_flags, add_model_flag, problems
+from ui.options import add_engine_flags, add_model_flag, problems
 from ui.web.flags import add_page_flags, page_problems, port_problem
 
 EXIT_USAGE, EXIT_PORT, EXIT_MODEL = 2, 3, 4
@@ -33,15 +33,15 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv=None) -> argparse.Namespace:
     """The page's settings from the command line (and, on a Space, the environment). Values
-    the page cannot use (the engine settings outside its sliders' ranges too) exit with status
+    the page cannot use (engine settings outside `stream.config.RANGES` too) exit with status
     2 and one line saying which and why."""
     p = _Parser(prog=_prog(), description="Live music-genre classifier (Gradio page).")
     add_model_flag(p, env="GENRE_MODEL")
     add_page_flags(p)
-    add_engine_flags(p, ranges=PAGE_RANGES)
+    add_engine_flags(p)
     add_history_flags(p, name_default="page")
     args = p.parse_args(argv)
-    if bad := problems(args, ranges=PAGE_RANGES) + page_problems(args) + history_problems(args):
+    if bad := problems(args) + page_problems(args) + history_problems(args):
         p.error("; ".join(bad))
     return args
 

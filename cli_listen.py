@@ -183,7 +183,8 @@ def listen(args, engine, source: Source, view, results: queue.Queue) -> tuple[st
         signal.signal(sig, request_stop)
     source.start(engine.feed)
     c = engine.config
-    info(f"{source.title}; window {c.window_s:g} s, hop {c.hop_s:g} s, smoothing {c.smoothing_s:g} s. Ctrl-C to stop.")
+    view.note(f"{source.title}; window {c.window_s:g} s, hop {c.hop_s:g} s, smoothing {c.smoothing_s:g} s. "
+              "Ctrl-C to stop.")
     reason, code = "interrupted", EXIT_OK
     with view:
         try:
@@ -249,8 +250,7 @@ def too_short(model, seconds: float) -> str | None:
 
 
 def run(args) -> int:
-    source = open_source(args)  # a bad device or file fails now, in milliseconds, before the model loads
-    history = open_history(args)  # so does a --history file it cannot use
+    source, history = open_source(args), open_history(args)  # bad device/file/--history: fails before the model
     results: queue.Queue = queue.Queue()
     engine = connect(args, source, results.put) if args.server else load_engine(args, source, results.put)
     recorder = record(history, engine, args.history_name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 
 @dataclass
@@ -90,3 +90,24 @@ class EngineConfig:
     switch_margin: float = 0.1
     patch_reuse: bool = True
     genres: Mapping[str, str] | str | os.PathLike | None = None
+
+    # The settings every front end accepts (the page's sliders, the listener's flags, the
+    # network API's query): one set, so a value one face takes no other refuses. Narrower than
+    # what the engine itself runs with (tests and benchmarks use shorter windows): a window
+    # under 3 s is shorter than the first readout's (`min_window_s`) and MusiCNN's patch, one
+    # over 30 s longer than any training clip; a hop over 5 s leaves a listener without a
+    # readout for long stretches (over the window, audio goes unheard), one under 0.25 s is
+    # shorter than the page's microphone chunks. top_k 0 = every genre.
+    RANGES: ClassVar[dict] = {"window_s": (3.0, 30.0), "hop_s": (0.25, 5.0), "smoothing_s": (0.0, 20.0),
+                              "top_k": (0, 10)}
+
+    @classmethod
+    def out_of_range(cls, **values) -> list[tuple[str, float, tuple]]:
+        """(field, value, (low, high)) for each given setting outside `RANGES`; None values
+        (the model's default) are not checked. E.g. out_of_range(window_s=100, hop_s=1)."""
+        return [(name, v, cls.RANGES[name]) for name, v in values.items()
+                if v is not None and not cls.RANGES[name][0] <= v <= cls.RANGES[name][1]]
+
+
+RANGES = EngineConfig.RANGES
+

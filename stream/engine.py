@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import logging
 import math
 import threading
@@ -31,6 +32,20 @@ def _num(x, nd: int = 4):
     return round(float(x), nd) if x is not None and math.isfinite(x) else None
 
 
+def iso_utc(unix_s: float) -> str:
+    """A wall-clock instant as ISO-8601 UTC with milliseconds: "2026-12-02T13:45:01.123Z"."""
+    t = datetime.datetime.fromtimestamp(unix_s, datetime.timezone.utc)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _unix(iso: str | None) -> float | None:
+    """The inverse of `iso_utc` (None for a record without `at`, or one that does not parse)."""
+    try:
+        return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() if iso else None
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass(frozen=True)
 class Result:
     """One readout.
@@ -56,6 +71,8 @@ class Result:
     genre: the leading genre (with hysteresis); None when silent. The session summary counts it.
     genre_scores: smoothed genre scores, pooled from the styles' (`GenreLevel.pool`: each genre
         scores as its best style), `genre` first, then the others, highest first; `top_k` of them.
+    at: wall-clock time (Unix seconds) the readout was ready: `time_s` counts audio, so it
+        cannot say what played when in a kiosk's day; records carry it as ISO-8601 UTC.
     """
 
     scores: dict
@@ -69,11 +86,13 @@ class Result:
     latency_ms: float
     genre: str | None = None
     genre_scores: dict = field(default_factory=dict)
+    at: float | None = None
 
     def to_json(self, **extra) -> dict:
         """This readout as a JSON-ready record (`"event": "result"`, numbers rounded, NaN as
         null, raw scores left out): the lines of `cli_listen.py --json` and the network API's
-        `result` events. `extra` fields (a front end's own counters) are appended."""
+        `result` events. `at` is when it was ready (now, for a Result made without one), in
+        ISO-8601 UTC. `extra` fields (a front end's own counters) are appended."""
         rec = {
             "event": "result",
             "time_s": _num(self.time_s, 3),
@@ -87,6 +106,7 @@ class Result:
             # after every field of the records before genres (`label`/`scores` are the style level)
             "genre": self.genre,
             "genre_scores": {k: _num(v) for k, v in self.genre_scores.items()},
+            "at": iso_utc(time.time() if self.at is None else self.at),  # (fields are only ever added)
         }
         rec.update(extra)
         return rec
@@ -99,7 +119,7 @@ class Result:
         return cls(scores=dict(rec.get("scores") or {}), raw_scores={}, label=rec.get("label"),
                    time_s=f("time_s") + offset_s, silent=bool(rec.get("silent")), level_dbfs=f("level_dbfs"),
                    window_s=f("window_s"), inference_ms=f("inference_ms"), latency_ms=f("latency_ms"),
-                   genre=rec.get("genre"), genre_scores=dict(rec.get("genre_scores") or {}))
+                   genre=rec.get("genre"), genre_scores=dict(rec.get("genre_scores") or {}), at=_unix(rec.get("at")))
 
 
 @dataclass(frozen=True)
@@ -139,7 +159,8 @@ class SessionSummary:
     def to_json(self, stats: EngineStats, reason: str, **extra) -> dict:
         """This summary plus the engine's `stats` counters as a JSON-ready record
         (`"event": "summary"`): the last line of `cli_listen.py --json` and the network API's
-        `summary` event. `reason` says why the session ended; `extra` fields are appended."""
+        `summary` event. `reason` says why the session ended; `at` is now (the session's end),
+        in ISO-8601 UTC; `extra` fields are appended."""
         rec = {
             "event": "summary",
             "reason": reason,
@@ -159,6 +180,7 @@ class SessionSummary:
             "dominant_genre": self.dominant_genre,
             "genre_shares": {k: _num(v) for k, v in self.genre_shares.items()},
             "styles": {g: {k: _num(v) for k, v in inner.items()} for g, inner in self.styles.items()},
+            "at": iso_utc(time.time()),
         }
         rec.update(extra)
         return rec
@@ -598,7 +620,7 @@ class StreamEngine:
             self._genre_smoother.reset()
             self._n_silent += 1
             self._tally(t_end, None, None)
-            res = Result({}, {}, None, t_end, True, level, dur, 0.0, 0.0)
+            res = Result({}, {}, None, t_end, True, level, dur, 0.0, 0.0, at=time.time())
             self.latest = res
         self._post(res, seq)
 
@@ -647,7 +669,8 @@ class StreamEngine:
             self._n_classified += 1
             self._tally(t_end, genre, leader)
             latency = (time.perf_counter() - job.submitted) * 1000.0
-            res = Result(scores, raw, leader, t_end, False, level, dur, infer_ms, latency, genre, genre_scores)
+            res = Result(scores, raw, leader, t_end, False, level, dur, infer_ms, latency, genre, genre_scores,
+                         time.time())
             self.latest = res
         self._post(res, seq)
 

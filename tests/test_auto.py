@@ -1,12 +1,14 @@
 """`load_model("auto")`: the course model when reachable, else the bundled model, in bounded time."""
 import logging
+import re
 import time
 
 from stream import load_model
 from stream.models import COURSE_MODEL
 
 
-def test_auto_falls_back_to_bundled_when_hub_unreachable(monkeypatch, tmp_path):
+def test_auto_falls_back_to_bundled_when_hub_unreachable(monkeypatch, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="stream")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: refused at once
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # empty cache
@@ -15,6 +17,10 @@ def test_auto_falls_back_to_bundled_when_hub_unreachable(monkeypatch, tmp_path):
     assert time.monotonic() - t0 < 60  # bounded: no 30 s Hub retries
     assert m.name.startswith("musicnn")
     assert "bundled" in m.notice and "unreachable" in m.notice
+    # plain words on screen (the page's model line, the listener's first line); the error in the log
+    assert not re.search(r"Error|Errno|refused|\[|:\s*\[", m.notice), m.notice
+    assert any("ConnectError" in r.getMessage() or "refused" in r.getMessage() for r in caplog.records), \
+        [r.getMessage() for r in caplog.records]
 
 
 def test_auto_offline_flag_skips_hub(monkeypatch, tmp_path, caplog):

@@ -128,6 +128,10 @@ def test_list_devices_shows_the_virtual_mic(pulse):
     assert "default" in r.stdout and "pulse" in r.stdout
     inputs = r.stdout.split("Input devices")[1]
     assert "> " in inputs and "default" in inputs  # the default input is marked
+    # the list only: no PortAudio table of every device (outputs too) before it
+    lines = [l for l in r.stdout.splitlines() if l.strip()]
+    assert lines[0].startswith("Input devices") and "-d" in lines[0], r.stdout
+    assert all(re.match(r"[> ] +\d+ \S", l) and " in, " in l and " out" not in l for l in lines[1:]), r.stdout
 
 
 def test_live_music_results_every_hop_with_plausible_tags(sink, music_wav):
@@ -247,6 +251,29 @@ def test_file_replay_fast_is_deterministic_and_plausible(pulse):
     assert all(again[t] == first[t] for t in common)
 
 
+def wall_clock(rec) -> float:
+    """A record's `at` (ISO-8601 UTC, "...Z") as Unix seconds."""
+    from datetime import datetime
+
+    assert rec["at"].endswith("Z") and "T" in rec["at"], rec["at"]
+    return datetime.fromisoformat(rec["at"].replace("Z", "+00:00")).timestamp()
+
+
+def test_json_records_say_when_in_wall_clock_time(pulse):
+    """Every result and the summary carry `at` (ISO-8601 UTC) beside `time_s`: when, in the
+    day, that readout was ready, so a kiosk's log says what played when."""
+    before = time.time()
+    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "6", "--hop", "1", "--json", "--model", MODEL],
+                pulse.env(), timeout=120)
+    after = time.time()
+    assert r.returncode == 0, r.stderr
+    results, summaries = parse_json_lines(r.stdout)
+    assert len(results) >= 3 and summaries, r.stdout
+    ats = [wall_clock(o) for o in results]
+    assert all(before <= t <= after for t in ats) and ats == sorted(ats), (before, ats, after)
+    assert ats[-1] <= wall_clock(summaries[0]) <= after
+
+
 def test_file_replay_real_time_paces_results(pulse, music_wav):
     run = LiveRun(["--file", str(music_wav), "--duration", "7", "--hop", "1", "--json", "--model", MODEL],
                   pulse.env())
@@ -337,7 +364,7 @@ def test_unsupported_sample_rates(pulse):
 def test_input_faster_than_consumed_is_counted_not_fatal(pulse):
     # the ALSA null PCM has no clock: it delivers silence as fast as PortAudio reads, far faster
     # than real time, so the callback->feeder queue overflows and blocks are dropped
-    r = run_cli(["-d", NULL_PCM, "--duration", "600", "--hop", "20", "--json", "--model", MODEL],
+    r = run_cli(["-d", NULL_PCM, "--duration", "600", "--hop", "5", "--json", "--model", MODEL],
                 pulse.env(), timeout=60)
     assert r.returncode == 0, r.stderr
     results, summaries = parse_json_lines(r.stdout)
@@ -354,7 +381,9 @@ def test_model_that_cannot_load(pulse, tmp_path):
 
 def test_invalid_engine_settings(pulse):
     r = run_cli(["--window", "500", "--duration", "2", "--model", MODEL], pulse.env(), timeout=60)
-    assert r.returncode == 2 and "invalid EngineConfig" in r.stderr and "window_s=500" in r.stderr
+    assert r.returncode == 2 and "--window 500 is outside 3..30 s" in r.stderr, r.stderr
+    r = run_cli(["--hop", "30", "--duration", "2", "--model", MODEL], pulse.env(), timeout=60)
+    assert r.returncode == 2 and "--hop 30 is outside 0.25..5 s" in r.stderr, r.stderr
     r = run_cli(["--hop", "-1"], pulse.env(), timeout=30)
     assert r.returncode == 2 and "must be a positive number" in r.stderr
     r = run_cli(["--duration", "0", "--smoothing", "-1"], pulse.env(), timeout=30)  # both named, one exit
@@ -451,9 +480,11 @@ def _tmux(sock, *args, timeout=10):
     return subprocess.run(["tmux", "-S", str(sock), *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_path):
-    """The rich panel in a real 80x14 terminal (tmux): one panel, redrawn in place, the same
-    width while listening and with results, and all genres (-k 0: nine) capped to the screen."""
+def in_tmux(tmp_path, cli_args, size=(80, 14), stderr_to=None, timeout=90, join=False) -> list[list[str]]:
+    """cli_listen.py ARGS in a real terminal (tmux) of `size` columns x rows: every screen
+    captured until it exits ("CLI-EXIT <code>" is then on the last one). stderr_to: a file for
+    its stderr (what is left on screen came through stdout). join: lines the terminal wrapped
+    come back joined (tmux capture-pane -J), lines the program broke stay apart."""
     import shutil
 
     if shutil.which("tmux") is None:
@@ -462,21 +493,28 @@ def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_p
     script = tmp_path / "run.sh"
     # (bash may export the LINES it saw before tmux sized the pane; rich would believe it)
     script.write_text(f"cd {tmp_path}\nunset LINES COLUMNS\nexport HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1\n"
-                      f"{sys.executable} {CLI} --file {music_wav} -k 0 --duration 9 --model {MODEL}\n"
-                      "echo CLI-EXIT $?\nsleep 120\n")
-    r = _tmux(sock, "new-session", "-d", "-s", "t", "-x", "80", "-y", "14", f"bash {script}")
+                      f"{sys.executable} {CLI} {' '.join(map(str, cli_args))}"
+                      + (f" 2>{stderr_to}" if stderr_to else "") + "\necho CLI-EXIT $?\nsleep 120\n")
+    r = _tmux(sock, "new-session", "-d", "-s", "t", "-x", str(size[0]), "-y", str(size[1]), f"bash {script}")
     assert r.returncode == 0, r.stderr
     frames = []
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            screen = _tmux(sock, "capture-pane", "-p", "-t", "t").stdout.splitlines()
+            screen = _tmux(sock, "capture-pane", "-p", *(["-J"] if join else []), "-t", "t").stdout.splitlines()
             frames.append(screen)
             if any(l.startswith("CLI-EXIT") for l in screen):
                 break
             time.sleep(0.2)
     finally:
         _tmux(sock, "kill-server")
+    return frames
+
+
+def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_path):
+    """The rich panel in a real 80x14 terminal (tmux): one panel, redrawn in place, the same
+    width while listening and with results, and all genres (-k 0: nine) capped to the screen."""
+    frames = in_tmux(tmp_path, ["--file", music_wav, "-k", "0", "--duration", "9", "--model", MODEL])
     final = frames[-1]
     assert "CLI-EXIT 0" in final, "\n".join(final)
     widths, seen, complete = set(), set(), 0
@@ -500,9 +538,40 @@ def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_p
     assert any("Session summary (duration reached)" in l for l in final)
 
 
+def test_server_panel_at_100_columns_fits_names_header_and_summary(music_wav, tmp_path):
+    """--server in a 100-column terminal: genre names whole (the server's genres are known only
+    from its results), the header on its own line above the panel (even with stderr elsewhere:
+    it shares the panel's stream), and a summary wrapped between words."""
+    from server_support import ServerProcess
+
+    srv = ServerProcess().wait_ready()
+    try:
+        frames = in_tmux(tmp_path, ["--server", srv.ws_url, "--file", music_wav, "-k", "0", "--duration", "9"],
+                         size=(100, 30), stderr_to=tmp_path / "stderr.txt", timeout=120, join=True)
+    finally:
+        srv.stop()
+    final = frames[-1]
+    assert "CLI-EXIT 0" in final, "\n".join(final) + (tmp_path / "stderr.txt").read_text()
+    # the header: a line of its own, right above the panel's top border
+    top = next(i for i, l in enumerate(final) if l.startswith("╭"))
+    assert final[top - 1].rstrip().endswith("Ctrl-C to stop."), "\n".join(final)
+    assert "╭" not in final[top - 1], "\n".join(final)
+    # every genre name whole: no name in the bars cut with an ellipsis
+    bar_row = re.compile(r"^│ +(\S.*?) [█▏▎▍▌▋▊▉ ]+ \d\.\d\d\b")  # name, bar, score
+    rows = [m.group(1) for screen in frames for l in screen if (m := bar_row.match(l))]
+    assert rows and not any("…" in name for name in rows), rows
+    assert "Folk & Country" in rows, set(rows)  # (-k 0: all nine genres)
+    # the summary: broken into lines by the listener, between words (rich wraps at spaces); a
+    # line the terminal had to wrap, wherever it fell, would come back joined, over 100 columns
+    start = next(i for i, l in enumerate(final) if l.startswith("Session summary"))
+    end = next(i for i, l in enumerate(final) if l.startswith("CLI-EXIT"))
+    summary = [l.rstrip() for l in final[start:end] if l.strip()]
+    assert len(summary) >= 2 and all(len(l) <= 100 for l in summary), summary
+
+
 def test_skipping_is_explained_once_in_cli_terms(pulse, music_wav):
-    # a 50 ms hop is shorter than a MusiCNN forward on common CPUs: windows get skipped
-    r = run_cli(["--file", str(music_wav), "--hop", "0.05", "--duration", "5", "--json", "--model", MODEL],
+    # the shortest hop (0.25 s) is about a MusiCNN forward on a busy CPU: windows may get skipped
+    r = run_cli(["--file", str(music_wav), "--hop", "0.25", "--duration", "5", "--json", "--model", MODEL],
                 pulse.env(), timeout=60)
     assert r.returncode == 0, r.stderr
     _, summaries = parse_json_lines(r.stdout)

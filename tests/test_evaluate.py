@@ -77,11 +77,14 @@ def test_png_and_csv_written(evaluated):
     with Image.open(out / "confusion.png") as img:
         assert img.format == "PNG" and img.width > 100 and img.height > 100
         px = np.asarray(img.convert("RGB"))
-    # the cells, where ui/evaluate.py's save_png draws them (56 px, after the longest name's
-    # room), sampled inside each cell's corner (clear of its count): all 4 right, so the
-    # diagonal is filled solid (0, 0, 255) and the off-diagonal cells are empty (white)
-    cell, room = 56, 8 * max(len(g) for g in genres)
-    left, top = 12 + room, 40 + room
+    # the cells, where ui/evaluate.py's save_png draws them (the layout it returns, for the
+    # same matrix), sampled inside each cell's corner (clear of its count): all 4 right, so
+    # the diagonal is filled solid (0, 0, 255) and the off-diagonal cells are empty (white)
+    from stream.evaluate import confusion
+    from ui.evaluate import save_png
+
+    layout = save_png(out / "again.png", confusion(results, genres), genres)
+    cell, left, top = layout.cell, layout.left, layout.top
     for i in range(len(genres)):
         for j in range(len(genres)):
             colour = tuple(int(c) for c in px[top + i * cell + 4, left + j * cell + 4])
@@ -97,6 +100,43 @@ def test_png_and_csv_written(evaluated):
             "live": r.live or "", "live_label": r.live_label or ""}, row
         assert float(row["seconds"]) == pytest.approx(r.seconds, abs=5e-4)
     assert (out / "report.txt").read_text().strip() == report.strip()
+
+
+def ink_box(px: np.ndarray):
+    """(x0, y0, x1, y1) of the non-white pixels of an RGB array, None if there are none."""
+    ys, xs = np.nonzero((px < 160).any(axis=2))
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
+
+
+@pytest.mark.parametrize("n", [2, 10, 24])
+def test_confusion_png_labels_are_readable_at_any_number_of_classes(tmp_path, n):
+    """Column names read as words (turned upright, letters at the font's size), each over its
+    own column; row names beside their rows; no name overlaps another."""
+    from PIL import Image
+
+    from ui.evaluate import save_png
+
+    names = ["electronic", "classical", "hiphop", "experimental rock", "jazz", "folk & country"]
+    genres = [f"{names[i % len(names)]}{'' if i < len(names) else f' {i}'}" for i in range(n)]
+    m = np.eye(n + 1, dtype=int)[:n] * 3  # (the last column: "(none)", empty here)
+    layout = save_png(tmp_path / "c.png", m, genres)
+    with Image.open(tmp_path / "c.png") as img:
+        px = np.asarray(img.convert("RGB"))
+    assert layout.font_px >= 12
+    for j, g in enumerate(genres):
+        x0 = layout.left + j * layout.cell
+        head = ink_box(px[layout.heads_top:layout.top, x0:x0 + layout.cell])
+        assert head is not None, g
+        # one line of text turned upright: as wide as a line of the font is tall, and the
+        # longer the name the taller (one letter per line was one letter wide)
+        assert head[2] - head[0] >= 0.6 * layout.font_px, (g, head)
+        assert head[3] - head[1] >= 0.3 * layout.font_px * len(g), (g, head)
+        # nothing of it spills into the next column's strip
+        assert head[0] > 0 and head[2] < layout.cell, (g, head)
+        y0 = layout.top + j * layout.cell
+        row = ink_box(px[y0:y0 + layout.cell, :layout.left])
+        assert row is not None and row[3] - row[1] >= 0.5 * layout.font_px, (g, row)
+        assert row[2] - row[0] >= 0.3 * layout.font_px * len(g), (g, row)
 
 
 def test_label_map_for_folder_names_the_model_does_not_use(tmp_path, musicnn):
@@ -137,6 +177,12 @@ def test_command_line(folder, tmp_path):
                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "accuracy: 4/4" in p.stdout and (out / "confusion.png").is_file()
+    # every file's verdict on the terminal, as --help promises (not only in results.csv)
+    for genre, cuts in CUTS.items():
+        for i, (src, _) in enumerate(cuts):
+            name = f"{genre}/{Path(src).stem}.{'wav' if i == 0 else 'flac'}"
+            line = next((l for l in p.stdout.splitlines() if name in l), None)
+            assert line is not None and f"{genre} -> {genre}" in line and line.lstrip().startswith("ok"), p.stdout
     p = subprocess.run([sys.executable, "-m", "ui.evaluate", str(tmp_path / "nope")], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "not a folder" in p.stderr

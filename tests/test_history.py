@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ui.colours import PALETTE
+from ui.colours import genre_colour
 from ui.history.store import SCHEMA_VERSION, HistoryError, HistoryReader, HistoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -398,8 +398,8 @@ def test_genre_history_prints_hours_and_draws_the_day_in_the_page_colours(tmp_pa
     # the bar of 10:00: Jazz (largest, at the bottom) in the colour of the model's third genre
     left, bar, gap, top, height = 44, 26, 6, 34, 240
     x = left + 10 * (bar + gap) + bar // 2
-    assert hex_((x, top + height - 10)) == PALETTE[2]  # Jazz
-    assert hex_((x, top + 10)) == PALETTE[1]  # Rock
+    assert hex_((x, top + height - 10)) == genre_colour("Jazz") == "#edc948"  # the page's Jazz
+    assert hex_((x, top + 10)) == genre_colour("Rock")
     assert hex_((left + 9 * (bar + gap) + bar // 2, top + height - 10)) == "#ffffff"  # 09:00: nothing
 
     js = history_cli(path, "--name", "shop", "--from", "2026-12-01T10:00Z", "--to", "2026-12-01T10:05Z",

@@ -114,6 +114,25 @@ def test_frames_split_mid_sample_lose_nothing(server):
     assert run.results and abs(run.results[-1][1]["time_s"] - 5.0) < 0.1
 
 
+def test_result_and_summary_events_say_when_in_wall_clock_time(server):
+    """`at` (ISO-8601 UTC) beside `time_s` in every result and the summary, as in --json lines."""
+    from datetime import datetime
+
+    def unix(rec):
+        assert rec["at"].endswith("Z"), rec
+        return datetime.fromisoformat(rec["at"].replace("Z", "+00:00")).timestamp()
+
+    audio, sr = music(TRACKS[1], 30, 5.0)
+    before = time.time()
+    run = run_async(stream(server.url(sample_rate=16000, hop=1), pcm(audio, sr, 16000, 1, "s16le"), 16000, 1,
+                           "s16le", realtime=False))
+    after = time.time()
+    assert run.close_code == 1000 and run.results, run.errors
+    ats = [unix(r) for _, r in run.results]
+    assert all(before <= t <= after for t in ats) and ats == sorted(ats), (before, ats, after)
+    assert ats[-1] <= unix(run.summary) <= after
+
+
 # ---------------------------------------------------------------- close codes -----------
 @pytest.mark.parametrize("query, names", [
     ({"channels": 2}, "sample_rate is required"),
@@ -121,9 +140,10 @@ def test_frames_split_mid_sample_lose_nothing(server):
     ({"sample_rate": "48k"}, "sample_rate"),
     ({"sample_rate": 48000, "format": "mp3"}, "format='mp3' is not supported; accepted: s16le, s32le, f32le"),
     ({"sample_rate": 48000, "channels": 0}, "channels=0 is out of range"),
-    ({"sample_rate": 48000, "window": 500}, "window_s=500"),
+    ({"sample_rate": 48000, "window": 500}, "window=500 is out of range; accepted: 3..30 s"),
+    ({"sample_rate": 48000, "hop": 30}, "hop=30 is out of range; accepted: 0.25..5 s"),
     ({"sample_rate": 48000, "hop": "nan"}, "hop='nan' is not a number"),
-    ({"sample_rate": 48000, "top_k": -1}, "top_k=-1"),
+    ({"sample_rate": 48000, "top_k": -1}, "top_k=-1 is out of range; accepted: 0..10 (0 = all)"),
     ({"sample_rate": 48000, "rate": 1}, "unknown query parameter(s) ['rate']; accepted: sample_rate"),
 ])
 def test_bad_query_parameters_close_1008_naming_the_parameter(server, query, names):

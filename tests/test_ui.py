@@ -9,11 +9,13 @@ from ui import options, report
 
 
 def parse(argv, ranges=None):
+    """(args, problems) of the shared flags; ranges=None: the ranges every front end uses."""
     p = argparse.ArgumentParser()
     options.add_model_flag(p)
-    options.add_engine_flags(p, ranges)
+    given = [] if ranges is None else [ranges]
+    options.add_engine_flags(p, *given)
     args = p.parse_args(argv)
-    return args, options.problems(args, ranges)
+    return args, options.problems(args, *given)
 
 
 def test_help_comes_from_engine_config_docs():
@@ -36,7 +38,8 @@ def test_defaults_are_engine_config_defaults():
 
 
 def test_flags_set_engine_config():
-    args, bad = parse(["-w", "2", "--hop", "0.5", "-s", "0", "-k", "0", "--silence-dbfs", "-40", "-m", "musicnn"])
+    args, bad = parse(["-w", "2", "--hop", "0.5", "-s", "0", "-k", "0", "--silence-dbfs", "-40", "-m", "musicnn"],
+                      ranges={})
     assert bad == [] and args.model == "musicnn"
     cfg = options.engine_config(args)
     assert (cfg.window_s, cfg.hop_s, cfg.smoothing_s, cfg.top_k, cfg.silence_dbfs) == (2, 0.5, 0, 0, -40)
@@ -58,15 +61,71 @@ def test_problems_name_each_flag():
 
 
 def test_ranges_are_enforced_only_when_given():
-    argv = ["-w", "40", "-k", "0"]
-    assert parse(argv)[1] == []
-    _, bad = parse(argv, options.PAGE_RANGES)
-    assert "--window 40 is outside 3..30" in bad and "--top-k 0 is outside 1..10" in bad
-    _, bad = parse(["--hop", "-1"], options.PAGE_RANGES)
+    argv = ["-w", "40", "-k", "11"]
+    assert parse(argv, {})[1] == []
+    _, bad = parse(argv)
+    assert "--window 40 is outside 3..30 s" in bad and "--top-k 11 is outside 0..10 (0 = all)" in bad
+    assert parse(["-k", "0"])[1] == []  # 0 = every genre, on every face
+    _, bad = parse(["--hop", "-1"])
     assert bad == ["--hop -1 must be a positive number of seconds"]  # one message per flag
     p = argparse.ArgumentParser()
-    options.add_engine_flags(p, options.PAGE_RANGES)
-    assert "0 = all" not in p.format_help() and "1-10" in p.format_help()
+    options.add_engine_flags(p)
+    assert "0 = all" in p.format_help() and "0-10" in p.format_help() and "3-30" in p.format_help()
+
+
+# The one set of ranges (EngineConfig.RANGES), and (value, accepted) for each setting: its edges and beyond
+SPANS = {"window": (3, 30), "hop": (0.25, 5), "smoothing": (0, 20), "top_k": (0, 10)}
+EDGES = {"window": [(1, False), (3, True), (30, True), (100, False)],
+         "hop": [(0.1, False), (0.25, True), (5, True), (30, False)],
+         "smoothing": [(0, True), (20, True), (25, False)],
+         "top_k": [(0, True), (10, True), (11, False)]}
+
+
+@pytest.mark.parametrize("name", sorted(EDGES))
+def test_every_front_end_accepts_the_same_ranges(name, capsys):
+    """The page (app.py's flags and sliders), the terminal listener, genre-serve's flags and the
+    network API's query take the same values of each setting and refuse the same others,
+    each with a sentence naming the value and the range."""
+    import sys
+
+    from starlette.datastructures import QueryParams
+
+    from ui.net import api
+    from ui.net import cli as serve_cli
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    import cli_listen
+
+    flag, (lo, hi) = "--" + name.replace("_", "-"), SPANS[name]
+    for value, ok in EDGES[name]:
+        argv = [flag, f"{value:g}"]
+        # the page: its command line (app.py checks with options.problems)
+        assert (parse(argv)[1] == []) is ok, (name, value)
+        # the terminal listener
+        try:
+            cli_listen.parse_args(argv + ["--file", "x.wav"])
+            refused = None
+        except SystemExit as exc:
+            refused = capsys.readouterr().err
+            assert exc.code == 2
+        assert (refused is None) is ok, (name, value, refused)
+        if not ok:
+            assert f"{flag} {value:g} is outside {lo:g}..{hi:g}" in refused, refused
+        # genre-serve's flags
+        args = serve_cli.build_parser().parse_args(argv)
+        assert (options.problems(args) == []) is ok
+        # the network API's query
+        query = QueryParams({"sample_rate": "48000", name: f"{value:g}"})
+        try:
+            api.parse_stream_params(query, EngineConfig())
+            refused = None
+        except api.BadParameter as exc:
+            refused = str(exc)
+        assert (refused is None) is ok, (name, value, refused)
+        if not ok:
+            assert f"{name}={value:g} is out of range; accepted: {lo:g}..{hi:g}" in refused, refused
+    # ... and the page's sliders span the same range (ui/web/page.py builds them from it)
+    assert options.RANGES[name] == SPANS[name] == EngineConfig.RANGES[name if name == "top_k" else f"{name}_s"]
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "abc"])
@@ -135,6 +194,19 @@ def test_result_line_and_record():
     assert back.label == "electronic" and back.scores == res.scores and back.time_s == 13.0 and back.raw_scores == {}
 
 
+def test_records_carry_wall_clock_time_through_a_round_trip():
+    """`at`: when a readout was ready, ISO-8601 UTC; a network client keeps the server's."""
+    res = Result({"rock": 0.5}, {}, "rock", 12.0, False, -20.0, 9.0, 130.0, 140.0, "Rock", {"Rock": 0.5},
+                 at=1796217901.25)
+    rec = res.to_json()
+    assert rec["at"] == "2026-12-02T13:25:01.250Z" and rec["time_s"] == 12.0
+    assert Result.from_json(json.loads(report.dumps(rec))).at == pytest.approx(1796217901.25, abs=1e-3)
+    summary = SessionSummary(60.0, 0.0, {"rock": 1.0}, "rock").to_json(STATS, "end")
+    from datetime import datetime
+
+    assert summary["at"].endswith("Z") and datetime.fromisoformat(summary["at"].replace("Z", "+00:00"))
+
+
 def test_result_line_and_summary_say_genre_then_style():
     res = Result({"techno": 0.3, "electronic": 0.25}, {}, "techno", 12.0, False, -20.0, 9.0, 130.0, 140.0,
                  "Electronic", {"Electronic": 0.3, "Pop": 0.1})
@@ -177,3 +249,35 @@ def test_terminal_panel_has_a_bar_per_genre_and_the_style_beside_the_leader():
     assert lines[0] == "Leading genre: Electronic   style: techno"
     assert lines[1].lstrip().startswith("Electronic █") and lines[1].endswith("0.30 techno")
     assert lines[2].lstrip().startswith("Pop █") and lines[2].endswith("0.10") and more is None
+
+
+def test_one_colour_per_genre_for_every_front_end_and_run():
+    """ui.colours: a fixed colour per genre name (any spelling), distinct among the bundled
+    model's genres and GTZAN's; a genre it does not name gets the same colour in every process
+    (no per-run hash), and the page draws with it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ui.colours import genre_colour, genre_colours
+    from ui.web.render import genre_styles
+
+    bundled = json.loads((Path(__file__).resolve().parents[1] / "stream/models/musicnn/genres.json").read_text())
+    nine = genre_colours(bundled["genres"])
+    assert len(set(nine.values())) == 9, nine
+    gtzan = genre_colours(["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"])
+    assert len(set(gtzan.values())) == 10, gtzan
+    assert genre_colour("Hip hop") == genre_colour("hip-hop") == gtzan["hiphop"]
+    assert genre_colour("Electronic") == genre_colour("electronic") == "#4e79a7"
+    # the page: the same colours whatever the tab saw first
+    order = bundled["genres"]
+    one, two = genre_styles({}, ["Classical", "Electronic"], order), genre_styles({}, ["Pop"], order[::-1])
+    assert one["Electronic"][0] == two["Electronic"][0] == nine["Electronic"]
+    assert one["Classical"][0] == two["Classical"][0] == nine["Classical"]
+    # a genre the table does not name: by its place in the model's order, or a stable hash
+    assert genre_colour("zydeco", ["zydeco", "polka"]) != genre_colour("polka", ["zydeco", "polka"])
+    code = "from ui.colours import genre_colour; print(genre_colour('zydeco'), genre_colour('Electronic'))"
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                           cwd=Path(__file__).resolve().parents[1], env={"PYTHONHASHSEED": seed}).stdout
+            for seed in ("1", "2", "3")}
+    assert len(runs) == 1 and runs.pop().split() == [genre_colour("zydeco"), "#4e79a7"]

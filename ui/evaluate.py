@@ -7,8 +7,9 @@
     genre-evaluate DIR --map my_labels.txt --no-live
 
 DIR is laid out like GTZAN: one folder per genre, named after it. For every file it prints
-the genre the model gives the whole file and then accuracy, per-genre recall and the
-confusion matrix (text, and a PNG with --out). The scoring itself is `stream.evaluate`.
+the genre the model gives the whole file (right or wrong, its top label, where the live
+readout ended), then accuracy, per-genre recall and the confusion matrix (text, and with
+--out a PNG, results.csv and report.txt). The scoring itself is `stream.evaluate`.
 
 Live vs file: each file is also streamed through the live engine (default settings, in 0.1 s
 chunks) and the readout it ends on is compared with the file's verdict: "does the live
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +39,36 @@ from stream.evaluate import BUILTIN_MAPS, FileResult, confusion, find_files, sco
 from stream.models import load_model
 
 
-def format_report(results: list[FileResult], genres: list[str], live: bool) -> str:
+def file_lines(results: list[FileResult], live: bool, root=None) -> list[str]:
+    """One line per file: right or wrong, the file (relative to `root`), its folder genre, the
+    genre the model gives the whole file (its own top label beside it) and, with `live`,
+    where the live readout ended."""
+    def name(r):
+        try:
+            return str(Path(r.path).relative_to(root)) if root is not None else str(r.path)
+        except ValueError:
+            return str(r.path)
+
+    names = [name(r) for r in results]
+    w = min(max((len(n) for n in names), default=4), 48)
+    lines = ["per file (folder genre -> the model's genre for the whole file, its top label"
+             + ("; where the live readout ended" if live else "") + "):"]
+    for r, n in zip(results, names):
+        verdict = "ok   " if r.predicted == r.truth else "WRONG"
+        said = f"{r.truth} -> {r.predicted or '(none)'} ({r.top_label or '-'}"
+        said += f"; live {r.live or '(none)'})" if live else ")"
+        lines.append(f"  {verdict} {n:<{w}}  {said}")
+    return lines
+
+
+def format_report(results: list[FileResult], genres: list[str], live: bool, root=None) -> str:
+    """Every file's verdict (`file_lines`), then accuracy, per-genre recall, the confusion
+    matrix, live agreement and time per file."""
     m = confusion(results, genres)
     n = len(results)
     correct = int(np.trace(m[:, :len(genres)]))
-    lines = [f"accuracy: {correct}/{n} = {100 * correct / n:.1f} %", "", "per-genre recall:"]
+    lines = file_lines(results, live, root) + [""]
+    lines += [f"accuracy: {correct}/{n} = {100 * correct / n:.1f} %", "", "per-genre recall:"]
     for i, g in enumerate(genres):
         tot = int(m[i].sum())
         lines.append(f"  {g:<14} {int(m[i, i])}/{tot} = {100 * m[i, i] / tot:.1f} %" if tot else f"  {g:<14} -")
@@ -65,33 +92,71 @@ def format_report(results: list[FileResult], genres: list[str], live: bool) -> s
     return "\n".join(lines)
 
 
-def save_png(path: Path, m: np.ndarray, genres: list[str]) -> None:
-    """The confusion matrix as a PNG (Pillow, which Gradio already brings)."""
+@dataclass(frozen=True)
+class PngLayout:
+    """Where `save_png` draws: cells of `cell` px from (left, top); the column heads, turned a
+    quarter left so names of any length read bottom to top, stand between heads_top and top."""
+
+    left: int
+    top: int
+    cell: int
+    heads_top: int
+    font_px: int
+
+
+FONT_PX = 15  # text in the PNG: readable at 100 % zoom whatever the number of classes
+
+
+def _font(px: int):
     # inside: Pillow is no declared dependency (Gradio brings it); only --out needs it
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=px)  # Pillow >= 10.1 with FreeType: a scalable font
+    except (TypeError, OSError, ImportError):  # older Pillow: its small bitmap font
+        return ImageFont.load_default()
+
+
+def save_png(path: Path, m: np.ndarray, genres: list[str]) -> PngLayout:
+    """The confusion matrix as a PNG (Pillow, which Gradio already brings): row names on the
+    left, column names turned upright above their columns, counts in cells shaded by the
+    row's share. Returns where it drew (the tests read the cells there)."""
+    # inside: Pillow is no declared dependency (Gradio brings it); only --out needs it
+    from PIL import Image, ImageDraw
 
     cols = genres + (["(none)"] if m[:, -1].any() else [])
     m = m if m[:, -1].any() else m[:, :-1]
-    cell, left, top = 56, 12 + 8 * max(len(g) for g in cols), 40 + 8 * max(len(g) for g in cols)
-    title = "confusion matrix (rows: true, columns: predicted)"
-    img = Image.new("RGB", (max(left + cell * len(cols) + 16, 16 + 6 * len(title)), top + cell * len(genres) + 40), "white")
+    font = _font(FONT_PX)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = lambda text: int(probe.textlength(text, font=font))  # noqa: E731
+    cell, pad = max(44, FONT_PX * 3), 8
+    title = "confusion matrix (rows: true genre, columns: predicted)"
+    heads_top = pad * 2 + FONT_PX
+    layout = PngLayout(left=pad * 2 + max(width(g) for g in genres), top=heads_top + max(width(c) for c in cols) + pad,
+                       cell=cell, heads_top=heads_top, font_px=FONT_PX)
+    img = Image.new("RGB", (max(layout.left + cell * len(cols), width(title) + pad) + pad * 2,
+                            layout.top + cell * len(genres) + pad * 2), "white")
     d = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    d.text((8, 8), title, fill="black", font=font)
+    d.text((pad, pad), title, fill="black", font=font)
     rows = m.sum(1, keepdims=True).clip(min=1)
-    for i in range(len(genres)):
-        d.text((8, top + i * cell + cell // 2 - 5), genres[i], fill="black", font=font)
+    for i, g in enumerate(genres):
+        y = layout.top + i * cell + cell // 2
+        d.text((layout.left - pad, y), g, fill="black", font=font, anchor="rm")
         for j in range(len(cols)):
             frac = m[i, j] / rows[i, 0]
             shade = int(255 * (1 - frac))
-            x, y = left + j * cell, top + i * cell
-            d.rectangle([x, y, x + cell - 2, y + cell - 2], fill=(shade, shade, 255), outline="grey")
-            d.text((x + cell // 2 - 6, y + cell // 2 - 5), str(int(m[i, j])), fill="black" if frac < 0.6 else "white", font=font)
-    for j, g in enumerate(cols):  # column heads, written vertically
-        x = left + j * cell + cell // 2 - 4
-        for k, ch in enumerate(g):
-            d.text((x, 28 + 8 * k), ch, fill="black", font=font)
+            x = layout.left + j * cell
+            d.rectangle([x, layout.top + i * cell, x + cell - 2, layout.top + (i + 1) * cell - 2],
+                        fill=(shade, shade, 255), outline="grey")
+            d.text((x + cell // 2 - 1, y - 1), str(int(m[i, j])), fill="black" if frac < 0.6 else "white", font=font,
+                   anchor="mm")
+    for j, name in enumerate(cols):  # written on their own strip, then turned upright
+        strip = Image.new("RGB", (width(name) + 2, FONT_PX + 6), "white")
+        ImageDraw.Draw(strip).text((1, 1), name, fill="black", font=font)
+        up = strip.rotate(90, expand=True)
+        img.paste(up, (layout.left + j * cell + (cell - up.width) // 2, layout.top - pad // 2 - up.height))
     img.save(path)
+    return layout
 
 
 def write_outputs(out: Path, results: list[FileResult], genres: list[str], report: str) -> None:
@@ -129,7 +194,7 @@ def evaluate(root, model, mapping_spec: str | None = None, live: bool = True, fi
         if bar is not None:
             bar.stop()
     results, genres = scores.results, scores.genres
-    report = format_report(results, genres, live)
+    report = format_report(results, genres, live, Path(root))
     if scores.skipped:
         report += f"\n\nskipped {len(scores.skipped)} file(s):\n  " + "\n  ".join(scores.skipped)
     if out is not None:

@@ -1,9 +1,10 @@
 """The flags every front end shares, defined once: the model and the engine settings.
 
 `app.py`, `cli_listen.py` and `genre-serve` (ui/net/cli.py) add them with `add_model_flag` and
-`add_engine_flags`, check them with `problems` (the page also against its sliders' ranges)
-and turn them into an `EngineConfig` with `engine_config`. Help texts come from
-EngineConfig's own docstring, so a flag and the setting it sets cannot drift apart.
+`add_engine_flags`, check them with `problems` (against `stream.config.RANGES`, the one set of
+ranges every front end accepts) and turn them into an `EngineConfig` with `engine_config`.
+Help texts come from EngineConfig's own docstring, so a flag and the setting it sets cannot
+drift apart.
 Importing this module imports neither numpy nor torch (`--help` answers at once).
 """
 from __future__ import annotations
@@ -13,12 +14,14 @@ import math
 import os
 import re
 
+from stream.config import RANGES as FIELD_RANGES
 from stream.config import EngineConfig
 
 DEFAULTS = EngineConfig()
 
-# The page's sliders: it cannot record with values outside them, so its command line refuses them.
-PAGE_RANGES = {"window": (3.0, 30.0), "hop": (0.25, 5.0), "smoothing": (0.0, 20.0), "top_k": (1, 10)}
+# stream.config.RANGES by flag name: the page's sliders, the listener's and the server's flags
+# and the network API's query all accept these and nothing else.
+RANGES = {field.removesuffix("_s"): span for field, span in FIELD_RANGES.items()}
 
 MODEL_HELP = ("auto (the course model if cached or reachable, else the bundled offline MusiCNN), musicnn, "
               "a Hugging Face Hub id or a checkpoint directory")
@@ -50,10 +53,9 @@ def add_model_flag(parser: argparse.ArgumentParser, env: str | None = None) -> N
     parser.add_argument("-m", "--model", default=default, help=MODEL_HELP + where)
 
 
-def add_engine_flags(parser: argparse.ArgumentParser, ranges: dict | None = None) -> None:
-    """-w/--window, --hop, -s/--smoothing, -k/--top-k, --silence-dbfs; `ranges` (e.g. PAGE_RANGES)
-    only adds the allowed ranges to the help, `problems` enforces them."""
-    ranges = ranges or {}
+def add_engine_flags(parser: argparse.ArgumentParser, ranges: dict = RANGES) -> None:
+    """-w/--window, --hop, -s/--smoothing, -k/--top-k, --silence-dbfs; `ranges` only adds the
+    allowed ranges to the help, `problems` enforces them."""
 
     def span(key):
         lo, hi = ranges.get(key, (None, None))
@@ -67,8 +69,6 @@ def add_engine_flags(parser: argparse.ArgumentParser, ranges: dict | None = None
     g.add_argument("-s", "--smoothing", type=number, metavar="S", default=DEFAULTS.smoothing_s,
                    help=f"{field_help('smoothing_s')}{span('smoothing')} [default {DEFAULTS.smoothing_s:g}]")
     top_k = field_help("top_k")
-    if "top_k" in ranges:  # (a range without 0: "0 = all" does not apply)
-        top_k = top_k.split(" (")[0]
     g.add_argument("-k", "--top-k", type=int, metavar="N", default=DEFAULTS.top_k,
                    help=f"{top_k}{span('top_k')} [default {DEFAULTS.top_k}]")
     g.add_argument("--silence-dbfs", type=number, metavar="DB", default=DEFAULTS.silence_dbfs,
@@ -76,8 +76,9 @@ def add_engine_flags(parser: argparse.ArgumentParser, ranges: dict | None = None
                         f"[default {DEFAULTS.silence_dbfs:g}]")
 
 
-def problems(args: argparse.Namespace, ranges: dict | None = None) -> list[str]:
-    """What is wrong with the engine flags, one phrase each naming the flag (empty: all fine)."""
+def problems(args: argparse.Namespace, ranges: dict = RANGES) -> list[str]:
+    """What is wrong with the engine flags, one phrase each naming the flag and what it
+    accepts (empty: all fine)."""
     out = []
     for flag, value in (("--window", args.window), ("--hop", args.hop)):
         if value is not None and value <= 0:
@@ -88,12 +89,17 @@ def problems(args: argparse.Namespace, ranges: dict | None = None) -> list[str]:
         out.append(f"--top-k {args.top_k} must be 0 (all) or more")
     if args.silence_dbfs > 0:
         out.append(f"--silence-dbfs {args.silence_dbfs:g} must be a level below 0 dBFS")
-    for key, (lo, hi) in (ranges or {}).items():
+    for key, (lo, hi) in ranges.items():
         flag, value = f"--{key.replace('_', '-')}", getattr(args, key)
         said = any(p.startswith(f"{flag} ") for p in out)  # one message per flag
         if value is not None and not lo <= value <= hi and not said:
-            out.append(f"{flag} {value:g} is outside {lo:g}..{hi:g}")
+            out.append(f"{flag} {value:g} is outside {span_text(key, lo, hi)}")
     return out
+
+
+def span_text(key: str, lo: float, hi: float) -> str:
+    """A range as the refusals say it: "3..30 s", "0..10 (0 = all)"."""
+    return f"{lo:g}..{hi:g}" + (" (0 = all)" if key == "top_k" and lo == 0 else " s")
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:

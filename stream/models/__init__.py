@@ -46,7 +46,8 @@ def _load_auto(device: str, accel: str) -> AudioModel:
             model.notice = f"Model: {COURSE_MODEL} (course model, from the local cache; {model.compute})."
             return model
         except ModelLoadError as exc:  # e.g. an interrupted download left only config.json
-            why = f"the cached course model is incomplete: {exc.cause}"
+            log.info("the cached course model did not load: %s", exc)  # (the details: the log's, not the screen's)
+            why = "the cached course model is incomplete"
     elif hub_offline():
         why = "HF_HUB_OFFLINE is set and the course model is not cached"
     else:
@@ -57,7 +58,8 @@ def _load_auto(device: str, accel: str) -> AudioModel:
                 model.notice = f"Model: {COURSE_MODEL} (course model, from the Hugging Face Hub; {model.compute})."
                 return model
             except ModelLoadError as exc:
-                why = str(exc)
+                log.info("the course model did not load from the Hub: %s", exc)
+                why = "the course model could not be loaded from the Hugging Face Hub"
     model = _load_bundled(BUNDLED, device)
     model.notice = f"Model: bundled offline {model.name} ({why})."
     log.info(model.notice)  # the normal offline case, not a problem: the caller shows model.notice

@@ -5,7 +5,11 @@ once; stream/models/hf.py (which needs torch) is imported only when a checkpoint
 """
 from __future__ import annotations
 
+import logging
 import os
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
 
 COURSE_MODEL = "sanchit-gandhi/distilhubert-finetuned-gtzan"
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -21,11 +25,13 @@ def hub_offline() -> bool:
 
 def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> tuple[bool, str]:
     """One bounded HTTP request to the Hub. The Hub client itself retries for ~30 s when
-    offline, which would freeze a kiosk at start-up, so we ask first."""
+    offline, which would freeze a kiosk at start-up, so we ask first. (ok, why not): `why` is
+    plain words for a screen; the error itself goes to the log."""
     import httpx  # inside: an edge (requirements-edge.txt: engine + Ray) has no httpx and never asks the Hub
 
     try:
         httpx.head(hub_endpoint() + "/api/models", timeout=timeout, follow_redirects=True)
         return True, ""
     except Exception as exc:
-        return False, f"the Hugging Face Hub ({hub_endpoint()}) is unreachable ({type(exc).__name__}: {exc})"
+        log.info("the Hugging Face Hub at %s did not answer: %s: %s", hub_endpoint(), type(exc).__name__, exc)
+        return False, f"the Hugging Face Hub ({urlsplit(hub_endpoint()).netloc}) is unreachable"

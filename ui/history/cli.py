@@ -17,13 +17,14 @@ import sys
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
-from ui.colours import SILENCE_COLOUR, genre_styles
+from ui.colours import genre_colour
 from ui.report import shares
 
 from .store import STEPS, Bucket, HistoryError, HistoryReader, iso, parse_time, zone
 
 PROG = "genre-history"
 EXIT_OK, EXIT_USAGE, EXIT_EMPTY = 0, 2, 3
+SILENCE_GREY = "#b8b8b8"  # silence, as the page's plot shows it
 
 
 def hms(seconds: float) -> str:
@@ -89,7 +90,9 @@ def day_chart(path: Path, hours: list[Bucket], day_start: float, tz: tzinfo, ord
     from PIL import Image, ImageDraw, ImageFont
 
     genres = sorted({g for b in hours for g in b.genre_shares}, key=lambda g: (order.index(g) if g in order else 99, g))
-    colours = {g: c for g, (c, _) in genre_styles({}, genres, order).items()}
+    colours: dict = {}
+    for g in genres:  # (genres the table does not name: spare colours, none twice in one chart)
+        colours[g] = genre_colour(g, order, taken=colours.values())
     bar, gap, left, top, height = 26, 6, 44, 34, 240
     legend_rows = (len(genres) + 3) // 4
     img = Image.new("RGB", (left + 24 * (bar + gap) + 16, top + height + 40 + 18 * legend_rows), "white")
@@ -115,7 +118,7 @@ def day_chart(path: Path, hours: list[Bucket], day_start: float, tz: tzinfo, ord
             y = y0
         if b.silent_s:
             strip = max(1, round(6 * b.silent_s / (b.silent_s + b.classified_s)))
-            d.rectangle([x, top + height + 2, x + bar - 1, top + height + 1 + strip], fill=SILENCE_COLOUR)
+            d.rectangle([x, top + height + 2, x + bar - 1, top + height + 1 + strip], fill=SILENCE_GREY)
     for i, g in enumerate(genres):
         x, y = 8 + (i % 4) * 200, top + height + 30 + 18 * (i // 4)
         d.rectangle([x, y, x + 14, y + 12], fill=colours[g])

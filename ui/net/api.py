@@ -106,6 +106,11 @@ def parse_stream_params(query, base: EngineConfig) -> tuple[int, int, str, Engin
     top_k = number("top_k", int, "an integer")
     if top_k is not None:
         cfg.top_k = top_k
+    # the ranges every front end accepts (the page, the listener): one refusal per value
+    bad = EngineConfig.out_of_range(window_s=window, hop_s=hop, smoothing_s=smoothing, top_k=top_k)
+    if bad:
+        raise BadParameter("; ".join(f"{name.removesuffix('_s')}={v:g} is out of range; accepted: {lo:g}..{hi:g}"
+                                     + (" (0 = all)" if name == "top_k" else " s") for name, v, (lo, hi) in bad))
     return rate, channels, fmt, cfg
 
 

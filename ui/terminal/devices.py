@@ -43,9 +43,10 @@ def import_sounddevice():
 
 
 def list_devices() -> str:
-    """All devices as PortAudio lists them, then the inputs (what -l prints)."""
+    """The input devices, one a line (what -l prints): PortAudio's own table of every device,
+    outputs included, says nothing a listener can use that this does not."""
     sd = import_sounddevice()
-    return f"{sd.query_devices()}\n\nInput devices (> = default):\n{describe_inputs(sd)}"
+    return f"Input devices (> = default; pick one with -d INDEX or -d NAME):\n{describe_inputs(sd)}"
 
 
 def describe_inputs(sd) -> str:

@@ -54,13 +54,21 @@ class Lines:
     def refresh(self) -> None:
         pass
 
+    def note(self, text: str) -> None:
+        """A line for the person watching (what is being listened to, how to stop): on stderr,
+        so stdout stays the readouts'."""
+        print(text, file=sys.stderr, flush=True)
+
     def summary(self, reason: str, too_short: str | None = None) -> None:
         """The session summary: text on stdout; with --json its record there and the text on stderr."""
         s, st = self.engine.summary(), self.engine.stats
         text = summary_text(s, st, reason, received_s=self.source.seconds, too_short=too_short, **self.counters())
         if self.json:
             print(dumps(s.to_json(st, reason, **self.counters())), flush=True)
-        print(text, file=sys.stderr if self.json else sys.stdout, flush=True)
+        self._say(text, sys.stderr if self.json else sys.stdout)
+
+    def _say(self, text: str, file) -> None:
+        print(text, file=file, flush=True)
 
 
 def bar(frac: float, width: int) -> str:
@@ -80,6 +88,7 @@ class LiveView(Lines):
     one that changes width, leaves stale lines above it."""
 
     WIDTH = 80
+    MAX_LABEL = 20  # the genre column grows to the longest name seen, up to this
     OTHER_LINES = 8  # borders, head, level, two counter lines, "Ctrl-C", one spare for the cursor
     LINE = dict(no_wrap=True, overflow="ellipsis")
 
@@ -89,7 +98,7 @@ class LiveView(Lines):
         self.latest = None
         # (a --server RemoteEngine knows neither its genres nor its labels: default widths)
         genres = getattr(engine, "genres", None) or getattr(engine, "visible_labels", ())
-        self.label_w = min(max((len(g) for g in genres), default=10), 20)
+        self.label_w = min(max((len(g) for g in genres), default=10), self.MAX_LABEL)
         level = getattr(engine, "genre_level", None)
         styles = [l for l in getattr(engine, "visible_labels", ()) if level is None or l in level.genre_of]
         self.style_w = 0 if level is not None and not level.has_styles else min(max((len(l) for l in styles),
@@ -109,6 +118,19 @@ class LiveView(Lines):
 
     def show(self, res) -> None:
         self.latest = res
+        # a --server engine learns its genres from the results: widen the column to fit them
+        # (the panel keeps its width; the bars give way)
+        names = (res.genre_scores or res.scores) if not res.silent else {}
+        self.label_w = max(self.label_w, min(max((len(n) for n in names), default=0), self.MAX_LABEL))
+
+    def note(self, text: str) -> None:
+        """On the panel's own stream, above it: a line on stderr could reach the terminal after
+        the panel's first frame has started, leaving the two on one line."""
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def _say(self, text: str, file) -> None:
+        # through rich, wrapped between words at the terminal's width (a terminal cuts mid-word)
+        Console(file=file, highlight=False).print(text, markup=False)
 
     def refresh(self) -> None:
         if time.monotonic() >= self.next_draw:

@@ -31,7 +31,7 @@ from gradio.components.label import LabelConfidence, LabelData
 
 from stream import AudioDecodeError, EngineClosedError, EngineConfig, analyze_file
 from stream.files import read_segment
-from ui.options import PAGE_RANGES
+from ui.options import RANGES
 from ui.report import model_line, summary_text
 
 from . import render, uploads
@@ -130,7 +130,7 @@ def end_session(request: gr.Request):
     session = _SESSIONS.pop(request.session_hash, None)
     if session is not None:
         session.close()
-        uploads.sweep_orphan_chunks(session.first_chunk)
+        uploads.sweep_orphan_chunks(session.first_chunk, busy=_streaming_formats)
         log.info("live session closed (tab closed); %d open", len(_SESSIONS))
 
 
@@ -155,8 +155,9 @@ def on_chunk(path, session: LiveSession | None, request: gr.Request = None):
         session.first_chunk = (header, arrival)
     try:
         rate, data = processing_utils.audio_from_file(path)
-    except Exception:  # whatever the browser sent, the recording goes on
+    except Exception as exc:  # whatever the browser sent, the recording goes on
         session.count_bad_chunk()
+        log.info("a microphone chunk could not be decoded: %s: %s", type(exc).__name__, exc)
         return
     finally:
         uploads.discard_upload(path)
@@ -210,7 +211,7 @@ def finish(session: LiveSession | None):
     if session is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     summary = session.stop()
-    uploads.sweep_orphan_chunks(session.first_chunk)
+    uploads.sweep_orphan_chunks(session.first_chunk, busy=_streaming_formats)
     res, stats = session.latest, session.stats
     text = summary_text(summary, received_s=stats.seconds_received if stats else None, markdown=True)
     if res is None:
@@ -234,6 +235,18 @@ def _start(session: LiveSession | None, settings: LiveSettings) -> int:
 def _plot_html(session: LiveSession, res) -> str:
     return render.live_plot(session.readouts(res.time_s if res is not None else None), res,
                             session.settings.top_k, session.settings.hop_s, session.styles, session.genres)
+
+
+def _streaming_formats() -> set | None:
+    """The WAV headers of the recordings streaming now (None while one has not sent its first
+    chunk: its format is unknown), so a sweep of one tab's leftover chunks spares them."""
+    heads = set()
+    for s in list(_SESSIONS.values()):
+        if s.recording:
+            if s.first_chunk is None:
+                return None
+            heads.add(s.first_chunk[0])
+    return heads
 
 
 def _warn_once(msg: str, every_s: float = 60.0) -> None:
@@ -272,7 +285,7 @@ def analyse(setup: Setup, path, window, top_k, request: gr.Request, progress=gr.
     md = render.file_markdown(fa, name, float(window))
     if not fa.scores:
         return "silence", EMPTY_PLOT, None, md
-    top = list(fa.genre_scores)[:int(top_k)]
+    top = list(fa.genre_scores)[:int(top_k) or None]  # (0 = all)
     rows = pd.DataFrame(fa.timeline_rows(top, genres=True), columns=["time (s)", "score", "genre"])
     # Gradio 6's plot fixes its colour domain when it (re)draws, and redraws only when a setting
     # such as `color_map` changes: so the map holds exactly the plotted genres, each in the
@@ -324,7 +337,7 @@ def _readable(exc: Exception, path: str) -> str:
 def _sliders(d: LiveSettings):
     """The settings accordion: window, hop, smoothing, top-k (a model default outside the
     usual range widens it)."""
-    (w_lo, w_hi), (h_lo, h_hi) = PAGE_RANGES["window"], PAGE_RANGES["hop"]
+    (w_lo, w_hi), (h_lo, h_hi) = RANGES["window"], RANGES["hop"]
     with gr.Accordion("Settings", open=False):
         with gr.Row():
             window = gr.Slider(min(w_lo, d.window_s), max(w_hi, d.window_s), value=d.window_s, step=0.5,
@@ -332,10 +345,10 @@ def _sliders(d: LiveSettings):
                                elem_id="set-window")
             hop = gr.Slider(min(h_lo, d.hop_s), max(h_hi, d.hop_s), value=d.hop_s, step=0.25, label="Hop (s)",
                             info="time between readouts; compute grows as hop shrinks", elem_id="set-hop")
-            smoothing = gr.Slider(*PAGE_RANGES["smoothing"], value=d.smoothing_s, step=0.5, label="Smoothing (s)",
+            smoothing = gr.Slider(*RANGES["smoothing"], value=d.smoothing_s, step=0.5, label="Smoothing (s)",
                                   info="time constant of the live readout (0 = off)", elem_id="set-smoothing")
-            top_k = gr.Slider(*PAGE_RANGES["top_k"], value=d.top_k, step=1, label="Genres shown (top-k)",
-                              elem_id="set-topk")
+            top_k = gr.Slider(*RANGES["top_k"], value=d.top_k, step=1, label="Genres shown (top-k)",
+                              info="0 = all", elem_id="set-topk")
         gr.Markdown("Live settings apply from the next **Record**.")
     return window, hop, smoothing, top_k
 

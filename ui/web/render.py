@@ -8,7 +8,7 @@ import math
 import time
 from html import escape
 
-from ui.colours import PALETTE, SILENCE_COLOUR, genre_styles, plot_style  # noqa: F401 (the page's names)
+from ui.colours import genre_colour
 from ui.report import duration
 
 from .session import PLOT_SPAN_S, LiveStatus, Readout
@@ -28,7 +28,13 @@ MIC_PROBLEMS = {
                         "program, then press Record again.",
 }
 
+# A genre's colour comes from ui.colours (one table for every front end): the same genre has
+# the same colour in the live plot, its band and the File timeline, in every session. Two
+# genres of one plot that share a colour (a table's spare colours run out) differ by dashes.
+DASHES = ["", "6 3", "2 3"]
+DEFAULT_COLOUR = "#4e79a7"
 PLOT_CURRENT_K = 5  # the live plot draws the current top few (at most top_k) besides every leader
+SILENCE_COLOUR = "#b8b8b8"
 EMPTY_LIVE_PLOT = ("<div class='genre-plot'><div class='plot-title'>Genres over the last minute</div>"
                    "<div class='empty'>The plot starts with the first readout.</div></div>")
 
@@ -51,23 +57,23 @@ def status_html(st: LiveStatus, res=None, note: str = "") -> str:
                          f"real-time factor {stats.real_time_factor:.2f}")
         parts.append(f"received {duration(stats.seconds_received)} · windows {stats.windows_classified} · "
                      f"silent {stats.windows_silent} · skipped {stats.windows_skipped}")
-        if st.bad_chunks or st.late_chunks:
-            parts.append(f"undecodable chunks {st.bad_chunks} · chunks after stop {st.late_chunks}")
+        if st.bad_chunks:  # (what went wrong with them is in the server's log)
+            parts.append(f"<span class='warn'>{st.bad_chunks} piece{'s' if st.bad_chunks > 1 else ''} of audio "
+                         "could not be read</span>")
         if stats.errors:
             parts.append(f"<span class='warn'>model errors {stats.errors}: {escape(stats.last_error or '')}</span>")
         if res is not None:
             lead, _ = headline_of(res)
             attrs = (f" data-result-s='{res.time_s:.3f}' data-leader='{escape(lead or '', quote=True)}'"
                      f" data-style='{escape(res.label or '', quote=True)}'")
-            if st.arrival is not None:
+            if st.arrival is not None:  # (timings for the tests and the curious: not on screen)
                 attrs += (f" data-arrival-ms='{st.arrival * 1000:.1f}' data-ready-ms='{st.ready * 1000:.1f}'"
                           f" data-render-ms='{time.time() * 1000:.1f}' data-infer-ms='{res.inference_ms:.1f}'")
-                if not res.silent:
-                    parts.append(f"chunk→result {max(st.ready - st.arrival, 0) * 1000:.0f} ms")
             if st.handler_ms is not None:
                 attrs += f" data-handler-median-ms='{st.handler_ms[0]:.2f}' data-handler-max-ms='{st.handler_ms[1]:.2f}'"
     if note:
         parts.append(escape(note))
+    attrs += f" data-bad-chunks='{st.bad_chunks}' data-late-chunks='{st.late_chunks}'"
     return f"<div class='live-status'{attrs}>" + " · ".join(parts) + "</div>"
 
 
@@ -95,9 +101,11 @@ def headline_of(res) -> tuple[str | None, dict]:
 
 def label_value(res, top_k: int):
     """The live readout: the engine's leading genre (with hysteresis) as the headline and its
-    bar first, then the highest of the others; "silence"; None before the first readout."""
+    bar first, then the highest of the others (`top_k` bars, 0 = all); "silence"; None before
+    the first readout."""
     if res is None:
         return None
+    top_k = top_k or 10 ** 6
     if res.silent:
         return "silence"
     lead, scores = headline_of(res)
@@ -118,6 +126,19 @@ def style_html(res) -> str:
 
 
 # ---- the live plot -------------------------------------------------------------------------
+def genre_styles(styles: dict, genres, order=()) -> dict:
+    """{genre: (colour, dash)}: each genre in its colour (`ui.colours.genre_colour`, placed by
+    `order`, the model's genre order, where the table does not name it), solid unless a genre
+    drawn before it in this tab (`styles`, updated in place, one per browser tab) has that
+    colour already."""
+    for g in [*order, *genres]:
+        if g not in styles:
+            colour = genre_colour(g, order, taken=[c for c, _ in styles.values()])
+            same = sum(c == colour for c, _ in styles.values())
+            styles[g] = (colour, DASHES[same % len(DASHES)])
+    return styles
+
+
 def live_plot(readouts: list[Readout], res, top_k: int, hop_s: float, styles: dict, order=()) -> str:
     """The last minute as it was: a line for every genre that led in it and for the current
     top few, the leading genre as a band under the lines, on a score axis from 0.
@@ -127,7 +148,7 @@ def live_plot(readouts: list[Readout], res, top_k: int, hop_s: float, styles: di
         return EMPTY_LIVE_PLOT
     now = readouts[-1].time_s
     hist = [r for r in readouts if r.time_s >= now - PLOT_SPAN_S]
-    k = min(PLOT_CURRENT_K, top_k)
+    k = min(PLOT_CURRENT_K, top_k or PLOT_CURRENT_K)
     lead_now, scores_now = headline_of(res) if res is not None else (None, {})
     current = list(scores_now)[:k]
     if not current:  # silent now: the genres of the newest readout with scores
@@ -140,8 +161,10 @@ def live_plot(readouts: list[Readout], res, top_k: int, hop_s: float, styles: di
 class _Axes:
     """The plot's geometry: time `t0..t1` across, scores `0..ymax` up."""
 
-    W, H, L, R, T = 640, 250, 38, 10, 8
-    BAND_H, GAP, BOTTOM = 14, 6, 18
+    # room for tick labels at the phone size of the text too (page.css: 24 units on a phone's
+    # 640 units across ~350 px is 13 px on screen)
+    W, H, L, R, T = 640, 260, 56, 12, 14
+    BAND_H, GAP, BOTTOM = 14, 6, 30
 
     def __init__(self, t1: float, span_s: float, ymax: float):
         self.t0, self.t1, self.span_s, self.ymax = t1 - span_s, t1, span_s, ymax
@@ -175,21 +198,22 @@ def history_svg(hist: list, genres: list, styles: dict, hop_s: float, leader_now
 
 def _axes_svg(ax: _Axes) -> list[str]:
     out = []
-    step = 0.1 if ax.ymax == 0.5 else 0.25
+    step = 0.1 if ax.ymax == 0.5 else 0.2  # (labels of 3 characters at most: they fit at phone size)
     for i in range(int(round(ax.ymax / step)) + 1):  # score grid
-        v = i * step
+        v = round(i * step, 2)
         out.append(f"<line class='grid' x1='{ax.L}' x2='{ax.L + ax.pw}' y1='{ax.y(v):.1f}' y2='{ax.y(v):.1f}' "
                    f"stroke='currentColor' stroke-opacity='{0.35 if i == 0 else 0.12}'/>"
-                   f"<text class='ytick' x='{ax.L - 4}' y='{ax.y(v) + 4:.1f}' text-anchor='end'>{v:.2g}</text>")
+                   f"<text class='ytick' x='{ax.L - 5}' y='{ax.y(v):.1f}' text-anchor='end' "
+                   f"dominant-baseline='central'>{v:.2g}</text>")
     for tick in range(int(math.ceil(ax.t0 / 10)) * 10, int(ax.t1) + 1, 10):  # time axis, every 10 s
-        out.append(f"<text class='xtick' x='{ax.x(tick):.1f}' y='{ax.band_y + ax.BAND_H + 14}' "
-                   f"text-anchor='middle'>{tick // 60}:{tick % 60:02d}</text>")
+        out.append(f"<text class='xtick' x='{ax.x(tick):.1f}' y='{ax.band_y + ax.BAND_H + 4}' "
+                   f"text-anchor='middle' dominant-baseline='hanging'>{tick // 60}:{tick % 60:02d}</text>")
     return out
 
 
 def _genre_line_svg(ax: _Axes, hist: list, g: str, styles: dict, leading: bool) -> str:
     """One genre's path; silence and gaps break it (a lone point is a dot)."""
-    colour, dash = styles.get(g, (PALETTE[0], ""))
+    colour, dash = styles.get(g, (DEFAULT_COLOUR, ""))
     runs, run = [], []
     for t, sc, _ in hist:
         if g in sc and t >= ax.t0:
@@ -220,9 +244,10 @@ def _lead_band_svg(ax: _Axes, hist: list, hop_s: float, styles: dict) -> list[st
             segments[-1][1] = t
         else:
             segments.append([max(start, ax.t0), t, leader])
-    out = [f"<text class='band-label' x='{ax.L - 4}' y='{ax.band_y + ax.BAND_H - 3}' text-anchor='end'>lead</text>"]
+    out = [f"<text class='band-label' x='{ax.L - 5}' y='{ax.band_y + ax.BAND_H / 2}' text-anchor='end' "
+           f"dominant-baseline='central'>lead</text>"]
     for start, end, leader in segments:
-        fill = styles.get(leader, (PALETTE[0], ""))[0] if leader else SILENCE_COLOUR
+        fill = styles.get(leader, (DEFAULT_COLOUR, ""))[0] if leader else SILENCE_COLOUR
         what = escape(leader) if leader else "silence"
         out.append(f"<rect class='lead' data-genre='{escape(leader or '', quote=True)}' x='{ax.x(start):.1f}' "
                    f"y='{ax.band_y}' width='{max(ax.x(end) - ax.x(start), 0.5):.1f}' height='{ax.BAND_H}' "
@@ -234,7 +259,7 @@ def _lead_band_svg(ax: _Axes, hist: list, hop_s: float, styles: dict) -> list[st
 def _legend(hist: list, genres: list, styles: dict, leader_now: str | None) -> list[str]:
     out = []
     for g in genres:
-        colour, dash = styles.get(g, (PALETTE[0], ""))
+        colour, dash = styles.get(g, (DEFAULT_COLOUR, ""))
         led = any(leader == g for _, _, leader in hist)
         cls = "legend-item" + (" now" if g == leader_now else "")
         out.append(f"<span class='{cls}' data-genre='{escape(g, quote=True)}' data-colour='{colour}' "

@@ -201,6 +201,11 @@ class LiveSession:
         return self._closed
 
     @property
+    def recording(self) -> bool:
+        """Between Record and Stop (or the tab's end), while audio comes (see `active`)."""
+        return self._recording and not self._closed and time.monotonic() - self._last_feed < IDLE_STOP_S
+
+    @property
     def mic_problem(self) -> str | None:
         """Why the browser gave no microphone (the DOMException's name), None if it did."""
         return self._mic_problem

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
+from typing import Callable
 
 from gradio.utils import get_upload_folder
 
@@ -43,18 +45,32 @@ def discard_upload(path: str) -> None:
         pass
 
 
-def sweep_orphan_chunks(first_chunk: tuple[bytes, float] | None, delay_s: float = 5.0) -> None:
+def sweep_orphan_chunks(first_chunk: tuple[bytes, float] | None, delay_s: float = 5.0,
+                        busy: Callable[[], set | None] = lambda: set(), give_up_s: float = 3600.0) -> None:
     """Delete, after `delay_s`, a recording's chunks that were uploaded but never handled.
 
     Gradio's recorder uploads a chunk, then skips the stream event when recording stopped
     meanwhile: that chunk would stay in the cache. Every chunk of one recording starts with the
     same WAV header (the browser's first chunk's), so `first_chunk` (that header and the wall
-    time it arrived) finds them: cached WAV files with this header written since."""
+    time it arrived) finds them: cached WAV files with this header written since.
+
+    Another recording in the same format (another tab, or this tab's next recording) has the
+    same header, and its chunks may wait in the cache for their turn on a busy machine:
+    deleting them would lose its audio ("could not be read"). So the sweep waits while `busy()`
+    (the headers of the recordings streaming now; None: one whose format is not known yet)
+    holds this header, trying again every `delay_s`, for at most `give_up_s` (Gradio's own
+    cache cleaning takes what is left after that)."""
     if first_chunk is None:
         return
     header, since = first_chunk
+    deadline = time.monotonic() + give_up_s
 
     def sweep():
+        streaming = busy()
+        if streaming is None or header in streaming:
+            if time.monotonic() < deadline:
+                _later(delay_s, sweep)
+            return
         for p in upload_root().glob("*/audio.wav"):
             try:
                 if p.stat().st_mtime >= since - 1 and wav_header(str(p)) == header:
@@ -62,7 +78,11 @@ def sweep_orphan_chunks(first_chunk: tuple[bytes, float] | None, delay_s: float 
             except OSError:
                 pass
 
-    t = threading.Timer(delay_s, sweep)
+    _later(delay_s, sweep)
+
+
+def _later(delay_s: float, fn) -> None:
+    t = threading.Timer(delay_s, fn)
     t.daemon = True
     t.start()
 

@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ui.history.flags import HistoryError, add_history_flags, history_problems, open_history
+from ui.history.flags import add_history_flags, history_problems, open_history
 from ui.options import add_engine_flags, add_model_flag, problems
 from ui.web.flags import add_page_flags, page_problems, port_problem
 
@@ -101,10 +101,7 @@ def main(argv=None) -> None:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         if (problem := port_problem(args.host, args.port)) is not None:
             _fail(EXIT_PORT, problem)
-    try:
-        history = open_history(args)  # a --history file it cannot use fails before the model loads
-    except HistoryError as exc:
-        _fail(EXIT_USAGE, str(exc))
+    history = open_history(args, fail=lambda why: _fail(EXIT_USAGE, why))  # before the model loads
     model = _load(args.model)
     log.info("%s", model_line(model))
     ARGS, MODEL, demo = args, model, build_demo(model, args, history)
@@ -113,7 +110,8 @@ def main(argv=None) -> None:
     except OSError as exc:  # the port was taken while the model loaded
         _fail(EXIT_PORT, f"cannot listen on {args.host}:{args.port}: {exc}")
     finally:
-        history and history.close()  # the open recordings' last minutes, the sessions' ends
+        if history is not None:  # the open recordings' last minutes, the sessions' ends
+            history.close()
 
 
 if __name__ == "__main__":

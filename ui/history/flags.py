@@ -7,7 +7,7 @@ import argparse
 
 from ui.options import number
 
-from .store import NAME_MAX, HistoryError, HistoryStore, Recorder, check_name  # noqa: F401 (HistoryError: for callers)
+from .store import NAME_MAX, HistoryError, HistoryStore, Recorder, check_name
 
 DEFAULT_DAYS = 90.0
 
@@ -38,12 +38,19 @@ def history_problems(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def open_history(args: argparse.Namespace) -> HistoryStore | None:
+def open_history(args: argparse.Namespace, fail=None) -> HistoryStore | None:
     """The store of --history (None without it). Raises HistoryError (a ValueError) saying why
-    the file cannot be used: a newer schema, not a database, damaged, locked."""
+    the file cannot be used (a newer schema, not a database, damaged, locked), or, given
+    `fail`, calls fail(message) instead (a command line's one-line exit)."""
     if not getattr(args, "history", None):
         return None
-    return HistoryStore(args.history, retention_days=args.history_days)
+    try:
+        return HistoryStore(args.history, retention_days=args.history_days)
+    except HistoryError as exc:
+        if fail is None:
+            raise
+        fail(str(exc))
+        raise
 
 
 def record(store: HistoryStore | None, engine, name: str | None = None, prefix: str = "stream") -> Recorder | None:

@@ -573,3 +573,36 @@ def test_page_refuses_an_unusable_history_file_before_the_model_loads(tmp_path):
                        env=dict(os.environ, HF_HUB_OFFLINE="1"))
     err = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(err) == 1 and "not a SQLite database or is damaged" in err[0], r.stderr
+
+
+@pytest.mark.skipif(not (MUSIC / "machine_wars.mp3").is_file(), reason=f"{MUSIC} missing: apt-get install asc-music")
+def test_the_page_gives_every_tab_the_history_of_its_command_line(tmp_path):
+    """app.py's flags -> Setup -> the tab's session (page.new_session): a recording made in a tab
+    lands in the file under --history-name."""
+    import soundfile as sf
+
+    import app
+    from stream import load_model
+    from ui.history.flags import open_history
+    from ui.web.page import Setup, new_session
+
+    args = app.parse_args(["--history", str(tmp_path / "h.sqlite"), "--history-name", "screen", "--hop", "1"])
+    store = open_history(args)
+    try:
+        setup = Setup.from_args(load_model("musicnn"), args, store)
+        session, _ = new_session(setup, None)
+        with sf.SoundFile(str(MUSIC / "frontiers.mp3")) as f:
+            f.seek(60 * f.samplerate)
+            audio, rate = f.read(8 * f.samplerate, dtype="float32", always_2d=True), f.samplerate
+        session.start(session.settings)
+        for i in range(0, len(audio), rate // 4):
+            session.feed(rate, audio[i:i + rate // 4])
+            time.sleep(1 / 16)
+        summary = session.stop()
+        session.close()
+        assert store.flush()
+        (sess,) = store.reader.sessions("screen", 0, time.time() + 60)
+        assert sess.reason == "stopped" and sess.genre_shares == {g: round(v, 4) for g, v in summary.genre_shares.items()}
+        assert store.reader.buckets("screen", time.time() - 3600, time.time() + 60)
+    finally:
+        store.close()

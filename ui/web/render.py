@@ -8,6 +8,7 @@ import math
 import time
 from html import escape
 
+from ui.colours import PALETTE, SILENCE_COLOUR, plot_style  # one definition, shared with the kiosk screen
 from ui.report import duration
 
 from .session import PLOT_SPAN_S, LiveStatus, Readout
@@ -27,15 +28,7 @@ MIC_PROBLEMS = {
                         "program, then press Record again.",
 }
 
-# Distinct colours, most distinct first (Tableau 10, then ten more); beyond 20 genres they
-# repeat with another dash pattern. A genre's colour is its place in the model's genre order
-# (`StreamEngine.genres`), so it is the same in every session of the same model.
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
-           "#bab0ac", "#17becf", "#bcbd22", "#e7298a", "#6a3d9a", "#8c1c13", "#404040", "#a6761d", "#1b9e77",
-           "#fdbf6f", "#1f3a93"]
-DASHES = ["", "6 3", "2 3"]
 PLOT_CURRENT_K = 5  # the live plot draws the current top few (at most top_k) besides every leader
-SILENCE_COLOUR = "#b8b8b8"
 EMPTY_LIVE_PLOT = ("<div class='genre-plot'><div class='plot-title'>Genres over the last minute</div>"
                    "<div class='empty'>The plot starts with the first readout.</div></div>")
 
@@ -125,11 +118,6 @@ def style_html(res) -> str:
 
 
 # ---- the live plot -------------------------------------------------------------------------
-def plot_style(i: int) -> tuple[str, str]:
-    """(colour, dash pattern) of the i-th genre."""
-    return PALETTE[i % len(PALETTE)], DASHES[(i // len(PALETTE)) % len(DASHES)]
-
-
 def genre_styles(styles: dict, genres, order=()) -> dict:
     """{genre: (colour, dash)}: the genres of `order` (the model's genre order) get the style of
     their place in it, the same in every session; any other genre keeps the style it got

@@ -121,7 +121,8 @@ function showResult(r) {
   lastResultAt = performance.now();
   if (watchName && typeof r.level_dbfs === "number") levelDb = r.level_dbfs;
   const lead = r.genre ?? r.label;
-  k.lastResults.push({ time_s: r.time_s, genre: lead, label: r.label, silent: r.silent, at: Date.now() });
+  k.lastResults.push({ time_s: r.time_s, genre: lead, label: r.label, silent: r.silent, level: r.level_dbfs,
+                      at: Date.now() });
   if (k.lastResults.length > 300) k.lastResults.shift();
   stripMark(r.silent ? config.silence : colourOf(lead), session && session.ready ? session.ready.hop_s : 1);
   draw(r);

@@ -441,6 +441,10 @@ def test_cli_server_errors_have_clear_messages_and_exit_codes(strict, server):
     assert r.returncode == 2 and "ws://HOST:PORT" in r.stderr, r.stderr
     r = run_cli(["--reconnect", "--file", f])
     assert r.returncode == 2 and "only apply to --server" in r.stderr
+    r = run_cli(["--server", server.ws_url, "--file", f, "--name", "shop floor"])
+    assert r.returncode == 2 and "not a valid stream name" in r.stderr and "1-64 characters" in r.stderr, r.stderr
+    r = run_cli(["--name", "shop-floor", "--file", f])
+    assert r.returncode == 2 and "--name only apply to --server" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -170,12 +170,14 @@ function showSummary(s) {
   el.hidden = false;
 }
 
-// The strip: one slot per wall-clock second, so time without results stays dark.
+// The strip: one slot per wall-clock second, so time without results stays dark. A result
+// colours the seconds since the previous one, up to the stale limit (a busy server may answer
+// every other hop; longer gaps are real and stay dark).
 const slots = new Array(HISTORY_S).fill(null);  // [second, colour]
 let lastSlot = 0;
 function stripMark(colour, hop) {
   const now = Math.floor(Date.now() / 1000);
-  const from = Math.max(lastSlot + 1, now - Math.ceil(Math.min(Math.max(hop, 1), 5)) + 1);
+  const from = Math.max(lastSlot + 1, now - Math.ceil(STALE_HOPS * Math.max(hop, 1)) + 1);
   for (let s = from; s <= now; s++) slots[s % HISTORY_S] = [s, colour];
   lastSlot = now;
 }

@@ -104,7 +104,8 @@ def parse_args(argv):
     # --server sends the engine flags given, the others keep the server's own defaults (argparse
     # leaves attributes that are already set alone, so this parse shows which flags were given)
     given = parser.parse_args(remaining, argparse.Namespace(**dict.fromkeys(SERVER_OPTIONS)))
-    args.server_options = {k: v for k in SERVER_OPTIONS if (v := getattr(given, k)) is not None} | {"name": args.name}
+    args.server_options = {k: v for k in SERVER_OPTIONS if (v := getattr(given, k)) is not None}
+    args.server_options |= {"name": args.name} if args.name else {}  # screens watch the stream by it
     return args
 
 

@@ -6,7 +6,6 @@ Waits are event-driven with generous deadlines: a loaded machine makes readouts 
 How fast the page recovers belongs to bench/kiosk.py; what is measured here is recorded."""
 from __future__ import annotations
 
-import contextlib
 import functools
 import http.server
 import json
@@ -141,7 +140,7 @@ def reference(wav: Path, offset_s: float) -> dict:
     file from `offset_s` on, in 100 ms chunks like the page's frames."""
     import soundfile as sf
 
-    from stream import EngineConfig, StreamEngine, load_model
+    from stream import EngineConfig, StreamEngine
 
     x, rate = sf.read(str(wav), dtype="float32")
     x = x[int(offset_s * rate):]
@@ -311,6 +310,16 @@ def test_microphone_refused_says_how_to_allow_it(server, pw, music_wav):
         st = wait_state(page, "no microphone", lambda s: s["state"] == "no-microphone")
         assert "no microphone" in st["text"] and "Allow" in st["text"] and "address bar" in st["text"], st["text"]
         assert st["connects"] == 0 and st["micRequests"] == 1, st
+
+
+def test_a_silent_room_reads_quiet_not_a_genre(server, pw, tmp_path):
+    rng = np.random.default_rng(0)  # a faint hiss far under the silence gate
+    hiss = write_wav(tmp_path / "hiss.wav", (rng.standard_normal(FAKE_RATE * 10) * 10 ** (-80 / 20)).astype(np.float32))
+    with browser_page(pw, hiss) as page:
+        page.goto(page_url(server))
+        st = wait_state(page, "quiet", lambda s: s["state"] == "quiet")
+        assert st["text"] == "quiet" and st["genre"] == "" and st["results"] >= 1, st
+        assert page.locator("#genre").inner_text() == "quiet"
 
 
 # ---- one microphone, many screens ------------------------------------------------------------

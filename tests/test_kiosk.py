@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -263,12 +265,24 @@ def test_layout_fits_a_1080p_tv_and_a_portrait_tablet(server, pw, music_wav, art
 
 # ---- unattended ----------------------------------------------------------------------------------
 def test_restarted_server_is_picked_up_without_a_reload(pw, music_wav, artifacts):
+    """A stalled server (SIGSTOP) reads "stale" and recovers on the same connection; a killed and
+    restarted one (same port) reads "reconnecting", then labels again: no reload, one microphone."""
     port = free_port()
     srv = ServerProcess(port=port).wait_ready()
     try:
         with browser_page(pw, music_wav) as page:
             page.goto(page_url(srv))
-            before = wait_state(page, "two labels", lambda s: s["results"] >= 2)
+            wait_state(page, "two labels", lambda s: s["results"] >= 2)
+            # a server that hangs (stopped, its connections open): "stale" after 3 hops, then back
+            os.kill(srv.proc.pid, signal.SIGSTOP)
+            try:
+                st = wait_state(page, "stale", lambda s: s["state"] == "stale")
+                assert re.fullmatch(r"stale: no result for \d+ s", st["text"]), st["text"]
+            finally:
+                os.kill(srv.proc.pid, signal.SIGCONT)
+            before = wait_state(page, "labels after the stall", lambda s: s["state"] == "listening"
+                                and s["results"] > st["results"])
+            assert before["connects"] == 1, before  # the same connection carried on
             page.evaluate("window.__sameDocument = 'yes'")
             srv.stop(kill=True)
             t_kill = time.monotonic()

@@ -86,13 +86,14 @@ def parse_args(argv):
     parser.add_argument("--token", help="with --server: its access token (default: env GENRE_SERVER_TOKEN)")
     parser.add_argument("--reconnect", action="store_true",
                         help="with --server: retry a lost connection with backoff instead of exiting")
+    parser.add_argument("--name", help="with --server: name the stream, so screens can watch it (kiosk page ?watch=NAME)")
     add_history_flags(parser, name_default="listen")
     args = parser.parse_args(remaining)
     bad = problems(args) + history_problems(args)
     if args.duration is not None and args.duration <= 0:
         bad.append(f"--duration {args.duration:g} must be a positive number of seconds")
-    if (args.reconnect or args.token) and not args.server:
-        bad.append("--reconnect and --token only apply to --server")
+    if (args.reconnect or args.token or args.name) and not args.server:
+        bad.append("--reconnect, --token and --name only apply to --server")
     if args.server and args.silence_dbfs != DEFAULTS.silence_dbfs:
         bad.append("--silence-dbfs does not apply to --server (the server's own setting holds)")
     if args.fast and not args.file:
@@ -105,6 +106,7 @@ def parse_args(argv):
     # leaves attributes that are already set alone, so this parse shows which flags were given)
     given = parser.parse_args(remaining, argparse.Namespace(**dict.fromkeys(SERVER_OPTIONS)))
     args.server_options = {k: v for k in SERVER_OPTIONS if (v := getattr(given, k)) is not None}
+    args.server_options |= {"name": args.name} if args.name else {}  # screens watch the stream by it
     return args
 
 

@@ -401,6 +401,8 @@ def test_server_gets_only_the_engine_flags_given():
     args = cli_listen.parse_args(["--server", "ws://h:1", "--hop", "0.5", "-k", "0", "-s", "4"])
     assert args.server_options == {"hop": 0.5, "top_k": 0, "smoothing": 4.0}  # 4: given, though the default
     assert (args.window, args.smoothing, args.top_k) == (None, 4.0, 0)
+    named = cli_listen.parse_args(["--server", "ws://h:1", "--name", "shop-floor"])
+    assert named.server_options == {"name": "shop-floor"}  # travels as the stream's query parameter
 
 
 def test_busy_device_message_mapping():

@@ -119,6 +119,8 @@ def test_wheel_carries_code_weights_and_their_license(wheel):
     for py in [*ROOT.glob("stream/**/*.py"), *ROOT.glob("ui/**/*.py")]:  # new modules are picked up by themselves
         assert py.relative_to(ROOT).as_posix() in names
     assert {"ui/web/music_mic.js", "ui/web/page.css"} <= names  # the page's assets (package data)
+    kiosk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "ui/net/kiosk_assets").iterdir()}
+    assert len(kiosk) >= 4 and kiosk <= names, kiosk - names  # the kiosk screen (served at /)
     assert {"app.py", "cli_listen.py"} <= names
     tops = {n.split("/")[0] for n in names}
     assert not tops & {"tests", "bench", "tools", "scripts"}, tops

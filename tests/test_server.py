@@ -248,21 +248,31 @@ def test_token_required(strict):
 
 
 def test_foreign_origin_refused(strict, server):
+    """A browser (it sends Origin) sees only close codes: a refused one is accepted and closed at
+    once with 4403 (origin) or 4401 (token) and the reason, after an error event that names it."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidStatus
 
     async def status(srv, origin, **q):
         try:
             async with connect(srv.url(sample_rate=16000, **q), origin=origin) as ws:
-                return json.loads(await ws.recv())["event"]
+                first = json.loads(await ws.recv())
+                if first["event"] == "ready":
+                    return "ready"
+                events, code = await events_until_close(ws)
+                assert first["event"] == "error" and ws.close_reason.startswith(first["reason"] + ": "), first
+                return code, first["reason"], ws.close_reason
         except InvalidStatus as exc:
             return exc.response.status_code
 
-    assert run_async(status(strict, "http://evil.example", token=TOKEN)) == 403
+    code, reason, text = run_async(status(strict, "http://evil.example", token=TOKEN))
+    assert (code, reason) == (4403, "origin") and "--allow-origin" in text, text
     assert run_async(status(strict, KIOSK, token=TOKEN)) == "ready"  # --allow-origin
+    code, reason, text = run_async(status(strict, KIOSK, token="wrong"))  # an allowed page, a wrong token
+    assert (code, reason) == (4401, "token") and "token" in text, text
     # default: no foreign origin at all, but a page of the same host is fine
-    assert run_async(status(server, KIOSK)) == 403
-    assert run_async(status(server, "http://localhost.evil.example")) == 403
+    assert run_async(status(server, KIOSK))[:2] == (4403, "origin")
+    assert run_async(status(server, "http://localhost.evil.example"))[:2] == (4403, "origin")
     assert run_async(status(server, f"http://127.0.0.1:{server.port}")) == "ready"
 
 
@@ -451,6 +461,10 @@ def test_cli_server_errors_have_clear_messages_and_exit_codes(strict, server):
     assert r.returncode == 2 and "ws://HOST:PORT" in r.stderr, r.stderr
     r = run_cli(["--reconnect", "--file", f])
     assert r.returncode == 2 and "only apply to --server" in r.stderr
+    r = run_cli(["--server", server.ws_url, "--file", f, "--name", "shop floor"])
+    assert r.returncode == 2 and "not a valid stream name" in r.stderr and "1-64 characters" in r.stderr, r.stderr
+    r = run_cli(["--name", "shop-floor", "--file", f])
+    assert r.returncode == 2 and "--name only apply to --server" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -34,6 +34,35 @@ def test_eight_concurrent_clients_through_ray_get_their_own_results(ray_server):
     assert mid["streams"] == 8 and "ray://genre" in mid["model"], mid
     assert len(runs) == 8 and ray_server.healthz()["streams"] == 0
 
+def test_kiosk_screen_and_watchers_through_ray(ray_server):
+    """The kiosk page (GET /) and /v1/watch come with the same app behind the Ray ingress."""
+    import asyncio
+    import json
+    import urllib.request
+
+    from server_support import music, pcm, stream
+    from websockets.asyncio.client import connect
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{ray_server.port}/", timeout=60) as r:
+        html = r.read().decode()
+    assert r.status == 200 and '<script type="module" src="kiosk/kiosk.js">' in html and '"colours"' in html
+    audio, sr = music(TRACKS[0], 30, 5.0)
+
+    async def go():
+        async with connect(f"{ray_server.ws_url}/v1/watch?name=ray-room", open_timeout=60) as w:
+            assert json.loads(await w.recv())["event"] == "watching"
+            run = await stream(ray_server.url(sample_rate=sr, channels=1, format="s16le", name="ray-room"),
+                               pcm(audio, sr, sr, 1, "s16le"), sr, 1, "s16le", realtime=False)
+            seen = []
+            while not seen or seen[-1]["event"] != "summary":
+                seen.append(json.loads(await asyncio.wait_for(w.recv(), 120)))
+            return run, seen
+
+    run, seen = asyncio.run(go())
+    assert [e for e in seen if e["event"] == "result"] == [r for _, r in run.results] and run.results
+    assert seen[-1] == run.summary
+
+
 def test_ray_option_without_ray_says_how_to_install(tmp_path):
     import subprocess
     import sys

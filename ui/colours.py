@@ -30,6 +30,8 @@ NAMED = {
     "country": "#ff9da7", "folk": "#ff9da7", "soul": "#59a14f", "funk": "#59a14f",
     "disco": "#17becf", "metal": "#404040", "reggae": "#bcbd22",
 }
+# Silence (no genre heard): the lead band's and the kiosk strip's gaps.
+SILENCE_COLOUR = "#b8b8b8"
 # For genres not named above: distinct from the named colours and from each other.
 SPARE = ["#8c1c13", "#6a3d9a", "#1b9e77", "#e7298a", "#a6761d", "#1f3a93", "#fdbf6f", "#bab0ac", "#66a61e",
          "#d95f02", "#7570b3", "#e6ab02"]

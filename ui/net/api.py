@@ -4,13 +4,15 @@
 uvicorn (`genre-serve`, ui/net/cli.py) or as a Ray Serve ingress (ui/net/ray_ingress.py).
 Protocol (also in README.md):
 
+  GET /        -> the kiosk screen (ui/net/kiosk.py)
   GET /healthz -> {"status": "ok", "model", "streams", "max_streams"}
-  WS  /v1/listen?sample_rate=48000&channels=2&format=s16le[&window=&hop=&smoothing=&top_k=]
+  WS  /v1/listen?sample_rate=48000&channels=2&format=s16le[&window=&hop=&smoothing=&top_k=&name=]
       client -> server: binary frames of interleaved little-endian PCM (any length, at most
                         `max_frame_bytes`; a frame may end mid-sample), text {"event": "end"}
       server -> client: text frames, one JSON object each: ready, result..., error, summary
       close codes: 1000 done (after `end` or the idle timeout), 1008 bad parameters,
-                   1009 frame too large, 1013 server full (try again later)
+                   1009 frame too large, 1013 server full (try again later); refusals: ui/net/access.py
+  WS  /v1/watch?name=NAME -> the events of the stream named NAME (ui/net/watch.py)
 
 Every connection has its own StreamEngine; all of them share the model's inference worker,
 as the page's sessions do. The receive loop only converts bytes and calls `engine.feed`,
@@ -22,24 +24,25 @@ only loses its own readouts.
 
 import asyncio
 import collections
-import hmac
 import json
 import logging
-from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
-from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from stream.audio import MAX_CHANNELS, validate_rate
 from stream.engine import EngineConfig, Result, StreamEngine
 from stream.models import AudioModel, load_model
+from ui.colours import genre_colours
 from ui.report import dumps
 
-from .history import check_stream_name, history_router, stream_recorder
+from .access import BAD_PARAMETER, NAME_IN_USE, SERVER_FULL, check_access, origin_ok, refuse, token_ok  # noqa: F401
+from .history import history_router, stream_recorder
+from .kiosk import kiosk_router
 from .settings import ServerSettings
+from .watch import WatchHub, check_name, watch_router
 
 log = logging.getLogger(__name__)
 
@@ -114,35 +117,6 @@ def parse_stream_params(query, base: EngineConfig) -> tuple[int, int, str, Engin
     return rate, channels, fmt, cfg
 
 
-def _token_of(headers, query) -> str | None:
-    auth = headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return query.get("token")
-
-
-def token_ok(settings: ServerSettings, headers, query) -> bool:
-    if not settings.token:
-        return True
-    given = _token_of(headers, query)
-    # constant time: the comparison must not reveal how many leading characters matched
-    return given is not None and hmac.compare_digest(given.encode(), settings.token.encode())
-
-
-def origin_ok(settings: ServerSettings, headers) -> bool:
-    """Browsers always send Origin on a WebSocket handshake; other clients usually do not.
-    Without an allow-list entry, any page the user visits could otherwise open a stream to a
-    server running on their machine."""
-    origin = headers.get("origin")
-    if origin is None:
-        return True
-    if "*" in settings.allow_origins or origin.rstrip("/") in settings.allow_origins:
-        return True
-    host = headers.get("host", "")
-    return bool(host) and urlsplit(origin).netloc.lower() == host.lower()  # a page of this server
-
-
 class _Stream:
     """One WebSocket connection: its engine, its outgoing queue and its counters."""
 
@@ -155,6 +129,7 @@ class _Stream:
         self.engine: StreamEngine | None = None
         self.results_seen = 0  # results handed to this stream by the engine (sent or dropped)
         self.recorder = None  # --history: this stream's session there (ui/net/history.py)
+        self.tee = None  # a named stream's watchers (ui/net/watch.py: Channel.publish)
 
     # called on the event loop (via call_soon_threadsafe from the inference thread)
     def push_result(self, res: Result) -> None:
@@ -166,12 +141,17 @@ class _Stream:
                     break
             self.dropped += 1
         self.results_seen += 1
-        self.out.append(("result", res.to_json()))
+        record = res.to_json()
+        self.out.append(("result", record))
         self.wakeup.set()
+        if self.tee is not None:
+            self.tee(record)
 
     def push(self, record: dict) -> None:
         self.out.append((record["event"], record))
         self.wakeup.set()
+        if self.tee is not None:
+            self.tee(record)
 
     def on_result(self, res: Result) -> None:  # any thread
         if self.recorder is not None:
@@ -221,6 +201,9 @@ def create_app(model_or_factory, settings: ServerSettings | None = None, history
     app.state.settings = settings
     streams: set[_Stream] = set()
     app.state.streams = streams
+    app.state.watch = hub = WatchHub(settings)
+    app.include_router(kiosk_router(model, settings))
+    app.include_router(watch_router(hub, settings))
 
     @app.get("/healthz")
     async def healthz(request: Request):
@@ -231,21 +214,12 @@ def create_app(model_or_factory, settings: ServerSettings | None = None, history
 
     @app.websocket("/v1/listen")
     async def listen(ws: WebSocket):
-        await _listen(ws, model, settings, streams, history)
+        await _listen(ws, model, settings, streams, hub, history)
 
     if history is not None:
         app.include_router(history_router(history, lambda r: token_ok(settings, r.headers, r.query_params)))
 
     return app
-
-
-async def _refuse(ws: WebSocket, status: int, message: str) -> None:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if "websocket.http.response" in ws.scope.get("extensions", {}):
-        await ws.send_denial_response(Response(message + "\n", status_code=status, headers=headers,
-                                               media_type="text/plain"))
-    else:  # servers without the denial extension answer 403
-        await ws.close(code=CLOSE_POLICY)
 
 
 async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
@@ -256,33 +230,34 @@ async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
             pass
 
 
-async def _listen(ws: WebSocket, model, settings: ServerSettings, streams: set, history=None) -> None:
+async def _listen(ws: WebSocket, model, settings: ServerSettings, streams: set, hub: WatchHub,
+                  history=None) -> None:
     """One WebSocket connection of /v1/listen, from the access checks to the close."""
-    if not origin_ok(settings, ws.headers):
-        log.warning("refused a stream from origin %r (not in --allow-origin)", ws.headers.get("origin"))
-        return await _refuse(ws, 403, f"origin {ws.headers.get('origin')!r} is not allowed; "
-                                      "start the server with --allow-origin ORIGIN")
-    if not token_ok(settings, ws.headers, ws.query_params):
-        return await _refuse(ws, 401, "a valid token is required: send 'Authorization: Bearer TOKEN' "
-                                      "or the query parameter token=TOKEN")
+    if not await check_access(ws, settings):
+        return
     await ws.accept()
     try:
         rate, channels, fmt, cfg = parse_stream_params(ws.query_params, settings.engine)
-        check_stream_name(ws.query_params)
-    except ValueError as exc:  # BadParameter, or a name the history cannot use
-        await ws.send_text(json.dumps(_error(str(exc))))
-        return await _close(ws, CLOSE_POLICY, "bad query parameter")
+        name = ws.query_params.get("name")
+        name = None if name is None else check_name(name)
+    except ValueError as exc:  # BadParameter, or a bad stream name
+        return await refuse(ws, BAD_PARAMETER, str(exc))
     if len(streams) >= settings.max_streams:
-        await ws.send_text(json.dumps(_error(f"the server is at its limit of {settings.max_streams} "
-                                             "streams; try again later", retry=True)))
-        return await _close(ws, CLOSE_TRY_LATER, "server full")
+        return await refuse(ws, SERVER_FULL, f"the server is at its limit of {settings.max_streams} streams; "
+                                             "try again later")
     loop = asyncio.get_running_loop()
     st = _Stream(ws, loop, settings.send_queue)
     try:
         st.engine = StreamEngine(model, cfg, on_result=st.on_result)
     except ValueError as exc:
-        await ws.send_text(json.dumps(_error(f"engine settings: {exc}")))
-        return await _close(ws, CLOSE_POLICY, "bad engine settings")
+        return await refuse(ws, BAD_PARAMETER, f"engine settings: {exc}")
+    channel = None
+    if name is not None:
+        if (channel := hub.claim(name, st)) is None:
+            st.engine.close()
+            return await refuse(ws, NAME_IN_USE, f"a stream named {name!r} is already streaming to this server; "
+                                                 "choose another name, or stop that source")
+        st.tee = channel.publish
     st.recorder = stream_recorder(history, ws.query_params, st.engine)
     streams.add(st)
     sender = asyncio.create_task(st.sender())
@@ -296,6 +271,10 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, streams: set, 
         code, reason = 1011, "internal error"
     finally:
         streams.discard(st)
+        if channel is not None:  # its watchers see the end even when the source just vanished
+            channel_end = lambda: st.engine.summary().to_json(st.engine.stats, "source disconnected",  # noqa: E731
+                                                              dropped_results=st.dropped)
+            hub.release(channel, st, channel_end)
         st.engine.close()
     if st.recorder is not None:
         st.recorder.close(st.engine.summary(), reason or "client went away")
@@ -322,7 +301,8 @@ async def _serve_stream(st: _Stream, ws, rate, channels, fmt, settings: ServerSe
              "window_s": c.window_s, "hop_s": c.hop_s, "min_window_s": c.min_window_s,
              "smoothing_s": c.smoothing_s, "top_k": c.top_k, "sample_rate": rate, "channels": channels,
              "format": fmt, "max_frame_bytes": settings.max_frame_bytes,
-             "idle_timeout_s": settings.idle_timeout_s})
+             "idle_timeout_s": settings.idle_timeout_s, "genres": engine.genres,
+             "colours": genre_colours(engine.genres, engine.genres)})
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.idle_timeout_s
 

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"require this token from every client (default: env {TOKEN_ENV})")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="browser origin allowed to connect, e.g. https://kiosk.example (repeatable; '*' = any)")
+    p.add_argument("--max-watchers", type=int, default=64,
+                   help="screens watching named streams (/v1/watch) at most, in all (default 64)")
+    p.add_argument("--max-watchers-per-name", type=int, default=16,
+                   help="screens watching one named stream at most (default 16)")
     add_engine_flags(p)  # the streams' defaults; a client may choose its own in "start"
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_history_flags(p)  # --history FILE, --history-days N: every stream, per minute (ui/history)
@@ -90,7 +94,8 @@ def settings_from_args(args) -> ServerSettings:
     return ServerSettings(host=args.host, port=args.port, max_streams=args.max_streams,
                           idle_timeout_s=args.idle_timeout, max_frame_bytes=args.max_frame_bytes,
                           send_queue=args.send_queue, token=args.token or None,
-                          allow_origins=tuple(o.rstrip("/") for o in args.allow_origin), engine=engine_config(args))
+                          allow_origins=tuple(o.rstrip("/") for o in args.allow_origin), engine=engine_config(args),
+                          max_watchers=args.max_watchers, max_watchers_per_name=args.max_watchers_per_name)
 
 
 def main(argv=None) -> int:
@@ -101,6 +106,8 @@ def main(argv=None) -> int:
                             ("--idle-timeout", args.idle_timeout, args.idle_timeout > 0),
                             ("--max-frame-bytes", args.max_frame_bytes, args.max_frame_bytes >= 64),
                             ("--send-queue", args.send_queue, args.send_queue >= 1),
+                            ("--max-watchers", args.max_watchers, args.max_watchers >= 0),
+                            ("--max-watchers-per-name", args.max_watchers_per_name, args.max_watchers_per_name >= 0),
                             ("--port", args.port, 0 <= args.port <= 65535)):
         if not ok:
             parser.error(f"{name} {value} is out of range")
@@ -152,8 +159,8 @@ def _run_uvicorn(app, settings: ServerSettings, log_level: str) -> int:
             await asyncio.sleep(0.05)
         if server.started:  # the real port (--port 0 picks one), for scripts and tests
             port = server.servers[0].sockets[0].getsockname()[1]
-            print(f"Listening on ws://{settings.host}:{port}/v1/listen (health: http://{settings.host}:{port}/healthz)",
-                  file=sys.stderr, flush=True)
+            print(f"Listening on ws://{settings.host}:{port}/v1/listen (health: http://{settings.host}:{port}/healthz, "
+                  f"kiosk screen: http://{settings.host}:{port}/)", file=sys.stderr, flush=True)
         await task
 
     try:

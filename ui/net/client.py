@@ -42,7 +42,9 @@ _END, _STOP = object(), object()
 class ServerError(Exception):
     """The server could not be used. kind: 'unreachable', 'refused' (HTTP 401/403: token or
     origin), 'rejected' (close 1008: bad parameters), 'busy' (1013: at --max-streams),
-    'too-big' (1009), 'lost' (the connection dropped mid-stream)."""
+    'too-big' (1009), 'lost' (the connection dropped mid-stream), 'name-in-use' (1008: another
+    source streams under the same name; retried with `reconnect` once connected, since a
+    source that vanished without a close holds its name until the server notices)."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -64,7 +66,8 @@ class RemoteEngine:
                  on_result: Callable[[Result], None] | None = None,
                  on_event: Callable[[str], None] | None = None,
                  reconnect: bool = False, open_timeout: float = 10.0):
-        """options: window / hop / smoothing / top_k for the server's engine (None = server default).
+        """options: window / hop / smoothing / top_k for the server's engine (None = server default),
+        name: the stream's name, for screens that watch it (/v1/watch).
         on_event(message): server `error` events and reconnection notices, for the user."""
         self.url = url
         self.options = {k: v for k, v in (options or {}).items() if v is not None}
@@ -138,6 +141,8 @@ class RemoteEngine:
                 code = None
             ws.close()
             kind = {1013: "busy", 1008: "rejected", 1009: "too-big"}.get(code, "rejected")
+            if first.get("reason") == "name_in_use":  # not a bad request: another source has the name
+                kind = "name-in-use"
             raise ServerError(kind, f"the server rejected the stream: {message}")
         return ws, first
 

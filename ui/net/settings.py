@@ -27,6 +27,9 @@ class ServerSettings:
     allow_origins: browser origins allowed to connect ("*" = any). Requests without an
         Origin header (non-browser clients) are always allowed; a page on this same host is too.
     engine: defaults for every stream's EngineConfig; the query parameters override them.
+    max_watchers / max_watchers_per_name: connections of /v1/watch at most, in all and per
+        stream name (ui/net/watch.py); one more is refused with 1013, reason "watchers". A
+        watcher costs no inference, only a copy of each event.
     """
 
     host: str = "127.0.0.1"
@@ -38,3 +41,5 @@ class ServerSettings:
     token: str | None = None
     allow_origins: tuple[str, ...] = ()
     engine: EngineConfig = field(default_factory=EngineConfig)
+    max_watchers: int = 64
+    max_watchers_per_name: int = 16

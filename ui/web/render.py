@@ -8,7 +8,7 @@ import math
 import time
 from html import escape
 
-from ui.colours import genre_colour
+from ui.colours import SILENCE_COLOUR, genre_colour
 from ui.report import duration
 
 from .session import PLOT_SPAN_S, LiveStatus, Readout
@@ -34,7 +34,6 @@ MIC_PROBLEMS = {
 DASHES = ["", "6 3", "2 3"]
 DEFAULT_COLOUR = "#4e79a7"
 PLOT_CURRENT_K = 5  # the live plot draws the current top few (at most top_k) besides every leader
-SILENCE_COLOUR = "#b8b8b8"
 EMPTY_LIVE_PLOT = ("<div class='genre-plot'><div class='plot-title'>Genres over the last minute</div>"
                    "<div class='empty'>The plot starts with the first readout.</div></div>")
 

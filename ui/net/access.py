@@ -1,0 +1,126 @@
+"""Who may use the network API, and every refusal it gives, decided in one place.
+
+A refusal has a reason (one of REFUSALS: origin, token, bad_parameter, server_full,
+name_in_use, watchers), a close code, and a message that says what to do. `refuse` is the one
+function that sends one, and counts it by reason (`refused`), whichever endpoint refuses.
+
+How a refusal reaches the client depends on when, and to whom:
+
+- At the handshake (origin, token): a client without an Origin header (Python, any
+  non-browser client) gets the HTTP status (401, 403) with the message as the body, as
+  before. A browser always sends Origin, and a failed handshake shows it only "closed 1006",
+  the same as a server that is down: a kiosk page would retry a wrong token forever. So a
+  browser's handshake is accepted and closed at once with 4401 / 4403 (the HTTP status +
+  4000) and the message as the close reason; nothing it sends is read.
+- After the handshake: an `error` event (message, reason, retry), then the close code with
+  "REASON: message" as the close reason (cut to the 123 bytes a close frame holds).
+
+server_full and watchers close with 1013 (try again later); the others are permanent.
+"""
+from __future__ import annotations
+
+import collections
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from starlette.responses import Response
+from starlette.websockets import WebSocket, WebSocketState
+
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str  # the name it is counted (and logged) by
+    close_code: int
+    http_status: int | None = None  # the handshake answer to a client without Origin
+    retry: bool = False  # worth trying again later
+
+
+ORIGIN = Refusal("origin", 4403, 403)
+TOKEN = Refusal("token", 4401, 401)
+BAD_PARAMETER = Refusal("bad_parameter", 1008)
+SERVER_FULL = Refusal("server_full", 1013, retry=True)
+NAME_IN_USE = Refusal("name_in_use", 1008)
+WATCHERS = Refusal("watchers", 1013, retry=True)
+REFUSALS = {r.reason: r for r in (ORIGIN, TOKEN, BAD_PARAMETER, SERVER_FULL, NAME_IN_USE, WATCHERS)}
+
+# refusals since start, by reason (all apps of this process)
+refused: collections.Counter = collections.Counter()
+
+
+def _token_of(headers, query) -> str | None:
+    auth = headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return query.get("token")
+
+
+def token_ok(settings: ServerSettings, headers, query) -> bool:
+    if not settings.token:
+        return True
+    given = _token_of(headers, query)
+    # constant time: the comparison must not reveal how many leading characters matched
+    return given is not None and hmac.compare_digest(given.encode(), settings.token.encode())
+
+
+def origin_ok(settings: ServerSettings, headers) -> bool:
+    """Browsers always send Origin on a WebSocket handshake; other clients usually do not.
+    Without an allow-list entry, any page the user visits could otherwise open a stream to a
+    server running on their machine."""
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    if "*" in settings.allow_origins or origin.rstrip("/") in settings.allow_origins:
+        return True
+    host = headers.get("host", "")
+    return bool(host) and urlsplit(origin).netloc.lower() == host.lower()  # a page of this server
+
+
+def close_reason(refusal: Refusal, message: str) -> str:
+    """"REASON: message", cut to fit a close frame (123 bytes of UTF-8)."""
+    text = f"{refusal.reason}: {message}".encode()
+    return text[:123].decode(errors="ignore")
+
+
+async def refuse(ws: WebSocket, refusal: Refusal, message: str) -> None:
+    """Refuse `ws` (accepted or not yet) for `refusal`, saying `message`; see the module doc."""
+    refused[refusal.reason] += 1
+    log.warning("refused a WebSocket (%s): %s", refusal.reason, message)
+    if ws.application_state == WebSocketState.CONNECTING:
+        if refusal.http_status and "origin" not in ws.headers:
+            if "websocket.http.response" in ws.scope.get("extensions", {}):
+                headers = {"WWW-Authenticate": "Bearer"} if refusal.http_status == 401 else None
+                return await ws.send_denial_response(Response(message + "\n", status_code=refusal.http_status,
+                                                              headers=headers, media_type="text/plain"))
+            return await ws.close(code=1008)  # servers without the denial extension answer 403
+        await ws.accept()
+    if ws.application_state != WebSocketState.CONNECTED:
+        return
+    try:
+        record = {"event": "error", "message": message, "reason": refusal.reason}
+        if refusal.retry:
+            record["retry"] = True
+        await ws.send_text(json.dumps(record))
+        await ws.close(code=refusal.close_code, reason=close_reason(refusal, message))
+    except Exception:  # the client is gone already
+        pass
+
+
+async def check_access(ws: WebSocket, settings: ServerSettings) -> bool:
+    """The origin and token checks every WebSocket endpoint makes first; False: refused."""
+    if not origin_ok(settings, ws.headers):
+        await refuse(ws, ORIGIN, f"origin {ws.headers.get('origin')!r} is not allowed; "
+                                 "start the server with --allow-origin ORIGIN")
+        return False
+    if not token_ok(settings, ws.headers, ws.query_params):
+        await refuse(ws, TOKEN, "a valid token is required: send 'Authorization: Bearer TOKEN' "
+                                "or the query parameter token=TOKEN")
+        return False
+    return True

@@ -1,0 +1,390 @@
+// The kiosk screen (served at / by genre-serve; ui/net/kiosk.py). Left running for days:
+// everything it keeps is bounded (a 10-minute strip of 600 one-second slots, the newest 300
+// results), the microphone and the worklet outlive any number of reconnects, and a refusal
+// the server means (1008, 4401, 4403) stops the retries and says why.
+const params = new URLSearchParams(location.search);
+const config = JSON.parse(document.getElementById("kiosk-config").textContent);
+const $ = (id) => document.getElementById(id);
+
+const HISTORY_S = 600;           // the strip: the last 10 minutes, one slot a second
+const STALE_HOPS = 3;            // no result for this many hops (after the first): "stale"
+const BACKOFF_S = [0.5, 30];     // first retry delay, largest delay (doubling, with jitter)
+const PERMANENT = new Set([1008, 4401, 4403]);  // refusals that retrying cannot fix
+const MAX_BUFFERED = 1 << 20;    // bytes waiting in the socket: past this, audio is dropped
+const ENGINE_PARAMS = ["window", "hop", "smoothing", "top_k"];
+const watchName = params.get("watch");
+
+// What the page is doing, for diagnostics (and the tests); every part of it is bounded.
+const k = window.kiosk = {
+  state: "starting", detail: "", micRequests: 0, connects: 0, opens: 0, results: 0, summaries: 0,
+  refusal: null, summary: null, lastResults: [], framesSent: 0, framesDropped: 0, wakeLock: "none",
+  sampleRate: null, micLabel: null, mode: watchName ? "watch" : "listen",
+};
+
+let colours = config.colours || {};
+let sock = null, session = null;  // the open WebSocket and what it said (ready, when)
+let attempt = 0, retryAt = 0, retryTimer = 0, busy = false;
+let ctx = null, worklet = null, source = null, micStream = null, micProblem = null;
+let lastResult = null, lastResultAt = 0, levelDb = null;
+
+// ---- settings from the URL ---------------------------------------------------------------
+function query(extra) {
+  const q = new URLSearchParams(extra);
+  for (const name of ENGINE_PARAMS) if (params.has(name) && !watchName) q.set(name, params.get(name));
+  if (params.has("name") && !watchName) q.set("name", params.get("name"));
+  if (params.has("token")) q.set("token", params.get("token"));
+  return q;
+}
+
+function socketUrl(path, q) {
+  const url = new URL(path, location.href);  // relative: works behind a proxy's path prefix
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.search = q.toString();
+  return url.toString();
+}
+
+// ---- the connection ---------------------------------------------------------------------
+function connect() {
+  clearTimeout(retryTimer);
+  retryAt = 0;
+  const url = watchName
+    ? socketUrl("v1/watch", query({ name: watchName }))
+    : socketUrl("v1/listen", query({ sample_rate: ctx.sampleRate, channels: 1, format: "s16le" }));
+  k.connects++;
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  sock = ws;
+  session = { ready: null, watching: null, opened: performance.now(), error: null };
+  ws.onopen = () => { k.opens++; render(); };
+  ws.onmessage = (e) => { if (ws === sock) onEvent(JSON.parse(e.data)); };
+  ws.onclose = (e) => { if (ws === sock) onClose(e); };
+  render();
+}
+
+function onClose(e) {
+  const said = session && session.error;  // the error event a refusal sends before closing
+  sock = null;
+  session = null;
+  if (PERMANENT.has(e.code)) {
+    k.refusal = { code: e.code, reason: e.reason || (said && said.message) || "" };
+    return render();
+  }
+  busy = e.code === 1013;
+  // jitter: screens that lost the same server do not all come back in the same instant
+  const delay = Math.min(BACKOFF_S[1], BACKOFF_S[0] * 2 ** attempt * (0.75 + 0.5 * Math.random()));
+  attempt++;
+  retryAt = performance.now() + delay * 1000;
+  retryTimer = setTimeout(connect, delay * 1000);
+  render();
+}
+
+function onEvent(msg) {
+  switch (msg.event) {
+    case "watching":
+      session.watching = msg;
+      attempt = 0;
+      break;
+    case "ready":
+      session.ready = msg;
+      session.readyAt = performance.now();
+      if (msg.colours) colours = msg.colours;
+      $("model").textContent = `model ${msg.model} · window ${msg.window_s} s · hop ${msg.hop_s} s`;
+      attempt = 0;
+      busy = false;
+      if (watchName) { $("summary").hidden = true; k.summary = null; }
+      break;
+    case "result":
+      showResult(msg);
+      break;
+    case "summary":
+      k.summaries++;
+      k.summary = msg;
+      if (session) session.ready = null;  // a watched source ended; a new one sends ready
+      showSummary(msg);
+      break;
+    case "error":
+      session.error = msg;
+      if (!msg.reason) k.detail = msg.message;
+      break;
+  }
+  render();
+}
+
+// ---- what the screen shows -----------------------------------------------------------------
+function colourOf(genre) {
+  return colours[genre] || config.silence;
+}
+
+function showResult(r) {
+  k.results++;
+  lastResult = r;
+  lastResultAt = performance.now();
+  if (watchName && typeof r.level_dbfs === "number") levelDb = r.level_dbfs;
+  const lead = r.genre ?? r.label;
+  k.lastResults.push({ time_s: r.time_s, genre: lead, label: r.label, silent: r.silent, level: r.level_dbfs,
+                      at: Date.now() });
+  if (k.lastResults.length > 300) k.lastResults.shift();
+  stripMark(r.silent ? config.silence : colourOf(lead), session && session.ready ? session.ready.hop_s : 1);
+  draw(r);
+}
+
+function draw(r) {
+  const genre = $("genre");
+  const scores = r.genre_scores && Object.keys(r.genre_scores).length ? r.genre_scores : r.scores;
+  const lead = r.silent ? null : (r.genre ?? r.label);
+  genre.textContent = lead ?? "quiet";
+  genre.dataset.genre = lead ?? "";
+  genre.dataset.resultS = r.time_s;
+  genre.style.color = lead ? colourOf(lead) : config.silence;
+  fit(genre);
+  const score = lead ? (scores[lead] ?? 0) : 0;
+  const style = lead && r.label && r.label !== lead ? ` · style: ${r.label}` : "";
+  $("style").textContent = lead ? `${Math.round(100 * score)} %${style}` : "\u00a0";
+  const fill = $("bar-fill");
+  fill.style.width = `${Math.round(100 * Math.max(0, Math.min(1, score)))}%`;
+  fill.style.background = lead ? colourOf(lead) : config.silence;
+  $("bar").dataset.score = score.toFixed(3);
+  const rest = lead ? Object.entries(scores).filter(([g]) => g !== lead).sort((a, b) => b[1] - a[1]).slice(0, 2) : [];
+  $("next").querySelectorAll("li").forEach((li, i) => {
+    const [g, v] = rest[i] || ["", 0];
+    li.textContent = g ? `${g} ${Math.round(100 * v)} %` : "";
+    li.style.color = g ? colourOf(g) : "";
+    li.dataset.genre = g;
+  });
+}
+
+// The headline in the largest size that fits its box (long names on a portrait tablet).
+function fit(el) {
+  el.style.fontSize = "";
+  const base = parseFloat(getComputedStyle(el).fontSize);
+  if (el.scrollWidth > el.clientWidth) el.style.fontSize = `${Math.floor(base * el.clientWidth / el.scrollWidth * 0.97)}px`;
+}
+
+function showSummary(s) {
+  const el = $("summary");
+  const shares = Object.entries(s.genre_shares || s.shares || {}).slice(0, 3)
+    .map(([g, v]) => `${g} ${Math.round(100 * v)} %`).join(", ");
+  const minutes = (s.duration_s || 0) >= 120 ? `${Math.round(s.duration_s / 60)} min` : `${Math.round(s.duration_s || 0)} s`;
+  el.textContent = `Last source: ${minutes} · ${shares || "no readout"}`;
+  el.dataset.dominant = s.dominant_genre || s.dominant || "";
+  el.hidden = false;
+}
+
+// The strip: one slot per wall-clock second, so time without results stays dark. A result
+// colours the seconds since the previous one, up to the stale limit (a busy server may answer
+// every other hop; longer gaps are real and stay dark).
+const slots = new Array(HISTORY_S).fill(null);  // [second, colour]
+let lastSlot = 0;
+function stripMark(colour, hop) {
+  const now = Math.floor(Date.now() / 1000);
+  const from = Math.max(lastSlot + 1, now - Math.ceil(STALE_HOPS * Math.max(hop, 1)) + 1);
+  for (let s = from; s <= now; s++) slots[s % HISTORY_S] = [s, colour];
+  lastSlot = now;
+}
+
+function drawStrip() {
+  const canvas = $("strip"), g = canvas.getContext("2d");
+  const now = Math.floor(Date.now() / 1000);
+  g.fillStyle = "#222";
+  g.fillRect(0, 0, HISTORY_S, 1);
+  for (let i = 0; i < HISTORY_S; i++) {
+    const s = now - HISTORY_S + 1 + i, slot = slots[s % HISTORY_S];
+    if (slot && slot[0] === s) { g.fillStyle = slot[1]; g.fillRect(i, 0, 1, 1); }
+  }
+}
+
+// ---- the state line ---------------------------------------------------------------------
+const MIC_HELP = {
+  NotAllowedError: "the browser refused it. Allow the microphone for this page (the lock or microphone icon in " +
+    "the address bar: Microphone, Allow), then reload. A kiosk browser can allow it by policy (README, Kiosk).",
+  SecurityError: "the browser offers a microphone only to pages opened over HTTPS or from localhost.",
+  NotFoundError: "none was found. Connect one (or enable it in the system's sound settings), then reload.",
+  OverconstrainedError: "the chosen microphone (?mic=) is not there. Pick another below, or connect it.",
+  NotReadableError: "it could not be opened: another program may be using it. Close that program, then reload.",
+};
+
+function stateNow() {
+  if (k.refusal) {
+    const { code, reason } = k.refusal;
+    const why = reason.startsWith("token:") ? "the server needs a valid token: check ?token= in this page's address"
+      : reason.startsWith("origin:") ? "this page's origin is not allowed: start the server with --allow-origin"
+      : reason || `close code ${code}`;
+    return ["refused", `refused (${why})`];
+  }
+  if (micProblem) return ["no-microphone", `no microphone: ${MIC_HELP[micProblem] || micProblem}`];
+  if (ctx && ctx.state !== "running") return ["paused", "paused: click or press a key to start listening"];
+  if (retryAt) {
+    const left = Math.max(1, Math.ceil((retryAt - performance.now()) / 1000));
+    return ["reconnecting", `${busy ? "server busy" : "connection lost"}: reconnecting in ${left} s`];
+  }
+  if (!sock || sock.readyState !== WebSocket.OPEN) return ["connecting", "connecting"];
+  const ready = session.ready;
+  if (watchName && !ready) {
+    const ended = k.summary ? "the source ended; " : "";
+    return ["waiting", `${ended}waiting for a source named “${watchName}”`];
+  }
+  if (!ready) return ["connecting", "connecting"];
+  const since = (performance.now() - Math.max(session.readyAt, lastResultAt)) / 1000;
+  const first = lastResultAt < session.readyAt ? (ready.min_window_s ?? ready.window_s) : 0;
+  if (since > first + STALE_HOPS * ready.hop_s) return ["stale", `stale: no result for ${Math.round(since)} s`];
+  if (lastResult && lastResultAt >= session.readyAt && lastResult.silent) return ["quiet", "quiet"];
+  return ["listening", watchName ? `showing “${watchName}”` : "listening"];
+}
+
+function render() {
+  const [state, text] = stateNow();
+  k.state = state;
+  document.body.dataset.state = state;
+  const el = $("state");
+  if (el.textContent !== text) el.textContent = text;
+  $("start").hidden = state !== "paused";
+}
+
+function tick() {
+  render();
+  drawStrip();
+  const db = levelDb;
+  $("meter-fill").style.width = db == null ? "0%" : `${Math.max(0, Math.min(100, (db + 60) / 60 * 100))}%`;
+  $("level").textContent = db == null ? "level" : `${db.toFixed(0)} dBFS`;
+}
+
+// ---- the microphone ---------------------------------------------------------------------
+const AUDIO = { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1 };
+let frame = null, frameN = 0, peakDb = -120, levelAt = 0;
+
+async function openMic(deviceId) {
+  k.micRequests++;
+  const audio = deviceId ? { ...AUDIO, deviceId: { exact: deviceId } } : AUDIO;
+  return navigator.mediaDevices.getUserMedia({ audio });
+}
+
+async function startMic() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    micProblem = "SecurityError";
+    return render();
+  }
+  let stream;
+  try {
+    stream = await openMic(null);
+    const wanted = (params.get("mic") ?? localStorage.getItem("kiosk.mic") ?? "").toLowerCase();
+    const inputs = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
+    const match = wanted && inputs.find((d) => d.label.toLowerCase().includes(wanted));
+    if (match && match.deviceId !== stream.getAudioTracks()[0].getSettings().deviceId) {
+      stream.getTracks().forEach((t) => t.stop());
+      stream = await openMic(match.deviceId);
+    }
+  } catch (e) {
+    micProblem = e.name || String(e);
+    return render();
+  }
+  micProblem = null;
+  ctx = new AudioContext();
+  k.sampleRate = ctx.sampleRate;
+  await ctx.audioWorklet.addModule(new URL("kiosk/capture.js", location.href));
+  worklet = new AudioWorkletNode(ctx, "capture", { numberOfInputs: 1, numberOfOutputs: 1 });
+  worklet.port.onmessage = (e) => onBlock(e.data);
+  const mute = ctx.createGain();
+  mute.gain.value = 0;  // the node must reach the destination to be pulled; nothing is heard
+  worklet.connect(mute).connect(ctx.destination);
+  frame = new Int16Array(Math.round(ctx.sampleRate / 10));
+  useStream(stream);
+  ctx.onstatechange = render;
+  const resume = () => ctx.state !== "running" && ctx.resume();
+  for (const ev of ["click", "keydown", "touchend"]) document.addEventListener(ev, resume);
+  if (ctx.state !== "running") ctx.resume().catch(() => {});  // allowed by autoplay policy, or waits for a click
+  await listMics();
+  navigator.mediaDevices.addEventListener("devicechange", listMics);
+  connect();
+}
+
+function useStream(stream) {
+  if (source) source.disconnect();
+  if (micStream) micStream.getTracks().forEach((t) => t.stop());
+  micStream = stream;
+  const track = stream.getAudioTracks()[0];
+  k.micLabel = track.label;
+  k.micSettings = track.getSettings();
+  track.onended = () => { micProblem = "NotReadableError"; render(); setTimeout(reopenMic, 3000); };
+  source = ctx.createMediaStreamSource(stream);
+  source.connect(worklet);
+}
+
+async function reopenMic(deviceId) {  // the microphone went away, or another one was picked
+  try {
+    useStream(await openMic(deviceId || null));
+    micProblem = null;
+  } catch (e) {
+    micProblem = e.name || String(e);
+    setTimeout(reopenMic, 10000);
+  }
+  render();
+  listMics();
+}
+
+async function listMics() {
+  const select = $("mic");
+  const inputs = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
+  const current = micStream && micStream.getAudioTracks()[0].getSettings().deviceId;
+  select.replaceChildren(...inputs.map((d, i) => new Option(d.label || `microphone ${i + 1}`, d.deviceId, false,
+                                                            d.deviceId === current)));
+  select.hidden = inputs.length < 2;
+}
+
+$("mic").addEventListener("change", (e) => {
+  const option = e.target.selectedOptions[0];
+  localStorage.setItem("kiosk.mic", option.text);  // remembered by label: device ids change
+  reopenMic(option.value);
+});
+
+function onBlock(block) {
+  let sum = 0;
+  for (let i = 0; i < block.length; i++) sum += block[i] * block[i];
+  peakDb = Math.max(peakDb, 10 * Math.log10(sum / block.length + 1e-12));
+  if (performance.now() - levelAt > 100) { levelDb = peakDb; peakDb = -120; levelAt = performance.now(); }
+  for (let i = 0; i < block.length; i++) {
+    frame[frameN++] = Math.max(-32768, Math.min(32767, Math.round(block[i] * 32767)));
+    if (frameN === frame.length) { sendFrame(); frameN = 0; }
+  }
+}
+
+function sendFrame() {
+  if (sock && sock.readyState === WebSocket.OPEN && session.ready && sock.bufferedAmount < MAX_BUFFERED) {
+    sock.send(frame);  // copied by send: the buffer is reused for the next frame
+    k.framesSent++;
+  } else {
+    k.framesDropped++;  // not connected: the audio of that moment is not kept
+  }
+}
+
+// ---- unattended -------------------------------------------------------------------------
+let wakeLock = null;
+async function keepAwake() {
+  if (!("wakeLock" in navigator)) { k.wakeLock = "unsupported"; return; }
+  if (document.visibilityState !== "visible" || wakeLock) return;
+  try {
+    wakeLock = await navigator.wakeLock.request("screen");
+    k.wakeLock = "held";
+    wakeLock.addEventListener("release", () => { wakeLock = null; k.wakeLock = "released"; });
+  } catch (e) {
+    k.wakeLock = `refused: ${e.name}`;
+  }
+}
+document.addEventListener("visibilitychange", keepAwake);  // a hidden page loses the lock
+
+const fsButton = $("fullscreen");
+fsButton.hidden = !document.fullscreenEnabled;
+fsButton.addEventListener("click", () => document.documentElement.requestFullscreen().catch(() => {}));
+document.addEventListener("fullscreenchange", () => { fsButton.hidden = !!document.fullscreenElement; });
+window.addEventListener("resize", () => { if (lastResult) fit($("genre")); });
+$("start-button").addEventListener("click", () => ctx && ctx.resume());
+
+k.render = draw;  // draws a result record as the screen would (diagnostics: layout checks)
+keepAwake();
+setInterval(tick, 250);
+tick();
+if (watchName) {
+  $("level").textContent = "level";
+  connect();
+} else {
+  startMic().catch((e) => { micProblem = e.name || String(e); render(); });
+}

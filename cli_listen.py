@@ -72,9 +72,8 @@ def parse_args(argv):
                                      parents=[parser])
     parser.add_argument("-d", "--device", type=int_or_str, help="input device (numeric index or name substring)")
     parser.add_argument("-r", "--samplerate", type=int, help="sampling rate (default: the device's native rate)")
-    parser.add_argument("-c", "--channels", type=int,
-                        help="number of input channels (default: 1, or 2 where the device cannot record mono); "
-                             "the engine mixes them to mono")
+    parser.add_argument("-c", "--channels", type=int, help="number of input channels (default: 1, or 2 where the "
+                        "device cannot record mono); the engine mixes them to mono")
     add_model_flag(parser)
     add_engine_flags(parser)
     parser.add_argument("-t", "--duration", type=number, help="stop after this many seconds of audio")
@@ -84,9 +83,8 @@ def parse_args(argv):
     parser.add_argument("--server", metavar="ws://HOST:PORT",
                         help="send the audio to a genre server (genre-serve) instead of loading a model")
     parser.add_argument("--token", help="with --server: its access token (default: env GENRE_SERVER_TOKEN)")
-    parser.add_argument("--reconnect", action="store_true",
-                        help="with --server: retry a lost connection with backoff instead of exiting")
-    parser.add_argument("--name", help="with --server: name the stream, so screens can watch it (kiosk page ?watch=NAME)")
+    parser.add_argument("--reconnect", action="store_true", help="with --server: retry a lost connection, do not exit")
+    parser.add_argument("--name", help="with --server: name the stream, so screens can watch it (kiosk: ?watch=NAME)")
     add_history_flags(parser, name_default="listen")
     args = parser.parse_args(remaining)
     bad = problems(args) + history_problems(args)

@@ -180,7 +180,7 @@ def test_a_name_the_history_cannot_use_is_refused_with_1008(recorded):
 
     for name in ("x" * 65, "tab\there", " padded"):
         events, code = asyncio.run(attempt(name))
-        assert code == 1008 and "name: stream name" in events[0]["message"], (name, code, events)
+        assert code == 1008 and "is not a valid stream name" in events[0]["message"], (name, code, events)
 
 
 # ---------------------------------------------------------------- SIGKILL mid-stream ----------

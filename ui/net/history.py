@@ -20,20 +20,10 @@ from typing import Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ui.history.store import STEPS, HistoryStore, Recorder, check_name, iso, parse_time, zone
+from ui.history.store import STEPS, HistoryStore, Recorder, iso, parse_time, zone
 
 HISTORY_PARAMS = ("name", "from", "to", "step", "tz", "token")
 MAX_ROWS = 20160  # two weeks of minutes per request; longer ranges by hour or day
-
-
-def check_stream_name(query) -> None:
-    """`name=` of a /v1/listen request, if given, must be usable as a history name (ValueError)."""
-    name = query.get("name")
-    if name is not None:
-        try:
-            check_name(name)
-        except ValueError as exc:
-            raise ValueError(f"name: {exc}") from None
 
 
 def stream_recorder(store: HistoryStore | None, query, engine) -> Recorder | None:

@@ -5,18 +5,25 @@
 Parses the flags, loads the model and runs the app of ui/net/api.py under uvicorn; with `--ray`
 the same app runs as a Ray Serve ingress (ui/net/ray_ingress.py) in front of a batched model
 deployment (ui/net/ray_model.py).
+
+SIGTERM (or the first Ctrl-C) drains before uvicorn's own shutdown, which would cut every
+WebSocket with 1012: /readyz turns 503, new streams get 1013 "draining", open ones their last
+results, a summary (reason "shutdown") and 1001; then the process exits 0 (at the latest after
+--drain-timeout). A second signal exits at once (128 + the signal's number).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
+import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
+import time
 
 import uvicorn
 
@@ -26,23 +33,24 @@ from stream.models.remote import import_ray
 from ui.options import add_engine_flags, add_model_flag, engine_config, problems
 from ui.report import model_line
 
+from .logs import event, setup_logging
 from .ray_model import SPEC_HINT
 from .settings import TOKEN_ENV, ServerSettings
 
 PROG = "genre-serve"
+log = logging.getLogger("ui.net.server")
+UVICORN_GRACE_S = 2.0  # uvicorn's own shutdown after the drain: only connections the drain could not close
 
 
-class _RedactToken(logging.Filter):
-    """uvicorn logs each WebSocket request with its query string: hide ?token=..."""
+_json_banner = False  # --log-format json: the start and stop lines are JSON records too
 
-    pattern = re.compile(r"(token=)[^&\s\"']*")
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(self.pattern.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
-        if isinstance(record.msg, str):
-            record.msg = self.pattern.sub(r"\1***", record.msg)
-        return True
+def say(message: str, kind: str = "start") -> None:
+    """A start/stop line for the operator, whatever --log-level (scripts read "Listening on")."""
+    if _json_banner:
+        message = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": "info",
+                              "event": kind, "logger": "ui.net.server", "message": message})
+    print(message, file=sys.stderr, flush=True)
 
 
 def _is_loopback(host: str) -> bool:
@@ -74,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="browser origin allowed to connect, e.g. https://kiosk.example (repeatable; '*' = any)")
     add_engine_flags(p)  # the streams' defaults; a client may choose its own in "start"
+    p.add_argument("--max-session", type=float, metavar="S",
+                   help="end a stream after S seconds (summary reason max_session, close 1000; default: no limit)")
+    p.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
+                   help="on SIGTERM, give open streams this long for their last results (default 10)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="json: one object per line (time, level, event, stream, client, ...) for log shippers")
     r = p.add_argument_group("Ray Serve (pip install '.[serve]')")
     r.add_argument("--ray", action="store_true",
                    help="serve through Ray Serve: the model as a batched deployment, this app as its ingress")
@@ -87,7 +101,8 @@ def settings_from_args(args) -> ServerSettings:
     return ServerSettings(host=args.host, port=args.port, max_streams=args.max_streams,
                           idle_timeout_s=args.idle_timeout, max_frame_bytes=args.max_frame_bytes,
                           send_queue=args.send_queue, token=args.token or None,
-                          allow_origins=tuple(o.rstrip("/") for o in args.allow_origin), engine=engine_config(args))
+                          allow_origins=tuple(o.rstrip("/") for o in args.allow_origin), engine=engine_config(args),
+                          max_session_s=args.max_session, drain_timeout_s=args.drain_timeout)
 
 
 def main(argv=None) -> int:
@@ -98,12 +113,16 @@ def main(argv=None) -> int:
                             ("--idle-timeout", args.idle_timeout, args.idle_timeout > 0),
                             ("--max-frame-bytes", args.max_frame_bytes, args.max_frame_bytes >= 64),
                             ("--send-queue", args.send_queue, args.send_queue >= 1),
-                            ("--port", args.port, 0 <= args.port <= 65535)):
+                            ("--port", args.port, 0 <= args.port <= 65535),
+                            ("--max-session", args.max_session, args.max_session is None or args.max_session > 0),
+                            ("--drain-timeout", args.drain_timeout, args.drain_timeout >= 0)):
         if not ok:
             parser.error(f"{name} {value} is out of range")
     if bad := problems(args):
         parser.error("; ".join(bad))
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_format, args.log_level)
+    global _json_banner
+    _json_banner = args.log_format == "json"
     settings = settings_from_args(args)
     if not _is_loopback(settings.host) and not settings.token:
         print(f"{PROG}: WARNING: listening on {settings.host} without a token: anyone who can reach this "
@@ -115,7 +134,7 @@ def main(argv=None) -> int:
     except ModelLoadError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         return 4
-    print(model_line(model), file=sys.stderr, flush=True)
+    say(model_line(model))
     from .api import create_app  # inside: FastAPI (half a second) stays off the --help path
 
     try:
@@ -126,22 +145,64 @@ def main(argv=None) -> int:
     return _run_uvicorn(app, settings, args.log_level)
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose first SIGTERM/SIGINT drains the app's streams (ServerOps.drain)
+    before uvicorn's shutdown starts, and whose exit after a drain is 0 (uvicorn would re-raise
+    the signal once it is done, and a re-raised SIGTERM kills the process)."""
+
+    def __init__(self, config, ops, drain_timeout: float):
+        super().__init__(config)
+        self.ops, self.drain_timeout = ops, drain_timeout
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.drain_task: asyncio.Task | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig, frame) -> None:
+        # a signal handler: it runs between two bytecodes of the event loop's thread
+        if self.drain_task is not None or self.loop is None or not self.started:
+            print(f"{PROG}: second signal: exiting now", file=sys.stderr, flush=True)
+            os._exit(128 + int(sig))
+        self.loop.call_soon_threadsafe(self._start_drain, signal.Signals(sig).name)
+
+    def _start_drain(self, name: str) -> None:
+        if self.drain_task is None:
+            event(log, "drain", f"{name}: refusing new streams, finishing the open ones", reason="signal")
+            self.drain_task = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self.ops.drain(self.drain_timeout)
+        finally:
+            self.should_exit = True  # now uvicorn's shutdown: listeners closed, whatever is left cut
+
+
 def _run_uvicorn(app, settings: ServerSettings, log_level: str) -> int:
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, log_config=None,
                             ws_max_size=4 * settings.max_frame_bytes,  # over the limit: the app says why
-                            ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="off")
-    for name in ("uvicorn.error", "uvicorn.access"):  # uvicorn.Config has set up its loggers by now
-        logging.getLogger(name).addFilter(_RedactToken())
-    server = uvicorn.Server(config)
+                            ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="off",
+                            timeout_graceful_shutdown=UVICORN_GRACE_S)
+    server = DrainingServer(config, app.state.ops, settings.drain_timeout_s)
 
     async def serve():
+        server.loop = asyncio.get_running_loop()
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
         if server.started:  # the real port (--port 0 picks one), for scripts and tests
             port = server.servers[0].sockets[0].getsockname()[1]
-            print(f"Listening on ws://{settings.host}:{port}/v1/listen (health: http://{settings.host}:{port}/healthz)",
-                  file=sys.stderr, flush=True)
+            say(f"Listening on ws://{settings.host}:{port}/v1/listen (health: http://{settings.host}:{port}/healthz, "
+                f"readiness: /readyz, metrics: /metrics)")
         await task
 
     try:
@@ -150,6 +211,8 @@ def _run_uvicorn(app, settings: ServerSettings, log_level: str) -> int:
         return 5 if exc.code else 0
     except KeyboardInterrupt:
         pass
+    if server.drain_task is not None:
+        say(f"{PROG}: stopped", "stop")
     return 0
 
 

@@ -27,6 +27,11 @@ class ServerSettings:
     allow_origins: browser origins allowed to connect ("*" = any). Requests without an
         Origin header (non-browser clients) are always allowed; a page on this same host is too.
     engine: defaults for every stream's EngineConfig; the query parameters override them.
+    max_session_s: a stream open this long gets its summary (reason "max_session") and close
+        1000; None = no limit. Bounds what one kiosk can hold, and spreads long-lived streams
+        over the instances behind a load balancer when they reconnect.
+    drain_timeout_s: on SIGTERM, how long open streams get to receive their last results and
+        summary (close 1001) before the process exits anyway.
     """
 
     host: str = "127.0.0.1"
@@ -38,3 +43,5 @@ class ServerSettings:
     token: str | None = None
     allow_origins: tuple[str, ...] = ()
     engine: EngineConfig = field(default_factory=EngineConfig)
+    max_session_s: float | None = None
+    drain_timeout_s: float = 10.0

@@ -85,7 +85,8 @@ def parse_args(argv):
                         help="send the audio to a genre server (genre-serve) instead of loading a model")
     parser.add_argument("--token", help="with --server: its access token (default: env GENRE_SERVER_TOKEN)")
     parser.add_argument("--reconnect", action="store_true",
-                        help="with --server: retry a lost connection with backoff instead of exiting")
+                        help="with --server: keep reconnecting after a lost connection instead of exiting "
+                             "(the port is probed every 2 s at most; audio meanwhile is lost and counted)")
     args = parser.parse_args(remaining)
     bad = problems(args)
     if args.duration is not None and args.duration <= 0:
@@ -155,8 +156,10 @@ def connect(args, source: Source, on_result):
 
     try:
         token = args.token or os.environ.get("GENRE_SERVER_TOKEN")
+        # connection changes travel with the results, so the view shows them in order
         engine = RemoteEngine(args.server, args.server_options, token=token, on_result=on_result,
-                              on_event=lambda m: info(f"cli_listen: {m}"), reconnect=args.reconnect)
+                              on_event=lambda m: info(f"cli_listen: {m}"), on_connection=on_result,
+                              reconnect=args.reconnect)
         ready = engine.connect(source.rate, source.channels)
     except ValueError as exc:
         raise CliError(EXIT_USAGE, f"--server: {exc}") from None

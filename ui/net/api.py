@@ -71,7 +71,8 @@ def parse_stream_params(query, base: EngineConfig) -> tuple[int, int, str, Engin
     the parameter and what is accepted."""
     unknown = sorted(set(query.keys()) - set(QUERY_PARAMS))
     if unknown:
-        raise BadParameter(f"unknown query parameter(s) {unknown}; accepted: {', '.join(QUERY_PARAMS)}")
+        shown = [u if len(u) <= 40 else u[:40] + "..." for u in unknown[:5]]
+        raise BadParameter(f"unknown query parameter(s) {shown}; accepted: {', '.join(QUERY_PARAMS)}")
 
     def one(name):
         values = query.getlist(name)
@@ -83,12 +84,13 @@ def parse_stream_params(query, base: EngineConfig) -> tuple[int, int, str, Engin
         text = one(name)
         if text is None:
             return None
+        shown = repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text)} characters)"
         try:
             v = kind(text)
         except ValueError:
-            raise BadParameter(f"{name}={text!r} is not {what}") from None
+            raise BadParameter(f"{name}={shown} is not {what}") from None
         if kind is float and not np.isfinite(v):
-            raise BadParameter(f"{name}={text!r} is not {what}")
+            raise BadParameter(f"{name}={shown} is not {what}")
         return v
 
     rate = number("sample_rate", int, "an integer number of Hz")
@@ -102,7 +104,8 @@ def parse_stream_params(query, base: EngineConfig) -> tuple[int, int, str, Engin
     channels = 1 if channels is None else channels
     if not 1 <= channels <= MAX_CHANNELS:
         raise BadParameter(f"channels={channels} is out of range; accepted: 1..{MAX_CHANNELS}")
-    fmt = one("format") or "s16le"
+    fmt = one("format")
+    fmt = "s16le" if fmt is None else fmt  # (an empty format= is an error, not the default)
     if fmt not in FORMATS:
         raise BadParameter(f"format={fmt!r} is not supported; accepted: {', '.join(FORMATS)}")
     cfg = EngineConfig(**vars(base))
@@ -412,7 +415,7 @@ class _Receiver:
             return self.too_big(f"text frame of {len(text)} characters")
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # (deeply nested arrays exhaust the decoder's recursion)
             self.st.push(_error(f"a text frame must be a JSON object such as {{\"event\": \"end\"}}; got {text[:80]!r}"))
             return None
         if isinstance(msg, dict) and msg.get("event") == "end":

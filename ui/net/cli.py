@@ -63,7 +63,7 @@ def _fix_mmap_threshold() -> bool:
     """Keep glibc's mmap threshold where it starts. Every stream allocates buffers of a few
     hundred kB (its ring buffer, frames) and frees them when it closes; glibc raises the
     threshold to the size of the first such block freed, after which these blocks come from
-    the heap, fragment it and are not returned: under churn RSS crept up by ~0.5 MB per
+    the heap, fragment it and are not returned: under churn RSS crept up by ~0.25 MB per
     connection (tests/test_reliability.py, bench/soak.py). A fixed threshold keeps them mmapped
     and returned on free. No-op where the C library is not glibc."""
     try:
@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Serve live genre readouts over a WebSocket (see README: 'Network API').",
-        epilog="Exit codes: 0 stopped, 2 bad arguments, 4 the model could not be loaded, "
-               "5 the address could not be bound.")
+        epilog="Exit codes: 0 stopped (after the drain on SIGTERM or Ctrl-C), 2 bad arguments, 4 the model could "
+               "not be loaded, 5 the address could not be bound, 128+N a second signal N during the drain.")
     add_model_flag(p)  # (the front ends' shared flags: ui/options.py)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")

@@ -34,7 +34,7 @@ from ui.history.flags import HistoryError, add_history_flags, finish, history_pr
 from ui.options import DEFAULTS, add_engine_flags, add_model_flag, engine_config, number, problems
 from ui.report import model_error, model_line
 from ui.terminal.devices import DeviceError, list_devices, open_input
-from ui.terminal.sources import FileSource, MicSource, Source
+from ui.terminal.sources import FileSource, MicSource, Source, too_short
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUDIO, EXIT_MODEL, EXIT_SERVER, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 
@@ -83,7 +83,8 @@ def parse_args(argv):
     parser.add_argument("--server", metavar="ws://HOST:PORT",
                         help="send the audio to a genre server (genre-serve) instead of loading a model")
     parser.add_argument("--token", help="with --server: its access token (default: env GENRE_SERVER_TOKEN)")
-    parser.add_argument("--reconnect", action="store_true", help="with --server: retry a lost connection, do not exit")
+    parser.add_argument("--reconnect", action="store_true", help="with --server: keep reconnecting (probing every "
+                        "2 s at most; audio meanwhile is lost and counted) instead of exiting")
     parser.add_argument("--name", help="with --server: name the stream, so screens can watch it (kiosk: ?watch=NAME)")
     add_history_flags(parser, name_default="listen")
     args = parser.parse_args(remaining)
@@ -156,8 +157,10 @@ def connect(args, source: Source, on_result):
 
     try:
         token = args.token or os.environ.get("GENRE_SERVER_TOKEN")
+        # connection changes travel with the results, so the view shows them in order
         engine = RemoteEngine(args.server, args.server_options, token=token, on_result=on_result,
-                              on_event=lambda m: info(f"cli_listen: {m}"), reconnect=args.reconnect)
+                              on_event=lambda m: info(f"cli_listen: {m}"), on_connection=on_result,
+                              reconnect=args.reconnect)
         ready = engine.connect(source.rate, source.channels)
     except ValueError as exc:
         raise CliError(EXIT_USAGE, f"--server: {exc}") from None
@@ -241,12 +244,6 @@ def stop_reason(args, engine, source: Source, elapsed: float) -> tuple[str, int]
 def show_pending(results: queue.Queue, view) -> None:
     while not results.empty():  # this thread is the only reader
         view.show(results.get_nowait())
-
-
-def too_short(model, seconds: float) -> str | None:
-    """Why `seconds` of audio give no readout, when they are fewer than `model` needs (None: --server)."""
-    min_s = model.min_samples / model.sample_rate if model is not None else 0.0
-    return f"{model.name} needs at least {min_s:.2f} s" if seconds < min_s else None
 
 
 def run(args) -> int:

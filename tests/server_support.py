@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -262,3 +263,128 @@ def eight_clients(server) -> tuple[list[StreamRun], dict]:
             ref = local[r["time_s"]]
             assert all(abs(v - ref[k]) < 2e-3 for k, v in r["scores"].items()), (what, r, ref)
     return runs, mid
+
+
+# ---------------------------------------------------------------- operations (issue 21) -
+def http_get(port: int, path: str, token=None, timeout=30.0) -> tuple[int, str]:
+    """(status, body) of GET http://127.0.0.1:PORT/PATH; errors are statuses, not exceptions.
+    token: sent as `Authorization: Bearer`."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metric_samples(text: str) -> dict:
+    """The Prometheus text, parsed by prometheus_client's own parser: {(sample name,
+    ((label, value), ...)): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def scrape(server, token=None) -> dict:
+    status, body = http_get(server.port, "/metrics", token)
+    assert status == 200, (status, body)
+    return metric_samples(body)
+
+
+def metric(samples: dict, name: str, **labels) -> float:
+    return samples[(name, tuple(sorted((k, str(v)) for k, v in labels.items())))]
+
+
+def poll(check, timeout=120.0, interval=0.1):
+    """check() until it returns something truthy or `timeout` passes; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def wait_ready(server, timeout=120.0) -> None:
+    """Until /readyz says 200 (the model is warmed up)."""
+    assert poll(lambda: http_get(server.port, "/readyz")[0] == 200, timeout), http_get(server.port, "/readyz")
+
+
+class RawClient:
+    """A WebSocket client written on a bare socket, for what a library client will not do:
+    never read a byte (a small receive buffer, so the server's sends back up at once), stop
+    in the middle of a frame, or vanish without a close frame."""
+
+    def __init__(self, port: int, path: str, rcvbuf: int = 4096):
+        import base64
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: the window stays small
+        self.sock.settimeout(30)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                          .encode())
+
+    @staticmethod
+    def frame(payload: bytes, opcode: int = 2, seed: int = 0) -> bytes:
+        """One masked client frame (RFC 6455 5.2)."""
+        n = len(payload)
+        head = bytes([0x80 | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 1 << 16:
+            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+        mask = np.random.default_rng(seed).bytes(4)
+        body = (np.frombuffer(payload, np.uint8) ^ np.resize(np.frombuffer(mask, np.uint8), n)).tobytes()
+        return head + mask + body
+
+    def send(self, payload: bytes, opcode: int = 2) -> None:
+        self.sock.sendall(self.frame(payload, opcode))
+
+    def send_partial(self, payload: bytes) -> None:
+        """The header and half the body of a frame, and no more."""
+        f = self.frame(payload)
+        self.sock.sendall(f[: len(f) - len(payload) // 2])
+
+    def abort(self) -> None:
+        """Gone without a close frame (RST rather than FIN where the kernel can)."""
+        import struct
+
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def never_reads(port: int, path: str, stop: threading.Event, chunk: bytes, every_s: float = 0.1) -> threading.Thread:
+    """A RawClient on `path` that sends `chunk` every `every_s` until `stop` (or the server cuts
+    it), reading nothing; runs on a daemon thread."""
+
+    def run():
+        c = RawClient(port, path)
+        try:
+            while not stop.is_set():
+                c.send(chunk)
+                time.sleep(every_s)
+        except OSError:  # the server closed it
+            pass
+        finally:
+            c.abort()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t

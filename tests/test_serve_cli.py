@@ -42,6 +42,9 @@ def test_local_run_two_commands():
         assert r.returncode == 0, r.stderr[-2000:]
         assert "served by Ray Serve app 'genre-cli'" in r.stdout and "(2 replicas)" in r.stdout
         assert "shape (2, 92)" in r.stdout
+        # Ray Serve's client-side plumbing stays off the terminal (issue 23 item 12)
+        assert "SharedRouterLongPollClient" not in r.stdout + r.stderr, r.stderr[-2000:]
+        assert not any("Connecting to existing Serve app" in l for l in lines), "".join(lines)
     finally:
         srv.send_signal(signal.SIGINT)
         try:

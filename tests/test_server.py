@@ -492,18 +492,22 @@ def test_cli_reports_a_lost_connection(music_wav):
     assert '"reason": "connection lost"' in out
 
 
-def test_cli_reconnects_with_backoff(music_wav):
+def test_cli_reconnects_after_a_kill_and_counts_the_lost_audio(music_wav):
+    """The server is killed (no close frame) and started again on the same port a few seconds
+    later: the listener says it is disconnected (an event in --json), probes until the port
+    answers, resumes, and its summary says how much audio was lost meanwhile."""
     srv = ServerProcess().wait_ready()
     port = srv.port
-    cli = _cli_live(["--server", srv.ws_url, "--reconnect", "--file", str(music_wav), "--duration", "30",
-                     "--hop", "1", "--json"])
+    cli = _cli_live(["--server", srv.ws_url, "--reconnect", "--file", str(music_wav), "--hop", "1", "--json"])
     srv2 = None
     try:
-        assert json.loads(cli.stdout.readline())["event"] == "result"
+        first = cli.stdout.readline()
+        assert json.loads(first)["event"] == "result"
         srv.stop(kill=True)
-        time.sleep(1.0)
+        time.sleep(3.0)  # an outage of several probes
         srv2 = ServerProcess(port=port).wait_ready()  # the same address comes back
-        out, err = cli.communicate(timeout=120)
+        out, err = cli.communicate(timeout=120)  # until the end of the 40 s file
+        out = first + out
     finally:
         for s in (srv, srv2):
             if s is not None:
@@ -513,8 +517,18 @@ def test_cli_reconnects_with_backoff(music_wav):
             cli.wait()
     assert cli.returncode == 0, err
     assert "reconnecting" in err and "reconnected" in err and "Traceback" not in err
-    results, summaries = parse_json_lines("".join([out]))
+    records = [json.loads(line) for line in out.splitlines() if line.strip()]
+    kinds = [r["event"] for r in records]
+    assert kinds.count("disconnected") == 1 and kinds.count("reconnected") == 1, kinds
+    down, up = kinds.index("disconnected"), kinds.index("reconnected")
+    assert down < up and "lost" in records[down]["reason"] and records[up]["outage_s"] > 2.0, records[down:up + 1]
+    results, summaries = parse_json_lines(out)
     times = [o["time_s"] for o in results]
     # readouts before and after the outage; stream time keeps counting across sessions
-    assert times == sorted(times) and len(times) >= 3 and times[-1] >= times[0] + 3, times
-    assert summaries[0]["reason"] == "duration reached"
+    assert times == sorted(times) and len(times) >= 3, times
+    assert any(r["event"] == "result" for r in records[up:]), kinds
+    s = summaries[0]
+    assert s["reason"] == "end of file" and s["disconnects"] == 1, s
+    # the outage (the kill, 3 s, the new server's start) is audio the server never heard
+    assert s["audio_lost_s"] >= 2.0 and s["audio_lost_s"] == records[up]["lost_s"], (s, records[up])
+    assert f"{s['audio_lost_s']:.1f} s of audio lost while disconnected" in err, err

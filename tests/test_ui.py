@@ -281,3 +281,45 @@ def test_one_colour_per_genre_for_every_front_end_and_run():
                            cwd=Path(__file__).resolve().parents[1], env={"PYTHONHASHSEED": seed}).stdout
             for seed in ("1", "2", "3")}
     assert len(runs) == 1 and runs.pop().split() == [genre_colour("zydeco"), "#4e79a7"]
+
+
+def test_terminal_panel_and_lines_say_when_a_server_connection_is_down(capsys):
+    """cli_listen.py --server --reconnect: the panel marks the last readout as from before the
+    outage; --json prints the connection events; the summary says how much audio was lost."""
+    import io
+
+    from rich.console import Console
+
+    from ui.terminal.sources import LevelMeter
+    from ui.terminal.view import Lines, LiveView
+
+    class Engine:  # a RemoteEngine after one outage
+        disconnects, lost_s = 1, 3.456
+        stats = EngineStats(4, 0, 0, 0, None, 120.0, 130.0, 0.12, 160000, 10.0, 0, 0.5)
+
+        def summary(self):
+            return SessionSummary(7.0, 0.0, {"techno": 1.0}, "techno", {"Electronic": 1.0}, "Electronic")
+
+    class Source:
+        title, seconds, overflows, dropped = "test", 10.0, 0, 0
+        meter = LevelMeter()
+
+    console = Console(file=io.StringIO(), width=80, height=24, force_terminal=True, color_system=None)
+    view = LiveView(Engine(), Source(), console=console)
+    view.show(Result({"techno": 0.3}, {}, "techno", 6.0, False, -20.0, 9.0, 130.0, 140.0, "Electronic",
+                     {"Electronic": 0.3}))
+    view.show({"event": "disconnected", "reason": "connection lost", "time_s": 6.5})
+    with view:
+        view.render()
+    assert "disconnected — reconnecting" in console.file.getvalue()
+    view.show({"event": "reconnected", "session": 2, "outage_s": 4.0, "lost_s": 3.46})
+    assert view.link is None and view.latest.time_s == 6.0
+
+    lines = Lines(Engine(), Source(), json_lines=True)
+    lines.show({"event": "disconnected", "reason": "connection lost", "time_s": 6.5})
+    lines.summary("end of file")
+    out, err = capsys.readouterr()
+    records = [json.loads(l) for l in out.splitlines()]
+    assert records[0] == {"event": "disconnected", "reason": "connection lost", "time_s": 6.5}
+    assert records[1]["event"] == "summary" and records[1]["disconnects"] == 1 and records[1]["audio_lost_s"] == 3.46
+    assert "Disconnected 1 time: 3.5 s of audio lost while disconnected." in err

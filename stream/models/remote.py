@@ -87,7 +87,16 @@ def connect(address: str | None = None, *, spec: str = SCHEME, timeout: float = 
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = "on this machine (address 'auto')" if address == "auto" else f"at {address}"
         raise ModelLoadError(spec, f"Ray is not reachable {where} ({type(exc).__name__}: {exc})", advice) from exc
+    quiet_serve_logs()
     return address
+
+
+def quiet_serve_logs() -> None:
+    """Ray Serve's client side logs its plumbing at INFO on its own handler ("Started
+    <...SharedRouterLongPollClient object at 0x...>", "Connecting to existing Serve app ...
+    will not be applied" when `serve.run` follows `serve.start`): noise on an edge's or a
+    command's terminal. Its warnings and errors still show."""
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
 
 
 def wait_until_running(app: str, *, spec: str, where: str, timeout: float = READY_TIMEOUT_S,

@@ -1,8 +1,11 @@
 """Who may use the network API, and every refusal it gives, decided in one place.
 
-A refusal has a reason (one of REFUSALS: origin, token, bad_parameter, server_full,
+A refusal has a reason (one of REFUSALS: origin, token, bad_parameter, capacity, draining,
 name_in_use, watchers), a close code, and a message that says what to do. `refuse` is the one
-function that sends one, and counts it by reason (`refused`), whichever endpoint refuses.
+function that sends one, counts it by reason (`refused`, and the app's Prometheus counter
+genre_rejected_total, ui/net/metrics.py) and logs it (a `reject` event, ui/net/logs.py),
+whichever endpoint refuses. The token travels as `Authorization: Bearer TOKEN` or `?token=TOKEN`
+on every route alike (browsers cannot set headers on a WebSocket, so the query form must stay).
 
 How a refusal reaches the client depends on when, and to whom:
 
@@ -15,7 +18,7 @@ How a refusal reaches the client depends on when, and to whom:
 - After the handshake: an `error` event (message, reason, retry), then the close code with
   "REASON: message" as the close reason (cut to the 123 bytes a close frame holds).
 
-server_full and watchers close with 1013 (try again later); the others are permanent.
+capacity, draining and watchers close with 1013 (try again later / elsewhere); the others are permanent.
 """
 from __future__ import annotations
 
@@ -26,12 +29,14 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from fastapi import HTTPException, Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketState
 
+from .logs import event
 from .settings import ServerSettings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ui.net.server")
 
 
 @dataclass(frozen=True)
@@ -45,16 +50,18 @@ class Refusal:
 ORIGIN = Refusal("origin", 4403, 403)
 TOKEN = Refusal("token", 4401, 401)
 BAD_PARAMETER = Refusal("bad_parameter", 1008)
-SERVER_FULL = Refusal("server_full", 1013, retry=True)
+CAPACITY = Refusal("capacity", 1013, retry=True)  # --max-streams reached
+DRAINING = Refusal("draining", 1013, retry=True)  # shutting down: connect elsewhere
 NAME_IN_USE = Refusal("name_in_use", 1008)
 WATCHERS = Refusal("watchers", 1013, retry=True)
-REFUSALS = {r.reason: r for r in (ORIGIN, TOKEN, BAD_PARAMETER, SERVER_FULL, NAME_IN_USE, WATCHERS)}
+REFUSALS = {r.reason: r for r in (ORIGIN, TOKEN, BAD_PARAMETER, CAPACITY, DRAINING, NAME_IN_USE, WATCHERS)}
 
 # refusals since start, by reason (all apps of this process)
 refused: collections.Counter = collections.Counter()
 
 
-def _token_of(headers, query) -> str | None:
+def token_of(headers, query) -> str | None:
+    """The token a request carries: the Bearer header first, else ?token=."""
     auth = headers.get("authorization", "")
     scheme, _, value = auth.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -65,7 +72,7 @@ def _token_of(headers, query) -> str | None:
 def token_ok(settings: ServerSettings, headers, query) -> bool:
     if not settings.token:
         return True
-    given = _token_of(headers, query)
+    given = token_of(headers, query)
     # constant time: the comparison must not reveal how many leading characters matched
     return given is not None and hmac.compare_digest(given.encode(), settings.token.encode())
 
@@ -92,7 +99,12 @@ def close_reason(refusal: Refusal, message: str) -> str:
 async def refuse(ws: WebSocket, refusal: Refusal, message: str) -> None:
     """Refuse `ws` (accepted or not yet) for `refusal`, saying `message`; see the module doc."""
     refused[refusal.reason] += 1
-    log.warning("refused a WebSocket (%s): %s", refusal.reason, message)
+    ops = getattr(getattr(ws.scope.get("app"), "state", None), "ops", None)  # (ui/net/ops.py, when mounted)
+    if ops is not None:
+        ops.metrics.reject(refusal.reason)
+    client = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+    event(log, "reject", message, level=logging.WARNING if refusal.http_status else logging.INFO,
+          client=client, reason=refusal.reason, code=refusal.close_code)
     if ws.application_state == WebSocketState.CONNECTING:
         if refusal.http_status and "origin" not in ws.headers:
             if "websocket.http.response" in ws.scope.get("extensions", {}):
@@ -124,3 +136,13 @@ async def check_access(ws: WebSocket, settings: ServerSettings) -> bool:
                                 "or the query parameter token=TOKEN")
         return False
     return True
+
+
+def require_token(request: Request) -> None:
+    """FastAPI dependency of the routes that say more than "alive": 401 without the token
+    (when the server has one), with the same two ways to pass it as the WebSocket."""
+    settings: ServerSettings = request.app.state.settings
+    if not token_ok(settings, request.headers, request.query_params):
+        raise HTTPException(status_code=401, detail="a valid token is required: send 'Authorization: Bearer "
+                                                    "TOKEN' or the query parameter token=TOKEN",
+                            headers={"WWW-Authenticate": "Bearer"})

@@ -5,18 +5,27 @@
 Parses the flags, loads the model and runs the app of ui/net/api.py under uvicorn; with `--ray`
 the same app runs as a Ray Serve ingress (ui/net/ray_ingress.py) in front of a batched model
 deployment (ui/net/ray_model.py).
+
+SIGTERM (or the first Ctrl-C) drains before uvicorn's own shutdown, which would cut every
+WebSocket with 1012: /readyz turns 503, new streams get 1013 "draining", open ones their last
+results, a summary (reason "shutdown") and 1001; then the process exits 0 (at the latest after
+--drain-timeout). A second signal exits at once (128 + the signal's number).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
 import ipaddress
+import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
+import time
 
 import uvicorn
 
@@ -27,23 +36,42 @@ from ui.history.flags import HistoryError, add_history_flags, history_problems, 
 from ui.options import add_engine_flags, add_model_flag, engine_config, problems
 from ui.report import model_line
 
+from .logs import event, setup_logging
 from .ray_model import SPEC_HINT
 from .settings import TOKEN_ENV, ServerSettings
 
 PROG = "genre-serve"
+log = logging.getLogger("ui.net.server")
+UVICORN_GRACE_S = 2.0  # uvicorn's own shutdown after the drain: only connections the drain could not close
 
 
-class _RedactToken(logging.Filter):
-    """uvicorn logs each WebSocket request with its query string: hide ?token=..."""
+_json_banner = False  # --log-format json: the start and stop lines are JSON records too
 
-    pattern = re.compile(r"(token=)[^&\s\"']*")
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(self.pattern.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
-        if isinstance(record.msg, str):
-            record.msg = self.pattern.sub(r"\1***", record.msg)
-        return True
+def say(message: str, kind: str = "start") -> None:
+    """A start/stop line for the operator, whatever --log-level (scripts read "Listening on")."""
+    if _json_banner:
+        message = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": "info",
+                              "event": kind, "logger": "ui.net.server", "message": message})
+    print(message, file=sys.stderr, flush=True)
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter (malloc.h)
+MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
+
+
+def _fix_mmap_threshold() -> bool:
+    """Keep glibc's mmap threshold where it starts. Every stream allocates buffers of a few
+    hundred kB (its ring buffer, frames) and frees them when it closes; glibc raises the
+    threshold to the size of the first such block freed, after which these blocks come from
+    the heap, fragment it and are not returned: under churn RSS crept up by ~0.25 MB per
+    connection (tests/test_reliability.py, bench/soak.py). A fixed threshold keeps them mmapped
+    and returned on free. No-op where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
 
 
 def _is_loopback(host: str) -> bool:
@@ -59,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Serve live genre readouts over a WebSocket (see README: 'Network API').",
-        epilog="Exit codes: 0 stopped, 2 bad arguments (or a --history file it cannot use), 4 the model could "
-               "not be loaded, "
-               "5 the address could not be bound.")
+        epilog="Exit codes: 0 stopped (after the drain on SIGTERM or Ctrl-C), 2 bad arguments (or a --history file "
+               "it cannot use), 4 the model could not be loaded, 5 the address could not be bound, 128+N a "
+               "second signal N during the drain.")
     add_model_flag(p)  # (the front ends' shared flags: ui/options.py)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
@@ -80,7 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-watchers-per-name", type=int, default=16,
                    help="screens watching one named stream at most (default 16)")
     add_engine_flags(p)  # the streams' defaults; a client may choose its own in "start"
+    p.add_argument("--max-session", type=float, metavar="S",
+                   help="end a stream after S seconds (summary reason max_session, close 1000; default: no limit)")
+    p.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
+                   help="on SIGTERM, give open streams this long for their last results (default 10)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="json: one object per line (time, level, event, stream, client, ...) for log shippers")
     add_history_flags(p)  # --history FILE, --history-days N: every stream, per minute (ui/history)
     r = p.add_argument_group("Ray Serve (pip install '.[serve]')")
     r.add_argument("--ray", action="store_true",
@@ -95,7 +129,8 @@ def settings_from_args(args) -> ServerSettings:
                           idle_timeout_s=args.idle_timeout, max_frame_bytes=args.max_frame_bytes,
                           send_queue=args.send_queue, token=args.token or None,
                           allow_origins=tuple(o.rstrip("/") for o in args.allow_origin), engine=engine_config(args),
-                          max_watchers=args.max_watchers, max_watchers_per_name=args.max_watchers_per_name)
+                          max_watchers=args.max_watchers, max_watchers_per_name=args.max_watchers_per_name,
+                          max_session_s=args.max_session, drain_timeout_s=args.drain_timeout)
 
 
 def main(argv=None) -> int:
@@ -108,27 +143,32 @@ def main(argv=None) -> int:
                             ("--send-queue", args.send_queue, args.send_queue >= 1),
                             ("--max-watchers", args.max_watchers, args.max_watchers >= 0),
                             ("--max-watchers-per-name", args.max_watchers_per_name, args.max_watchers_per_name >= 0),
-                            ("--port", args.port, 0 <= args.port <= 65535)):
+                            ("--port", args.port, 0 <= args.port <= 65535),
+                            ("--max-session", args.max_session, args.max_session is None or args.max_session > 0),
+                            ("--drain-timeout", args.drain_timeout, args.drain_timeout >= 0)):
         if not ok:
             parser.error(f"{name} {value} is out of range")
     if bad := problems(args) + history_problems(args):
         parser.error("; ".join(bad))
     if args.ray and args.history:
         parser.error("--history is not supported with --ray yet (ingress replicas would share one file)")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_format, args.log_level)
+    global _json_banner
+    _json_banner = args.log_format == "json"
     settings = settings_from_args(args)
     if not _is_loopback(settings.host) and not settings.token:
         print(f"{PROG}: WARNING: listening on {settings.host} without a token: anyone who can reach this "
               f"port can stream audio to it. Set --token or {TOKEN_ENV}.", file=sys.stderr, flush=True)
     if args.ray:
         return _main_ray(args, settings)
+    _fix_mmap_threshold()
     try:
         history = open_history(args)  # a file it cannot use fails now, before the model loads
         model = load_model(args.model)
     except (HistoryError, ModelLoadError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         return 2 if isinstance(exc, HistoryError) else 4
-    print(model_line(model), file=sys.stderr, flush=True)
+    say(model_line(model))
     from .api import create_app  # inside: FastAPI (half a second) stays off the --help path
 
     try:
@@ -136,31 +176,71 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    if history is not None:  # SIGTERM ends like Ctrl-C (uvicorn re-raises it after its shutdown), so the
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # finally below writes the last minutes
-    try:
+    try:  # (SIGTERM drains, then returns here: the finally writes the history's last minutes)
         return _run_uvicorn(app, settings, args.log_level)
     finally:
         if history is not None:  # the open streams' last minutes and session ends
             history.close()
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose first SIGTERM/SIGINT drains the app's streams (ServerOps.drain)
+    before uvicorn's shutdown starts, and whose exit after a drain is 0 (uvicorn would re-raise
+    the signal once it is done, and a re-raised SIGTERM kills the process)."""
+
+    def __init__(self, config, ops, drain_timeout: float):
+        super().__init__(config)
+        self.ops, self.drain_timeout = ops, drain_timeout
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.drain_task: asyncio.Task | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig, frame) -> None:
+        # a signal handler: it runs between two bytecodes of the event loop's thread
+        if self.drain_task is not None or self.loop is None or not self.started:
+            print(f"{PROG}: second signal: exiting now", file=sys.stderr, flush=True)
+            os._exit(128 + int(sig))
+        self.loop.call_soon_threadsafe(self._start_drain, signal.Signals(sig).name)
+
+    def _start_drain(self, name: str) -> None:
+        if self.drain_task is None:
+            event(log, "drain", f"{name}: refusing new streams, finishing the open ones", reason="signal")
+            self.drain_task = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            await self.ops.drain(self.drain_timeout)
+        finally:
+            self.should_exit = True  # now uvicorn's shutdown: listeners closed, whatever is left cut
+
+
 def _run_uvicorn(app, settings: ServerSettings, log_level: str) -> int:
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, log_config=None,
                             ws_max_size=4 * settings.max_frame_bytes,  # over the limit: the app says why
-                            ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="off")
-    for name in ("uvicorn.error", "uvicorn.access"):  # uvicorn.Config has set up its loggers by now
-        logging.getLogger(name).addFilter(_RedactToken())
-    server = uvicorn.Server(config)
+                            ws_ping_interval=20.0, ws_ping_timeout=20.0, lifespan="off",
+                            timeout_graceful_shutdown=UVICORN_GRACE_S)
+    server = DrainingServer(config, app.state.ops, settings.drain_timeout_s)
 
     async def serve():
+        server.loop = asyncio.get_running_loop()
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
         if server.started:  # the real port (--port 0 picks one), for scripts and tests
             port = server.servers[0].sockets[0].getsockname()[1]
-            print(f"Listening on ws://{settings.host}:{port}/v1/listen (health: http://{settings.host}:{port}/healthz, "
-                  f"kiosk screen: http://{settings.host}:{port}/)", file=sys.stderr, flush=True)
+            say(f"Listening on ws://{settings.host}:{port}/v1/listen (health: http://{settings.host}:{port}/healthz, "
+                f"readiness: /readyz, metrics: /metrics, kiosk screen: http://{settings.host}:{port}/)")
         await task
 
     try:
@@ -169,6 +249,8 @@ def _run_uvicorn(app, settings: ServerSettings, log_level: str) -> int:
         return 5 if exc.code else 0
     except KeyboardInterrupt:
         pass
+    if server.drain_task is not None:
+        say(f"{PROG}: stopped", "stop")
     return 0
 
 

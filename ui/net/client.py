@@ -11,9 +11,15 @@ mean what they mean on a local engine, so a front end (cli_listen.py) drives eit
 Audio travels as f32le (exact, 4 bytes a sample); the server resamples and classifies.
 
 A lost connection is reported by `failed()`; with `reconnect=True` the client instead
-retries with exponential backoff (audio fed meanwhile is dropped and counted: stale audio
-replayed in a burst would only make the server skip windows) and continues with a fresh
-server session, whose stream times continue from the audio sent so far.
+retries (audio fed meanwhile is dropped and counted in `lost_s`: stale audio replayed in a
+burst would only make the server skip windows) and continues with a fresh server session,
+whose stream times continue from the audio sent so far. Retrying probes the port with a bare
+TCP connect, which costs the server nothing, every `RETRY_S` at most (so a server that is back
+is found within about that long), and opens the WebSocket only once the port answers; what
+backs off is the log: "still unreachable" lines come after 1, 2, 4, 8, ... failed probes. A
+server that closes with 1001 (draining for a restart or a redeploy) is retried at once: behind
+a load balancer another instance is usually ready. `on_connection` gets a record per change:
+{"event": "disconnected", ...} and {"event": "reconnected", ...}.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ import collections
 import json
 import logging
 import queue
+import socket
 import threading
 import time
 from typing import Callable
@@ -35,7 +42,9 @@ from stream.engine import EngineConfig, EngineStats, Result, SessionSummary, Sha
 log = logging.getLogger(__name__)
 
 SEND_QUEUE_BLOCKS = 500  # feed -> sender bound (seconds of audio at typical block sizes)
-BACKOFF_S = (0.5, 30.0)  # first retry delay, largest delay
+RETRY_S = (0.25, 2.0)  # first probe delay, largest delay: a server that is back is found this fast
+PROBE_TIMEOUT_S = 1.0  # a TCP connect to a live port on a LAN takes milliseconds
+GOING_AWAY = 1001  # the server is draining (restart, redeploy): reconnect at once
 _END, _STOP = object(), object()
 
 
@@ -49,6 +58,19 @@ class ServerError(Exception):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
+
+
+def retry_delays():
+    """Seconds to wait before each reconnection probe: doubling from RETRY_S[0], capped at RETRY_S[1]."""
+    delay = RETRY_S[0]
+    while True:
+        yield delay
+        delay = min(delay * 2, RETRY_S[1])
+
+
+def _log_attempt(n: int) -> bool:
+    """Say something after failed attempt n only for n = 1, 2, 4, 8, ...: quiet logs, eager probes."""
+    return n & (n - 1) == 0
 
 
 def listen_url(url: str, params: dict) -> str:
@@ -65,16 +87,19 @@ class RemoteEngine:
     def __init__(self, url: str, options: dict | None = None, *, token: str | None = None,
                  on_result: Callable[[Result], None] | None = None,
                  on_event: Callable[[str], None] | None = None,
+                 on_connection: Callable[[dict], None] | None = None,
                  reconnect: bool = False, open_timeout: float = 10.0):
         """options: window / hop / smoothing / top_k for the server's engine (None = server default),
         name: the stream's name, for screens that watch it (/v1/watch).
-        on_event(message): server `error` events and reconnection notices, for the user."""
+        on_event(message): server `error` events and reconnection notices, for the user.
+        on_connection(record): {"event": "disconnected" | "reconnected", ...} (on the client's thread)."""
         self.url = url
         self.options = {k: v for k, v in (options or {}).items() if v is not None}
         listen_url(url, {})  # a malformed URL fails here, not in a thread
         self.token = token
         self.on_result = on_result
         self.on_event = on_event
+        self.on_connection = on_connection
         self.reconnect = reconnect
         self.open_timeout = open_timeout
         self.rate: int | None = None
@@ -85,11 +110,15 @@ class RemoteEngine:
         self.latest: Result | None = None
         self.reconnects = 0
         self.dropped_blocks = 0  # audio fed while disconnected or faster than the link
+        self.disconnects = 0  # sessions lost (with reconnect)
+        self.lost_s = 0.0  # seconds of audio dropped while disconnected
+        self.disconnected_since: float | None = None  # time.monotonic() of the current outage
         self._q: queue.Queue = queue.Queue(maxsize=SEND_QUEUE_BLOCKS)
         self._ws = None
         self._connected = threading.Event()
         self._ended = threading.Event()  # the last session finished (summary or failure)
         self._closing = False
+        self._flushed = False  # `end` was asked for: a close now finishes the stream
         self._error: str | None = None
         self._runner: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -151,8 +180,7 @@ class RemoteEngine:
         `reconnect`, 'busy' and 'unreachable' are retried first, up to `open_timeout` x 3)."""
         self.rate, self.channels = int(sample_rate), int(channels)
         deadline = time.monotonic() + 3 * self.open_timeout
-        delay = BACKOFF_S[0]
-        while True:
+        for delay in retry_delays():
             try:
                 ws, ready = self._open()
                 break
@@ -161,7 +189,6 @@ class RemoteEngine:
                     raise
                 self._notify(f"{exc}; retrying in {delay:.1f} s")
                 time.sleep(delay)
-                delay = min(delay * 2, BACKOFF_S[1])
         self._start_session(ws, ready)
         self._runner = threading.Thread(target=self._run, name="remote-engine", daemon=True)
         self._runner.start()
@@ -180,7 +207,6 @@ class RemoteEngine:
         self._connected.set()
 
     def _run(self):
-        delay = BACKOFF_S[0]
         while True:
             outcome = self._session()
             if outcome is None or self._closing:  # finished normally
@@ -188,27 +214,65 @@ class RemoteEngine:
             if not self.reconnect:
                 self._error = outcome
                 break
-            self._notify(f"{outcome}; reconnecting")
-            while not self._closing:
-                time.sleep(delay)
-                delay = min(delay * 2, BACKOFF_S[1])
-                try:
-                    ws, ready = self._open()
-                except ServerError as exc:
-                    if exc.kind in ("refused", "rejected"):  # retrying cannot help
-                        self._error = str(exc)
-                        self._ended.set()
-                        return
-                    self._notify(f"{exc}; retrying in {delay:.1f} s")
-                    continue
-                self.reconnects += 1
-                delay = BACKOFF_S[0]
-                self._notify(f"reconnected to {self.url} (session {self.reconnects + 1})")
-                self._start_session(ws, ready)
-                break
+            if not self._reconnect(outcome):
+                return
             if self._closing:
                 break
         self._ended.set()
+
+    def _reconnect(self, outcome: str) -> bool:
+        """Probe until the server takes a new session; False when retrying cannot help."""
+        self.disconnects += 1
+        self.disconnected_since = since = time.monotonic()
+        self._notify(f"{outcome}; reconnecting")
+        self._connection({"event": "disconnected", "reason": outcome, "time_s": round(self._sent_s, 3)})
+        delays = retry_delays()
+        wait = 0.0 if f"close code {GOING_AWAY}" in outcome else next(delays)
+        attempt = 0
+        while not self._closing:
+            time.sleep(wait)
+            wait = next(delays)
+            attempt += 1
+            try:
+                if not self._probe():
+                    raise ServerError("unreachable", f"nothing answers at {self.url}")
+                ws, ready = self._open()
+            except ServerError as exc:
+                if exc.kind in ("refused", "rejected"):  # retrying cannot help
+                    self._error = str(exc)
+                    self._ended.set()
+                    return False
+                if _log_attempt(attempt):
+                    self._notify(f"{exc}; still retrying every {RETRY_S[1]:g} s at most "
+                                 f"({attempt} attempt{'s' if attempt > 1 else ''}, {time.monotonic() - since:.0f} s)")
+                continue
+            self.reconnects += 1
+            outage = time.monotonic() - since
+            self.disconnected_since = None
+            self._notify(f"reconnected to {self.url} (session {self.reconnects + 1}) after {outage:.1f} s; "
+                         f"{self.lost_s:.1f} s of audio lost while disconnected so far")
+            self._connection({"event": "reconnected", "session": self.reconnects + 1, "outage_s": round(outage, 2),
+                              "lost_s": round(self.lost_s, 2)})
+            self._start_session(ws, ready)
+            return True
+        return True
+
+    def _probe(self) -> bool:
+        """A bare TCP connect to the server's port: does anything listen there?"""
+        parts = urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S):
+                return True
+        except OSError:
+            return False
+
+    def _connection(self, record: dict) -> None:
+        if self.on_connection is not None:
+            try:
+                self.on_connection(record)
+            except Exception:
+                log.exception("on_connection callback failed")
 
     def _session(self) -> str | None:
         """Run one connected session; None when it ended with the server's summary, else why not."""
@@ -221,11 +285,15 @@ class RemoteEngine:
                 if isinstance(text, bytes):
                     continue
                 self._handle(json.loads(text))
-            # closed normally (1000)
-            if not self._summaries or self._summaries[-1].get("_session") != id(ws):
+            # closed normally (1000, or 1001: the server is going away)
+            code = ws.close_code
+            last = self._summaries[-1] if self._summaries and self._summaries[-1].get("_session") == id(ws) else None
+            if code == GOING_AWAY and not self._closing and not self._flushed:
+                outcome = f"connection to {self.url} lost (close code {code}: the server is shutting down)"
+            elif last is None:
                 outcome = f"the server closed the stream ({ws.close_reason or 'no reason given'})"
-            elif self._summaries[-1].get("reason") == "idle timeout" and not self._closing:
-                outcome = "the server closed the stream after its idle timeout"
+            elif last.get("reason") in ("idle timeout", "max_session") and not self._closing:
+                outcome = f"the server closed the stream ({last['reason']})"
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else 1006
             reason = exc.rcvd.reason if exc.rcvd and exc.rcvd.reason else "connection dropped"
@@ -248,8 +316,10 @@ class RemoteEngine:
                 item = self._q.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, bytes):
+            if isinstance(item, tuple):  # (data, seconds): audio that never left
                 self.dropped_blocks += 1
+                if self.reconnect:
+                    self.lost_s += item[1]
 
     def _send_loop(self, ws):
         while True:
@@ -323,6 +393,8 @@ class RemoteEngine:
         data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
         if not self._connected.is_set():
             self.dropped_blocks += 1
+            if self.disconnected_since is not None:
+                self.lost_s += len(arr) / self.rate
             return
         try:
             self._q.put_nowait((data, len(arr) / self.rate))
@@ -332,6 +404,7 @@ class RemoteEngine:
     def flush(self) -> None:
         """End of input: the server classifies the tail and sends its summary."""
         if self._connected.is_set():
+            self._flushed = True
             self._q.put(_END)
 
     def drain(self, timeout: float = 30.0) -> bool:
@@ -358,6 +431,11 @@ class RemoteEngine:
     @property
     def closed(self) -> bool:
         return self._closing
+
+    @property
+    def disconnected(self) -> bool:
+        """True during an outage that is being retried (`reconnect=True`)."""
+        return self.disconnected_since is not None
 
     def _server_summary(self) -> dict | None:
         """The server's summary when it covers the whole stream (one session)."""

@@ -17,7 +17,7 @@ import sys
 import threading
 
 from stream.errors import ModelLoadError
-from stream.models.remote import DEFAULT_APP, import_ray
+from stream.models.remote import DEFAULT_APP, import_ray, quiet_serve_logs
 
 from .ray_model import SPEC_HINT, deploy
 
@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     if a.replicas < 1:
         p.error("--replicas must be >= 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_serve_logs()
     try:
         deploy(a.model, name=a.name, address=a.address, num_cpus=a.num_cpus, replicas=a.replicas,
                autoscale=autoscale, cpus=a.cpus, gpus=a.gpus, max_batch_size=a.max_batch,
@@ -56,6 +57,11 @@ def main(argv=None) -> int:
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while Ray or the deployment starts: say so, not a bare 130
+        print("genre-serve-ray: interrupted while deploying; "
+              + ("the cluster may keep what was deployed so far (`serve status`)." if a.address
+                 else "the local Ray goes with this process."), file=sys.stderr, flush=True)
+        return 130
     print(f"Serving {a.model!r} as Ray Serve application {a.name!r}: edges use --model ray://{a.name}"
           + (f"@{a.address}" if a.address and a.address != "auto" else ""), flush=True)
     if a.address:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from stream.models.remote import DEFAULT_APP, RemoteModel, connect, import_ray
+from stream.models.remote import DEFAULT_APP, RemoteModel, connect, import_ray, quiet_serve_logs
 
 from .api import create_app
 from .ray_model import SPEC_HINT, model_app, tolerate_slow_start
@@ -55,6 +55,7 @@ def run_server(spec: str, settings: ServerSettings, *, replicas: int = 1, addres
     else:
         tolerate_slow_start()  # a busy machine: the HTTP proxy may take longer than Serve's 5 s to start
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        quiet_serve_logs()
     serve.start(http_options={"host": settings.host, "port": int(settings.port)})
     serve.run(model_app(spec, replicas=replicas, cpus=cpus), name=name, route_prefix=None)
     serve.run(server_app(settings, name, replicas=ingress_replicas), name=f"{name}-ws", route_prefix="/")

@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from stream.models import load_model
-from stream.models.remote import DEFAULT_APP, connect, import_ray
+from stream.models.remote import DEFAULT_APP, connect, import_ray, quiet_serve_logs
 
 SPEC_HINT = "genre-serve-ray"  # names the command in a ModelLoadError (Ray missing or unreachable)
 
@@ -153,5 +153,6 @@ def deploy(spec: str = "musicnn", *, name: str = DEFAULT_APP, address: str | Non
         else:
             tolerate_slow_start()
             ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    quiet_serve_logs()  # (serve.run after serve.start says "Connecting to existing Serve app" at INFO)
     serve.start(proxy_location="Disabled")  # edges use handles; no HTTP port needed (ignored if Serve runs)
     return serve.run(model_app(spec, **app_options), name=name, route_prefix=None)

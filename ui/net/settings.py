@@ -30,6 +30,11 @@ class ServerSettings:
     max_watchers / max_watchers_per_name: connections of /v1/watch at most, in all and per
         stream name (ui/net/watch.py); one more is refused with 1013, reason "watchers". A
         watcher costs no inference, only a copy of each event.
+    max_session_s: a stream open this long gets its summary (reason "max_session") and close
+        1000; None = no limit. Bounds what one kiosk can hold, and spreads long-lived streams
+        over the instances behind a load balancer when they reconnect.
+    drain_timeout_s: on SIGTERM, how long open streams get to receive their last results and
+        summary (close 1001) before the process exits anyway.
     """
 
     host: str = "127.0.0.1"
@@ -43,3 +48,5 @@ class ServerSettings:
     engine: EngineConfig = field(default_factory=EngineConfig)
     max_watchers: int = 64
     max_watchers_per_name: int = 16
+    max_session_s: float | None = None
+    drain_timeout_s: float = 10.0

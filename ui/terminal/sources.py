@@ -179,3 +179,9 @@ class FileSource:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
+
+
+def too_short(model, seconds: float) -> str | None:
+    """Why `seconds` of audio give no readout, when they are fewer than `model` needs (None: --server)."""
+    min_s = model.min_samples / model.sample_rate if model is not None else 0.0
+    return f"{model.name} needs at least {min_s:.2f} s" if seconds < min_s else None

@@ -45,7 +45,24 @@ class Lines:
     def counters(self) -> dict:
         return {"overflows": self.source.overflows, "dropped_blocks": self.source.dropped}
 
+    def outages(self) -> dict:
+        """A --server engine's disconnections and the audio lost meanwhile (none: {})."""
+        n = getattr(self.engine, "disconnects", 0)
+        return {"disconnects": n, "audio_lost_s": round(self.engine.lost_s, 2)} if n else {}
+
+    def connection(self, record: dict) -> None:
+        """A --server connection change: {"event": "disconnected" | "reconnected", ...}."""
+        if self.json:
+            print(dumps(record), flush=True)
+        elif record["event"] == "disconnected":
+            print(f"disconnected — reconnecting ({record.get('reason')})", flush=True)
+        else:
+            print(f"reconnected after {record.get('outage_s', 0):.1f} s ({record.get('lost_s', 0):.1f} s of audio "
+                  "lost while disconnected so far)", flush=True)
+
     def show(self, res) -> None:
+        if isinstance(res, dict):  # a connection change, queued with the results
+            return self.connection(res)
         if self.json:
             print(dumps(res.to_json(**self.counters())), flush=True)
         else:
@@ -63,8 +80,11 @@ class Lines:
         """The session summary: text on stdout; with --json its record there and the text on stderr."""
         s, st = self.engine.summary(), self.engine.stats
         text = summary_text(s, st, reason, received_s=self.source.seconds, too_short=too_short, **self.counters())
+        if out := self.outages():
+            text += (f"\nDisconnected {out['disconnects']} time{'s' if out['disconnects'] > 1 else ''}: "
+                     f"{out['audio_lost_s']:.1f} s of audio lost while disconnected.")
         if self.json:
-            print(dumps(s.to_json(st, reason, **self.counters())), flush=True)
+            print(dumps(s.to_json(st, reason, **self.counters(), **self.outages())), flush=True)
         self._say(text, sys.stderr if self.json else sys.stdout)
 
     def _say(self, text: str, file) -> None:
@@ -104,6 +124,7 @@ class LiveView(Lines):
         self.style_w = 0 if level is not None and not level.has_styles else min(max((len(l) for l in styles),
                                                                                     default=12), 16)
         self.next_draw = 0.0
+        self.link = None  # the "disconnected" record of an outage in progress
         # stderr lines (errors, warnings) print above the panel, not through it
         self.live = Live(console=self.console, auto_refresh=False, transient=False,
                          redirect_stderr=sys.stderr.isatty())
@@ -117,6 +138,9 @@ class LiveView(Lines):
         self.live.__exit__(*exc)
 
     def show(self, res) -> None:
+        if isinstance(res, dict):
+            self.link = res if res["event"] == "disconnected" else None
+            return
         self.latest = res
         # a --server engine learns its genres from the results: widen the column to fit them
         # (the panel keeps its width; the bars give way)
@@ -143,6 +167,9 @@ class LiveView(Lines):
         bar_w = max(width - 4 - self.label_w - 2 - 4 - (self.style_w + 1 if self.style_w else 0), 5)
         head, rows, more = self._scores(bar_w)
         parts = [head, rows]
+        if self.link is not None:  # the bars above are the last readout before the outage
+            parts.insert(0, Text("disconnected — reconnecting (the readout below is from before)",
+                                 style="bold red", **self.LINE))
         if more:
             parts.append(Text(f"+{more} more (-k N shows the top N)", style="dim", **self.LINE))
         parts += [self._level(min(20, bar_w)), *self._counters(), Text("Ctrl-C to stop", style="dim", **self.LINE)]
@@ -166,7 +193,7 @@ class LiveView(Lines):
         items, more = list((res.genre_scores if by_genre else res.scores).items()), None  # the leader first
         leader = res.genre if by_genre else res.label
         style = res.label if by_genre and res.label != res.genre else None
-        room = max(self.console.size.height - self.OTHER_LINES, 2)
+        room = max(self.console.size.height - self.OTHER_LINES - (self.link is not None), 2)
         if len(items) > room:
             items, more = items[: room - 1], len(items) - (room - 1)
         for name, p in items:

@@ -320,6 +320,12 @@ def _array_blocks(samples, sample_rate, block_s):
         yield arr[i:i + step], rate
 
 
+def _span(seconds: float) -> str:
+    """A length as a person says it: "45 s", "6 min 40 s", "120 min"."""
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{s} s" if not m else f"{m} min" + (f" {s} s" if s else "")
+
+
 def analyze_file(path_or_array, model, *, window_s: float | None = None, hop_s: float | None = None,
                  sample_rate: int | None = None, progress: Callable[[float, str], None] | None = None,
                  max_duration_s: float | None = None, config: EngineConfig | None = None) -> FileAnalysis:
@@ -356,13 +362,13 @@ def analyze_file(path_or_array, model, *, window_s: float | None = None, hop_s: 
         blocks = _array_blocks(path_or_array, sample_rate, BLOCK_S)
         total = np.asarray(path_or_array).shape[0] / sample_rate
     if max_duration_s is not None and total is not None and total > max_duration_s:
-        raise AudioDecodeError(f"the recording is {total:.0f} s long; the limit is {max_duration_s:.0f} s")
+        raise AudioDecodeError(f"the recording is {_span(total)} long; the limit is {_span(max_duration_s)}")
     done = 0.0
     for block, rate in blocks:
         engine.feed(block, rate)
         done += len(block) / rate
         if max_duration_s is not None and done > max_duration_s:
-            raise AudioDecodeError(f"the recording is longer than the limit of {max_duration_s:.0f} s")
+            raise AudioDecodeError(f"the recording is longer than the limit of {_span(max_duration_s)}")
         if progress is not None:
             progress(min(done / total, 1.0) if total else 0.0, f"{done:.0f} s analysed")
     engine.flush()

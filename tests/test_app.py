@@ -471,7 +471,22 @@ def test_two_sessions_get_their_own_readouts(server, pw, audio, artifacts, model
         if model_spec == "auto":  # (the tiny random checkpoint gives ~uniform scores to everything)
             assert sa != sb and ra[-1]["label"] != rb[-1]["label"], (sa, sb)
         b.screenshot(path=str(artifacts / "live_tab_second_session.png"), full_page=True)
+        # one colour per genre, in both tabs, from the table every front end shares
+        from ui.colours import genre_colour
+
+        for page in (a, b):
+            ps = plot_state(page)
+            check_plot(ps)
+            assert all(l["stroke"] == genre_colour(l["genre"]) for l in ps["lines"]), ps["lines"]
+        # plain words on screen: no chunk counters or timings
+        for page in (a, b):
+            assert "chunk" not in status(page) and "→" not in status(page), status(page)
+        # A stops: nothing of A's (the sweep of its leftover chunks) reaches B, whose audio keeps coming
         stop(a)
+        n = len(readouts(b))
+        rb = wait_for_readouts(b, n + 6)
+        st = b.locator("#live-status .live-status")
+        assert st.get_attribute("data-bad-chunks") == "0" and "could not be read" not in status(b), status(b)
         stop(b)
 
 
@@ -512,6 +527,16 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
             timeout=PATIENCE_S * 1000)
         legend = page.locator("#file-timeline svg .role-legend-label").evaluate_all("els => els.map(e => e.textContent)")
         assert set(legend) <= set(re.findall(r"^(\S[^\n]*)\n\d+%$", scores, re.M)) and len(legend) >= 3, (legend, scores)
+        # each genre's line in its colour: the live plot's (ui.colours), whatever the session
+        from ui.colours import genre_colour
+
+        symbols = page.locator("#file-timeline svg .role-legend-symbol path").evaluate_all(
+            "els => els.map(e => e.getAttribute('stroke') || e.getAttribute('fill') || e.style.stroke || e.style.fill)")
+        assert len(symbols) == len(legend), (symbols, legend)
+        assert [c.lower() for c in symbols] == [genre_colour(g) for g in legend], (legend, symbols)
+        # the limits, before anyone uploads: in minutes and MB
+        label = page.locator("#file-in").inner_text()
+        assert "up to 1 min and 5 MB" in label, label
         # the most characteristic segment is playable: one window of audio
         window = float(re.search(r"windows of (\d+(?:\.\d+)?) s", md).group(1))
         page.locator("#file-segment").get_by_text(f"0:{int(window):02d}").wait_for(timeout=PATIENCE_S * 1000)
@@ -528,10 +553,10 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
         page.screenshot(path=str(artifacts / "file_tab.png"), full_page=True)
 
         def upload_bad(path: Path, expect: str):
-            page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")
+            page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")  # (the previous file's)
             file_input.set_input_files(str(path))
             page.wait_for_function(
-                f"document.querySelector('#file-status').innerText.includes({json.dumps(path.name)})",
+                f"document.querySelector('#file-status').innerText.includes({json.dumps('Cannot analyse ' + path.name)})",
                 timeout=PATIENCE_S * 1000)
             text = page.locator("#file-status").inner_text()
             assert "Cannot analyse" in text and re.search(expect, text), text
@@ -546,14 +571,14 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
         # a text file named .mp3: one clean message, no decoder chatter
         text = upload_bad(audio["text_mp3"], r"not a readable audio file")
         assert not re.search(r"pipe|Error opening|Invalid argument|Illegal|resync", text), text
-        upload_bad(audio["long"], r"70 s long; the limit is 60 s")
-        # over the upload size limit: refused before it is sent
-        page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")
-        file_input.set_input_files(str(audio["big"]))
-        page.get_by_text("exceed the maximum allowed size").first.wait_for(timeout=PATIENCE_S * 1000)
+        upload_bad(audio["long"], r"1 min 10 s long; the limit is 1 min")
+        # over the upload size limit: refused before it is sent, in one sentence where errors go
+        text = upload_bad(audio["big"], r"it is 6 MB and files up to 5 MB can be uploaded here; save it as mp3")
+        assert not re.search(r"[.!?]\s+\S", text.strip()), text  # (one sentence)
+        assert "Error" not in page.locator("#file-in").inner_text()  # no bare red "Error" on the component
         assert not list(server.cache.rglob("big.wav"))
-        # the page and the server keep working
-        page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")
+        # the page and the server keep working (the refused file never reached the player: no Clear)
+        assert page.locator("#file-in button[aria-label=Clear]").count() == 0
         file_input.set_input_files(str(audio["mp3"]))
         page.wait_for_function("document.querySelector('#file-status').innerText.includes('Top genre')",
                                timeout=PATIENCE_S * 1000)
@@ -586,6 +611,142 @@ def test_closing_the_tab_cancels_a_file_analysis(tmp_path_factory, model_spec, p
     finally:
         srv.stop()
     assert "Traceback" not in srv.log(None), srv.log()
+
+
+@pytest.fixture(scope="module")
+def roomy_server(tmp_path_factory, model_spec):
+    """A page that takes long files (60 minutes, 60 MB): an analysis that runs for a while."""
+    srv = AppServer(tmp_path_factory.mktemp("app-roomy"), model=model_spec,
+                    extra_args=["--max-file-minutes", "60", "--max-file-mb", "60"])
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log(None), srv.log()
+
+
+def file_status(page) -> str:
+    return page.locator("#file-status").inner_text()
+
+
+def upload(page, path: Path, clear: bool = True):
+    if clear:
+        page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")
+    page.locator("#file-in input[type=file]").set_input_files(str(path))
+
+
+@browser
+@needs_music
+def test_a_new_file_replaces_the_one_being_analysed(roomy_server, pw, audio):
+    """A long file is being analysed; Clear, then another file: the first analysis stops, the
+    second is analysed, and the results name the file they describe."""
+    srv = roomy_server
+    with browser_page(pw, None) as page:
+        page.goto(srv.url)
+        page.get_by_role("tab", name="File").click()
+        upload(page, audio["hour"], clear=False)
+        page.get_by_text(re.compile(r"\d+ s analysed")).first.wait_for(timeout=PATIENCE_S * 1000)
+        upload(page, audio["mp3"])
+        wait_until(page, "the second file's results", lambda: ("Top genre" in file_status(page)
+                   and "time_to_strike_excerpt.mp3" in file_status(page)) or print(file_status(page)))
+        deadline = time.monotonic() + PATIENCE_S
+        while "file analysis of forty_minutes.wav cancelled" not in srv.log(None) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert re.search(r"file analysis of forty_minutes.wav cancelled, (Clear was pressed|a new file came)",
+                         srv.log(None)), srv.log()
+        md = file_status(page)
+        assert "forty_minutes" not in md and "Top genre" in md, md
+        assert page.locator("#file-label").inner_text().count("%") >= 3
+    assert srv.alive()
+
+
+@browser
+@needs_music
+def test_an_error_goes_when_the_next_file_comes_and_clear_stops_an_analysis(roomy_server, pw, audio):
+    """The error about one file does not stay while the next is analysed; Clear stops the
+    running analysis and empties the results."""
+    srv = roomy_server
+    with browser_page(pw, None) as page:
+        page.goto(srv.url)
+        page.get_by_role("tab", name="File").click()
+        upload(page, audio["corrupt"], clear=False)
+        wait_until(page, "the error about corrupt.wav", lambda: "Cannot analyse corrupt.wav" in file_status(page))
+        upload(page, audio["hour"])
+        # at once, the new file's name and no stale error (long before its results)
+        wait_until(page, "the new file named while it is analysed",
+                   lambda: "forty_minutes.wav" in file_status(page) and "Cannot analyse" not in file_status(page))
+        page.get_by_text(re.compile(r"\d+ s analysed")).first.wait_for(timeout=PATIENCE_S * 1000)
+        page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")
+        deadline = time.monotonic() + PATIENCE_S
+        while "forty_minutes.wav cancelled, Clear was pressed" not in srv.log(None) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert "forty_minutes.wav cancelled, Clear was pressed" in srv.log(None), srv.log()
+        wait_until(page, "empty results after Clear", lambda: "forty_minutes" not in file_status(page))
+    assert srv.alive()
+
+
+@browser
+def test_no_audio_after_record_says_so_and_how_to_retry(server, pw, audio, artifacts):
+    """Record pressed, and no audio reaches the server (here: the chunk uploads are blocked):
+    within seconds the page says so and what to do; doing it works."""
+    with browser_page(pw, audio["chord"]) as page:
+        open_app(page, server)
+        page.route("**/gradio_api/upload*", lambda route: route.abort())
+        record(page)
+        wait_until(page, "the no-audio message", lambda: "No sound has reached the page" in status(page))
+        st = status(page)
+        assert "Stop" in st and "Record again" in st and "reload" in st, st
+        assert "no audio" in page.locator("#live-label").inner_text()
+        page.screenshot(path=str(artifacts / "live_tab_no_audio.png"), full_page=True)
+        page.wait_for_timeout(2500)  # the watcher's periodic status refresh must not bring "listening…" back
+        assert "No sound has reached the page" in status(page)
+        # the advice: Stop, then Record again (the uploads get through now)
+        page.unroute("**/gradio_api/upload*")
+        stop(page)
+        page.evaluate(OBSERVER_JS)
+        record(page)
+        wait_for_readouts(page, 1)
+        assert "No sound" not in status(page)
+        stop(page)
+
+
+@browser
+def test_record_pressed_while_the_recorder_still_loads_records(server, pw, audio):
+    """Gradio loads its recorder's WAV encoder in the background; Record pressed before it is
+    there used to fail inside Gradio ("... is not a constructor") and record nothing. Here the
+    encoder's module is held back until after the click: the recording starts once it is in."""
+    held, errors = [], []
+    with browser_page(pw, audio["chord"]) as page:
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.route("**/module-*.js", lambda route: held.append(route))
+        open_app(page, server)
+        wait_until(page, "the encoder's module requested", lambda: held)
+        record(page)
+        page.wait_for_timeout(1500)  # (clicked while the module is still on its way)
+        for route in held:
+            route.continue_()
+        page.unroute("**/module-*.js")
+        wait_for_readouts(page, 1)
+        assert not [e for e in errors if "constructor" in e], errors
+        assert page.evaluate("window.__recordWaited") == 1  # (the click did come before the encoder)
+        stop(page)
+
+
+@browser
+def test_plot_text_is_readable_on_a_phone(server, pw, audio, artifacts):
+    """At 390 px wide (a phone) the plot's axis text is at least 11 px on screen."""
+    with browser_page(pw, audio["chord"], viewport=(390, 844)) as page:
+        open_app(page, server)
+        record(page)
+        wait_for_readouts(page, 2)
+        sizes = page.evaluate("""() => [...document.querySelectorAll('#live-plot svg text')].map(t => {
+            const px = parseFloat(getComputedStyle(t).fontSize), m = t.getScreenCTM();
+            return {text: t.textContent, px: px * Math.hypot(m.a, m.b)}; })""")
+        page.screenshot(path=str(artifacts / "live_tab_phone.png"), full_page=True)
+        stop(page)
+    assert len(sizes) >= 4, sizes
+    assert all(s["px"] >= 11 for s in sizes), sizes
 
 
 @browser
@@ -791,6 +952,49 @@ def test_orphan_chunks_are_swept_by_their_wav_header(tmp_path, monkeypatch):
     assert not mine.exists() and not mine.parent.exists()
     assert other.exists() and upload.exists()
     uploads.sweep_orphan_chunks(None)  # a recording that never sent a chunk: nothing to do
+
+
+def test_a_chunk_named_before_gradio_moved_it_into_its_cache_is_waited_for(tmp_path):
+    """Gradio answers an upload with the file's path and moves the file there in a background
+    task: the stream event can come first (a busy machine). The handler waits for the file
+    instead of counting the chunk as unreadable."""
+    import threading
+
+    from ui.web import uploads
+
+    late = tmp_path / "late" / "audio.wav"
+    tone = (np.sin(np.arange(4800) / 48000 * 2 * np.pi * 440) * 0.1).astype(np.float32)
+    staged = write_wav(tmp_path / "staged.wav", tone)
+    started = threading.Event()
+
+    def move_later():
+        started.set()
+        time.sleep(0.3)
+        late.parent.mkdir()
+        staged.rename(late)
+
+    t = threading.Thread(target=move_later)
+    t.start()
+    started.wait()
+    assert uploads.wait_for_upload(str(late), timeout_s=PATIENCE_S) and late.exists()
+    t.join()
+    assert not uploads.wait_for_upload(str(tmp_path / "never.wav"), timeout_s=0.2)
+
+
+def test_a_chunk_named_twice_is_fed_once_and_not_called_unreadable():
+    """Gradio sometimes fires the stream event twice for one upload (its file is named by the
+    content's hash, and gone after the first): the second is skipped, not counted as a chunk
+    that could not be read (it showed as "undecodable chunks 1", in whichever tab it hit)."""
+    from conftest import BandModel
+
+    from ui.web.session import LiveSession, LiveSettings
+
+    s = LiveSession(BandModel(), LiveSettings(3.0, 1.0, 0.0, 3, -55.0))
+    assert not s.repeated_chunk("/cache/abc/audio.wav") and s.repeated_chunk("/cache/abc/audio.wav")
+    for i in range(64):  # (only the recent ones are remembered)
+        assert not s.repeated_chunk(f"/cache/{i}/audio.wav")
+    assert not s.repeated_chunk("/cache/abc/audio.wav")
+    s.close()
 
 
 def test_sweeping_one_tabs_chunks_spares_a_recording_in_the_same_format(tmp_path, monkeypatch):

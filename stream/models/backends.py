@@ -145,6 +145,9 @@ def _ort_session(module, example, threads: int, dynamic_len: bool = False):
     so.inter_op_num_threads = 1
     # no busy-waiting between calls: on a small shared machine it steals the feeding threads' CPU
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # no memory arena: it keeps the largest buffers any batch size needed and grows with the mix
+    # of sizes (300 forwards of 1-16 patches: RSS +860 MB with it, +90 MB without, for ~5 % time)
+    so.enable_cpu_mem_arena = False
     so.log_severity_level = 3
     return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 

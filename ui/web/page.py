@@ -40,9 +40,12 @@ from .session import LiveSession, LiveSettings
 log = logging.getLogger(__name__)
 
 STREAM_EVERY_S = 0.25  # microphone chunk length: shorter = fresher audio, more requests
+NO_AUDIO_S = 8.0  # Record pressed and no audio after this long: the page says so and how to retry
 SESSION_TTL_S = 3600  # an idle session's engine is closed after this long
 # Asks the browser for raw (music-friendly) capture and reports its answer: see the file.
 MUSIC_MIC_JS = Path(__file__).with_name("music_mic.js").read_text()
+# Refuses a file over the upload limit in the browser, in one sentence of ours (see the file).
+FILE_LIMIT_JS = Path(__file__).with_name("file_limit.js").read_text()
 CSS = Path(__file__).with_name("page.css").read_text()
 EMPTY_PLOT = None  # (an empty DataFrame as a plot's first value breaks its colour legend in Gradio 6)
 
@@ -52,8 +55,9 @@ class Setup:
     limit. A gr.State's value, shared by every tab (hence `__deepcopy__` returning itself; not
     a dataclass, which Gradio would copy into the page's config)."""
 
-    def __init__(self, model, defaults: LiveSettings, max_file_s: float, history=None, history_name: str = "page"):
-        self.model, self.defaults, self.max_file_s = model, defaults, max_file_s
+    def __init__(self, model, defaults: LiveSettings, max_file_s: float, history=None, history_name: str = "page",
+                 max_file_mb: float | None = None):
+        self.model, self.defaults, self.max_file_s, self.max_file_mb = model, defaults, max_file_s, max_file_mb
         self.history, self.history_name = history, history_name  # --history: the store, the stream's name
 
     def __deepcopy__(self, memo):
@@ -66,7 +70,13 @@ class Setup:
         window = float(args.window if args.window is not None else model.default_window_s)
         hop = float(args.hop if args.hop is not None else model.default_hop_s)
         return cls(model, LiveSettings(window, hop, float(args.smoothing), int(args.top_k), float(args.silence_dbfs)),
-                   float(args.max_file_minutes) * 60.0, history, getattr(args, "history_name", None) or "page")
+                   float(args.max_file_minutes) * 60.0, history, getattr(args, "history_name", None) or "page",
+                   float(args.max_file_mb))
+
+    def file_label(self) -> str:
+        """The upload's label: what it takes, and both limits, before anyone uploads."""
+        limits = [f"up to {self.max_file_s / 60:g} min"] + ([f"{self.max_file_mb:g} MB"] if self.max_file_mb else [])
+        return f"Recording (wav, mp3, flac, ogg, opus; {' and '.join(limits)})"
 
     def settings(self, window, hop, smoothing, top_k) -> LiveSettings:
         """The sliders' values as the next recording's settings."""
@@ -96,6 +106,7 @@ class AnalysisCancelled(Exception):
 _SESSIONS: weakref.WeakValueDictionary[str, LiveSession] = weakref.WeakValueDictionary()  # by session hash
 _FILE_JOBS: dict = collections.defaultdict(set)  # running file analyses' cancel events, by session hash
 _FILE_JOBS_LOCK = threading.Lock()
+_SHOWN: dict = {}  # the file whose analysis the File tab shows, by session hash
 _last_warning: dict = {}
 
 
@@ -124,10 +135,9 @@ def end_session(request: gr.Request):
     """Tab closed: its file analyses stop, its engine closes, its stray chunk files go."""
     if request is None:
         return
-    with _FILE_JOBS_LOCK:
-        for cancel in _FILE_JOBS.pop(request.session_hash, ()):
-            cancel.set()
+    cancel_file_jobs(request, "the tab closed")
     session = _SESSIONS.pop(request.session_hash, None)
+    _SHOWN.pop(request.session_hash, None)
     if session is not None:
         session.close()
         uploads.sweep_orphan_chunks(session.first_chunk, busy=_streaming_formats)
@@ -150,6 +160,15 @@ def on_chunk(path, session: LiveSession | None, request: gr.Request = None):
     if not path or session is None:
         if path:
             uploads.discard_upload(path)
+        return
+    if session.repeated_chunk(path):
+        # Gradio sometimes fires the stream event twice for one upload (same file: its name is
+        # the content's hash): fed once, and its file is gone since; not an unreadable chunk
+        log.debug("microphone chunk %s came twice; fed once", Path(path).parent.name[:12])
+        return
+    if not uploads.wait_for_upload(path):  # (Gradio may still be moving it into its cache)
+        log.info("a microphone chunk never arrived in the upload cache: %s", Path(path).name)
+        session.count_bad_chunk()
         return
     if session.first_chunk is None and (header := uploads.wav_header(path)) is not None:
         session.first_chunk = (header, arrival)
@@ -182,9 +201,22 @@ async def watch(setup: Setup, session: LiveSession | None, window, hop, smoothin
     waiting = f"Listening… the first readout comes after {EngineConfig.min_window_s:g} s of audio."
     yield ("listening…", render.style_html(None), render.EMPTY_LIVE_PLOT,
            render.status_html(session.status(None), note=waiting), "", session)
-    last, last_status, problem = None, time.monotonic(), None
+    last, last_status, problem, started, mute = None, time.monotonic(), None, time.monotonic(), False
     async with contextlib.aclosing(session.updates(run)) as updates:
         async for _ in updates:
+            heard = bool(session.stats and session.stats.samples_received)
+            if last is None and not problem and heard == mute:  # no audio yet, too long (or now it came)
+                if not heard and time.monotonic() - started < NO_AUDIO_S:
+                    pass
+                else:
+                    mute = not heard
+                    if mute:
+                        log.info("no audio %.0f s after Record", NO_AUDIO_S)
+                        yield ("no audio", gr.skip(), gr.skip(), render.no_audio_html(NO_AUDIO_S), gr.skip(), session)
+                    else:
+                        yield ("listening…", gr.skip(), gr.skip(), render.status_html(session.status(None), note=waiting),
+                               gr.skip(), session)
+                    continue
             if last is None and session.mic_problem != problem:  # the browser gave no microphone (or now did)
                 problem = session.mic_problem
                 if problem:
@@ -193,7 +225,7 @@ async def watch(setup: Setup, session: LiveSession | None, window, hop, smoothin
                 else:
                     yield ("listening…", gr.skip(), gr.skip(), render.status_html(session.status(None), note=waiting),
                            gr.skip(), session)
-            elif problem:
+            elif problem or (mute and last is None):
                 continue
             elif (res := session.latest) is not None and res is not last:
                 last, last_status = res, time.monotonic()
@@ -258,34 +290,64 @@ def _warn_once(msg: str, every_s: float = 60.0) -> None:
 
 # ---- handlers: the file tab -----------------------------------------------------------------------
 def analyse(setup: Setup, path, window, top_k, request: gr.Request, progress=gr.Progress()):
-    """Whole-file analysis at the library's hop for files (coarser than the live hop); stops
-    when the tab that asked for it closes. Outputs: scores, timeline, segment, text."""
+    """A new file (upload or recording): whole-file analysis at the library's hop for files
+    (coarser than the live hop). The tab's running analysis of another file stops (so does
+    this one when the next file comes, Clear is pressed or the tab closes): the results on
+    screen are always the newest file's, and name it. Gradio may announce one upload twice:
+    a file whose results are on screen already is not analysed again.
+    Outputs: scores, timeline, segment, text."""
+    if path and _SHOWN.get(_tab(request)) == path:
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return
+    yield from analyse_again(setup, path, window, top_k, request, progress)
+
+
+def analyse_again(setup: Setup, path, window, top_k, request: gr.Request, progress=gr.Progress()):
+    """The Analyse button: the file on the page, with the settings now (see `analyse`)."""
     if not path:
-        return None, EMPTY_PLOT, None, "Upload or record a file first."
+        yield None, EMPTY_PLOT, None, "Upload or record a file first."
+        return
     name = Path(path).name
-    progress(0.0, desc="decoding…")
+    cancel_file_jobs(request, "a new file came", keep=path)
+    # the previous file's results (or error) go at once: nothing on screen describes another file
+    _SHOWN.pop(_tab(request), None)
+    yield None, EMPTY_PLOT, None, render.file_busy_html(name)
+    progress(0.0, desc=f"decoding {name}…")
+    outputs = _analysis(setup, path, float(window), int(top_k), request, progress)
+    if outputs is None:  # cancelled: whatever replaced it stays (no output, not even the first)
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return
+    _SHOWN[_tab(request)] = path
+    yield outputs
+
+
+def _analysis(setup: Setup, path: str, window: float, top_k: int, request, progress) -> tuple | None:
+    """The File tab's outputs for `path`: scores, timeline, segment, text (None: cancelled)."""
+    name = Path(path).name
     try:
-        with _file_job(request) as cancel:
+        with _file_job(request, path) as cancel:
             def report(fraction, text):  # called after each decoded block
                 if cancel.is_set():
                     raise AnalysisCancelled(f"{100 * fraction:.0f} % done")
-                progress(fraction, desc=text)
+                progress(fraction, desc=f"{name}: {text}")
 
-            fa = analyze_file(path, setup.model, window_s=float(window), max_duration_s=setup.max_file_s,
+            fa = analyze_file(path, setup.model, window_s=window, max_duration_s=setup.max_file_s,
                               progress=report, config=EngineConfig(silence_dbfs=setup.defaults.silence_dbfs))
+            if cancel.is_set():  # (finished as the next file came)
+                raise AnalysisCancelled("100 % done")
     except AnalysisCancelled as exc:
-        log.info("file analysis of %s cancelled, the tab closed (%s)", name, exc)
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        log.info("file analysis of %s cancelled, %s (%s)", name, cancel.why, exc)
+        return None
     except (AudioDecodeError, ValueError, MemoryError) as exc:
         # shown in the page (and as a toast); the results of the previous file are cleared
         msg = f"Cannot analyse {name}: {_readable(exc, path)}"
         log.info("file analysis refused: %s", msg)
         gr.Warning(msg, title="Unreadable file" if isinstance(exc, AudioDecodeError) else "Analysis failed")
         return None, EMPTY_PLOT, None, render.file_error_html(msg)
-    md = render.file_markdown(fa, name, float(window))
+    md = render.file_markdown(fa, name, window)
     if not fa.scores:
         return "silence", EMPTY_PLOT, None, md
-    top = list(fa.genre_scores)[:int(top_k) or None]  # (0 = all)
+    top = list(fa.genre_scores)[:top_k or None]  # (0 = all)
     rows = pd.DataFrame(fa.timeline_rows(top, genres=True), columns=["time (s)", "score", "genre"])
     # Gradio 6's plot fixes its colour domain when it (re)draws, and redraws only when a setting
     # such as `color_map` changes: so the map holds exactly the plotted genres, each in the
@@ -295,11 +357,51 @@ def analyse(setup: Setup, path, window, top_k, request: gr.Request, progress=gr.
     return {g: fa.genre_scores[g] for g in top}, timeline, _segment(path, fa.segment), md
 
 
+def _tab(request: gr.Request | None):
+    return request.session_hash if request is not None else None
+
+
+def cancel_file_jobs(request: gr.Request | None, why: str, keep: str | None = None) -> None:
+    """Stop the tab's running file analyses (a new file came, Clear, the tab closed), but
+    those of the file `keep`."""
+    with _FILE_JOBS_LOCK:
+        for cancel in _FILE_JOBS.get(_tab(request), ()):
+            if keep is None or cancel.path != keep:
+                cancel.why = why
+                cancel.set()
+
+
+def new_file(path, request: gr.Request = None):
+    """A file was uploaded: the tab's analysis of another file stops now (its own analysis
+    may have to wait for that one's end: Gradio runs one event of a kind per tab at a time)."""
+    if path:
+        cancel_file_jobs(request, "a new file came", keep=path)
+
+
+def clear_file(request: gr.Request = None):
+    """Clear pressed on the File tab: its analysis stops, its results go.
+    Outputs: scores, timeline, segment, text."""
+    cancel_file_jobs(request, "Clear was pressed")
+    _SHOWN.pop(_tab(request), None)
+    return None, EMPTY_PLOT, None, ""
+
+
+def refuse_file(setup: Setup, evt: gr.EventData):
+    """The browser refused a file over the upload limit before sending it (file_limit.js):
+    one sentence in the File tab's status. Outputs: scores, timeline, segment, text."""
+    name, mb = str(getattr(evt, "name", "") or "the file")[:200], float(getattr(evt, "mb", 0) or 0)
+    msg = (f"Cannot analyse {name}: it is {mb:.0f} MB and files up to {setup.max_file_mb:g} MB can be uploaded "
+           "here; save it as mp3, ogg or flac, or cut it shorter.")
+    log.info("file refused in the browser: %s", msg)
+    return None, EMPTY_PLOT, None, render.file_error_html(msg)
+
+
 @contextlib.contextmanager
-def _file_job(request: gr.Request | None):
-    """A cancel event for one analysis, set when the tab that asked for it closes."""
-    key = request.session_hash if request is not None else None
+def _file_job(request: gr.Request | None, path: str):
+    """A cancel event for one analysis of `path` (`cancel_file_jobs` sets it)."""
+    key = _tab(request)
     cancel = threading.Event()
+    cancel.why, cancel.path = "the tab closed", path  # (why: set by whoever cancels it)
     with _FILE_JOBS_LOCK:
         _FILE_JOBS[key].add(cancel)
     try:
@@ -384,7 +486,9 @@ def build_demo(model, args, history=None) -> gr.Blocks:
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2):
                         file_in = gr.Audio(sources=["upload", "microphone"], type="filepath",
-                                           label="Recording (wav, mp3, flac, ogg, opus)", elem_id="file-in")
+                                           label=setup.file_label(), elem_id="file-in")
+                        file_limit = gr.HTML("", elem_id="file-limit", js_on_load=FILE_LIMIT_JS.replace(
+                            "__MAX_MB__", repr(float(setup.max_file_mb or 0))))
                         analyse_btn = gr.Button("Analyse", variant="primary", elem_id="analyse")
                         file_label = gr.Label(label="Average genre scores", num_top_classes=10, elem_id="file-label")
                     with gr.Column(scale=3):
@@ -405,9 +509,18 @@ def build_demo(model, args, history=None) -> gr.Blocks:
                            concurrency_limit=None, show_progress="hidden")
         live_status.submit(on_mic_outcome, inputs=[session], outputs=None, concurrency_limit=None,
                            show_progress="hidden")
-        for event in (analyse_btn.click, file_in.upload, file_in.stop_recording):
-            event(analyse, inputs=[page, file_in, window, top_k], outputs=[file_label, timeline, segment, file_md],
-                  concurrency_limit=2, show_progress_on=[file_md])
+        file_out = [file_label, timeline, segment, file_md]
+        # "always_last": a file that comes while another is analysed is kept and analysed as
+        # soon as that one stops (Gradio's default would drop it); Clear and the new file
+        # itself (`new_file`) stop the running one at its next decoded block
+        for event, fn in ((analyse_btn.click, analyse_again), (file_in.upload, analyse),
+                          (file_in.stop_recording, analyse)):
+            event(fn, inputs=[page, file_in, window, top_k], outputs=file_out, concurrency_limit=2,
+                  concurrency_id="file-analysis", show_progress_on=[file_md], trigger_mode="always_last")
+        file_in.upload(new_file, inputs=[file_in], outputs=None, concurrency_limit=None, show_progress="hidden",
+                       trigger_mode="multiple")
+        file_in.clear(clear_file, outputs=file_out, concurrency_limit=None, show_progress="hidden")
+        file_limit.submit(refuse_file, inputs=[page], outputs=file_out, concurrency_limit=None, show_progress="hidden")
     return demo
 
 

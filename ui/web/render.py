@@ -26,6 +26,9 @@ MIC_PROBLEMS = {
     "OverconstrainedError": "The browser found no microphone that can record. Connect one, then press Record again.",
     "NotReadableError": "The microphone could not be opened: another program may be using it. Close that "
                         "program, then press Record again.",
+    # (music_mic.js: Gradio's recorder failed to start, e.g. Record pressed before it had loaded)
+    "RecorderNotReady": "The page's recorder was not ready when Record was pressed. Press Stop, then Record "
+                        "again.",
 }
 
 # A genre's colour comes from ui.colours (one table for every front end): the same genre has
@@ -87,6 +90,8 @@ def mic_problem_html(name: str | None) -> str:
 
 def mic_problem_label(name: str | None) -> str:
     """The readout's headline while the microphone is missing."""
+    if name == "RecorderNotReady":
+        return "not recording"
     return "microphone blocked" if MIC_PROBLEMS.get(name or "") is MIC_REFUSED else "no microphone"
 
 
@@ -163,7 +168,7 @@ class _Axes:
     # room for tick labels at the phone size of the text too (page.css: 24 units on a phone's
     # 640 units across ~350 px is 13 px on screen)
     W, H, L, R, T = 640, 260, 56, 12, 14
-    BAND_H, GAP, BOTTOM = 14, 6, 30
+    BAND_H, GAP, BOTTOM = 14, 12, 30
 
     def __init__(self, t1: float, span_s: float, ymax: float):
         self.t0, self.t1, self.span_s, self.ymax = t1 - span_s, t1, span_s, ymax
@@ -290,3 +295,15 @@ def file_markdown(fa, name: str, window_s: float) -> str:
 
 def file_error_html(message: str) -> str:
     return f"<div class='file-error'>{escape(message)}</div>"
+
+
+def file_busy_html(name: str) -> str:
+    """The File tab's text while `name` is analysed (the previous file's results are gone)."""
+    return f"<div class='file-busy' data-file='{escape(name, quote=True)}'>Analysing <b>{escape(name)}</b>…</div>"
+
+
+def no_audio_html(after_s: float) -> str:
+    """The status line when Record was pressed and no audio came: what to do."""
+    return ("<div class='live-status' data-no-audio='1'><span class='warn'>No sound has reached the page "
+            f"{after_s:g} s after Record. Press Stop, then Record again; if that does not help, reload the page "
+            "(and check that the browser may use the microphone).</span></div>")

@@ -88,6 +88,8 @@ class LiveSession:
         self._history_lock = threading.Lock()
         self._arrivals: collections.deque = collections.deque(maxlen=512)  # wall times chunks arrived
         self._handler_ms: collections.deque = collections.deque(maxlen=256)
+        self._recent_paths: collections.deque = collections.deque(maxlen=64)  # chunk files handled lately
+        self._recent_set: set = set()
         self._ready: tuple = (None, 0.0)  # newest result and the wall time it was ready
         self._waiters: set = set()  # (loop, asyncio.Event) of `updates` iterators
         self._run = 0
@@ -138,6 +140,17 @@ class LiveSession:
             self._arrivals.append(now)
             self._last_feed = time.monotonic()
             self._handler_ms.append((time.time() - now) * 1000.0)
+
+    def repeated_chunk(self, path: str) -> bool:
+        """Whether the chunk file `path` came before (the same upload, named twice): noted now."""
+        with self._lock:
+            if path in self._recent_set:
+                return True
+            if len(self._recent_paths) == self._recent_paths.maxlen:
+                self._recent_set.discard(self._recent_paths[0])
+            self._recent_paths.append(path)
+            self._recent_set.add(path)
+            return False
 
     def count_bad_chunk(self) -> None:
         """A chunk the page could not decode."""

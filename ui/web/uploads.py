@@ -5,6 +5,7 @@ is ever touched."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -29,6 +30,22 @@ def wav_header(path: str) -> bytes | None:
         return head if head[:4] == b"RIFF" and len(head) == WAV_HEADER_BYTES else None
     except OSError:
         return None
+
+
+def wait_for_upload(path: str, timeout_s: float = 10.0) -> bool:
+    """Whether the uploaded file `path` is there, waiting up to `timeout_s` for it.
+
+    Gradio answers an upload with the file's place in its cache and moves it there in a
+    background task after the answer: on a busy machine the stream event that names the file
+    can reach the page's handler before the file does (it then read as "undecodable")."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while not os.path.exists(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    return True
 
 
 def discard_upload(path: str) -> None:

@@ -293,8 +293,8 @@ def test_silent_trickling_and_non_reading_clients_end_as_documented_and_others_a
         wait_ready(srv)
         before = scrape(srv)
         stop = threading.Event()
-        slow = never_reads(srv.port, "/v1/listen?sample_rate=16000&hop=0.05&top_k=0", stop,
-                           np.zeros(16000, dtype="<i2").tobytes())
+        slow = never_reads(srv.port, "/v1/listen?sample_rate=16000&hop=0.25&top_k=0", stop,
+                           np.zeros(5 * 16000, dtype="<i2").tobytes(), every_s=0.02)
 
         async def everything():
             tasks = [asyncio.create_task(c) for c in (silent(), trickle(), long_stream(), _good_client(srv, 6.0))]

@@ -103,10 +103,11 @@ async def refuse(ws: WebSocket, refusal: Refusal, message: str) -> None:
     if ops is not None:
         ops.metrics.reject(refusal.reason)
     client = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+    http = ws.application_state == WebSocketState.CONNECTING and refusal.http_status and "origin" not in ws.headers
     event(log, "reject", message, level=logging.WARNING if refusal.http_status else logging.INFO,
-          client=client, reason=refusal.reason, code=refusal.close_code)
+          client=client, reason=refusal.reason, code=refusal.http_status if http else refusal.close_code)
     if ws.application_state == WebSocketState.CONNECTING:
-        if refusal.http_status and "origin" not in ws.headers:
+        if http:
             if "websocket.http.response" in ws.scope.get("extensions", {}):
                 headers = {"WWW-Authenticate": "Bearer"} if refusal.http_status == 401 else None
                 return await ws.send_denial_response(Response(message + "\n", status_code=refusal.http_status,

@@ -144,6 +144,7 @@ def test_fallback_when_cpu_lacks_bf16(tiny_ckpt, no_env, monkeypatch):
 
 
 def test_fallback_when_torch_has_no_onednn_bf16(no_env, monkeypatch):
+    monkeypatch.setattr(accel, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})  # the CPU has it, the build not
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     assert resolve_mode("auto") == ("fp32", "float32: bf16 not used but this torch build has no oneDNN bf16 support")
 

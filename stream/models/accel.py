@@ -59,17 +59,19 @@ def cpu_flags() -> frozenset:
 
 def bf16_support() -> tuple[bool, str]:
     """(supported, why): native bf16 compute on this CPU *and* in this torch build."""
+    # the CPU first: oneDNN's own query also answers no on a CPU without AVX-512, which would
+    # blame the build for what the machine lacks
+    flags = cpu_flags()
+    have = [f for f in BF16_FLAGS if f in flags]
+    if flags and not have:
+        return False, "the CPU lacks avx512_bf16/amx_bf16 (bf16 would be emulated, slower than float32)"
     try:
         onednn_ok = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception:  # older/odd builds: no oneDNN bf16 query
         onednn_ok = False
     if not onednn_ok:
         return False, "this torch build has no oneDNN bf16 support"
-    flags = cpu_flags()
-    have = [f for f in BF16_FLAGS if f in flags]
     if not have:
-        if flags:
-            return False, "the CPU lacks avx512_bf16/amx_bf16 (bf16 would be emulated, slower than float32)"
         return False, "CPU features unknown (no /proc/cpuinfo); not risking emulated bf16"
     return True, f"the CPU has {'+'.join(have)}"
 

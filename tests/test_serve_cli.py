@@ -1,9 +1,12 @@
 """`python -m ui.net.ray_cli` (genre-serve-ray) starts a local Ray and deploys; another process uses ray://genre.
 (Its Ray runs in processes of their own: the test process never becomes a Ray driver.)"""
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -95,3 +98,71 @@ def test_a_local_ray_tolerates_a_slow_proxy_start(monkeypatch, start):
             ingress.run_server("musicnn", ServerSettings())
     assert float(seen["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"]) >= 30, seen
     assert seen["RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"] == "7"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+EDGE = "from stream import load_model\nload_model('ray://genre@127.0.0.1:%d')"
+TOKEN = "5e1f0a2b3c4d5e6f7a8b9c0d1e2f3a4b"
+
+
+def test_an_edge_without_the_clusters_token_is_told_so(tmp_path):
+    """A head with token authentication (RAY_AUTH_MODE=token), edges run as other users (other HOMEs)."""
+    port = _free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    homes = {name: tmp_path / name for name in ("head", "edge", "edge-with-file")}
+    for home in homes.values():
+        home.mkdir()
+    (homes["edge-with-file"] / ".ray").mkdir()
+    (homes["edge-with-file"] / ".ray" / "auth_token").write_text(TOKEN)
+    ray_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must fit in 107 bytes
+    head = subprocess.Popen(["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_dir}"],
+                            env={**base, "HOME": str(homes["head"]), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN,
+                                 "PATH": os.path.dirname(sys.executable) + os.pathsep + base.get("PATH", "")},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def edge(home, **env):
+        return subprocess.run([sys.executable, "-c", EDGE % port], cwd=ROOT, capture_output=True, text=True,
+                              timeout=180, env={**base, "HOME": str(homes[home]), **env})
+    try:
+        deadline = time.monotonic() + 180  # the head's GCS listens once it is up (slow on a loaded machine)
+        while head.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert head.poll() is None, head.stdout.read()[-2000:]
+        advice = "export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<token>"
+        # no token mode here: Ray retries ~20 s and used to say "not reachable"
+        r = edge("edge")
+        assert r.returncode != 0
+        assert f"Ray answered at 127.0.0.1:{port} but refused this process" in r.stderr, r.stderr[-2000:]
+        assert "RAY_AUTH_MODE is unset" in r.stderr and advice in r.stderr and "not reachable" not in r.stderr
+        # token mode, but no token anywhere: Ray's own AuthenticationError used to escape as a traceback
+        r = edge("edge", RAY_AUTH_MODE="token")
+        assert "RAY_AUTH_MODE=token is set but no token was found" in r.stderr, r.stderr[-2000:]
+        assert "AuthenticationError:" not in r.stderr.splitlines()[-1]
+        # a wrong token, named by where it came from and never printed
+        r = edge("edge", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 32)
+        assert "refused this process" in r.stderr and "the token from RAY_AUTH_TOKEN is wrong" in r.stderr, \
+            r.stderr[-2000:]
+        # the right token in ~/.ray/auth_token: connected, and the next problem is the missing application
+        r = edge("edge-with-file", RAY_AUTH_MODE="token")
+        assert "no Ray Serve application 'genre'" in r.stderr or "Ray Serve is not running" in r.stderr, \
+            r.stderr[-2000:]
+        assert TOKEN not in r.stderr + r.stdout
+    finally:
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.communicate()
+        shutil.rmtree(ray_dir, ignore_errors=True)

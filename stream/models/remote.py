@@ -82,13 +82,51 @@ def connect(address: str | None = None, *, spec: str = SCHEME, timeout: float = 
         why = _probe(address, timeout)
         if why:
             raise ModelLoadError(spec, f"Ray is not reachable at {address} ({why})", advice)
+    where = "on this machine (address 'auto')" if address == "auto" else f"at {address}"
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = "on this machine (address 'auto')" if address == "auto" else f"at {address}"
-        raise ModelLoadError(spec, f"Ray is not reachable {where} ({type(exc).__name__}: {exc})", advice) from exc
+    except Exception as exc:
+        if isinstance(exc, getattr(ray.exceptions, "AuthenticationError", ())):  # raised here, before asking
+            raise ModelLoadError(spec, f"RAY_AUTH_MODE=token is set but {_token_here()}", TOKEN_ADVICE) from exc
+        if _refused_token(exc):
+            raise ModelLoadError(spec, f"Ray answered {where} but refused this process: the cluster uses token "
+                                       f"authentication and {_token_here()}", TOKEN_ADVICE) from exc
+        if isinstance(exc, (ConnectionError, RuntimeError, ValueError)):
+            raise ModelLoadError(spec, f"Ray is not reachable {where} ({type(exc).__name__}: {exc})", advice) from exc
+        raise
     quiet_serve_logs()
     return address
+
+
+TOKEN_ADVICE = ("Give this process the cluster's token: `ray get-auth-token` on the head node prints it; then "
+                "export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<token> (or RAY_AUTH_TOKEN_PATH=<file>, or put it "
+                "in ~/.ray/auth_token of the user running this command).")
+
+
+def _refused_token(exc: BaseException) -> bool:
+    """Whether the cluster refused ray.init's token (or its absence). Ray 2.60 says so only in the
+    text of a RuntimeError under its ConnectionError, after ~20 s of retries."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if "InvalidAuthToken" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _token_here() -> str:
+    """What this process would send, in words (never the token itself)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return ("this process has token authentication off (RAY_AUTH_MODE is "
+                f"{os.environ.get('RAY_AUTH_MODE') or 'unset'}), so it sent no token")
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        if os.environ.get(name):
+            return f"the token from {name} is wrong"
+    path = os.path.expanduser("~/.ray/auth_token")
+    if os.path.isfile(path):
+        return f"the token in {path} is wrong"
+    return f"no token was found (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH and {path} are all missing)"
 
 
 def quiet_serve_logs() -> None:

@@ -204,7 +204,7 @@ class _Stream:
             self.tee(record)
 
     def count_skipped(self) -> None:
-        skipped = self.engine.stats.windows_skipped if self.engine is not None else 0
+        skipped = self.engine.windows_skipped if self.engine is not None else 0  # (per result: not .stats)
         if skipped > self.skipped_counted:
             self.metrics.windows_skipped_total.inc(skipped - self.skipped_counted)
             self.skipped_counted = skipped

@@ -42,9 +42,10 @@ from stream.audio import MAX_CHANNELS, validate_rate
 from stream.engine import EngineConfig, Result, StreamEngine
 from stream.models import AudioModel, load_model
 from ui.colours import genre_colours
+from ui.options import span_text
 from ui.report import dumps
 
-from .access import BAD_PARAMETER, NAME_IN_USE, REFUSALS, check_access, origin_ok, refuse, token_ok  # noqa: F401
+from .access import BAD_PARAMETER, NAME_IN_USE, REFUSALS, check_access, refuse, token_ok
 from .history import history_router, stream_recorder
 from .kiosk import kiosk_router
 from .logs import event, stream_id
@@ -130,8 +131,9 @@ def parse_stream_params(query, base: EngineConfig) -> tuple[int, int, str, Engin
     # the ranges every front end accepts (the page, the listener): one refusal per value
     bad = EngineConfig.out_of_range(window_s=window, hop_s=hop, smoothing_s=smoothing, top_k=top_k)
     if bad:
-        raise BadParameter("; ".join(f"{name.removesuffix('_s')}={v:g} is out of range; accepted: {lo:g}..{hi:g}"
-                                     + (" (0 = all)" if name == "top_k" else " s") for name, v, (lo, hi) in bad))
+        said = [(name.removesuffix("_s"), v, lo, hi) for name, v, (lo, hi) in bad]  # (by the query's names)
+        raise BadParameter("; ".join(f"{key}={v:g} is out of range; accepted: {span_text(key, lo, hi)}"
+                                     for key, v, lo, hi in said))
     return rate, channels, fmt, cfg
 
 

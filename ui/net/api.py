@@ -45,7 +45,7 @@ from ui.colours import genre_colours
 from ui.options import span_text
 from ui.report import dumps
 
-from .access import BAD_PARAMETER, NAME_IN_USE, REFUSALS, check_access, refuse, token_ok
+from .access import BAD_PARAMETER, NAME_IN_USE, REFUSALS, check_access, client_of, refuse, token_ok
 from .history import history_router, stream_recorder
 from .kiosk import kiosk_router
 from .logs import event, stream_id
@@ -288,11 +288,6 @@ def create_app(model_or_factory, settings: ServerSettings | None = None, history
     return app
 
 
-def _client(ws) -> str:
-    c = ws.client
-    return f"{c.host}:{c.port}" if c else "?"
-
-
 async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
     if ws.application_state == WebSocketState.CONNECTED:
         try:
@@ -314,7 +309,7 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, ops: ServerOps
     except ValueError as exc:  # BadParameter, or a bad stream name
         return await refuse(ws, BAD_PARAMETER, str(exc))
     loop = asyncio.get_running_loop()
-    st = _Stream(ws, loop, settings.send_queue, ops.metrics, _client(ws))
+    st = _Stream(ws, loop, settings.send_queue, ops.metrics, client_of(ws))
     try:
         st.engine = StreamEngine(model, cfg, on_result=st.on_result)
     except ValueError as exc:

@@ -52,7 +52,7 @@ from .logs import event, stream_id
 from .ops import ServerOps
 from .ops import router as ops_router
 from .settings import ServerSettings
-from .watch import WatchHub, check_name, watch_router
+from .watch import SendQueue, WatchHub, check_name, watch_router
 
 log = logging.getLogger("ui.net.server")
 
@@ -143,10 +143,7 @@ class _Stream:
     def __init__(self, ws, loop: asyncio.AbstractEventLoop, send_queue: int, metrics, client: str):
         self.ws, self.loop, self.metrics = ws, loop, metrics
         self.id, self.client, self.opened = stream_id(), client, time.monotonic()
-        self.out: collections.deque = collections.deque()
-        self.limit = max(1, send_queue)
-        self.wakeup = asyncio.Event()
-        self.dropped = 0  # results dropped because the client did not read them
+        self.out = SendQueue(send_queue)  # its `dropped`: results the client did not read in time
         self.sent = 0  # results sent
         self.engine: StreamEngine | None = None
         self.results_seen = 0  # results handed to this stream by the engine (sent or dropped)
@@ -185,23 +182,20 @@ class _Stream:
             self.arrivals.popleft()  # later results end later: never needed again
         return self.loop.time() - self.arrivals[0][1] if self.arrivals else None
 
+    @property
+    def dropped(self) -> int:
+        """Results dropped because the client did not read them."""
+        return self.out.dropped
+
     # called on the event loop (via call_soon_threadsafe from the inference thread)
     def push_result(self, res: Result) -> None:
-        results = sum(1 for kind, _ in self.out if kind == "result")
-        if results >= self.limit:  # drop the oldest result, never a control event
-            for i, (kind, _) in enumerate(self.out):
-                if kind == "result":
-                    del self.out[i]
-                    break
-            self.dropped += 1
-            self.metrics.results_dropped_total.inc()
         self.results_seen += 1
         if not res.silent:
             self.metrics.inference_seconds.observe(res.inference_ms / 1000.0)
         self.count_skipped()
         record = res.to_json()
-        self.out.append(("result", record))
-        self.wakeup.set()
+        if self.out.put("result", record):  # the oldest waiting result made room
+            self.metrics.results_dropped_total.inc()
         if self.tee is not None:
             self.tee(record)
 
@@ -212,8 +206,7 @@ class _Stream:
             self.skipped_counted = skipped
 
     def push(self, record: dict) -> None:
-        self.out.append((record["event"], record))
-        self.wakeup.set()
+        self.out.put(record["event"], record)
         if self.tee is not None:
             self.tee(record)
 
@@ -227,10 +220,7 @@ class _Stream:
 
     async def sender(self) -> None:
         while True:
-            while not self.out:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-            kind, record = self.out.popleft()
+            kind, record = await self.out.get()
             if kind == "stop":
                 return
             await self.ws.send_text(dumps(record))
@@ -359,8 +349,7 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, ops: ServerOps
         if code is None:  # the client went away
             sender.cancel()
             return
-        st.out.append(("stop", None))
-        st.wakeup.set()
+        st.out.put("stop", None)
         try:  # deliver what is queued; a client that does not read cannot hold us
             await asyncio.wait_for(sender, timeout=st.time_left(SEND_DRAIN_S))
         except (asyncio.TimeoutError, asyncio.CancelledError, Exception):

@@ -110,6 +110,16 @@ def part3(folder: Path, streams: int) -> None:
           f"{wall:.1f} s wall = {streams * 1440 / wall:,.0f} rows/s; dropped {stats.dropped}")
 
 
+def query_day(reader: HistoryReader, step: str, repeats: int):
+    """stream-000's day in `step` buckets, asked `repeats` times: (the buckets, each query's seconds)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        rows = reader.buckets("stream-000", T0, T0 + 86400, step)
+        times.append(time.perf_counter() - t0)
+    return rows, times
+
+
 def part2(folder: Path, streams: int) -> None:
     clock = Clock(T0)
     path = folder / "day.sqlite"
@@ -119,17 +129,9 @@ def part2(folder: Path, streams: int) -> None:
     store.close()  # folds the WAL into the file
     size = path.stat().st_size
     reader = HistoryReader(path)
-    q = []
-    for _ in range(20):
-        t0 = time.perf_counter()
-        hours = reader.buckets("stream-000", T0, T0 + 86400, "hour")
-        q.append(time.perf_counter() - t0)
+    hours, q = query_day(reader, "hour", 20)
     assert len(hours) == 24, len(hours)
-    qm = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        minutes = reader.buckets("stream-000", T0, T0 + 86400, "minute")
-        qm.append(time.perf_counter() - t0)
+    minutes, qm = query_day(reader, "minute", 5)
     assert len(minutes) == 1440, len(minutes)
     print(f"part 2: {streams} streams x 1 simulated day ({streams * 1440} minute rows) in {wall:.1f} s wall; "
           f"rows/s {streams * 1440 / wall:,.0f}; dropped {stats.dropped}")

@@ -687,6 +687,12 @@ class StreamEngine:
 
     # ---- state ---------------------------------------------------------------------
     @property
+    def windows_skipped(self) -> int:
+        """`stats.windows_skipped` without building the stats (which copies and sorts the
+        inference times under the result lock): cheap enough to read per result."""
+        return self._n_skipped
+
+    @property
     def stats(self) -> EngineStats:
         with self._result_lock:
             ms = np.array(self._infer_ms) if self._infer_ms else np.zeros(1)

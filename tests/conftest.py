@@ -81,6 +81,18 @@ def pytest_make_collect_report(collector):
             report.longrepr = f"module skipped under {NO_SKIP_ENV}=1: {reason}"
 
 
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs (mounted for the test: root only): a disk a test can fill (tests/test_history*.py)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     return str(make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_hubert")))

@@ -16,12 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 MUSIC_DIR = Path("/usr/share/games/asc/music")  # Debian asc-music, GPL-2+, electronic
 TRACKS = ["machine_wars.mp3", "frontiers.mp3", "time_to_strike.mp3"]
 FORMAT_DTYPES = {"s16le": ("<i2", 32767.0), "s32le": ("<i4", 2147483647.0), "f32le": ("<f4", 1.0)}
+# every server test streams these tracks: `pytestmark = needs_music` in its module
+needs_music = pytest.mark.skipif(not (MUSIC_DIR / TRACKS[0]).is_file(),
+                                 reason=f"{MUSIC_DIR} missing: apt-get install asc-music")
+
+
+def run_async(coro):
+    return asyncio.run(coro)
 
 
 class ServerProcess:

@@ -53,6 +53,21 @@ def fake_result(t, genre, silent=False):
                   None if silent else genre, {})
 
 
+def add_seconds(rec, clock, start, stop, genre):
+    """One readout of `genre` a second, the clock at T0 + start .. T0 + stop - 1."""
+    for i in range(start, stop):
+        clock.t = T0 + i
+        rec.add(fake_result(i + 1.0, genre))
+
+
+def end_and_read(store, rec, path):
+    """End the session, write everything, close the store: the file's rows of the day."""
+    rec.close(None, "end of stream")
+    assert store.flush()
+    store.close()
+    return HistoryReader(path).buckets("shop", T0, T0 + DAY)
+
+
 def write_day(path, clock, name="shop", genres=("Electronic", "Rock", "Jazz"), plan=None, hours=2):
     """`hours` of one readout a second from clock.t: genre by `plan(i)` (i: seconds), silent every 50th."""
     plan = plan or (lambda i: "Rock" if (i // 600) % 3 == 0 else "Electronic")
@@ -281,22 +296,15 @@ def test_a_lock_taken_while_recording_drops_rows_and_counts_them(tmp_path):
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        for i in range(600):  # ten minutes of readouts, more rows than the queue holds meanwhile
-            clock.t = T0 + i
-            rec.add(fake_result(i + 1.0, "Rock"))
+        add_seconds(rec, clock, 0, 600, "Rock")  # ten minutes of readouts, more rows than the queue holds meanwhile
         wait_for(lambda: store.stats.dropped > 0, what="dropped rows")
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     assert "locked" in store.stats.last_error, store.stats
     dropped = store.stats.dropped
-    for i in range(600, 700):
-        clock.t = T0 + i
-        rec.add(fake_result(i + 1.0, "Jazz"))
-    rec.close(None, "end of stream")
-    assert store.flush()
-    store.close()
-    rows = HistoryReader(path).buckets("shop", T0, T0 + DAY)
+    add_seconds(rec, clock, 600, 700, "Jazz")
+    rows = end_and_read(store, rec, path)
     assert rows and rows[-1].genre_shares == {"Jazz": 1.0}, [b.to_json() for b in rows]
     assert store.stats.dropped == dropped
 
@@ -322,18 +330,6 @@ def test_retention_prunes_rows_older_than_n_days(tmp_path):
 
 
 # ---------------------------------------------------------------- a full disk ----------------
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 1 MiB tmpfs (mounted for the test: root only)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def fill(folder: Path) -> Path:
     """Fill the file system of `folder` until it refuses more."""
     filler = folder / "filler"
@@ -352,22 +348,15 @@ def test_a_full_disk_drops_rows_with_a_counted_warning(tiny_disk, caplog):
     rec = store.recorder("shop", 1.0)
     filler = fill(tiny_disk)
     with caplog.at_level("WARNING", logger="ui.history.store"):
-        for i in range(300):  # five minutes: readouts go on
-            clock.t = T0 + i
-            rec.add(fake_result(i + 1.0, "Rock"))
+        add_seconds(rec, clock, 0, 300, "Rock")  # five minutes: readouts go on
         assert store.flush()
     assert store.stats.dropped >= 4 and "full" in store.stats.last_error, store.stats
     assert any("dropped so far" in r.message and "full" in r.message for r in caplog.records), caplog.text
     filler.unlink()  # space again: rows are written again
     written = store.stats.written
-    for i in range(300, 420):
-        clock.t = T0 + i
-        rec.add(fake_result(i + 1.0, "Jazz"))
-    rec.close(None, "end of stream")
-    assert store.flush()
-    store.close()
+    add_seconds(rec, clock, 300, 420, "Jazz")
+    rows = end_and_read(store, rec, tiny_disk / "h.sqlite")
     assert store.stats.written > written
-    rows = HistoryReader(tiny_disk / "h.sqlite").buckets("shop", T0, T0 + DAY)
     assert rows and rows[-1].genre_shares == {"Jazz": 1.0}
     con = sqlite3.connect(tiny_disk / "h.sqlite")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -20,14 +20,13 @@ from urllib.parse import urlencode
 
 import pytest
 
-from server_support import MUSIC_DIR, ROOT, TRACKS, ServerProcess, events_until_close, music, pcm, stream
+from server_support import ROOT, TRACKS, ServerProcess, events_until_close, music, needs_music, pcm, stream
 
 TOKEN = "hist-token"
 MINUTE_S = 5
 ENV = dict(os.environ, GENRE_HISTORY_MINUTE_S=str(MINUTE_S))
 
-pytestmark = pytest.mark.skipif(not (MUSIC_DIR / TRACKS[0]).is_file(),
-                                reason=f"{MUSIC_DIR} missing: apt-get install asc-music")
+pytestmark = needs_music
 
 
 def bearer(token=TOKEN):
@@ -252,18 +251,6 @@ def test_sigkill_mid_stream_loses_at_most_the_last_minute(tmp_path):
 
 
 # ---------------------------------------------------------------- a full disk -----------------
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 1 MiB tmpfs (mounted for the test: root only)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_a_full_disk_never_stops_the_readouts(tiny_disk):
     srv = ServerProcess("--history", str(tiny_disk / "h.sqlite"), "--hop", "1", "--log-level", "warning",
                         env=ENV).wait_ready()

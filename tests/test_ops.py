@@ -17,19 +17,14 @@ import time
 import numpy as np
 import pytest
 
-from server_support import (MUSIC_DIR, ROOT, TRACKS, ServerProcess, events_until_close, http_get, metric,
-                            metric_samples, music, never_reads, pcm, poll, scrape, stream, wait_ready)
+from server_support import (ROOT, TRACKS, ServerProcess, events_until_close, http_get, metric, metric_samples, music,
+                            needs_music, never_reads, pcm, poll, run_async, scrape, stream, wait_ready)
 
 CLI = str(ROOT / "cli_listen.py")
 TOKEN = "ops-s3cret-Tok"
 KIOSK = "http://kiosk.example"
 
-pytestmark = pytest.mark.skipif(not (MUSIC_DIR / TRACKS[0]).is_file(),
-                                reason=f"{MUSIC_DIR} missing: apt-get install asc-music")
-
-
-def run_async(coro):
-    return asyncio.run(coro)
+pytestmark = needs_music
 
 
 @pytest.fixture(scope="module")

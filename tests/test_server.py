@@ -16,7 +16,7 @@ import pytest
 
 from pulse_support import PACKAGES, PulseServer, missing_tools
 from server_support import (CLIENTS, MUSIC_DIR, ROOT, TRACKS, ServerProcess, eight_clients, events_until_close, music,
-                            pcm, stream)
+                            needs_music, pcm, run_async, stream)
 
 CLI = str(ROOT / "cli_listen.py")
 TOKEN = "s3cret-token"
@@ -25,12 +25,7 @@ KIOSK = "http://kiosk.example"
 PLAUSIBLE = {"electronic", "techno", "electronica", "electro", "dance", "house", "experimental", "ambient",
              "chillout", "industrial", "new age", "trance"}
 
-pytestmark = pytest.mark.skipif(not (MUSIC_DIR / TRACKS[0]).is_file(),
-                                reason=f"{MUSIC_DIR} missing: apt-get install asc-music")
-
-
-def run_async(coro):
-    return asyncio.run(coro)
+pytestmark = needs_music
 
 
 @pytest.fixture(scope="module")

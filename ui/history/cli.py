@@ -17,14 +17,13 @@ import sys
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
-from ui.colours import genre_colour
+from ui.colours import SILENCE_COLOUR, genre_colour
 from ui.report import shares
 
 from .store import STEPS, Bucket, HistoryError, HistoryReader, iso, parse_time, zone
 
 PROG = "genre-history"
 EXIT_OK, EXIT_USAGE, EXIT_EMPTY = 0, 2, 3
-SILENCE_GREY = "#b8b8b8"  # silence, as the page's plot shows it
 
 
 def hms(seconds: float) -> str:
@@ -118,7 +117,7 @@ def day_chart(path: Path, hours: list[Bucket], day_start: float, tz: tzinfo, ord
             y = y0
         if b.silent_s:
             strip = max(1, round(6 * b.silent_s / (b.silent_s + b.classified_s)))
-            d.rectangle([x, top + height + 2, x + bar - 1, top + height + 1 + strip], fill=SILENCE_GREY)
+            d.rectangle([x, top + height + 2, x + bar - 1, top + height + 1 + strip], fill=SILENCE_COLOUR)
     for i, g in enumerate(genres):
         x, y = 8 + (i % 4) * 200, top + height + 30 + 18 * (i // 4)
         d.rectangle([x, y, x + 14, y + 12], fill=colours[g])

@@ -2,7 +2,7 @@
 
 A refusal has a reason (one of REFUSALS: origin, token, bad_parameter, capacity, draining,
 name_in_use, watchers), a close code, and a message that says what to do. `refuse` is the one
-function that sends one, counts it by reason (`refused`, and the app's Prometheus counter
+function that sends one, counts it by reason (the app's Prometheus counter
 genre_rejected_total, ui/net/metrics.py) and logs it (a `reject` event, ui/net/logs.py),
 whichever endpoint refuses. The token travels as `Authorization: Bearer TOKEN` or `?token=TOKEN`
 on every route alike (browsers cannot set headers on a WebSocket, so the query form must stay).
@@ -22,7 +22,6 @@ capacity, draining and watchers close with 1013 (try again later / elsewhere); t
 """
 from __future__ import annotations
 
-import collections
 import hmac
 import json
 import logging
@@ -55,9 +54,8 @@ DRAINING = Refusal("draining", 1013, retry=True)  # shutting down: connect elsew
 NAME_IN_USE = Refusal("name_in_use", 1008)
 WATCHERS = Refusal("watchers", 1013, retry=True)
 REFUSALS = {r.reason: r for r in (ORIGIN, TOKEN, BAD_PARAMETER, CAPACITY, DRAINING, NAME_IN_USE, WATCHERS)}
-
-# refusals since start, by reason (all apps of this process)
-refused: collections.Counter = collections.Counter()
+# what a request without the right token is told, on every route
+TOKEN_REQUIRED = "a valid token is required: send 'Authorization: Bearer TOKEN' or the query parameter token=TOKEN"
 
 
 def token_of(headers, query) -> str | None:
@@ -90,6 +88,12 @@ def origin_ok(settings: ServerSettings, headers) -> bool:
     return bool(host) and urlsplit(origin).netloc.lower() == host.lower()  # a page of this server
 
 
+def client_of(ws) -> str:
+    """"host:port" of a connection's peer, as the logs name it ("?" when unknown)."""
+    c = ws.client
+    return f"{c.host}:{c.port}" if c else "?"
+
+
 def close_reason(refusal: Refusal, message: str) -> str:
     """"REASON: message", cut to fit a close frame (123 bytes of UTF-8)."""
     text = f"{refusal.reason}: {message}".encode()
@@ -98,11 +102,10 @@ def close_reason(refusal: Refusal, message: str) -> str:
 
 async def refuse(ws: WebSocket, refusal: Refusal, message: str) -> None:
     """Refuse `ws` (accepted or not yet) for `refusal`, saying `message`; see the module doc."""
-    refused[refusal.reason] += 1
     ops = getattr(getattr(ws.scope.get("app"), "state", None), "ops", None)  # (ui/net/ops.py, when mounted)
     if ops is not None:
         ops.metrics.reject(refusal.reason)
-    client = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+    client = client_of(ws)
     http = ws.application_state == WebSocketState.CONNECTING and refusal.http_status and "origin" not in ws.headers
     event(log, "reject", message, level=logging.WARNING if refusal.http_status else logging.INFO,
           client=client, reason=refusal.reason, code=refusal.http_status if http else refusal.close_code)
@@ -133,8 +136,7 @@ async def check_access(ws: WebSocket, settings: ServerSettings) -> bool:
                                  "start the server with --allow-origin ORIGIN")
         return False
     if not token_ok(settings, ws.headers, ws.query_params):
-        await refuse(ws, TOKEN, "a valid token is required: send 'Authorization: Bearer TOKEN' "
-                                "or the query parameter token=TOKEN")
+        await refuse(ws, TOKEN, TOKEN_REQUIRED)
         return False
     return True
 
@@ -144,6 +146,4 @@ def require_token(request: Request) -> None:
     (when the server has one), with the same two ways to pass it as the WebSocket."""
     settings: ServerSettings = request.app.state.settings
     if not token_ok(settings, request.headers, request.query_params):
-        raise HTTPException(status_code=401, detail="a valid token is required: send 'Authorization: Bearer "
-                                                    "TOKEN' or the query parameter token=TOKEN",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(status_code=401, detail=TOKEN_REQUIRED, headers={"WWW-Authenticate": "Bearer"})

@@ -42,16 +42,17 @@ from stream.audio import MAX_CHANNELS, validate_rate
 from stream.engine import EngineConfig, Result, StreamEngine
 from stream.models import AudioModel, load_model
 from ui.colours import genre_colours
+from ui.options import span_text
 from ui.report import dumps
 
-from .access import BAD_PARAMETER, NAME_IN_USE, REFUSALS, check_access, origin_ok, refuse, token_ok  # noqa: F401
+from .access import BAD_PARAMETER, NAME_IN_USE, REFUSALS, check_access, client_of, refuse, token_ok
 from .history import history_router, stream_recorder
 from .kiosk import kiosk_router
 from .logs import event, stream_id
 from .ops import ServerOps
 from .ops import router as ops_router
 from .settings import ServerSettings
-from .watch import WatchHub, check_name, watch_router
+from .watch import SendQueue, WatchHub, check_name, watch_router
 
 log = logging.getLogger("ui.net.server")
 
@@ -130,8 +131,9 @@ def parse_stream_params(query, base: EngineConfig) -> tuple[int, int, str, Engin
     # the ranges every front end accepts (the page, the listener): one refusal per value
     bad = EngineConfig.out_of_range(window_s=window, hop_s=hop, smoothing_s=smoothing, top_k=top_k)
     if bad:
-        raise BadParameter("; ".join(f"{name.removesuffix('_s')}={v:g} is out of range; accepted: {lo:g}..{hi:g}"
-                                     + (" (0 = all)" if name == "top_k" else " s") for name, v, (lo, hi) in bad))
+        said = [(name.removesuffix("_s"), v, lo, hi) for name, v, (lo, hi) in bad]  # (by the query's names)
+        raise BadParameter("; ".join(f"{key}={v:g} is out of range; accepted: {span_text(key, lo, hi)}"
+                                     for key, v, lo, hi in said))
     return rate, channels, fmt, cfg
 
 
@@ -141,10 +143,7 @@ class _Stream:
     def __init__(self, ws, loop: asyncio.AbstractEventLoop, send_queue: int, metrics, client: str):
         self.ws, self.loop, self.metrics = ws, loop, metrics
         self.id, self.client, self.opened = stream_id(), client, time.monotonic()
-        self.out: collections.deque = collections.deque()
-        self.limit = max(1, send_queue)
-        self.wakeup = asyncio.Event()
-        self.dropped = 0  # results dropped because the client did not read them
+        self.out = SendQueue(send_queue)  # its `dropped`: results the client did not read in time
         self.sent = 0  # results sent
         self.engine: StreamEngine | None = None
         self.results_seen = 0  # results handed to this stream by the engine (sent or dropped)
@@ -183,35 +182,31 @@ class _Stream:
             self.arrivals.popleft()  # later results end later: never needed again
         return self.loop.time() - self.arrivals[0][1] if self.arrivals else None
 
+    @property
+    def dropped(self) -> int:
+        """Results dropped because the client did not read them."""
+        return self.out.dropped
+
     # called on the event loop (via call_soon_threadsafe from the inference thread)
     def push_result(self, res: Result) -> None:
-        results = sum(1 for kind, _ in self.out if kind == "result")
-        if results >= self.limit:  # drop the oldest result, never a control event
-            for i, (kind, _) in enumerate(self.out):
-                if kind == "result":
-                    del self.out[i]
-                    break
-            self.dropped += 1
-            self.metrics.results_dropped_total.inc()
         self.results_seen += 1
         if not res.silent:
             self.metrics.inference_seconds.observe(res.inference_ms / 1000.0)
         self.count_skipped()
         record = res.to_json()
-        self.out.append(("result", record))
-        self.wakeup.set()
+        if self.out.put("result", record):  # the oldest waiting result made room
+            self.metrics.results_dropped_total.inc()
         if self.tee is not None:
             self.tee(record)
 
     def count_skipped(self) -> None:
-        skipped = self.engine.stats.windows_skipped if self.engine is not None else 0
+        skipped = self.engine.windows_skipped if self.engine is not None else 0  # (per result: not .stats)
         if skipped > self.skipped_counted:
             self.metrics.windows_skipped_total.inc(skipped - self.skipped_counted)
             self.skipped_counted = skipped
 
     def push(self, record: dict) -> None:
-        self.out.append((record["event"], record))
-        self.wakeup.set()
+        self.out.put(record["event"], record)
         if self.tee is not None:
             self.tee(record)
 
@@ -225,10 +220,7 @@ class _Stream:
 
     async def sender(self) -> None:
         while True:
-            while not self.out:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-            kind, record = self.out.popleft()
+            kind, record = await self.out.get()
             if kind == "stop":
                 return
             await self.ws.send_text(dumps(record))
@@ -286,11 +278,6 @@ def create_app(model_or_factory, settings: ServerSettings | None = None, history
     return app
 
 
-def _client(ws) -> str:
-    c = ws.client
-    return f"{c.host}:{c.port}" if c else "?"
-
-
 async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
     if ws.application_state == WebSocketState.CONNECTED:
         try:
@@ -312,7 +299,7 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, ops: ServerOps
     except ValueError as exc:  # BadParameter, or a bad stream name
         return await refuse(ws, BAD_PARAMETER, str(exc))
     loop = asyncio.get_running_loop()
-    st = _Stream(ws, loop, settings.send_queue, ops.metrics, _client(ws))
+    st = _Stream(ws, loop, settings.send_queue, ops.metrics, client_of(ws))
     try:
         st.engine = StreamEngine(model, cfg, on_result=st.on_result)
     except ValueError as exc:
@@ -362,8 +349,7 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, ops: ServerOps
         if code is None:  # the client went away
             sender.cancel()
             return
-        st.out.append(("stop", None))
-        st.wakeup.set()
+        st.out.put("stop", None)
         try:  # deliver what is queued; a client that does not read cannot hold us
             await asyncio.wait_for(sender, timeout=st.time_left(SEND_DRAIN_S))
         except (asyncio.TimeoutError, asyncio.CancelledError, Exception):

@@ -22,6 +22,8 @@ from fastapi.responses import JSONResponse
 
 from ui.history.store import STEPS, HistoryStore, Recorder, iso, parse_time, zone
 
+from .access import TOKEN_REQUIRED
+
 HISTORY_PARAMS = ("name", "from", "to", "step", "tz", "token")
 MAX_ROWS = 20160  # two weeks of minutes per request; longer ranges by hour or day
 
@@ -67,8 +69,7 @@ def history_router(store: HistoryStore, authorized: Callable[[Request], bool]) -
     @router.get("/v1/history")
     async def history(request: Request):
         if not authorized(request):
-            return _bad(401, "a valid token is required: send 'Authorization: Bearer TOKEN' or the query "
-                             "parameter token=TOKEN", **{"WWW-Authenticate": "Bearer"})
+            return _bad(401, TOKEN_REQUIRED, **{"WWW-Authenticate": "Bearer"})
         q = request.query_params
         unknown = sorted(set(q.keys()) - set(HISTORY_PARAMS))
         if unknown:

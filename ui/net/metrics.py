@@ -15,8 +15,8 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
 # why a stream ended (genre_streams_total{outcome})
 OUTCOMES = ("ended", "idle", "max_session", "shutdown", "error", "client_gone")
-# why a stream was refused (genre_rejected_total{reason}); name_in_use and watchers are counted by
-# the named-stream routes (kiosk) through ServerMetrics.reject
+# why a stream was refused (genre_rejected_total{reason}): ui/net/access.py's REFUSALS, each
+# counted by access.refuse, plus frame_too_big (a stream cut for an oversized frame)
 REJECT_REASONS = ("token", "origin", "capacity", "bad_parameter", "frame_too_big", "draining", "name_in_use",
                   "watchers")
 # inference of one batch: from a few ms (a MusiCNN patch) to seconds (a transformer on a loaded CPU)

@@ -10,7 +10,8 @@ source of that name. A second source of a live name is refused ("name_in_use", 1
 
 Everything here runs on the server's event loop: the source's events arrive there already
 (ui/net/api.py hands results over from the inference thread), so there are no locks. Each
-watcher has its own bounded queue, so a slow screen only loses its own oldest results.
+watcher has its own bounded queue (`SendQueue`, the one a listening stream has too), so a slow
+screen only loses its own oldest results.
 Under Ray Serve each ingress replica has its own hub (`genre-serve --ray` runs one).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import collections
 import logging
 import re
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
@@ -45,30 +47,61 @@ def check_name(name: str | None) -> str:
     return name
 
 
+class SendQueue:
+    """One connection's events waiting for its sender task, with at most `limit` results: a
+    client that does not read loses its own oldest results (counted in `dropped`), never a
+    control event (ready, error, summary). A listening stream (ui/net/api.py) and each watcher
+    have one; on the event loop only. Put and get cost the same however full it is: they run
+    for every result of every connection."""
+
+    def __init__(self, limit: int):
+        self.limit = max(1, limit)
+        self.items: collections.deque = collections.deque()  # (kind, record)
+        self.results = 0  # how many of the items are results
+        self.dropped = 0
+        self.wakeup = asyncio.Event()
+
+    def put(self, kind: str, record: Any) -> bool:
+        """Queue an event of `kind` ("result", "ready", ...); True when the oldest waiting
+        result was dropped to make room for it."""
+        dropped = kind == "result" and self.results >= self.limit
+        if dropped:
+            for i, (k, _) in enumerate(self.items):  # (the first result: control events are few)
+                if k == "result":
+                    del self.items[i]
+                    break
+            self.dropped += 1
+        elif kind == "result":
+            self.results += 1
+        self.items.append((kind, record))
+        self.wakeup.set()
+        return dropped
+
+    async def get(self) -> tuple[str, Any]:
+        """The oldest event, (kind, record), once there is one."""
+        while not self.items:
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        kind, record = self.items.popleft()
+        if kind == "result":
+            self.results -= 1
+        return kind, record
+
+
 class Watcher:
-    """One watching connection: a bounded queue of events and the task that sends them."""
+    """One watching connection: its queue of events and the task that sends them."""
 
     def __init__(self, ws: WebSocket, limit: int):
-        self.ws, self.limit = ws, max(1, limit)
-        self.out: collections.deque = collections.deque()
-        self.wakeup = asyncio.Event()
-        self.dropped = 0
+        self.ws = ws
+        self.out = SendQueue(limit)
 
     def push(self, record: dict) -> None:
-        if record["event"] == "result":
-            results = [i for i, r in enumerate(self.out) if r["event"] == "result"]
-            if len(results) >= self.limit:  # drop the oldest result, never a control event
-                del self.out[results[0]]
-                self.dropped += 1
-        self.out.append(record)
-        self.wakeup.set()
+        self.out.put(record["event"], record)
 
     async def sender(self) -> None:
         while True:
-            while not self.out:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-            await self.ws.send_text(dumps(self.out.popleft()))
+            _, record = await self.out.get()
+            await self.ws.send_text(dumps(record))
 
 
 class Channel:

@@ -15,7 +15,7 @@ readouts received per second and the p95 latency of that interval (the chunk tha
 a window was handed to ws.send -> its readout arrived), and the streams open (/metrics).
 At the end: the slope per hour of each (least squares over the samples after the first
 `--settle` minutes, when allocator pools and the runtime's arenas have grown to their
-working size), the errors (error events, closes other than 1000 after `end`, exceptions, server
+working size; for RSS also its standard error and the slope of its 5-minute floors), the errors (error events, closes other than 1000 after `end`, exceptions, server
 log lines at ERROR), a CSV and a PNG plot (Pillow) in --out.
 Targets (issue 21): RSS slope <= 5 MB/hour, 0 errors, p95 flat.
 """
@@ -109,6 +109,31 @@ def slope_per_hour(ts: list[float], ys: list[float]) -> float:
     if len(ts) < 2:
         return math.nan
     return float(np.polyfit(np.asarray(ts) / 3600.0, np.asarray(ys, dtype=float), 1)[0])
+
+
+def slope_error_per_hour(ts: list[float], ys: list[float]) -> float:
+    """Standard error of that slope: RSS swings by ~100 MB with the batch sizes, so a short run
+    cannot tell a 5 MB/hour creep from noise; this says how much it can tell."""
+    if len(ts) < 3:
+        return math.nan
+    t, y = np.asarray(ts) / 3600.0, np.asarray(ys, dtype=float)
+    fit = np.polyval(np.polyfit(t, y, 1), t)
+    return float(np.sqrt(np.sum((y - fit) ** 2) / (len(t) - 2) / np.sum((t - t.mean()) ** 2)))
+
+
+def floors(ts: list[float], ys: list[float], block_s: float = 300.0) -> tuple[list[float], list[float]]:
+    """(block middle, lowest value) per whole block: a leak lifts the floor, a busy moment does not."""
+    out_t, out_y = [], []
+    if not ts:
+        return out_t, out_y
+    start = ts[0]
+    while start + block_s <= ts[-1] + 1e-6:
+        ys_in = [y for t, y in zip(ts, ys) if start <= t < start + block_s]
+        if ys_in:
+            out_t.append(start + block_s / 2)
+            out_y.append(min(ys_in))
+        start += block_s
+    return out_t, out_y
 
 
 async def soak(srv: ServerProcess, args) -> tuple[list[dict], Tally]:
@@ -221,6 +246,9 @@ def main(argv=None) -> dict:
         "results": len(tally.results), "client_errors": len(tally.errors), "server_errors": len(server_errors),
         "rss_mb_first_last": (late[0]["rss_mb"], late[-1]["rss_mb"]) if late else None,
         "rss_mb_per_hour": round(slope_per_hour(ts, [s["rss_mb"] for s in late]), 2),
+        "rss_mb_per_hour_stderr": round(slope_error_per_hour(ts, [s["rss_mb"] for s in late]), 2),
+        "rss_floor_mb_per_5min": [round(y, 1) for y in floors(ts, [s["rss_mb"] for s in late])[1]],
+        "rss_floor_mb_per_hour": round(slope_per_hour(*floors(ts, [s["rss_mb"] for s in late])), 2),
         "fds_per_hour": round(slope_per_hour(ts, [s["fds"] for s in late]), 2),
         "threads_per_hour": round(slope_per_hour(ts, [s["threads"] for s in late]), 2),
         "p95_ms_per_hour": round(slope_per_hour(ts, [s["p95_ms"] for s in late if not math.isnan(s["p95_ms"])]), 1)

@@ -62,6 +62,16 @@ def _backend(samples) -> str:
     return labels["backend"]
 
 
+def test_model_info_names_what_runs_the_forward():
+    from stream.models import load_model
+    from stream.models.remote import RemoteModel
+    from ui.net.metrics import backend_of
+
+    assert backend_of(load_model("musicnn")) in ("onnxruntime", "torch")
+    assert backend_of(object.__new__(RemoteModel)) == "ray serve"  # no Ray needed to ask the class
+    assert backend_of(object()) == "torch"
+
+
 def test_metrics_count_what_the_clients_did(guarded):
     """Every kind of ending and refusal once, then /metrics (parsed by prometheus_client's own
     parser) against what the clients saw."""

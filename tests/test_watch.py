@@ -285,3 +285,12 @@ def test_watch_has_the_listen_access_rules(strict):
     assert foreign[1] == 4403 and foreign[0]["reason"] == "origin" and "--allow-origin" in foreign[2], foreign
     assert wrong[1] == 4401 and wrong[0]["reason"] == "token" and wrong[2].startswith("token: "), wrong
     assert ok == {"event": "watching", "name": "x", "live": False}
+
+
+def test_a_close_reason_is_cut_to_the_bytes_a_close_frame_holds():
+    from ui.net.access import NAME_IN_USE, close_reason, fit_close
+
+    # 100 two-byte characters: cutting to 120 characters would leave 200 bytes, more than a frame holds
+    assert len(fit_close("é" * 100).encode()) <= 123 and fit_close("é" * 100) == "é" * 61
+    assert fit_close("short") == "short"
+    assert close_reason(NAME_IN_USE, "x" * 500) == ("name_in_use: " + "x" * 500)[:123]

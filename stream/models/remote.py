@@ -183,6 +183,7 @@ class RemoteModel(AudioModel):
     max_batch: windows the worker puts in one call (the replica batches calls again).
     request_timeout_s: a call that takes longer fails (the window counts as an error).
     """
+    backend = "ray serve"  # what runs the forward, as the in-process models say theirs
 
     def __init__(self, app: str = DEFAULT_APP, address: str | None = None, *, max_in_flight: int | None = None,
                  max_batch: int = 1, request_timeout_s: float = REQUEST_TIMEOUT_S,

@@ -94,10 +94,14 @@ def client_of(ws) -> str:
     return f"{c.host}:{c.port}" if c else "?"
 
 
+def fit_close(text: str) -> str:
+    """`text` cut to fit a close frame's reason (123 bytes of UTF-8, not characters)."""
+    return text.encode()[:123].decode(errors="ignore")
+
+
 def close_reason(refusal: Refusal, message: str) -> str:
-    """"REASON: message", cut to fit a close frame (123 bytes of UTF-8)."""
-    text = f"{refusal.reason}: {message}".encode()
-    return text[:123].decode(errors="ignore")
+    """"REASON: message", cut to fit a close frame."""
+    return fit_close(f"{refusal.reason}: {message}")
 
 
 async def refuse(ws: WebSocket, refusal: Refusal, message: str) -> None:

@@ -45,7 +45,7 @@ from ui.colours import genre_colours
 from ui.options import span_text
 from ui.report import dumps
 
-from .access import BAD_PARAMETER, NAME_IN_USE, REFUSALS, check_access, client_of, refuse, token_ok
+from .access import BAD_PARAMETER, NAME_IN_USE, REFUSALS, check_access, client_of, fit_close, refuse, token_ok
 from .history import history_router, stream_recorder
 from .kiosk import kiosk_router
 from .logs import event, stream_id
@@ -281,7 +281,7 @@ def create_app(model_or_factory, settings: ServerSettings | None = None, history
 async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
     if ws.application_state == WebSocketState.CONNECTED:
         try:
-            await ws.close(code=code, reason=reason[:120])
+            await ws.close(code=code, reason=fit_close(reason))
         except Exception:  # the client is gone already
             pass
 

@@ -119,6 +119,7 @@ class RemoteEngine:
         self._ended = threading.Event()  # the last session finished (summary or failure)
         self._closing = False
         self._flushed = False  # `end` was asked for: a close now finishes the stream
+        self._close_code: int | None = None  # how the last session closed: 1001 is retried at once
         self._error: str | None = None
         self._runner: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -227,7 +228,7 @@ class RemoteEngine:
         self._notify(f"{outcome}; reconnecting")
         self._connection({"event": "disconnected", "reason": outcome, "time_s": round(self._sent_s, 3)})
         delays = retry_delays()
-        wait = 0.0 if f"close code {GOING_AWAY}" in outcome else next(delays)
+        wait = 0.0 if self._close_code == GOING_AWAY else next(delays)
         attempt = 0
         while not self._closing:
             time.sleep(wait)
@@ -279,14 +280,14 @@ class RemoteEngine:
         ws = self._ws
         sender = threading.Thread(target=self._send_loop, args=(ws,), name="remote-sender", daemon=True)
         sender.start()
-        outcome = None
+        outcome, self._close_code = None, None
         try:
             for text in ws:
                 if isinstance(text, bytes):
                     continue
                 self._handle(json.loads(text))
             # closed normally (1000, or 1001: the server is going away)
-            code = ws.close_code
+            code = self._close_code = ws.close_code
             last = self._summaries[-1] if self._summaries and self._summaries[-1].get("_session") == id(ws) else None
             if code == GOING_AWAY and not self._closing and not self._flushed:
                 outcome = f"connection to {self.url} lost (close code {code}: the server is shutting down)"
@@ -295,7 +296,7 @@ class RemoteEngine:
             elif last.get("reason") in ("idle timeout", "max_session") and not self._closing:
                 outcome = f"the server closed the stream ({last['reason']})"
         except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else 1006
+            code = self._close_code = exc.rcvd.code if exc.rcvd else 1006
             reason = exc.rcvd.reason if exc.rcvd and exc.rcvd.reason else "connection dropped"
             outcome = f"connection to {self.url} lost (close code {code}: {reason})"
         except Exception as exc:  # a malformed message: a bug on one side; do not hang

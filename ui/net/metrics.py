@@ -76,8 +76,5 @@ class ServerMetrics:
 
 
 def backend_of(model) -> str:
-    """What runs the forward: the model's own word (onnxruntime / torch), else the kind of model."""
-    backend = getattr(model, "backend", None)
-    if backend:
-        return str(backend)
-    return "ray serve" if type(model).__name__ == "RemoteModel" else "torch"
+    """What runs the forward: the model's own word (onnxruntime, torch, ray serve), else torch."""
+    return str(getattr(model, "backend", None) or "torch")

@@ -107,6 +107,22 @@ def music(track: str, start_s: float, seconds: float) -> tuple[np.ndarray, int]:
     return _decoded[key]
 
 
+def music_wav_file(folder: Path, seconds: float) -> Path:
+    """A 16-bit WAV of `seconds` of the first track from 18 s on (for the command-line clients)."""
+    import soundfile as sf
+
+    audio, sr = music(TRACKS[0], 18, seconds)
+    path = folder / f"{Path(TRACKS[0]).stem}_{seconds:g}s.wav"
+    sf.write(str(path), audio, sr, subtype="PCM_16")
+    return path
+
+
+def parse_json_lines(stdout: str) -> tuple[list[dict], list[dict]]:
+    """(results, summaries) of a client's --json output."""
+    objs = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    return [o for o in objs if o["event"] == "result"], [o for o in objs if o["event"] == "summary"]
+
+
 def pcm(audio: np.ndarray, rate: int, to_rate: int, channels: int, fmt: str) -> bytes:
     """Resample (soxr, offline), pick channels and encode as interleaved little-endian PCM."""
     import soxr

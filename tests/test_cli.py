@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from pulse_support import GHOST_PCM, NULL_PCM, PACKAGES, PulseServer, missing_tools
+from server_support import parse_json_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(ROOT / "cli_listen.py")
@@ -114,11 +115,6 @@ class LiveRun:
         results = [(t, o) for t, o in objs if o["event"] == "result"]
         summaries = [o for _, o in objs if o["event"] == "summary"]
         return results, summaries
-
-
-def parse_json_lines(stdout):
-    objs = [json.loads(line) for line in stdout.splitlines() if line.strip()]
-    return [o for o in objs if o["event"] == "result"], [o for o in objs if o["event"] == "summary"]
 
 
 # ---------------------------------------------------------------- live device -----------

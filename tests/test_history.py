@@ -6,6 +6,7 @@ the migration path, retention, a full queue and a full disk (a tiny tmpfs), and 
 A simulated wall clock (the store's `clock`) lets minutes pass without waiting for them."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -265,21 +266,24 @@ def test_not_a_database_another_programs_database_and_a_damaged_one_are_refused(
 def test_a_file_locked_by_another_program_is_refused_at_start(tmp_path):
     path = tmp_path / "h.sqlite"
     write_day(path, Clock(), hours=0.05)
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")  # (WAL: other writers wait, readers do not)
-    try:
+    with held_exclusively(path):  # (WAL: other writers wait, readers do not)
         with pytest.raises(HistoryError, match="is locked by another program"):
             HistoryStore(path, timeout_s=0.5)
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     plain = tmp_path / "plain.sqlite"  # a rollback-journal file held exclusively: even reading waits
-    holder = sqlite3.connect(plain, isolation_level=None)
-    holder.execute("CREATE TABLE t (x)")
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
+    with held_exclusively(plain, "CREATE TABLE t (x)"):
         with pytest.raises(HistoryError, match="is locked by another program"):
             HistoryStore(plain, timeout_s=0.5)
+
+
+@contextlib.contextmanager
+def held_exclusively(path, *setup: str):
+    """Another program's connection holding an exclusive transaction on `path`."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    for sql in setup:
+        holder.execute(sql)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield holder
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -293,14 +297,9 @@ def test_a_lock_taken_while_recording_drops_rows_and_counts_them(tmp_path):
     clock = Clock()
     store = HistoryStore(path, clock=clock, timeout_s=0.3, max_pending=50)
     rec = store.recorder("shop", 1.0)
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
+    with held_exclusively(path):
         add_seconds(rec, clock, 0, 600, "Rock")  # ten minutes of readouts, more rows than the queue holds meanwhile
         wait_for(lambda: store.stats.dropped > 0, what="dropped rows")
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     assert "locked" in store.stats.last_error, store.stats
     dropped = store.stats.dropped
     add_seconds(rec, clock, 600, 700, "Jazz")

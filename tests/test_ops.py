@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from server_support import (ROOT, TRACKS, ServerProcess, events_until_close, http_get, metric, metric_samples, music,
-                            needs_music, never_reads, pcm, poll, run_async, scrape, stream, wait_ready)
+                            music_wav_file, needs_music, never_reads, pcm, poll, run_async, scrape, stream, wait_ready)
 
 CLI = str(ROOT / "cli_listen.py")
 TOKEN = "ops-s3cret-Tok"
@@ -264,12 +264,7 @@ def _cli(args):
 
 @pytest.fixture(scope="module")
 def music_wav(tmp_path_factory):
-    import soundfile as sf
-
-    audio, sr = music(TRACKS[0], 18, 150.0)
-    path = tmp_path_factory.mktemp("music") / "machine_wars_150s.wav"
-    sf.write(str(path), audio, sr, subtype="PCM_16")
-    return path
+    return music_wav_file(tmp_path_factory.mktemp("music"), 150.0)
 
 
 def test_sigterm_drains_every_stream_then_exits_0_and_a_reconnect_client_resumes(music_wav):

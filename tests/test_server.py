@@ -16,7 +16,7 @@ import pytest
 
 from pulse_support import PACKAGES, PulseServer, missing_tools
 from server_support import (CLIENTS, MUSIC_DIR, ROOT, TRACKS, ServerProcess, eight_clients, events_until_close, music,
-                            needs_music, pcm, run_async, stream)
+                            music_wav_file, needs_music, parse_json_lines, pcm, run_async, stream)
 
 CLI = str(ROOT / "cli_listen.py")
 TOKEN = "s3cret-token"
@@ -391,19 +391,9 @@ def run_cli(args, env=None, timeout=120) -> subprocess.CompletedProcess:
                           cwd=ROOT)
 
 
-def parse_json_lines(stdout):
-    objs = [json.loads(line) for line in stdout.splitlines() if line.strip()]
-    return [o for o in objs if o["event"] == "result"], [o for o in objs if o["event"] == "summary"]
-
-
 @pytest.fixture(scope="module")
 def music_wav(tmp_path_factory):
-    import soundfile as sf
-
-    audio, sr = music(TRACKS[0], 18, 40.0)
-    path = tmp_path_factory.mktemp("music") / "machine_wars_18s.wav"
-    sf.write(str(path), audio, sr, subtype="PCM_16")
-    return path
+    return music_wav_file(tmp_path_factory.mktemp("music"), 40.0)
 
 
 def test_cli_file_replay_through_the_server(server, music_wav):

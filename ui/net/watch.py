@@ -56,7 +56,7 @@ class SendQueue:
 
     def __init__(self, limit: int):
         self.limit = max(1, limit)
-        self.items: collections.deque = collections.deque()  # (kind, record)
+        self.items: collections.deque = collections.deque()  # (kind, record: a dict, or its JSON text)
         self.results = 0  # how many of the items are results
         self.dropped = 0
         self.wakeup = asyncio.Event()
@@ -95,13 +95,14 @@ class Watcher:
         self.ws = ws
         self.out = SendQueue(limit)
 
-    def push(self, record: dict) -> None:
-        self.out.put(record["event"], record)
+    def push(self, record: dict, text: str | None = None) -> None:
+        """Queue `record`; `text` is its JSON when the caller made it already (once for all watchers)."""
+        self.out.put(record["event"], text if text is not None else dumps(record))
 
     async def sender(self) -> None:
         while True:
-            _, record = await self.out.get()
-            await self.ws.send_text(dumps(record))
+            _, text = await self.out.get()
+            await self.ws.send_text(text)
 
 
 class Channel:
@@ -125,8 +126,10 @@ class Channel:
             self.latest = record
         else:
             self.summary, self.ready, self.latest = record, None, None
-        for w in self.watchers:
-            w.push(record)
+        if self.watchers:
+            text = dumps(record)  # once, however many watch
+            for w in self.watchers:
+                w.push(record, text)
 
     def greeting(self) -> list[dict]:
         """What a joining watcher gets at once."""

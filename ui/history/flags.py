@@ -7,7 +7,7 @@ import argparse
 
 from ui.options import number
 
-from .store import NAME_MAX, HistoryError, HistoryStore, Recorder, check_name
+from .store import NAME_MAX, HistoryError, HistoryStore, Recorder, check_history_name
 
 DEFAULT_DAYS = 90.0
 
@@ -32,7 +32,7 @@ def history_problems(args: argparse.Namespace) -> list[str]:
         out.append(f"--history-days {args.history_days:g} must be a positive number of days")
     if getattr(args, "history_name", None) is not None:
         try:
-            check_name(args.history_name)
+            check_history_name(args.history_name)
         except ValueError as exc:
             out.append(f"--history-name: {exc}")
     return out

@@ -156,7 +156,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 
 # ---- names and times ---------------------------------------------------------------------------
-def check_name(name: str) -> str:
+def check_history_name(name: str) -> str:
     """A stream name as stored: 1..64 printable characters, no leading or trailing space."""
     if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX or not name.isprintable() \
             or name != name.strip():
@@ -427,7 +427,7 @@ class Recorder:
     once at the end. A closed recorder ignores what comes after."""
 
     def __init__(self, store: HistoryStore, name: str, hop_s: float, genres=()):
-        self.store, self.name, self.hop_s = store, check_name(name), float(hop_s)
+        self.store, self.name, self.hop_s = store, check_history_name(name), float(hop_s)
         self.id = secrets.token_hex(8)
         self.start = store.clock()
         self._lock = threading.Lock()

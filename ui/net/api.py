@@ -52,7 +52,7 @@ from .logs import event, stream_id
 from .ops import ServerOps
 from .ops import router as ops_router
 from .settings import ServerSettings
-from .watch import SendQueue, WatchHub, check_name, watch_router
+from .watch import SendQueue, WatchHub, check_stream_name, watch_router
 
 log = logging.getLogger("ui.net.server")
 
@@ -295,7 +295,7 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, ops: ServerOps
     try:
         rate, channels, fmt, cfg = parse_stream_params(ws.query_params, settings.engine)
         name = ws.query_params.get("name")
-        name = None if name is None else check_name(name)
+        name = None if name is None else check_stream_name(name)
     except ValueError as exc:  # BadParameter, or a bad stream name
         return await refuse(ws, BAD_PARAMETER, str(exc))
     loop = asyncio.get_running_loop()

@@ -38,7 +38,7 @@ WATCH_PARAMS = ("name", "token")
 SHARED_EVENTS = ("ready", "result", "summary")  # what a source's watchers receive
 
 
-def check_name(name: str | None) -> str:
+def check_stream_name(name: str | None) -> str:
     """The stream name, checked; ValueError saying what a name may be."""
     if name is None or name == "":
         raise ValueError(f"name is required: the name of a stream to watch ({NAME_RULE})")
@@ -219,7 +219,7 @@ async def _watch(ws: WebSocket, hub: WatchHub, settings: ServerSettings) -> None
     try:
         if unknown:
             raise ValueError(f"unknown query parameter(s) {unknown}; accepted: {', '.join(WATCH_PARAMS)}")
-        name = check_name(q.get("name"))
+        name = check_stream_name(q.get("name"))
     except ValueError as exc:
         return await refuse(ws, BAD_PARAMETER, str(exc))
     watcher = Watcher(ws, settings.send_queue)

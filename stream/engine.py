@@ -270,7 +270,7 @@ class StreamEngine:
     def __init__(self, model, config: EngineConfig | None = None, *, background: bool = True,
                  on_result: Callable[[Result], None] | None = None):
         self.model = model
-        self.config = self._resolve(config or EngineConfig(), model)
+        self.config = self.resolve(config or EngineConfig(), model)
         self.background = background
         self.on_result = on_result
         rate = self.rate = int(model.sample_rate)
@@ -317,7 +317,10 @@ class StreamEngine:
 
     # ---- configuration -------------------------------------------------------------
     @staticmethod
-    def _resolve(c: EngineConfig, model) -> EngineConfig:
+    def resolve(c: EngineConfig, model) -> EngineConfig:
+        """`c` with the model's default window and hop filled in, checked: what an engine of
+        `model` would run with. ValueError naming each bad field. Servers call it at start so a
+        bad default fails there, not on every stream."""
         c = replace(c,
                     window_s=float(model.default_window_s if c.window_s is None else c.window_s),
                     hop_s=float(model.default_hop_s if c.hop_s is None else c.hop_s))

@@ -254,7 +254,7 @@ def create_app(model_or_factory, settings: ServerSettings | None = None, history
     else:
         raise TypeError(f"create_app needs an AudioModel, a model spec or a factory, got {type(model_or_factory).__name__}")
     # the server's engine defaults must be valid for this model: fail at start, not per stream
-    StreamEngine._resolve(settings.engine, model)
+    StreamEngine.resolve(settings.engine, model)
 
     app = FastAPI(title="Live music-genre classifier", docs_url=None, redoc_url=None, openapi_url=None)
     ops = ServerOps(model, settings)

@@ -56,7 +56,7 @@ class ServerOps:
         from stream.engine import StreamEngine  # inside: keeps this module importable without the engine
 
         try:
-            c = StreamEngine._resolve(self.settings.engine, self.model)
+            c = StreamEngine.resolve(self.settings.engine, self.model)
             # one full-length window: hop = min window = window
             engine = StreamEngine(self.model, replace(c, hop_s=c.window_s, min_window_s=c.window_s))
             try:

@@ -15,7 +15,8 @@ readouts received per second and the p95 latency of that interval (the chunk tha
 a window was handed to ws.send -> its readout arrived), and the streams open (/metrics).
 At the end: the slope per hour of each (least squares over the samples after the first
 `--settle` minutes, when allocator pools and the runtime's arenas have grown to their
-working size; for RSS also its standard error and the slope of its 5-minute floors), the errors (error events, closes other than 1000 after `end`, exceptions, server
+working size; for RSS also its standard error and the slope of its 5-minute floors), the
+errors (error events, closes other than 1000 after `end`, exceptions, server
 log lines at ERROR), a CSV and a PNG plot (Pillow) in --out.
 Targets (issue 21): RSS slope <= 5 MB/hour, 0 errors, p95 flat.
 """
@@ -241,14 +242,16 @@ def main(argv=None) -> dict:
     server_errors = [l for l in srv.lines if " ERROR " in l or "Traceback" in l]
     late = [s for s in samples if s["t_s"] >= args.settle * 60.0]
     ts = [s["t_s"] for s in late]
+    rss = [s["rss_mb"] for s in late]
+    floor_t, floor_rss = floors(ts, rss)
     result = {
         "minutes": args.minutes, "clients": args.clients, "sessions": tally.sessions, "summaries": tally.summaries,
         "results": len(tally.results), "client_errors": len(tally.errors), "server_errors": len(server_errors),
         "rss_mb_first_last": (late[0]["rss_mb"], late[-1]["rss_mb"]) if late else None,
-        "rss_mb_per_hour": round(slope_per_hour(ts, [s["rss_mb"] for s in late]), 2),
-        "rss_mb_per_hour_stderr": round(slope_error_per_hour(ts, [s["rss_mb"] for s in late]), 2),
-        "rss_floor_mb_per_5min": [round(y, 1) for y in floors(ts, [s["rss_mb"] for s in late])[1]],
-        "rss_floor_mb_per_hour": round(slope_per_hour(*floors(ts, [s["rss_mb"] for s in late])), 2),
+        "rss_mb_per_hour": round(slope_per_hour(ts, rss), 2),
+        "rss_mb_per_hour_stderr": round(slope_error_per_hour(ts, rss), 2),
+        "rss_floor_mb_per_5min": [round(y, 1) for y in floor_rss],
+        "rss_floor_mb_per_hour": round(slope_per_hour(floor_t, floor_rss), 2),
         "fds_per_hour": round(slope_per_hour(ts, [s["fds"] for s in late]), 2),
         "threads_per_hour": round(slope_per_hour(ts, [s["threads"] for s in late]), 2),
         "p95_ms_per_hour": round(slope_per_hour(ts, [s["p95_ms"] for s in late if not math.isnan(s["p95_ms"])]), 1)

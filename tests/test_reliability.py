@@ -12,11 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from server_support import (MUSIC_DIR, TRACKS, RawClient, ServerProcess, events_until_close, http_get, metric,
-                            music, never_reads, pcm, poll, scrape, stream, wait_ready)
+from server_support import (TRACKS, RawClient, ServerProcess, events_until_close, http_get, metric,
+                            music, needs_music, never_reads, pcm, poll, scrape, stream, wait_ready)
 
-pytestmark = pytest.mark.skipif(not (MUSIC_DIR / TRACKS[0]).is_file(),
-                                reason=f"{MUSIC_DIR} missing: apt-get install asc-music")
+pytestmark = needs_music
 
 OUTCOMES = ("ended", "idle", "max_session", "shutdown", "error", "client_gone")
 

@@ -8,10 +8,9 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray Serve is optional: pip install '.[serve]'")
 
-from server_support import MUSIC_DIR, TRACKS, ServerProcess, eight_clients  # noqa: E402
+from server_support import TRACKS, ServerProcess, eight_clients, needs_music  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (MUSIC_DIR / TRACKS[0]).is_file(),
-                                reason=f"{MUSIC_DIR} missing: apt-get install asc-music")
+pytestmark = needs_music
 
 
 def free_port():

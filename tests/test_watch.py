@@ -12,13 +12,12 @@ from urllib.parse import urlencode
 
 import pytest
 
-from server_support import MUSIC_DIR, TRACKS, ServerProcess, events_until_close, music, pcm, stream
+from server_support import TRACKS, ServerProcess, events_until_close, music, needs_music, pcm, stream
 
 TOKEN = "watch-token"
 KIOSK = "http://kiosk.example"
 
-pytestmark = pytest.mark.skipif(not (MUSIC_DIR / TRACKS[0]).is_file(),
-                                reason=f"{MUSIC_DIR} missing: apt-get install asc-music")
+pytestmark = needs_music
 
 
 @pytest.fixture(scope="module")

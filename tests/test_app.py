@@ -947,7 +947,8 @@ def test_orphan_chunks_are_swept_by_their_wav_header(tmp_path, monkeypatch):
     assert uploads.wav_header(str(tmp_path / "missing.wav")) is None
     uploads.sweep_orphan_chunks((header, time.time() - 10), delay_s=0.0)
     deadline = time.monotonic() + PATIENCE_S
-    while mine.exists() and time.monotonic() < deadline:
+    # the sweep deletes the file, then its folder: wait for the folder
+    while mine.parent.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not mine.exists() and not mine.parent.exists()
     assert other.exists() and upload.exists()

@@ -146,9 +146,11 @@ class StreamRun:
 
 
 async def stream(url: str, data: bytes, rate: int, channels: int, fmt: str, *, chunk_s=0.1, realtime=True,
-                 end=True, read=True, frame_bytes=None, headers=None, origin=None, **connect_kw) -> StreamRun:
+                 end=True, read=True, frame_bytes=None, headers=None, origin=None, hold=None,
+                 **connect_kw) -> StreamRun:
     """Send `data` as binary frames (chunk_s of audio each, paced to real time unless not
-    `realtime`), then {"event": "end"}; collect every event until the server closes."""
+    `realtime`), then {"event": "end"}; collect every event until the server closes. `hold`
+    (an asyncio.Event): keep the stream open after the audio until it is set, then end."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
@@ -183,6 +185,8 @@ async def stream(url: str, data: bytes, rate: int, channels: int, fmt: str, *, c
                     await asyncio.sleep(ahead)
             await ws.send(data[i:i + step])
             run.sent_at.append((time.monotonic(), (i + step) / bytes_per_s))
+        if hold is not None:
+            await asyncio.wait_for(hold.wait(), timeout=120)
         if end:
             await ws.send(json.dumps({"event": "end"}))
         if task is None:

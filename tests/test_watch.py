@@ -139,13 +139,17 @@ def test_watchers_see_the_named_stream_join_late_and_wait_for_the_next_source(se
         t_early = asyncio.create_task(early.run())
         await early.until("the greeting", lambda: early.of("watching"))
         assert early.events[0] == {"event": "watching", "name": name, "live": False}
+        # the source stays live until the late watcher joined and the second source was refused
+        # (on a busy machine its 12 s of audio can be sent before 3 results came back)
+        live = asyncio.Event()
         src = asyncio.create_task(stream(server.url(sample_rate=sr, channels=1, format="s16le", name=name, hop=1),
-                                         data, sr, 1, "s16le"))
+                                         data, sr, 1, "s16le", hold=live))
         await early.until("3 results", lambda: len(early.of("result")) >= 3)
         late = Watching(watch_url(server, name=name))
         t_late = asyncio.create_task(late.run())
         await late.until("ready and the latest result", lambda: len(late.events) >= 3)
         second = await refusal(server.url(sample_rate=16000, name=name))
+        live.set()
         run = await src
         for w in (early, late):
             await w.until("the summary", lambda w=w: w.of("summary"))

@@ -10,8 +10,10 @@ Set-up: the bundled MusiCNN (offline; 9 s windows, 1 s hop), the server a subpro
 100 ms chunks paced to wall clock, each from its own offset, looped); every minute `--replace`
 of them (10 %, rounded up) send `end`, wait for their summary and are replaced by new ones.
 
-Every `--every` seconds (30): the server process's RSS, open fds and threads (psutil), the
-readouts received per second and the p95 latency of that interval (the chunk that completed
+Every `--every` seconds (30): the server process's RSS (at that moment, and the lowest of the
+interval's 0.5 s ticks: the working set between forwards, which a batch does not swing), open
+fds and threads (psutil), the readouts received per second and the p95 latency of that
+interval (the chunk that completed
 a window was handed to ws.send -> its readout arrived), and the streams open (/metrics).
 At the end: the slope per hour of each (least squares over the samples after the first
 `--settle` minutes, when allocator pools and the runtime's arenas have grown to their
@@ -161,9 +163,11 @@ async def soak(srv: ServerProcess, args) -> tuple[list[dict], Tally]:
     next_sample, next_replace = t0 + args.every, t0 + 60.0
     samples: list[dict] = []
     last_t, last_n = t0, 0
+    low = math.inf  # RSS between forwards: the lowest of the 0.5 s ticks in this interval
     while time.monotonic() < end:
         await asyncio.sleep(0.5)
         now = time.monotonic()
+        low = min(low, proc.memory_info().rss / 1e6)
         if now >= next_replace:  # the oldest 10 % leave cleanly, new ones take their place
             next_replace += 60.0
             for task, stop in live[:math.ceil(args.replace * args.clients)]:
@@ -176,13 +180,14 @@ async def soak(srv: ServerProcess, args) -> tuple[list[dict], Tally]:
             window = [lat for t, lat in tally.results[last_n:] if not math.isnan(lat)]
             s = await asyncio.to_thread(scrape, srv)
             row = {"t_s": round(now - t0, 1), "rss_mb": round(proc.memory_info().rss / 1e6, 1),
+                   "rss_low_mb": round(low, 1),
                    "fds": proc.num_fds(), "threads": proc.num_threads(),
                    "results_per_s": round((len(tally.results) - last_n) / (now - last_t), 2),
                    "p95_ms": round(float(np.percentile(window, 95)) * 1000, 1) if window else math.nan,
                    "streams": int(metric(s, "genre_streams_active")), "errors": len(tally.errors)}
             samples.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
-            last_t, last_n = now, len(tally.results)
+            last_t, last_n, low = now, len(tally.results), math.inf
     for task, stop in live:
         stop.set()
     await asyncio.gather(*(t for t, _ in live), *retired)
@@ -193,7 +198,7 @@ def plot(samples: list[dict], path: str, title: str) -> None:
     """Four small line charts (Pillow): RSS, fds and threads, results/s, p95 latency."""
     from PIL import Image, ImageDraw
 
-    panels = [("RSS (MB)", ["rss_mb"]), ("open fds / threads", ["fds", "threads"]),
+    panels = [("RSS (MB)", ["rss_mb", "rss_low_mb"]), ("open fds / threads", ["fds", "threads"]),
               ("readouts per second", ["results_per_s"]), ("p95 latency (ms)", ["p95_ms"])]
     w, h, pad = 900, 220, 50
     img = Image.new("RGB", (w, h * len(panels) + 30), "white")
@@ -244,6 +249,7 @@ def main(argv=None) -> dict:
     ts = [s["t_s"] for s in late]
     rss = [s["rss_mb"] for s in late]
     floor_t, floor_rss = floors(ts, rss)
+    low = [s["rss_low_mb"] for s in late]
     result = {
         "minutes": args.minutes, "clients": args.clients, "sessions": tally.sessions, "summaries": tally.summaries,
         "results": len(tally.results), "client_errors": len(tally.errors), "server_errors": len(server_errors),
@@ -252,6 +258,8 @@ def main(argv=None) -> dict:
         "rss_mb_per_hour_stderr": round(slope_error_per_hour(ts, rss), 2),
         "rss_floor_mb_per_5min": [round(y, 1) for y in floor_rss],
         "rss_floor_mb_per_hour": round(slope_per_hour(floor_t, floor_rss), 2),
+        "rss_low_mb_per_hour": round(slope_per_hour(ts, low), 2),
+        "rss_low_mb_per_hour_stderr": round(slope_error_per_hour(ts, low), 2),
         "fds_per_hour": round(slope_per_hour(ts, [s["fds"] for s in late]), 2),
         "threads_per_hour": round(slope_per_hour(ts, [s["threads"] for s in late]), 2),
         "p95_ms_per_hour": round(slope_per_hour(ts, [s["p95_ms"] for s in late if not math.isnan(s["p95_ms"])]), 1)

@@ -13,8 +13,8 @@ of them (10 %, rounded up) send `end`, wait for their summary and are replaced b
 Every `--every` seconds (30): the server process's RSS (at that moment, and the lowest of the
 interval's 0.5 s ticks: the working set between forwards, which a batch does not swing), open
 fds and threads (psutil), the readouts received per second and the p95 latency of that
-interval (the chunk that completed
-a window was handed to ws.send -> its readout arrived), and the streams open (/metrics).
+interval (the chunk that completed a window was handed to ws.send -> its readout arrived),
+and the streams open (/metrics).
 At the end: the slope per hour of each (least squares over the samples after the first
 `--settle` minutes, when allocator pools and the runtime's arenas have grown to their
 working size; for RSS also its standard error and the slope of its 5-minute floors), the

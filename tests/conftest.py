@@ -13,6 +13,10 @@ import numpy as np
 # process, whose driver then exits (code 1, no report) a minute after that cluster goes: tests
 # start Ray explicitly.
 os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+# Ray starts its workers (Serve's replicas among them) at nice 15: beside two busy processes of
+# normal priority a replica got ~2 % of a core, and the Ray cases timed out on a loaded CI machine
+# (model load > 120 s). The tests check what Ray computes, not its priority: equal priority.
+os.environ.setdefault("RAY_worker_niceness", "0")
 import pytest
 
 from stream.models.base import AudioModel

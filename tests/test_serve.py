@@ -51,7 +51,7 @@ def test_serve_cases_in_a_pytest_process_of_their_own():
     except subprocess.TimeoutExpired as exc:  # the child hung: show what it had printed
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
         pytest.fail(f"serve_cases.py ran past {CHILD_TIMEOUT_S} s:\n{out[-8000:]}")
-    report = f"{r.stdout[-8000:]}\n{r.stderr[-4000:]}"
+    report = f"{r.stdout[-20000:]}\n{r.stderr[-4000:]}"  # (three failures need ~20,000)
     assert r.returncode == 0, report
     # every case ran and passed: none skipped, deselected or lost
     counts = {k: v for k, v in closing_counts(r.stdout).items() if not k.startswith("warning")}

@@ -279,10 +279,15 @@ def test_sigterm_drains_every_stream_then_exits_0_and_a_reconnect_client_resumes
     wait_ready(srv)
     cli = _cli(["--server", srv.ws_url, "--reconnect", "--file", str(music_wav), "--hop", "1", "--json"])
     lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(cli.stdout), daemon=True).start()
+    err_lines: list[str] = []
+    # one reader per pipe to its end (communicate() beside this thread would take the last lines)
+    readers = [threading.Thread(target=lambda: lines.extend(cli.stdout), daemon=True),
+               threading.Thread(target=lambda: err_lines.extend(cli.stderr), daemon=True)]
+    for t in readers:
+        t.start()
     srv2 = None
     try:
-        assert poll(lambda: lines, 120), cli.stderr.read() if cli.poll() is not None else "no output"
+        assert poll(lambda: lines, 120), "".join(err_lines) or "no output"
         assert json.loads(lines[0])["event"] == "result"  # the listener streams
         clients = [(TRACKS[0], 30, 48000, 2), (TRACKS[1], 60, 44100, 1), (TRACKS[2], 90, 22050, 1),
                    (TRACKS[0], 120, 16000, 2)]
@@ -298,9 +303,10 @@ def test_sigterm_drains_every_stream_then_exits_0_and_a_reconnect_client_resumes
 
         poll(resumed, 120)
         cli.send_signal(signal.SIGINT)  # Ctrl-C: the listener stops with its summary
-        _, err = cli.communicate(timeout=120)
-        time.sleep(0.5)
-        out = "".join(lines)
+        cli.wait(timeout=120)
+        for t in readers:
+            t.join(60)
+        out, err = "".join(lines), "".join(err_lines)
     finally:
         for s in (srv, srv2):
             if s is not None:

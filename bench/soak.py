@@ -167,7 +167,8 @@ async def soak(srv: ServerProcess, args) -> tuple[list[dict], Tally]:
     while time.monotonic() < end:
         await asyncio.sleep(0.5)
         now = time.monotonic()
-        low = min(low, proc.memory_info().rss / 1e6)
+        rss = proc.memory_info().rss / 1e6
+        low = min(low, rss)
         if now >= next_replace:  # the oldest 10 % leave cleanly, new ones take their place
             next_replace += 60.0
             for task, stop in live[:math.ceil(args.replace * args.clients)]:
@@ -179,7 +180,7 @@ async def soak(srv: ServerProcess, args) -> tuple[list[dict], Tally]:
             next_sample += args.every
             window = [lat for t, lat in tally.results[last_n:] if not math.isnan(lat)]
             s = await asyncio.to_thread(scrape, srv)
-            row = {"t_s": round(now - t0, 1), "rss_mb": round(proc.memory_info().rss / 1e6, 1),
+            row = {"t_s": round(now - t0, 1), "rss_mb": round(rss, 1),
                    "rss_low_mb": round(low, 1),
                    "fds": proc.num_fds(), "threads": proc.num_threads(),
                    "results_per_s": round((len(tally.results) - last_n) / (now - last_t), 2),

@@ -50,6 +50,32 @@ def test_auto_picks_onnxruntime_and_it_is_exact(monkeypatch, torch_model, tmp_pa
     assert fwd.backend == "torch" and "failed" in fwd.reason
 
 
+@pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime/onnx not installed")
+def test_onnxruntime_sees_few_batch_sizes_and_rows_do_not_mix(monkeypatch, torch_model, tmp_path):
+    # The arena stays on only because the session sees a handful of batch sizes (Forward.chunk):
+    # any batch is cut into pieces of 1, 2 or 4 rows (zero-padded), and each row's result must
+    # be the one it gets alone (padding trimmed, nothing shifted).
+    monkeypatch.delenv("STREAM_BACKEND", raising=False)
+    monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
+    m = load_bundled("musicnn-mtt")
+    fwd = m.kernels["MTT_musicnn"]
+    assert fwd.backend == "onnxruntime" and fwd.chunk == 4
+    seen, run = [], fwd.session.run
+    monkeypatch.setattr(fwd.session, "run", lambda out, feed: seen.append(len(feed["x"])) or run(out, feed),
+                        raising=False)
+    y, _ = sf.read(REAL, dtype="float32")
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, len(y) - 47616, size=11)
+    x = np.stack([y[s:s + 47616] for s in starts])
+    alone = np.concatenate([m.predict(x[i:i + 1]) for i in range(len(x))])
+    for k in (3, 5, 7, 11):
+        got = m.predict(x[:k])
+        assert got.shape == (k, len(m.labels))
+        assert np.abs(got - alone[:k]).max() <= 1e-5
+    assert np.abs(alone - torch_model.predict(x)).max() <= 1e-4
+    assert set(seen) <= {1, 2, 4} and seen.count(4) >= 2 + 2, seen  # 7 -> 4 + 4 (3 padded), 11 -> 4 + 4 + 4
+
+
 def test_missing_onnxruntime_falls_back_or_fails_clearly(monkeypatch):
     monkeypatch.delenv("STREAM_BACKEND", raising=False)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError

@@ -67,22 +67,45 @@ def onnxruntime_available() -> tuple[bool, str]:
     return True, "onnxruntime " + onnxruntime.__version__
 
 
-class Forward:
-    """``fwd(x: tensor) -> float32 logits tensor``; `backend` and `reason` say what runs."""
+ORT_CHUNK = 4  # rows per ONNX Runtime call for fixed-shape graphs (see Forward)
 
-    def __init__(self, module, backend: str, reason: str, session=None):
+
+class Forward:
+    """``fwd(x: tensor) -> float32 logits tensor``; `backend` and `reason` say what runs.
+
+    chunk (ONNX Runtime, fixed-shape graphs): the batch is run `chunk` rows at a time, the
+    last piece zero-padded up to a power of two, so the session only ever sees batch sizes
+    1, 2, 4, ... chunk. With so few shapes ONNX Runtime's memory arena can stay on: it reaches
+    its working size in the first calls (select_backend runs each size once) and then stays
+    there (a mix of any batch size kept growing it), and each patch costs 10-30 % less than
+    with buffers allocated afresh (bench/README.md "Soak"). Padding costs at most one call of
+    zeros per batch; the rows do not interact (a network in eval mode), so each row's result
+    is the one it gets alone."""
+
+    def __init__(self, module, backend: str, reason: str, session=None, chunk: int | None = None):
         self.module = module
         self.backend = backend
         self.reason = reason
         self.session = session
+        self.chunk = chunk
 
     def _torch(self, x):
         with torch.inference_mode():
             return self.module(x)
 
     def _ort(self, x):
-        out = self.session.run(None, {"x": np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)})[0]
-        return torch.from_numpy(out)
+        a = np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)
+        if self.chunk is None or len(a) == 0:
+            return torch.from_numpy(self.session.run(None, {"x": a})[0])
+        outs = []
+        for i in range(0, len(a), self.chunk):
+            piece = a[i:i + self.chunk]
+            n = len(piece)
+            size = 1 << (n - 1).bit_length()  # the next power of two: one of few shapes
+            if size > n:
+                piece = np.concatenate([piece, np.zeros((size - n, *piece.shape[1:]), np.float32)])
+            outs.append(self.session.run(None, {"x": piece})[0][:n])
+        return torch.from_numpy(np.concatenate(outs))
 
     def __call__(self, x):
         if self.backend != "onnxruntime":
@@ -145,9 +168,12 @@ def _ort_session(module, example, threads: int, dynamic_len: bool = False):
     so.inter_op_num_threads = 1
     # no busy-waiting between calls: on a small shared machine it steals the feeding threads' CPU
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # no memory arena: it keeps the largest buffers any batch size needed and grows with the mix
-    # of sizes (300 forwards of 1-16 patches: RSS +860 MB with it, +90 MB without, for ~5 % time)
-    so.enable_cpu_mem_arena = False
+    # The memory arena keeps the largest buffers each input shape needed: with any batch size
+    # (and, dynamic_len, any length) it grew with the mix (300 forwards of 1-16 patches: RSS
+    # +860 MB with it, +90 MB without). Fixed-shape graphs are run in a few batch sizes
+    # (Forward.chunk), where it settles (+330 MB for both bundled networks, flat over 300
+    # forwards of 1-16 patches) and costs 10-30 % less time per patch (bench/README.md "Soak").
+    so.enable_cpu_mem_arena = not dynamic_len
     so.log_severity_level = 3
     return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
@@ -169,7 +195,8 @@ def select_backend(module, example, mode: str | None = "auto", *, tolerance: flo
         return Forward(module, "torch", f"torch: {why}")
     try:
         session = _ort_session(module, example, torch.get_num_threads(), dynamic_len)
-        fwd = Forward(module, "onnxruntime", f"ONNX Runtime float32 ({why}, {source})", session)
+        fwd = Forward(module, "onnxruntime", f"ONNX Runtime float32 ({why}, {source})", session,
+                      chunk=None if dynamic_len else ORT_CHUNK)
         g = torch.Generator().manual_seed(0)
         x = torch.cat([example, torch.randn(example.shape, generator=g) * example.std().clamp(min=1.0)])
         checks = [x] + ([x[:, : x.shape[1] * 2 // 3]] if dynamic_len else [])
@@ -192,5 +219,10 @@ def select_backend(module, example, mode: str | None = "auto", *, tolerance: flo
         log.warning(reason)
         return Forward(module, "torch", reason)
     fwd.check_diff = diff
+    if fwd.chunk:  # every batch size it will see, once: the arena reaches its working size now
+        size = 1
+        while size <= fwd.chunk:
+            fwd._ort(example[:1].expand(size, *example.shape[1:]))
+            size *= 2
     log.info("inference: %s", fwd.reason)
     return fwd

@@ -219,10 +219,7 @@ def select_backend(module, example, mode: str | None = "auto", *, tolerance: flo
         log.warning(reason)
         return Forward(module, "torch", reason)
     fwd.check_diff = diff
-    if fwd.chunk:  # every batch size it will see, once: the arena reaches its working size now
-        size = 1
-        while size <= fwd.chunk:
-            fwd._ort(example[:1].expand(size, *example.shape[1:]))
-            size *= 2
+    for i in range((fwd.chunk or 0).bit_length()):  # each batch size it will see (1, 2, 4), once: the arena
+        fwd(example[:1].expand(1 << i, *example.shape[1:]))  # reaches its working size at load, not mid-stream
     log.info("inference: %s", fwd.reason)
     return fwd

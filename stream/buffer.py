@@ -27,6 +27,12 @@ class RingBuffer:
         self._pos = 0
         self.total = 0
 
+    def release(self) -> None:
+        """Empty it and give its storage back now (its owner is done); views already handed out
+        stay valid. Writing afterwards raises ValueError."""
+        self.clear()
+        self._data = np.zeros(0, np.float32)
+
     def write(self, x: np.ndarray) -> None:
         n = len(x)
         if n == 0:

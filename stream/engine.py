@@ -678,10 +678,11 @@ class StreamEngine:
         self._post(res, seq)
 
     def _notify(self, res: Result, seq: int) -> None:
-        if self.on_result is not None:
+        callback = self.on_result  # (once: close() may drop it meanwhile)
+        if callback is not None:
             self._in_callback.active = True
             try:
-                self.on_result(res)
+                callback(res)
             except Exception:  # a broken callback must not break the stream
                 log.exception("on_result callback failed")
             finally:
@@ -742,13 +743,22 @@ class StreamEngine:
             self._tally_time.clear()
 
     def close(self) -> None:
-        """Stop: drop any pending window; further `feed` raises. Idempotent."""
+        """Stop: drop any pending window; further `feed` raises; `stats`, `summary()` and
+        `latest` stay readable. Idempotent. The audio it holds (~1 MB: the window's ring, the
+        patch scores) and `on_result` are let go at once: a callback that refers back to the
+        engine (an owner holding it) makes a reference cycle, which CPython frees only at a full
+        garbage collection, and a busy server may not run one for hours."""
         with self._result_lock:
             self._closed = True
         with self._feed_lock:
             self._resampler = None
+            self._ring.release()
+            self._patch_ends.clear()
         if self._worker is not None:
             self._worker.cancel(self)
+        with self._result_lock:
+            self._patch_scores.clear()
+        self.on_result = None
 
     @property
     def closed(self) -> bool:

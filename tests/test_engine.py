@@ -119,6 +119,41 @@ def test_feed_after_close_raises(band_model):
         e.feed(np.zeros(100, np.float32), 16000)
 
 
+def test_close_lets_go_of_the_audio_and_the_callback(band_model):
+    """An owner whose callback is its own method (a server's per-connection object) makes a
+    cycle with the engine; CPython frees a cycle only at a full collection, which a busy server
+    may not run for hours: after close() the engine holds no audio and the cycle is broken."""
+    import gc
+    import weakref
+
+    class Owner:
+        def __init__(self):
+            self.results = []
+            self.engine = StreamEngine(band_model, EngineConfig(window_s=2.0, hop_s=0.5), on_result=self.on_result)
+
+        def on_result(self, res):
+            self.results.append(res)
+
+    gc.collect()
+    gc.disable()  # only reference counting may free them
+    try:
+        owner = Owner()
+        e = owner.engine
+        feed_chunks(e, tone(300, 3.0, 48000), 48000)
+        e.flush()
+        assert e.drain(30) and owner.results
+        ring = e._ring
+        assert ring._data.nbytes >= 2 * 2.0 * band_model.sample_rate * 4
+        e.close()
+        assert ring._data.nbytes == 0 and not e._patch_scores  # the audio went with close()
+        assert e.summary().genre_shares and e.stats.windows_classified == len(owner.results)  # still readable
+        gone = weakref.ref(owner), weakref.ref(e)
+        del owner, e
+        assert [r() for r in gone] == [None, None]  # freed without the garbage collector
+    finally:
+        gc.enable()
+
+
 def test_ten_minute_chunk_bounded_memory():
     m = BandModel()
     x = np.zeros((48000 * 600, 2), np.int16)

@@ -750,14 +750,13 @@ class StreamEngine:
         garbage collection, and a busy server may not run one for hours."""
         with self._result_lock:
             self._closed = True
+            self._patch_scores.clear()
         with self._feed_lock:
             self._resampler = None
             self._ring.release()
             self._patch_ends.clear()
         if self._worker is not None:
             self._worker.cancel(self)
-        with self._result_lock:
-            self._patch_scores.clear()
         self.on_result = None
 
     @property

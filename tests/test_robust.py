@@ -133,3 +133,15 @@ def test_one_training_step_lowers_the_loss(banks, kind):
     before = before.item()
     assert before > 0  # the degraded patch is heard differently: something to learn
     assert float(after) < before * 0.98, (before, float(after))
+
+
+def test_blend_runs_from_teacher_to_student_and_missing_packages_are_named(tmp_path):
+    """--blend: 0 gives the teacher's tensors, 1 the student's, 0.5 the midpoint. A package list
+    with nothing installed stops with the names to install, not numpy's empty-stack error."""
+    t = {"w": torch.zeros(3), "n": torch.tensor([7])}
+    s = {"w": torch.tensor([2.0, -4.0, 6.0]), "n": torch.tensor([7])}
+    assert torch.equal(TR.blend(t, s, 0.0)["w"], t["w"]) and torch.equal(TR.blend(t, s, 1.0)["w"], s["w"])
+    assert torch.equal(TR.blend(t, s, 0.5)["w"], torch.tensor([1.0, -2.0, 3.0]))
+    missing = RD.Package("no-such-music", "none", (str(tmp_path / "nothing" / "*.ogg"),))
+    with pytest.raises(SystemExit, match="no-such-music"):
+        TR.prepare_patches(tmp_path, [missing], "t", 5.0, 2)

@@ -47,6 +47,17 @@ TRAIN = (
             "orchestral and ambient"),
     Package("drascula-music", "Drascula licence (BSD-like, DFSG-free)", ("/usr/share/scummvm/drascula/audio/*.ogg",),
             "adventure-game score: orchestral, jazz, pop"),
+    # acoustic/orchestral material: the packages above are mostly electronic, and a student that
+    # never hears an orchestra in a room cannot learn that a reverberant orchestra is not electronic
+    Package("widelands-data", "GPL-2+ (ingame_24-26: CC-BY-SA-3.0, Stuart Marshall)",
+            ("/usr/share/games/widelands/data/music/*.ogg",), "orchestral / medieval game soundtrack"),
+    Package("unknown-horizons", "CC-BY-SA-3.0 (content/*)",
+            ("/usr/share/unknown-horizons/content/audio/music/*.ogg",
+             "/usr/share/unknown-horizons/content/audio/music/menu/*.ogg"), "orchestral, folk, classical"),
+    Package("megaglest-data", "CC-BY-SA-3.0", ("/usr/share/games/megaglest/techs/megapack/factions/*/music/*.ogg",),
+            "orchestral, medieval, ethnic faction themes"),
+    Package("freeorion-data", "CC-BY-SA-3.0 (content)",
+            ("/usr/share/games/freeorion/default/data/sound/artificial_intelligence_v3.ogg",), "orchestral (one long piece)"),
 )
 VALIDATION = (
     Package("asc-music", "GPL-2+", ("/usr/share/games/asc/music/*.mp3",), "electronic (Michael Kievernagel)"),

@@ -87,28 +87,40 @@ def cut_patches(y: np.ndarray, stride_s: float, max_per_track: int) -> list[np.n
     return out
 
 
+def cached(path: Path, make) -> dict | None:
+    """The arrays saved at path, made (and saved) first if missing; None where make() gives None."""
+    if not path.exists():
+        d = make()
+        if d is None:
+            return None
+        np.savez(path, **d)
+    d = np.load(path, allow_pickle=False)
+    return {k: d[k] for k in d.files}
+
+
+def concat(parts: list[dict]) -> dict:
+    return {k: np.concatenate([d[k] for d in parts]) for k in parts[0]}
+
+
 def prepare_patches(cache: Path, packages, tag: str, stride_s: float, max_per_track: int) -> dict:
     """Every installed package's patches, cached per package (adding a package decodes only it)."""
-    parts = []
-    for pkg in packages:
-        path = cache / f"patches-{pkg.name}-{tag}.npz"
-        if not path.exists():
-            audio, track = [], []
-            for t in RD.tracks([pkg]):
-                ps = cut_patches(RD.load(t), stride_s, max_per_track)
-                audio += ps
-                track += [t.name] * len(ps)
-                log(f"  {t.package}/{t.name}: {len(ps)} patches")
-            if not audio:
-                log(f"  {pkg.name} is not installed, left out (apt-get install {pkg.name})")
-                continue
-            np.savez(path, audio=np.stack(audio).astype(np.float16), package=np.array([pkg.name] * len(audio)),
-                     track=np.array(track))
-        d = np.load(path, allow_pickle=False)
-        parts.append({k: d[k] for k in d.files})
+    def decode(pkg):
+        audio, track = [], []
+        for t in RD.tracks([pkg]):
+            ps = cut_patches(RD.load(t), stride_s, max_per_track)
+            audio += ps
+            track += [t.name] * len(ps)
+            log(f"  {t.package}/{t.name}: {len(ps)} patches")
+        if not audio:
+            log(f"  {pkg.name} is not installed, left out (apt-get install {pkg.name})")
+            return None
+        return {"audio": np.stack(audio).astype(np.float16), "package": np.array([pkg.name] * len(audio)),
+                "track": np.array(track)}
+
+    parts = [d for pkg in packages if (d := cached(cache / f"patches-{pkg.name}-{tag}.npz", lambda: decode(pkg)))]
     if not parts:
         raise SystemExit("none of these packages is installed: " + " ".join(p.name for p in packages))
-    return {k: np.concatenate([d[k] for d in parts]) for k in parts[0]}
+    return concat(parts)
 
 
 # ---- stage 2: the teacher ------------------------------------------------------------------
@@ -122,21 +134,23 @@ def load_nets(folder: Path | None = None) -> dict[str, torch.nn.Module]:
 
 def teacher_outputs(cache: Path, tag: str, patches: dict, nets, frontend) -> dict[str, np.ndarray]:
     """The teacher's probabilities on each clean patch, cached per package like the patches."""
-    parts = []
-    for name in dict.fromkeys(patches["package"]):  # in order
-        path = cache / f"teacher-{name}-{tag}.npz"
-        if not path.exists():
-            audio = patches["audio"][patches["package"] == name]
-            out = {ck: [] for ck in nets}
-            with torch.inference_mode():
-                for i in range(0, len(audio), 64):
-                    mel = frontend(torch.from_numpy(audio[i:i + 64, PRE_ROLL:].astype(np.float32)))
-                    for ck, net in nets.items():
-                        out[ck].append(torch.sigmoid(net(mel)).numpy())
-            np.savez(path, **{ck: np.concatenate(v) for ck, v in out.items()})
-        d = np.load(path)
-        parts.append({k: d[k] for k in d.files})
-    return {k: np.concatenate([d[k] for d in parts]) for k in parts[0]}
+    def run(name):
+        audio = patches["audio"][patches["package"] == name][:, PRE_ROLL:]
+        return {ck: torch.sigmoid(lg).numpy() for ck, lg in logits_of(nets, frontend, audio).items()}
+
+    return concat([cached(cache / f"teacher-{name}-{tag}.npz", lambda: run(name))
+                   for name in dict.fromkeys(patches["package"])])  # in order
+
+
+def logits_of(nets, frontend, audio: np.ndarray) -> dict[str, torch.Tensor]:
+    """Each net's logits on patches of audio (any float dtype), 64 at a time."""
+    out = {ck: [] for ck in nets}
+    with torch.inference_mode():
+        for i in range(0, len(audio), 64):
+            mel = frontend(torch.from_numpy(audio[i:i + 64].astype(np.float32)))
+            for ck, net in nets.items():
+                out[ck].append(net(mel))
+    return {ck: torch.cat(v) for ck, v in out.items()}
 
 
 def genre_columns(tags: dict[str, list[str]]) -> dict[str, list[int]]:
@@ -199,8 +213,8 @@ def logit_mse(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class Batches(torch.utils.data.IterableDataset):
     """Degraded batches, step by step; step s always draws from Generator([seed, s])."""
 
-    def __init__(self, audio, weights, chain, batch: int, seed: int, start: int, steps: int):
-        self.audio, self.p, self.chain = audio, weights / weights.sum(), chain
+    def __init__(self, audio, weights, chain, batch: int, seed: int, start: int, steps: int, with_clean: bool = False):
+        self.audio, self.p, self.chain, self.with_clean = audio, weights / weights.sum(), chain, with_clean
         self.batch, self.seed, self.start, self.steps = batch, seed, start, steps
 
     def __iter__(self):
@@ -208,7 +222,7 @@ class Batches(torch.utils.data.IterableDataset):
             rng = np.random.default_rng([self.seed, step])
             idx = rng.choice(len(self.audio), size=self.batch, p=self.p)
             x = np.stack([self.chain.apply(self.audio[i].astype(np.float32), rng, PRE_ROLL) for i in idx])
-            clean = self.audio[idx, PRE_ROLL:].astype(np.float32)
+            clean = self.audio[idx, PRE_ROLL:].astype(np.float32) if self.with_clean else np.zeros(0, np.float32)
             yield step, torch.from_numpy(idx), torch.from_numpy(x), torch.from_numpy(clean)
 
 
@@ -220,16 +234,10 @@ def degraded_set(audio: np.ndarray, chain: RC.Chain, seed: int) -> np.ndarray:
 def evaluate(students, frontend, audio_deg, teacher, clean_top=None, tags=None) -> dict:
     """Mean excess BCE per net on degraded validation patches, and top-genre agreement with
     the teacher's clean top genre."""
-    logits = {ck: [] for ck in students}
-    with torch.inference_mode():
-        for i in range(0, len(audio_deg), 64):
-            mel = frontend(torch.from_numpy(audio_deg[i:i + 64]))
-            for ck, net in students.items():
-                logits[ck].append(net(mel))
+    logits = logits_of(students, frontend, audio_deg)
     res = {}
     probs = {}
-    for ck in students:
-        lg = torch.cat(logits[ck])
+    for ck, lg in logits.items():
         res[f"excess_{ck}"] = float(bce_excess(lg, torch.from_numpy(teacher[ck]))[1])
         probs[ck] = torch.sigmoid(lg).numpy()
     if clean_top is not None:
@@ -399,7 +407,7 @@ def main(argv=None) -> int:
         w.writerow(["step", "loss", "excess", "lr", "seconds", "val_excess", "val_agree_degraded", "val_agree_clean"])
 
     loader = torch.utils.data.DataLoader(Batches(tr["audio"], weights, chain, a.batch, a.seed, start,
-                                                 min(a.steps, a.stop_after or a.steps)),
+                                                 min(a.steps, a.stop_after or a.steps), with_clean=bool(a.clean_weight)),
                                          batch_size=None, num_workers=1, prefetch_factor=4)
     from tqdm import tqdm
 
@@ -407,20 +415,17 @@ def main(argv=None) -> int:
     bar = tqdm(total=a.steps, initial=start, desc=run, mininterval=10, file=sys.stdout)
     run_bce = run_exc = None
     for step, idx, x, clean in loader:
-        with torch.no_grad():
-            mel = frontend(x)
-            mel_clean = frontend(clean) if a.clean_weight else None
+        with torch.no_grad():  # (mel, weight) per pass: degraded, then clean if asked
+            passes = [(frontend(x), 1.0)] + ([(frontend(clean), a.clean_weight)] if a.clean_weight else [])
         loss = 0.0
         exc = 0.0
         for ck, net in students.items():
             target = torch.from_numpy(t_tr[ck][idx.numpy()])
-            for m, weight in ((mel, 1.0), (mel_clean, a.clean_weight)):
-                if m is None:
-                    continue
-                logits = net(m)
+            for k, (mel, weight) in enumerate(passes):
+                logits = net(mel)
                 bce, e = bce_excess(logits, target)
                 loss = loss + weight * (bce if a.loss == "bce" else logit_mse(logits, target))
-                if m is mel:
+                if k == 0:  # the excess shown is the degraded pass's
                     exc += float(e.detach())
         opt.zero_grad()
         loss.backward()

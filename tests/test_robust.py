@@ -100,10 +100,10 @@ def real_patches(n: int, seed: int = 0) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-@pytest.mark.parametrize("kind", ["bce", "logit"])
+@pytest.mark.parametrize("kind", ["bce", "logit", "family"])
 def test_one_training_step_lowers_the_loss(banks, kind):
     """One real Adam step of the recipe on a tiny real batch lowers the distillation loss on it
-    (either loss: BCE on the teacher's probabilities, MSE on its logits)."""
+    (BCE on the teacher's probabilities, MSE on its logits, or the family-margin term alone)."""
     torch.manual_seed(0)
     audio = real_patches(4)
     teachers = TR.load_nets()
@@ -119,9 +119,14 @@ def test_one_training_step_lowers_the_loss(banks, kind):
     students = {ck: TR.copy.deepcopy(n).train() for ck, n in teachers.items()}
     opt = torch.optim.Adam([p for n in students.values() for p in n.parameters()], lr=1e-4)
 
+    cols = TR.family_columns(TR.load_tag_lists())
+
     def loss():
         if kind == "bce":
             return sum(TR.bce_excess(n(mel), target[ck])[1] for ck, n in students.items())
+        if kind == "family":
+            margin = TR.family_margin({ck: torch.sigmoid(n(mel)) for ck, n in students.items()}, cols)
+            return TR.F.mse_loss(margin, TR.family_margin(target, cols))
         return sum(TR.logit_mse(n(mel), target[ck]) for ck, n in students.items())
 
     before = loss()
@@ -133,6 +138,36 @@ def test_one_training_step_lowers_the_loss(banks, kind):
     before = before.item()
     assert before > 0  # the degraded patch is heard differently: something to learn
     assert float(after) < before * 0.98, (before, float(after))
+
+
+def test_family_margin_is_the_bench_verdict_over_both_nets():
+    """The margin is the best electronic-family tag minus the best acoustic one, over both nets
+    (so its sign is bench/quality.py's family verdict), alike on numpy and torch."""
+    tags = TR.load_tag_lists()
+    cols = TR.family_columns(tags)
+    for ck, fam in cols.items():
+        assert fam["electronic"] and fam["acoustic"], ck  # each net can vote for either family
+    probs = {ck: np.full((2, len(tags[ck.split("_")[0] + "_LABELS"])), 0.05) for ck in TR.NETS}
+    mtt, msd = probs["MTT_musicnn"], probs["MSD_musicnn"]
+    mtt[0, cols["MTT_musicnn"]["acoustic"][0]] = 0.6  # row 0: an acoustic tag of one net wins
+    msd[0, cols["MSD_musicnn"]["electronic"][0]] = 0.3
+    msd[1, cols["MSD_musicnn"]["electronic"][-1]] = 0.9  # row 1: an electronic tag of the other
+    margin = TR.family_margin(probs, cols)
+    assert np.allclose(margin, [0.3 - 0.6, 0.9 - 0.05])
+    as_torch = TR.family_margin({ck: torch.from_numpy(p) for ck, p in probs.items()}, cols)
+    assert np.allclose(as_torch.numpy(), margin)
+
+
+def test_chain_settings_override_and_bad_ones_are_refused():
+    c = TR.chain_config(["snr_db=10,30", "p_room=0.5"], p_clean=0.2)
+    assert c.snr_db == (10.0, 30.0) and c.p_room == 0.5 and c.p_clean == 0.2
+    assert c.p_noise == RC.ChainConfig.p_noise  # the rest as shipped
+    with pytest.raises(SystemExit, match="unknown setting; known: .*snr_db"):
+        TR.chain_config(["snr=10,30"], 0.0)
+    with pytest.raises(SystemExit, match="snr_db takes LO,HI"):
+        TR.chain_config(["snr_db=10"], 0.0)
+    with pytest.raises(SystemExit, match="p_room takes one number"):
+        TR.chain_config(["p_room=lots"], 0.0)
 
 
 def test_blend_runs_from_teacher_to_student_and_missing_packages_are_named(tmp_path):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -46,7 +47,8 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "bench")]
+import quality as Q  # noqa: E402  (the family verdict bench/robust.py scores)
 import robust_chain as RC  # noqa: E402
 import robust_data as RD  # noqa: E402
 from stream.models.musicnn.frontend import PATCH_SAMPLES, LogMel  # noqa: E402
@@ -172,6 +174,23 @@ def top_genre(teacher: dict[str, np.ndarray], tags) -> np.ndarray:
     return np.argmax(score / np.maximum(count, 1), axis=1)
 
 
+def family_columns(tags: dict[str, list[str]]) -> dict[str, dict[str, list[int]]]:
+    """{net: {family: the net's tag columns in that family}} for bench/quality.py's families."""
+    return {ck: {f: [i for i, t in enumerate(tags[ck.split("_")[0] + "_LABELS"]) if display_name(t) in members]
+                 for f, members in Q.FAMILIES.items()} for ck in NETS}
+
+
+def family_margin(probs: dict, cols) -> torch.Tensor | np.ndarray:
+    """Best electronic-family tag probability minus the best acoustic one over both nets, per
+    patch: > 0 is the verdict "electronic" (the engine's family readout, on one patch)."""
+    best = {}
+    for f in Q.FAMILIES:
+        per_net = [probs[ck][:, cols[ck][f]].max(1) for ck in probs]
+        best[f] = (torch.stack([v.values for v in per_net]).amax(0) if torch.is_tensor(probs[next(iter(probs))])
+                   else np.max(per_net, axis=0))
+    return best["electronic"] - best["acoustic"]
+
+
 # ---- stage 3: banks --------------------------------------------------------------------------
 
 def banks(cache: Path, seed: int, n_rirs: int, n_babble: int) -> tuple[list, list]:
@@ -188,6 +207,26 @@ def banks(cache: Path, seed: int, n_rirs: int, n_babble: int) -> tuple[list, lis
     log(f"  babble bank: {n_babble} clips in {time.time() - t:.0f} s")
     np.savez(path, rirs=np.array(rirs, dtype=object), babble=np.array(babble, dtype=object))
     return rirs, babble
+
+
+def chain_config(settings: list[str], p_clean: float) -> RC.ChainConfig:
+    """The chain's settings with KEY=VALUE overrides, a range as LO,HI (e.g. snr_db=10,30
+    p_room=0.5: a milder chain). Unknown keys and unreadable values stop with what is allowed."""
+    fields = {f.name: f for f in dataclasses.fields(RC.ChainConfig)}
+    changes = {"p_clean": p_clean}
+    for item in settings:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--chain {item}: unknown setting; known: {' '.join(fields)}")
+        try:
+            numbers = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            numbers = ()
+        want = len(getattr(RC.ChainConfig, key)) if isinstance(getattr(RC.ChainConfig, key), tuple) else 1
+        if len(numbers) != want:
+            raise SystemExit(f"--chain {item}: {key} takes {'LO,HI' if want == 2 else 'one number'}")
+        changes[key] = numbers if want == 2 else numbers[0]
+    return dataclasses.replace(RC.ChainConfig(), **changes)
 
 
 # ---- training --------------------------------------------------------------------------------
@@ -232,8 +271,8 @@ def degraded_set(audio: np.ndarray, chain: RC.Chain, seed: int) -> np.ndarray:
 
 
 def evaluate(students, frontend, audio_deg, teacher, clean_top=None, tags=None) -> dict:
-    """Mean excess BCE per net on degraded validation patches, and top-genre agreement with
-    the teacher's clean top genre."""
+    """Mean excess BCE per net on degraded validation patches, and agreement with the teacher's
+    clean top genre and clean family verdict."""
     logits = logits_of(students, frontend, audio_deg)
     res = {}
     probs = {}
@@ -242,6 +281,8 @@ def evaluate(students, frontend, audio_deg, teacher, clean_top=None, tags=None) 
         probs[ck] = torch.sigmoid(lg).numpy()
     if clean_top is not None:
         res["top_genre_agree"] = float(np.mean(top_genre(probs, tags) == clean_top))
+        cols = family_columns(tags)
+        res["family_agree"] = float(np.mean((family_margin(probs, cols) > 0) == (family_margin(teacher, cols) > 0)))
     return res
 
 
@@ -315,9 +356,16 @@ def main(argv=None) -> int:
     ap.add_argument("--min-group", type=int, default=100,
                     help="genres with fewer patches are weighted as if they had this many")
     ap.add_argument("--p-clean", type=float, default=RC.ChainConfig.p_clean)
+    ap.add_argument("--chain", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="the training chain's settings (tools/robust_chain.py ChainConfig), e.g. snr_db=10,30 "
+                         "p_room=0.5 for a milder chain; validation always hears the full one")
     ap.add_argument("--clean-weight", type=float, default=0.0,
                     help="also hear every batch's patches clean and add this weight times their loss: the clean "
                          "behaviour is held every step, not only when the chain draws 'clean' (costs a second pass)")
+    ap.add_argument("--family-weight", type=float, default=0.0,
+                    help="add this weight times the squared error of the family margin (best electronic-family tag "
+                         "minus best acoustic one, over both nets) against the teacher's clean margin: the few "
+                         "tags that decide the readout's family weigh more than their 12 of 100 share")
     ap.add_argument("--stride", type=float, default=5.0, help="seconds between training patches")
     ap.add_argument("--max-per-track", type=int, default=60)
     ap.add_argument("--eval-every", type=int, default=100)
@@ -336,7 +384,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     a.cache.mkdir(parents=True, exist_ok=True)
     run = a.tag or (f"{a.layers}-{a.loss}-lr{a.lr:g}-b{a.batch}-bal{a.balance:g}-pc{a.p_clean:g}"
-                    f"{f'-cw{a.clean_weight:g}' if a.clean_weight else ''}-s{a.seed}")
+                    f"{f'-cw{a.clean_weight:g}' if a.clean_weight else ''}"
+                    f"{f'-fw{a.family_weight:g}' if a.family_weight else ''}-s{a.seed}")
     tags = load_tag_lists()
     frontend = LogMel().eval()
     teacher_nets = {ck: n.eval() for ck, n in load_nets().items()}
@@ -361,7 +410,7 @@ def main(argv=None) -> int:
     t_va = teacher_outputs(a.cache, "val-15-20", va, teacher_nets, frontend)
     log("prepare: banks")
     rirs, babble = banks(a.cache, 1000 + a.seed, 400, 60)
-    chain = RC.Chain(rirs, babble, RC.ChainConfig(p_clean=a.p_clean))
+    chain = RC.Chain(rirs, babble, chain_config(a.chain, a.p_clean))
     # validation hears rooms and talk the training never drew (another bank seed)
     v_rirs, v_babble = banks(a.cache, 5000, 60, 12)
     va_deg = degraded_set(va["audio"], RC.Chain(v_rirs, v_babble, RC.ChainConfig(p_clean=0.0)), 7)
@@ -404,7 +453,8 @@ def main(argv=None) -> int:
     logf = open(log_path, "a", newline="")
     w = csv.writer(logf)
     if new_log:
-        w.writerow(["step", "loss", "excess", "lr", "seconds", "val_excess", "val_agree_degraded", "val_agree_clean"])
+        w.writerow(["step", "loss", "excess", "lr", "seconds", "val_excess", "val_agree_degraded", "val_agree_clean",
+                    "val_family_degraded", "val_family_clean"])
 
     loader = torch.utils.data.DataLoader(Batches(tr["audio"], weights, chain, a.batch, a.seed, start,
                                                  min(a.steps, a.stop_after or a.steps), with_clean=bool(a.clean_weight)),
@@ -414,28 +464,34 @@ def main(argv=None) -> int:
     t0 = time.time()
     bar = tqdm(total=a.steps, initial=start, desc=run, mininterval=10, file=sys.stdout)
     run_bce = run_exc = None
+    fam_cols = family_columns(tags)
+    t_margin = torch.from_numpy(family_margin(t_tr, fam_cols)).float()
     for step, idx, x, clean in loader:
         with torch.no_grad():  # (mel, weight) per pass: degraded, then clean if asked
             passes = [(frontend(x), 1.0)] + ([(frontend(clean), a.clean_weight)] if a.clean_weight else [])
         loss = 0.0
         exc = 0.0
-        for ck, net in students.items():
-            target = torch.from_numpy(t_tr[ck][idx.numpy()])
-            for k, (mel, weight) in enumerate(passes):
-                logits = net(mel)
-                bce, e = bce_excess(logits, target)
-                loss = loss + weight * (bce if a.loss == "bce" else logit_mse(logits, target))
+        for k, (mel, weight) in enumerate(passes):
+            logits = {ck: net(mel) for ck, net in students.items()}
+            for ck, lg in logits.items():
+                target = torch.from_numpy(t_tr[ck][idx.numpy()])
+                bce, e = bce_excess(lg, target)
+                loss = loss + weight * (bce if a.loss == "bce" else logit_mse(lg, target))
                 if k == 0:  # the excess shown is the degraded pass's
                     exc += float(e.detach())
+            if a.family_weight:
+                margin = family_margin({ck: torch.sigmoid(lg) for ck, lg in logits.items()}, fam_cols)
+                loss = loss + weight * a.family_weight * F.mse_loss(margin, t_margin[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-        run_bce = float(loss) if run_bce is None else 0.95 * run_bce + 0.05 * float(loss)
+        loss = float(loss.detach())
+        run_bce = loss if run_bce is None else 0.95 * run_bce + 0.05 * loss
         run_exc = exc if run_exc is None else 0.95 * run_exc + 0.05 * exc
         bar.update(1)
         bar.set_postfix(excess=f"{run_exc:.4f}")
-        row = [step + 1, f"{float(loss):.5f}", f"{exc:.5f}", f"{sched.get_last_lr()[0]:.3g}", f"{time.time() - t0:.1f}"]
+        row = [step + 1, f"{loss:.5f}", f"{exc:.5f}", f"{sched.get_last_lr()[0]:.3g}", f"{time.time() - t0:.1f}"]
         if (step + 1) % a.eval_every == 0 or step + 1 in (a.steps, a.stop_after):
             for n in students.values():
                 n.eval()
@@ -444,10 +500,12 @@ def main(argv=None) -> int:
             for n in students.values():
                 n.train()
             score = sum(val for k, val in v.items() if k.startswith("excess"))
-            row += [f"{score:.5f}", f"{v['top_genre_agree']:.4f}", f"{vc['top_genre_agree']:.4f}"]
+            row += [f"{score:.5f}", f"{v['top_genre_agree']:.4f}", f"{vc['top_genre_agree']:.4f}",
+                    f"{v['family_agree']:.4f}", f"{vc['family_agree']:.4f}"]
             log(f"step {step + 1}: val excess {score:.4f} (original {sum(x for k, x in base.items() if k.startswith('excess')):.4f}), "
                 f"top genre = teacher's clean: degraded {v['top_genre_agree']:.3f} (original {base['top_genre_agree']:.3f}), "
-                f"clean {vc['top_genre_agree']:.3f}")
+                f"clean {vc['top_genre_agree']:.3f}; family = teacher's clean: degraded {v['family_agree']:.3f} "
+                f"(original {base['family_agree']:.3f}), clean {vc['family_agree']:.3f}")
             if best is None or score < best["score"]:
                 best = {"score": score, "step": step + 1, "nets": {ck: copy.deepcopy(n.state_dict()) for ck, n in students.items()}}
             torch.save({"nets": {ck: n.state_dict() for ck, n in students.items()}, "opt": opt.state_dict(),

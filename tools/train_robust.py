@@ -188,11 +188,8 @@ def family_columns(tags: dict[str, list[str]]) -> dict[str, dict[str, list[int]]
 def family_margin(probs: dict, cols) -> torch.Tensor | np.ndarray:
     """Best electronic-family tag probability minus the best acoustic one over both nets, per
     patch: > 0 is the verdict "electronic" (the engine's family readout, on one patch)."""
-    best = {}
-    for f in Q.FAMILIES:
-        per_net = [probs[ck][:, cols[ck][f]].max(1) for ck in probs]
-        best[f] = (torch.stack([v.values for v in per_net]).amax(0) if torch.is_tensor(probs[next(iter(probs))])
-                   else np.max(per_net, axis=0))
+    lib = torch if torch.is_tensor(next(iter(probs.values()))) else np  # training: torch; figures: numpy
+    best = {f: lib.amax(lib.stack([lib.amax(p[:, cols[ck][f]], 1) for ck, p in probs.items()]), 0) for f in Q.FAMILIES}
     return best["electronic"] - best["acoustic"]
 
 
@@ -371,7 +368,7 @@ def main(argv=None) -> int:
     ap.add_argument("--family-weight", type=float, default=20.0,
                     help="add this weight times the squared error of the family margin (best electronic-family tag "
                          "minus best acoustic one, over both nets) against the teacher's clean margin: the few "
-                         "tags that decide the readout's family weigh more than their 12 of 100 share")
+                         "tags that decide the readout's family weigh more than their share of the 100")
     ap.add_argument("--stride", type=float, default=5.0, help="seconds between training patches")
     ap.add_argument("--max-per-track", type=int, default=60)
     ap.add_argument("--eval-every", type=int, default=100)

@@ -466,20 +466,20 @@ def main(argv=None) -> int:
 
     t0 = time.time()
     bar = tqdm(total=a.steps, initial=start, desc=run, mininterval=10, file=sys.stdout)
-    run_bce = run_exc = None
+    run_exc = None
     fam_cols = family_columns(tags)
     t_margin = torch.from_numpy(family_margin(t_tr, fam_cols)).float()
     for step, idx, x, clean in loader:
         with torch.no_grad():  # (mel, weight) per pass: degraded, then clean if asked
             passes = [(frontend(x), 1.0)] + ([(frontend(clean), a.clean_weight)] if a.clean_weight else [])
+        targets = {ck: torch.from_numpy(t_tr[ck][idx.numpy()]) for ck in students}  # one set for both passes
         loss = 0.0
         exc = 0.0
         for k, (mel, weight) in enumerate(passes):
             logits = {ck: net(mel) for ck, net in students.items()}
             for ck, lg in logits.items():
-                target = torch.from_numpy(t_tr[ck][idx.numpy()])
-                bce, e = bce_excess(lg, target)
-                loss = loss + weight * (bce if a.loss == "bce" else logit_mse(lg, target))
+                bce, e = bce_excess(lg, targets[ck])
+                loss = loss + weight * (bce if a.loss == "bce" else logit_mse(lg, targets[ck]))
                 if k == 0:  # the excess shown is the degraded pass's
                     exc += float(e.detach())
             if a.family_weight:
@@ -490,7 +490,6 @@ def main(argv=None) -> int:
         opt.step()
         sched.step()
         loss = float(loss.detach())
-        run_bce = loss if run_bce is None else 0.95 * run_bce + 0.05 * loss
         run_exc = exc if run_exc is None else 0.95 * run_exc + 0.05 * exc
         bar.update(1)
         bar.set_postfix(excess=f"{run_exc:.4f}")

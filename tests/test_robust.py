@@ -3,6 +3,7 @@ a real training step. (The shipped-weights tests come with weights that meet the
 none do yet, see bench/README.md.)"""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,6 +66,21 @@ def test_simulated_room_has_the_asked_reverberation():
         measured.append(pra.experimental.measure_rt60(h, fs=RC.RATE))
         assert rt / 2 <= measured[-1] <= rt * 2, (rt, measured[-1])
     assert measured[1] > measured[0] * 1.5
+
+
+def test_a_simulated_room_is_the_same_in_another_process():
+    """The ray tracer's randomness is seeded from the chain's generator: two processes build
+    the same room sample for sample (the training bank and bench/robust.py's rooms repeat)."""
+    code = ("import sys, numpy as np; sys.path.insert(0, %r); import robust_chain as RC; "
+            "h = RC.simulate_rir(np.random.default_rng(5), 0.8, (7.0, 5.0, 3.0)); "
+            "sys.stdout.buffer.write(h.tobytes())" % str(ROOT / "tools"))
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+            for _ in range(2)]
+    a, b = (np.frombuffer(r, np.float32) for r in runs)
+    assert len(a) > RC.RATE // 4 and np.array_equal(a, b)
+    other = RC.simulate_rir(np.random.default_rng(6), 0.8, (7.0, 5.0, 3.0))
+    n = min(len(a), len(other))
+    assert not np.allclose(a[:n], other[:n], atol=1e-3 * np.abs(a).max())
 
 
 def test_export_to_checkpoint_layout_round_trips():

@@ -68,9 +68,9 @@ def simulate_rir(rng: np.random.Generator, rt60: float, dims: tuple[float, float
             break
     room = pra.ShoeBox(d, fs=rate, materials=pra.Material(float(min(absorption, 0.99))), max_order=3,
                        ray_tracing=True, air_absorption=True)
-    # seeding numpy's global generator is what pyroomacoustics advises for its ray tracer, yet 0.10.1's
-    # still varies from call to call (bench/README.md, runs 7-8): the training banks are cached for that
-    np.random.seed(int(rng.integers(2**31)))
+    # the ray tracer draws from pyroomacoustics' own generators (a numpy one and libroom's C++ one):
+    # pra.random.seed sets both; numpy's global seed sets neither (rooms differed from run to run)
+    pra.random.seed(int(rng.integers(2**31)))
     room.set_ray_tracing(receiver_radius=0.5, n_rays=2000, energy_thres=1e-5)
     room.add_source(src)
     room.add_microphone(mic)

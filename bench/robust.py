@@ -2,7 +2,7 @@
 """Does the bundled model hear a room as it hears a clean file? (issue 18; a benchmark, not a test)
 
     python bench/robust.py                       # original vs room-robust, 4 conditions (~10 min on 2 cores)
-    python bench/robust.py --segments 8 --models musicnn
+    python bench/robust.py --segments 8 --models musicnn-original,dir:PATH   # a run of tools/train_robust.py
 
 Through the live engine with default settings (EngineConfig(top_k=0): every label scored,
 nothing else changed), on **validation packages only** (asc-music, electronic;
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--segments", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--models", default="musicnn-original,musicnn",
+    ap.add_argument("--models", default="musicnn-original,musicnn-room",
                     help="comma-separated specs, the first is the teacher; dir:PATH = the musicnn pair exported by "
                          "tools/train_robust.py into PATH")
     ap.add_argument("--conditions", default=",".join(RC.CONDITIONS))

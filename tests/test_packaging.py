@@ -24,7 +24,8 @@ except ImportError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ["MTT_musicnn.safetensors", "MSD_musicnn.safetensors", "MTT_vgg.safetensors", "MSD_vgg.safetensors",
-           "LICENSE", "README.md"]
+           "LICENSE", "README.md", "robust/MTT_musicnn.safetensors", "robust/MSD_musicnn.safetensors",
+           "robust/MODEL_CARD.md"]  # robust/: the "musicnn-room" student and its card
 # Left out of the copy the wheel is built from when the checkout is not a git repository.
 NOT_SHIPPED = (".git", ".venv", "build", "dist", "test-artifacts", "__pycache__", "*.egg-info", "*.pyc")
 

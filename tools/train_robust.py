@@ -24,16 +24,18 @@ majority style" (an unbalanced trial did exactly that).
 behaviour is held at every step; `--family-weight` adds the squared error of the family
 margin (the few tags that decide "electronic or acoustic"), which the 100-tag loss alone left
 unmoved; `--blend` exports teacher + blend x (student - teacher), a point between the two in
-weight space (the trade of robustness against clean agreement). The defaults are the best
-recipe measured so far (bench/README.md "Room-robust model", run 7); it does not yet meet
-issue 18's targets, so the package still ships the original weights.
+weight space (the trade of robustness against clean agreement). The defaults are the recipe of
+the shipped "musicnn-room" (bench/README.md "Room-robust model", run 11); it misses issue 18's
+targets for the default model, so `musicnn` stays the original and `--install` writes the
+opt-in "musicnn-room" (stream/models/musicnn/weights/robust/, beside its MODEL_CARD.md).
 
 Stages, each cached under --cache (default ~/.cache/live-genre-robust), so a rerun or a
 resumed run skips what is done: patches (decoded, 1 s of pre-roll each for the reverb's
 tail) and the teacher's outputs, per package (a package added decodes only itself), the RIR
 bank, the babble bank, training checkpoints.
-On a 2-core CPU: prepare ~10 min, then ~3.3 s per step (8 patches degraded + the same 8 clean):
-the default 400 steps in ~30 min with their validation passes.
+On a 2-core CPU (AMD EPYC Zen 4, quiet): prepare ~10 min, then ~1.8 s per step (8 patches
+degraded + the same 8 clean): the default 1200 steps in ~40 min with their validation passes,
+~50 min from scratch.
 """
 from __future__ import annotations
 
@@ -344,7 +346,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "live-genre-robust")
     ap.add_argument("--out", type=Path, default=None, help="where the weights go (default: <cache>/weights)")
     ap.add_argument("--install", action="store_true", help="write them where the package ships them")
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--stop-after", type=int, default=None,
                     help="stop (and export the best so far) after this many steps, keeping the schedule of --steps: "
                          "short comparisons of settings on the same learning-rate curve")
@@ -371,7 +373,7 @@ def main(argv=None) -> int:
                          "tags that decide the readout's family weigh more than their share of the 100")
     ap.add_argument("--stride", type=float, default=5.0, help="seconds between training patches")
     ap.add_argument("--max-per-track", type=int, default=60)
-    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true",

@@ -197,6 +197,8 @@ def test_blend_runs_from_teacher_to_student_and_missing_packages_are_named(tmp_p
     s = {"w": torch.tensor([2.0, -4.0, 6.0]), "n": torch.tensor([7])}
     assert torch.equal(TR.blend(t, s, 0.0)["w"], t["w"]) and torch.equal(TR.blend(t, s, 1.0)["w"], s["w"])
     assert torch.equal(TR.blend(t, s, 0.5)["w"], torch.tensor([1.0, -2.0, 3.0]))
+    t2, s2 = {"w": torch.tensor([0.1, 374.385])}, {"w": torch.tensor([0.3, -0.7])}
+    assert torch.equal(TR.blend(t2, s2, 1.0)["w"], s2["w"])  # exactly: a re-export is the shipped weights
     missing = RD.Package("no-such-music", "none", (str(tmp_path / "nothing" / "*.ogg"),))
     with pytest.raises(SystemExit, match="no-such-music"):
         TR.prepare_patches(tmp_path, [missing], "t", 5.0, 2)

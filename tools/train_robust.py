@@ -319,7 +319,10 @@ def to_tf(net: torch.nn.Module, original: dict[str, torch.Tensor]) -> dict[str, 
 
 
 def blend(teacher: dict, student: dict, alpha: float) -> dict:
-    """teacher + alpha x (student - teacher), tensor by tensor (fixed tensors are equal in both)."""
+    """teacher + alpha x (student - teacher), tensor by tensor (fixed tensors are equal in both).
+    alpha 1 is the student exactly (t + (s - t) rounds), so a re-export gives the shipped bytes."""
+    if alpha == 1.0:
+        return dict(student)
     return {k: t + alpha * (student[k] - t) if t.is_floating_point() else student[k] for k, t in teacher.items()}
 
 

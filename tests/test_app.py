@@ -554,6 +554,9 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
 
         def upload_bad(path: Path, expect: str):
             page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")  # (the previous file's)
+            # Clear's reply (empty results) lands first: arriving after a bad file's quick error, it blanked it
+            page.wait_for_function("document.querySelector('#file-status').innerText.trim() === ''",
+                                   timeout=PATIENCE_S * 1000)
             file_input.set_input_files(str(path))
             page.wait_for_function(
                 f"document.querySelector('#file-status').innerText.includes({json.dumps('Cannot analyse ' + path.name)})",

@@ -103,14 +103,19 @@ def test_export_to_checkpoint_layout_round_trips():
         assert torch.allclose(back(x), net(x), atol=1e-4)
 
 
+def validation_tracks(pkg) -> list:
+    tracks = RD.tracks([pkg])
+    if not tracks:
+        pytest.fail(f"{pkg.name} is not installed: bash scripts/setup.sh --dev installs it")
+    return tracks
+
+
 def real_patches(n: int, seed: int = 0) -> np.ndarray:
     """n patches (with pre-roll) from the validation recordings, half of each family."""
     rng = np.random.default_rng(seed)
     out = []
     for pkg in RD.VALIDATION:
-        tracks = RD.tracks([pkg])
-        if not tracks:
-            pytest.fail(f"{pkg.name} is not installed: bash scripts/setup.sh --dev installs it")
+        tracks = validation_tracks(pkg)
         for k in range(n // 2):
             y = RD.load(tracks[int(rng.integers(len(tracks)))])
             while len(y) < 16000 * 12 + TR.PRE_ROLL + PATCH_SAMPLES:  # a jingle: another track
@@ -233,9 +238,7 @@ def validation_excerpts(per_package: int = 5, per_track: int = 8) -> np.ndarray:
     """Patches (with pre-roll) every 15 s of `per_package` tracks spread over each validation package."""
     out = []
     for pkg in RD.VALIDATION:
-        tracks = RD.tracks([pkg])
-        if not tracks:
-            pytest.fail(f"{pkg.name} is not installed: bash scripts/setup.sh --dev installs it")
+        tracks = validation_tracks(pkg)
         for t in tracks[:: max(1, len(tracks) // per_package)][:per_package]:
             y = RD.load(t)
             starts = range(16000 * 10, len(y) - TR.PRE_ROLL - PATCH_SAMPLES, 16000 * 15)

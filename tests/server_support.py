@@ -363,6 +363,18 @@ class RawClient:
         self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
                           .encode())
+        # RFC 6455 4.1: no frame before the server's handshake reply. A frame that arrives while
+        # the server is still accepting closes the connection at once (seen under load: the
+        # never-reading client was gone before its first readout). Byte by byte: nothing after it
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            byte = self.sock.recv(1)
+            if not byte:
+                break
+            head += byte
+        if not head.startswith(b"HTTP/1.1 101 "):
+            self.sock.close()
+            raise ConnectionError(f"the server refused the WebSocket handshake: {head[:200]!r}")
 
     @staticmethod
     def frame(payload: bytes, opcode: int = 2, seed: int = 0) -> bytes:
@@ -400,19 +412,26 @@ class RawClient:
 
 def never_reads(port: int, path: str, stop: threading.Event, chunk: bytes, every_s: float = 0.1) -> threading.Thread:
     """A RawClient on `path` that sends `chunk` every `every_s` until `stop` (or the server cuts
-    it), reading nothing; runs on a daemon thread."""
+    it), reading nothing; runs on a daemon thread. Its `frames` and `error` (why it stopped
+    sending, if not `stop`) say what happened, for a failing test's message."""
 
     def run():
-        c = RawClient(port, path)
+        try:
+            c = RawClient(port, path)
+        except OSError as exc:
+            t.error = f"connecting: {exc!r}"
+            return
         try:
             while not stop.is_set():
                 c.send(chunk)
+                t.frames += 1
                 time.sleep(every_s)
-        except OSError:  # the server closed it
-            pass
+        except OSError as exc:  # the server closed it
+            t.error = f"after {t.frames} frames: {exc!r}"
         finally:
             c.abort()
 
     t = threading.Thread(target=run, daemon=True)
+    t.frames, t.error = 0, None
     t.start()
     return t

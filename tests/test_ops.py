@@ -367,7 +367,7 @@ async def _drain_scenario(srv, clients, drain_s):
     def dropping():  # its queue overflows: the server's sender to it is stuck, and stays so
         return metric(metric_samples(http_get(srv.port, "/metrics")[1]), "genre_results_dropped_total") > 0
 
-    assert await asyncio.to_thread(poll, dropping, 120, 0.1)
+    assert await asyncio.to_thread(poll, dropping, 120, 0.1), (slow.frames, slow.error, srv.log[-3000:])
     t_term = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
 

@@ -373,7 +373,7 @@ def test_silent_trickling_and_non_reading_clients_end_as_documented_and_others_a
     assert results and len(results) == s["windows_classified"] + s["windows_silent"], s
     assert s["seconds_received"] < 40.0  # cut short by the limit, not the end of its audio
     _assert_every_readout(good, 6.0)
-    assert after, "the client that never reads lost none of its readouts"
+    assert after, ("the client that never reads lost none of its readouts", slow.frames, slow.error)
     outcomes = _deltas(before, final, "genre_streams_total", "outcome", OUTCOMES)
     assert outcomes["idle"] == 1 and outcomes["ended"] == 1 and outcomes["max_session"] >= 2, outcomes
     assert outcomes["error"] == 0, outcomes

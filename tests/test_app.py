@@ -553,11 +553,7 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
         page.screenshot(path=str(artifacts / "file_tab.png"), full_page=True)
 
         def upload_bad(path: Path, expect: str):
-            page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")  # (the previous file's)
-            # Clear's reply (empty results) lands first: arriving after a bad file's quick error, it blanked it
-            page.wait_for_function("document.querySelector('#file-status').innerText.trim() === ''",
-                                   timeout=PATIENCE_S * 1000)
-            file_input.set_input_files(str(path))
+            upload(page, path)  # (Clear's late reply would blank the quick error)
             page.wait_for_function(
                 f"document.querySelector('#file-status').innerText.includes({json.dumps('Cannot analyse ' + path.name)})",
                 timeout=PATIENCE_S * 1000)
@@ -636,6 +632,10 @@ def file_status(page) -> str:
 def upload(page, path: Path, clear: bool = True):
     if clear:
         page.locator("#file-in button[aria-label=Clear]").dispatch_event("click")
+        # as a person would, upload once Clear's reply has emptied the results: handled after the
+        # new file's analysis began (a loaded CI run), Clear stops that one too and blanks the tab
+        page.wait_for_function("document.querySelector('#file-status').innerText.trim() === ''",
+                               timeout=PATIENCE_S * 1000)
     page.locator("#file-in input[type=file]").set_input_files(str(path))
 
 

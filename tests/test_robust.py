@@ -260,3 +260,18 @@ def test_room_model_keeps_its_family_through_a_room_more_often_than_the_original
         m = load_bundled(spec, backend="torch")
         kept[spec] = int((family_is_electronic(m, degraded) == family_is_electronic(m, clean)).sum())
     assert kept["musicnn-room"] > kept["musicnn-original"], kept
+
+
+def test_front_lr_scales_only_the_front_convolutions_of_the_layers_trained():
+    """--front-lr: the timbral and temporal convolutions learn at that share of --lr, the rest at
+    --lr; layers not trained get no group and no gradient."""
+    nets = list(TR.load_nets().values())
+    groups = TR.param_groups(nets, "all", 1e-4, 0.1)
+    front = {id(p) for n in nets for name, p in n.named_parameters() if name.startswith(("timbral", "temporal"))}
+    assert [g["lr"] for g in groups] == [pytest.approx(1e-5), 1e-4]
+    assert {id(p) for p in groups[0]["params"]} == front
+    assert not front & {id(p) for p in groups[1]["params"]}
+    assert sum(len(g["params"]) for g in groups) == sum(1 for n in nets for _ in n.parameters())
+    groups = TR.param_groups(nets, "mid+back", 1e-4, 0.1)
+    assert len(groups) == 1 and groups[0]["lr"] == 1e-4 and not front & {id(p) for p in groups[0]["params"]}
+    assert not any(p.requires_grad for n in nets for name, p in n.named_parameters() if id(p) in front)

@@ -406,7 +406,8 @@ def main(argv=None) -> int:
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     a.cache.mkdir(parents=True, exist_ok=True)
-    run = a.tag or (f"{a.layers}{f'-front{a.front_lr:g}' if a.front_lr != 1 else ''}-{a.loss}-lr{a.lr:g}-b{a.batch}-bal{a.balance:g}-pc{a.p_clean:g}"
+    run = a.tag or (f"{a.layers}{f'-front{a.front_lr:g}' if a.front_lr != 1 else ''}"
+                    f"-{a.loss}-lr{a.lr:g}-b{a.batch}-bal{a.balance:g}-pc{a.p_clean:g}"
                     f"{f'-cw{a.clean_weight:g}' if a.clean_weight else ''}"
                     f"{f'-fw{a.family_weight:g}' if a.family_weight else ''}-s{a.seed}")
     tags = load_tag_lists()

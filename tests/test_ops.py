@@ -403,7 +403,7 @@ async def _drain_scenario(srv, clients, drain_s):
 def test_reconnect_probes_stay_frequent_while_log_lines_back_off():
     from itertools import islice
 
-    from ui.net.client import RETRY_S, _log_attempt, retry_delays
+    from stream.client import RETRY_S, _log_attempt, retry_delays
 
     delays = list(islice(retry_delays(), 50))
     assert delays[0] == RETRY_S[0] and max(delays) == RETRY_S[1] <= 2.0  # a server back is found within ~2 s

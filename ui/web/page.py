@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -31,11 +30,11 @@ from gradio.components.label import LabelConfidence, LabelData
 
 from stream import AudioDecodeError, EngineClosedError, EngineConfig, analyze_file
 from stream.files import read_segment
-from ui.options import RANGES
+from stream import registry
 from ui.report import model_line, summary_text
 
 from . import render, uploads
-from .session import LiveSession, LiveSettings
+from .session import PAGE_SETTINGS, LiveSession, LiveSettings
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +79,7 @@ class Setup:
 
     def settings(self, window, hop, smoothing, top_k) -> LiveSettings:
         """The sliders' values as the next recording's settings."""
-        return dataclasses.replace(self.defaults, window_s=float(window), hop_s=float(hop),
-                                   smoothing_s=float(smoothing), top_k=int(top_k))
+        return self.defaults.with_controls(window, hop, smoothing, top_k)
 
 
 class LeaderLabel(gr.Label):
@@ -437,22 +435,27 @@ def _readable(exc: Exception, path: str) -> str:
 
 # ---- the layout ---------------------------------------------------------------------------------------
 def _sliders(d: LiveSettings):
-    """The settings accordion: window, hop, smoothing, top-k (a model default outside the
-    usual range widens it)."""
-    (w_lo, w_hi), (h_lo, h_hi) = RANGES["window"], RANGES["hop"]
+    """The settings accordion: a slider per setting the table gives a page control (window, hop,
+    smoothing, top-k; a model default outside the usual range widens it), and the models this
+    page could run (chosen with -m when it starts)."""
     with gr.Accordion("Settings", open=False):
         with gr.Row():
-            window = gr.Slider(min(w_lo, d.window_s), max(w_hi, d.window_s), value=d.window_s, step=0.5,
-                               label="Window (s)", info="audio per classification; longer is steadier but reacts later",
-                               elem_id="set-window")
-            hop = gr.Slider(min(h_lo, d.hop_s), max(h_hi, d.hop_s), value=d.hop_s, step=0.25, label="Hop (s)",
-                            info="time between readouts; compute grows as hop shrinks", elem_id="set-hop")
-            smoothing = gr.Slider(*RANGES["smoothing"], value=d.smoothing_s, step=0.5, label="Smoothing (s)",
-                                  info="time constant of the live readout (0 = off)", elem_id="set-smoothing")
-            top_k = gr.Slider(*RANGES["top_k"], value=d.top_k, step=1, label="Genres shown (top-k)",
-                              info="0 = all", elem_id="set-topk")
+            sliders = [_slider(s, getattr(d, s.field)) for s in PAGE_SETTINGS]
         gr.Markdown("Live settings apply from the next **Record**.")
-    return window, hop, smoothing, top_k
+        gr.Markdown(models_text(), elem_id="set-models")
+    return sliders
+
+
+def _slider(s, value) -> gr.Slider:
+    lo, hi = s.span
+    return gr.Slider(min(lo, value), max(hi, value), value=value, step=s.control.step, label=s.control.label,
+                     info=s.help, elem_id=s.control.elem_id)
+
+
+def models_text() -> str:
+    """The models the page can run (`genre-app -m NAME`), one line each, and which to pick."""
+    lines = "\n".join(f"- {name}: {line}" for name, line in registry.listed())
+    return f"Models (start the page with `-m NAME`):\n{lines}\n\n{registry.ADVICE}"
 
 
 def build_demo(model, args, history=None) -> gr.Blocks:

@@ -1,0 +1,88 @@
+"""What an operator meets around the edges: the history chart and `genre-history`'s files,
+set-up's closing advice, the server's probe logging, the README's embedding example and
+deployment examples, and `genre-evaluate` with the page's genre names. Real parts throughout:
+SQLite files, Pillow PNGs, subprocesses, a real server and the bundled model."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timezone
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+# ---------------------------------------------------------------- genre-history's files ----------
+def history_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "ui.history", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_genre_history_writes_a_png_only_when_asked(tmp_path):
+    from PIL import Image
+    from test_history import Clock, write_day
+
+    path = tmp_path / "h.sqlite"
+    write_day(path, Clock(), hours=1)
+    work = tmp_path / "work"
+    work.mkdir()
+    for extra in (["--json"], []):
+        r = history_cli(path, "--name", "shop", "--day", "2026-12-01", *extra, cwd=work)
+        assert r.returncode == 0, r.stderr
+        assert list(work.iterdir()) == [], (extra, list(work.iterdir()))  # nothing in the working folder
+        assert "chart" not in r.stderr
+    png = tmp_path / "out" / "day.png"
+    png.parent.mkdir()
+    r = history_cli(path, "--name", "shop", "--day", "2026-12-01", "--json", "--png", png, cwd=work)
+    assert r.returncode == 0 and r.stdout.startswith("{"), r.stderr
+    with Image.open(png) as img:
+        assert img.width >= 1200 and img.height >= 600  # reads at 100 % on a laptop
+    assert list(work.iterdir()) == []
+
+
+# ---------------------------------------------------------------- the day chart -----------------
+@dataclass(frozen=True)
+class _Hour:  # a Bucket with the minutes without music that a newer history counts
+    t: int
+    classified_s: float
+    silent_s: float
+    genre_shares: dict
+    no_music_s: float = 0.0
+
+
+def colour_run(img, x, colour, bottom) -> int:
+    """How many pixels of column x above the axis have `colour` (hex)."""
+    rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return sum(img.getpixel((x, y)) == rgb for y in range(bottom))
+
+
+def test_day_chart_bars_are_minutes_heard_with_silence_and_no_music_visible(tmp_path):
+    from PIL import Image
+
+    from ui.colours import SILENCE_COLOUR, genre_colour
+    from ui.history.cli import NO_MUSIC_COLOUR, day_chart
+    from ui.history.store import Bucket
+
+    d0 = 1796083200  # 2026-12-01 00:00 UTC
+    hours = [Bucket(d0 + 9 * 3600, 3600, 0, {"Rock": 1.0}),  # a full hour of music
+             Bucket(d0 + 10 * 3600, 120, 0, {"Rock": 1.0}),  # two minutes
+             Bucket(d0 + 11 * 3600, 600, 1800, {"Jazz": 0.5, "Rock": 0.5}),  # 10 min music, 30 min silence
+             _Hour(d0 + 12 * 3600, 900, 0, {"Rock": 1.0}, no_music_s=1200)]  # 15 min music, 20 min talk
+    png = tmp_path / "day.png"
+    lay = day_chart(png, hours, d0, timezone.utc, ["Rock", "Jazz"], "shop")
+    img = Image.open(png).convert("RGB")
+    assert img.size == lay.size and img.width >= 1200 and img.height >= 600
+    mid = lambda h: lay.x0(h) + lay.bar // 2  # noqa: E731
+    full = colour_run(img, mid(9), genre_colour("Rock"), lay.bottom)
+    assert full == pytest.approx(60 * lay.px_per_min, abs=2)
+    two = colour_run(img, mid(10), genre_colour("Rock"), lay.bottom)
+    assert two == pytest.approx(full * 2 / 60, abs=2)  # not full height: 2 of 60 minutes
+    assert colour_run(img, mid(11), SILENCE_COLOUR, lay.bottom) == pytest.approx(full / 2, abs=2)  # 30 min of silence
+    assert colour_run(img, mid(11), genre_colour("Jazz"), lay.bottom) == pytest.approx(full * 5 / 60, abs=2)
+    assert colour_run(img, mid(12), NO_MUSIC_COLOUR, lay.bottom) == pytest.approx(full / 3, abs=2)  # 20 min without music
+    assert colour_run(img, mid(8), genre_colour("Rock"), lay.bottom) == 0  # an hour without a row stays empty

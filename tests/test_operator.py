@@ -86,3 +86,35 @@ def test_day_chart_bars_are_minutes_heard_with_silence_and_no_music_visible(tmp_
     assert colour_run(img, mid(11), genre_colour("Jazz"), lay.bottom) == pytest.approx(full * 5 / 60, abs=2)
     assert colour_run(img, mid(12), NO_MUSIC_COLOUR, lay.bottom) == pytest.approx(full / 3, abs=2)  # 20 min without music
     assert colour_run(img, mid(8), genre_colour("Rock"), lay.bottom) == 0  # an hour without a row stays empty
+
+
+# ---------------------------------------------------------------- set-up's closing line ---------
+def run_setup(tmp_path, *args):
+    """scripts/setup.sh itself in a copy of the repo's layout, with apt-get and the venv's
+    python (pip) as stand-ins that only record their arguments: what it prints at the end."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "setup.sh").write_text((ROOT / "scripts" / "setup.sh").read_text())
+    calls = tmp_path / "calls"
+    stub = f'#!/bin/sh\necho "$(basename "$0") $*" >> {calls}\nexit 0\n'
+    bin_ = tmp_path / "bin"
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    bin_.mkdir()
+    for p in (bin_ / "apt-get", bin_ / "sudo", repo / ".venv" / "bin" / "python"):
+        p.write_text(stub)
+        p.chmod(0o755)
+    r = subprocess.run(["bash", str(repo / "scripts" / "setup.sh"), *args], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}", PYTHON=sys.executable))
+    return r, calls.read_text()
+
+
+def test_setup_closes_with_advice_that_works_in_its_mode(tmp_path):
+    plain, calls = run_setup(tmp_path / "plain")
+    assert plain.returncode == 0, plain.stderr
+    last = plain.stdout.strip().splitlines()[-1]
+    assert "pip install -q -e . -r requirements.txt" in calls and "pytest" not in calls  # (no test tools)
+    assert "-m pytest" not in last and "genre-app" in last and "setup.sh --dev" in last, last
+    dev, calls = run_setup(tmp_path / "dev", "--dev")
+    assert dev.returncode == 0, dev.stderr
+    last = dev.stdout.strip().splitlines()[-1]
+    assert "requirements-dev.txt" in calls and ".venv/bin/python -m pytest -q" in last, last

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
@@ -118,3 +119,51 @@ def test_setup_closes_with_advice_that_works_in_its_mode(tmp_path):
     assert dev.returncode == 0, dev.stderr
     last = dev.stdout.strip().splitlines()[-1]
     assert "requirements-dev.txt" in calls and ".venv/bin/python -m pytest -q" in last, last
+
+
+# ---------------------------------------------------------------- logs ---------------------------
+@pytest.mark.server
+def test_probes_and_scrapes_log_at_debug_other_requests_at_info():
+    from server_support import ServerProcess, http_get
+
+    for level, probes_shown in (("info", False), ("debug", True)):
+        srv = ServerProcess("--log-level", level).wait_ready()
+        try:
+            for path in ("/livez", "/readyz", "/healthz", "/metrics", "/livez?x=1"):
+                http_get(srv.port, path)
+            assert http_get(srv.port, "/kiosk-not-here")[0] == 404
+            deadline = time.monotonic() + 30
+            while "/kiosk-not-here" not in srv.log and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            srv.stop()
+        lines = srv.lines
+        assert any('"GET /kiosk-not-here HTTP/1.1" 404' in line and "INFO" in line for line in lines), srv.log
+        probes = [line for line in lines if any(f"GET {p}" in line for p in ("/livez", "/readyz", "/healthz",
+                                                                              "/metrics"))]
+        if probes_shown:
+            assert len(probes) == 5 and all("DEBUG" in line for line in probes), probes
+        else:
+            assert probes == [], probes
+
+
+def test_a_new_history_file_is_logged_as_created_an_old_one_as_migrated(tmp_path, caplog):
+    from test_history import Clock, write_day
+
+    from ui.history.store import SCHEMA_VERSION, HistoryStore
+
+    path = tmp_path / "h.sqlite"
+    with caplog.at_level("INFO", logger="ui.history.store"):
+        HistoryStore(path).close()
+    said = [r.getMessage() for r in caplog.records]
+    assert f"history: created {path} (schema version {SCHEMA_VERSION})" in said, said
+    assert not any("->" in m or "migrated" in m for m in said), said
+
+    class Next(HistoryStore):
+        MIGRATIONS = HistoryStore.MIGRATIONS + (("ALTER TABLE streams ADD COLUMN note TEXT",),)
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ui.history.store"):
+        Next(path).close()
+    said = [r.getMessage() for r in caplog.records]
+    assert f"history: {path} migrated from schema version {SCHEMA_VERSION} to {SCHEMA_VERSION + 1}" in said, said

@@ -167,3 +167,29 @@ def test_a_new_history_file_is_logged_as_created_an_old_one_as_migrated(tmp_path
         Next(path).close()
     said = [r.getMessage() for r in caplog.records]
     assert f"history: {path} migrated from schema version {SCHEMA_VERSION} to {SCHEMA_VERSION + 1}" in said, said
+
+
+# ---------------------------------------------------------------- deployment examples ----------
+def fenced_blocks(text: str) -> list[str]:
+    """The contents of the ``` blocks of a Markdown text."""
+    import re
+
+    return re.findall(r"^```[^\n]*\n(.*?)^```", text, re.S | re.M)
+
+
+def test_every_deployment_example_names_its_model():
+    """`auto` takes a hub model with other labels on a box that reaches the Hub: a server started
+    from the docs (shell line, systemd unit, Kubernetes args) names the model it runs."""
+    import re
+
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    starts = re.compile(r'(^|[\s/"=])genre-serve(-ray)?"?,?\s+"?--|python3? -m ui\.net(\.ray_cli)?\s')  # a command
+    seen = []
+    for doc in docs:
+        for block in fenced_blocks(doc.read_text(encoding="utf-8")):
+            for line in block.splitlines():
+                code = line.split("  #", 1)[0]
+                if starts.search(code) and not code.lstrip().startswith(("#", "serve ")):
+                    seen.append(code)
+                    assert re.search(r'(--model|-m)["\s,]+\S', code), f"{doc.name}: {code.strip()}"
+    assert any("ExecStart=" in c for c in seen) and any('args: ["genre-serve"' in c for c in seen), seen

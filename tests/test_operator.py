@@ -193,3 +193,93 @@ def test_every_deployment_example_names_its_model():
                     seen.append(code)
                     assert re.search(r'(--model|-m)["\s,]+\S', code), f"{doc.name}: {code.strip()}"
     assert any("ExecStart=" in c for c in seen) and any('args: ["genre-serve"' in c for c in seen), seen
+
+
+# ---------------------------------------------------------------- genre-evaluate's levels -------
+needs_eval_music = pytest.mark.skipif(
+    not (Path("/usr/share/games/asc/music").is_dir() and Path("/usr/share/games/wesnoth/1.16/data/core/music").is_dir()),
+    reason="Debian packages asc-music and wesnoth-1.16-music not installed")
+
+
+@pytest.fixture(scope="module")
+def musicnn():
+    from stream import load_model
+
+    return load_model("musicnn")
+
+
+def labelled(root: Path, names: dict, extra: dict | None = None) -> Path:
+    """test_evaluate's folder (real electronic and orchestral cuts, 6 s) under other folder
+    names, plus `extra` folders {name: a copy of one electronic cut}."""
+    import shutil
+
+    from test_evaluate import make_folder
+
+    make_folder(root, names, seconds=6.0)
+    src = next((root / names["electronic"]).iterdir())
+    for name in extra or {}:
+        (root / name).mkdir()
+        shutil.copy(src, root / name / src.name)
+    return root
+
+
+@needs_eval_music
+def test_evaluate_scores_the_page_genre_names_at_the_genre_level(tmp_path, musicnn):
+    """Folders named as the page names genres ("Electronic", "Folk & Country"): each file's verdict
+    is its leading genre among all nine, so orchestral music in "Folk & Country" reads as the
+    Classical it is (and counts wrong), not as whichever folder scored best; a folder named
+    after nothing is warned about."""
+    from stream.evaluate import score_folder
+    from ui.evaluate import format_report
+
+    root = labelled(tmp_path / "d", {"electronic": "Electronic", "classical": "Folk & Country"}, {"Muzak": 1})
+    scores = score_folder(root, musicnn, live=False)
+    sc = scores.scoring
+    assert sc.level == "genre" and len(sc.classes) == 9 and "Funk & Soul" in sc.classes
+    assert sc.unmatched == ["Muzak"]
+    by_folder = {}
+    for r in scores.results:
+        by_folder.setdefault(r.truth, []).append(r.predicted)
+    assert by_folder["Electronic"] == ["Electronic", "Electronic"], scores.results
+    assert set(by_folder["Folk & Country"]) <= set(sc.classes) - {"Electronic"}, scores.results  # its own genre
+    report = format_report(scores.results, scores.genres, False, root, sc)
+    assert report.startswith("scored at the genre level"), report
+    assert "warning: folder 'Muzak' matches none of the model's genres or labels" in report
+    assert "(9-way, genre level)" in report
+
+
+@needs_eval_music
+def test_evaluate_scores_style_folders_at_the_style_level_and_says_so(tmp_path, musicnn):
+    from stream.evaluate import score_folder
+
+    root = labelled(tmp_path / "d", {"electronic": "techno", "classical": "opera"}, {"Funk & Soul": 1})
+    scores = score_folder(root, musicnn, live=False)
+    sc = scores.scoring
+    assert sc.level == "style" and sc.mapping == {"techno": "techno", "opera": "opera"}
+    assert len(sc.classes) >= 30 and {"techno", "opera", "rock"} <= set(sc.classes)  # all the labels it shows
+    assert any("'Funk & Soul' is a genre" in w for w in sc.warnings()), sc.warnings()
+    assert "scored at the style level" in sc.describe()
+    for r in scores.results:  # the verdict is the file's own top label, wherever it has a folder
+        assert r.predicted == r.top_label, r
+
+
+@needs_eval_music
+def test_evaluate_says_when_a_map_makes_it_a_two_way_comparison(tmp_path, musicnn):
+    from ui.evaluate import evaluate
+
+    root = labelled(tmp_path / "d", {"electronic": "edm", "classical": "orchestral"})
+    mp = tmp_path / "map.txt"
+    mp.write_text("electronic = edm\ntechno = edm\nclassical = orchestral\n")
+    _, _, report = evaluate(root, musicnn, str(mp), progress=False, live=False)
+    assert "a two-way comparison among the folders" in report.splitlines()[0], report
+    assert "(2-way among the folders only: not genre accuracy)" in report
+
+
+@needs_eval_music
+def test_evaluate_command_line_prints_the_level_and_warns(tmp_path):
+    root = labelled(tmp_path / "d", {"electronic": "Electronic", "classical": "Classical"}, {"Muzak": 1})
+    p = subprocess.run([sys.executable, "-m", "ui.evaluate", str(root), "-m", "musicnn", "--no-live", "--no-progress"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "scored at the genre level" in p.stdout and "warning: folder 'Muzak'" in p.stderr, (p.stdout, p.stderr)
+    assert "accuracy: 4/5 = 80.0 % (9-way, genre level)" in p.stdout, p.stdout

@@ -283,3 +283,56 @@ def test_evaluate_command_line_prints_the_level_and_warns(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert "scored at the genre level" in p.stdout and "warning: folder 'Muzak'" in p.stderr, (p.stdout, p.stderr)
     assert "accuracy: 4/5 = 80.0 % (9-way, genre level)" in p.stdout, p.stdout
+
+
+# ---------------------------------------------------------------- the embedding example ---------
+def embedding_example() -> str:
+    import re
+
+    text = (ROOT / "docs" / "embedding.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "docs/embedding.md should open with a ```python block: the live microphone example"
+    return blocks[0]
+
+
+def test_embedding_example_runs_as_written_on_a_microphone(tmp_path):
+    """The docs' live example, unchanged, as a program: a real PulseAudio null sink is the
+    default microphone (PortAudio -> ALSA -> PulseAudio), real electronic music is played into
+    it; the example prints readouts and the session's genre shares and ends by itself."""
+    import re
+
+    from pulse_support import PACKAGES, PulseServer, missing_tools
+
+    code = embedding_example()
+    assert "microphone_chunks()" in code and "def microphone_chunks" in code  # defined, not a placeholder
+    music = Path("/usr/share/games/asc/music/machine_wars.mp3")
+    if missing_tools() or not music.is_file():
+        pytest.skip(f"PulseAudio tools or asc-music missing: apt-get install {PACKAGES} asc-music")
+    import soundfile as sf
+
+    with sf.SoundFile(str(music)) as f:  # 40 s from 18 s in: clearly electronic
+        f.seek(18 * f.samplerate)
+        data, rate = f.read(40 * f.samplerate, dtype="int16"), f.samplerate
+    wav = tmp_path / "music.wav"
+    sf.write(str(wav), data, rate, subtype="PCM_16")
+    (tmp_path / "example.py").write_text(code)
+    pulse = PulseServer(tmp_path / "pulse").start()
+    try:
+        pulse.play(wav)
+        t0 = time.monotonic()
+        out = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=240, env=dict(pulse.env(), PYTHONPATH=str(ROOT)))
+        took = time.monotonic() - t0
+    finally:
+        pulse.stop()
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    readouts = [l for l in lines if re.match(r"\s*\d+\.\d s  \S", l)]
+    assert len(readouts) >= 10, lines[-20:]  # a readout a second once the first window filled
+    assert lines[-1].startswith("genre shares: {"), lines[-5:]
+    import ast
+
+    shares = ast.literal_eval(lines[-1].split(": ", 1)[1])
+    assert shares and sum(shares.values()) == pytest.approx(1.0, abs=0.02), shares
+    assert any("Electronic" in l for l in readouts), readouts  # the music heard through the device
+    assert took >= 20, took  # the microphone's pace: 20 s of audio take 20 s at least (a lower bound only)

@@ -263,7 +263,7 @@ def create_app(model_or_factory, settings: ServerSettings | None = None, history
     app.state.ops = ops
     app.state.streams = ops.streams
     app.include_router(ops_router)  # /livez, /readyz, /healthz, /metrics
-    app.state.watch = hub = WatchHub(settings)
+    app.state.watch = ops.hub = hub = WatchHub(settings)
     app.include_router(kiosk_router(model, settings))
     app.include_router(watch_router(hub, settings))
 

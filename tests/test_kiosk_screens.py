@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_support import ARTIFACTS, CHROMIUM, MUSIC_DIR, at_level, browser_page, free_port, loopable, music_excerpt, \
-    write_wav
+from browser_support import (ARTIFACTS, CHROMIUM, MUSIC_DIR, at_level, browser_page, free_port, loopable,
+                             music_excerpt, write_wav)
 from server_support import ServerProcess
 
 pytestmark = [

@@ -53,7 +53,9 @@ def test_named_stream_exports_its_last_readout_and_last_music():
 
 
 def test_no_music_readouts_and_silence_do_not_count_as_music_and_names_are_bounded():
-    r = lambda **kw: SimpleNamespace(**{"silent": False, "genre": "Jazz", "label": "bebop", "at": 100.0, **kw})  # noqa: E731
+    def r(**kw):
+        return SimpleNamespace(**{"silent": False, "genre": "Jazz", "label": "bebop", "at": 100.0, **kw})
+
     assert heard_music(r()) and not heard_music(r(silent=True, genre=None, label=None))
     assert not heard_music(r(no_music=True))  # the engine's music-presence check, where it has one
     m = ServerMetrics("musicnn", "torch")

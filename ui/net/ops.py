@@ -118,7 +118,8 @@ class ServerOps:
             while self.hub.watchers and time.monotonic() < until:
                 await asyncio.sleep(0.05)
         left = len(self.streams) + (self.hub.watchers if self.hub is not None else 0)
-        event(log, "drain", "all streams closed" if not left else f"{left} stream(s) or watcher(s) still open at the timeout",
+        event(log, "drain", "all streams closed" if not left
+              else f"{left} stream(s) or watcher(s) still open at the timeout",
               level=logging.INFO if not left else logging.WARNING, reason="done" if not left else "timeout")
         return not left
 

@@ -29,7 +29,8 @@ const k = window.kiosk = {
 let colours = config.colours || {};
 let sock = null, session = null;  // the open WebSocket and what it said (ready, when)
 let attempt = 0, retryAt = 0, retryTimer = 0, busy = false;
-let probeTimer = 0, serverDown = false, rollover = 0, nameTaken = false;  // rollover: until when a --max-session reconnect stays unseen
+// rollover: until when a --max-session reconnect stays unseen; nameTaken: our own name was refused as in use
+let probeTimer = 0, serverDown = false, rollover = 0, nameTaken = false;
 let ctx = null, worklet = null, source = null, micStream = null, micProblem = null;
 let lastResult = null, lastResultAt = 0, levelDb = null;
 
@@ -124,7 +125,10 @@ function probe() {
     k.probes++;
     let status = 0;
     try {
-      status = (await fetch(new URL("readyz", location.href), { cache: "no-store" })).status;
+      // (a bounded wait: a hung server must not stop the probing)
+      const answer = await fetch(new URL("readyz", location.href),
+                                 { cache: "no-store", signal: AbortSignal.timeout(5000) });
+      status = answer.status;
     } catch (e) { /* no answer: down */ }
     if (!retryAt || sock) return;
     if (status === 200 && serverDown) return connect();
@@ -275,7 +279,8 @@ function stateNow() {
   if (retryAt) {
     if (serverDown) return ["reconnecting", "connection lost: waiting for the server"];
     const left = Math.max(1, Math.ceil((retryAt - performance.now()) / 1000));
-    const why = busy ? "server busy" : nameTaken ? `the name “${screenName}” is in use (another tab?)` : "connection lost";
+    const why = busy ? "server busy"
+      : nameTaken ? `the name “${screenName}” is in use (another tab?)` : "connection lost";
     return ["reconnecting", `${why}: reconnecting in ${left} s`];
   }
   const ready = session && sock.readyState === WebSocket.OPEN ? session.ready : null;

@@ -368,3 +368,33 @@ def test_student_noise_masks_mixes_within_a_family_and_drops_out_only_in_trainin
         assert torch.equal(net(x), net(x))
         net.train()
         assert not torch.equal(net(x), net(x))
+
+
+def test_hiss_is_white_noise_under_the_room_and_the_chain_draws_it():
+    """The hiss condition is the room condition's reverb with white instead of pink noise (more
+    energy above 4 kHz); the chain's hiss draw says so and always puts a room in front."""
+    x = RD.level(np.random.default_rng(0).standard_normal(RC.RATE * 2).astype(np.float32) * 0.0 +
+                 np.sin(np.arange(RC.RATE * 2) * 2 * np.pi * 220 / RC.RATE).astype(np.float32))
+    room, hiss = (RC.condition(c, x, seed=3) for c in ("room", "hiss"))
+    hf = lambda y: np.abs(np.fft.rfft(y))[len(y) // 4:].sum()  # noqa: E731  (4-8 kHz)
+    assert hf(hiss) > 2 * hf(room)
+    chain = RC.Chain(RC.rir_bank(2, seed=1), [np.ones(100, np.float32)], RC.ChainConfig(p_clean=0.0, p_hiss=1.0))
+    _, what = chain(np.resize(x, PRE_ROLL + PATCH_SAMPLES), np.random.default_rng(0))
+    assert what.startswith("room, hiss@") and 5 <= int(what.split("@")[1].split("dB")[0]) <= 15, what
+
+
+def test_recorded_bank_is_deterministic_unit_level_and_empty_without_recordings(tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        sf.write(tmp_path / f"s{k}.wav", (rng.standard_normal(RC.RATE) * 0.1 * (k + 1)).astype(np.float32), RC.RATE)
+    pkg = RD.Package("some-sounds", "none", (str(tmp_path / "*.wav"),))
+    a, b = RD.recorded_bank([pkg], n=3, seconds=2.0, seed=4), RD.recorded_bank([pkg], n=3, seconds=2.0, seed=4)
+    assert len(a) == 3 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(len(x) == 2 * RC.RATE and abs(RC.rms(x) - 1) < 1e-3 for x in a)
+    assert RD.recorded_bank([RD.Package("none", "none", (str(tmp_path / "*.ogg"),))]) == []
+    chain = RC.Chain(RC.rir_bank(1, seed=1), [np.ones(100, np.float32)], RC.ChainConfig(p_clean=0.0, p_noise=1.0),
+                     recorded=a)
+    kinds = {chain(np.ones(PRE_ROLL + PATCH_SAMPLES, np.float32), np.random.default_rng(s))[1] for s in range(40)}
+    assert any("recorded" in k for k in kinds)

@@ -16,8 +16,8 @@ student. The stream alternates excerpts of the two families as bench/quality.py 
   cafe      RT60 0.8 s (12x9x3.5 m) + babble (espeak-ng voices, a bank no training drew from) 5 dB below
   laptop    small room (RT60 0.3 s), pink 15 dB, band-pass 250 Hz-6 kHz, soft clipping
   hiss      the room's RT60 0.5 s + white noise 10 dB below
-  recorded  real recordings held out from every training chain (megaglest-data's ambiences, crowds and
-            voices, unknown-horizons' ambiences and narrated speech) 5 dB below, no simulation
+  recorded  real recordings held out from every training chain (megaglest-data's ambiences and unit
+            voices, unknown-horizons' work sounds and narrated speech) 5 dB below, no simulation
   phone     the same recordings 10 dB below through a phone-like band (300 Hz-3.4 kHz) and clipping
 
 Figures per model and condition: family accuracy of steady readouts (bench/quality.py's:
@@ -168,7 +168,7 @@ def measure(a, stream, mono, models) -> dict:
     from stream import EngineConfig
 
     babble = RC.babble_bank(12, 9000)  # voices and texts no training bank drew (other seed)
-    recorded = RD.recorded_bank(RD.NOISE_HELDOUT, n=40, seed=9100) if set(a.conditions) & set(REAL) else []
+    recorded = RD.recorded_bank(RD.NOISE_HELDOUT, n=40, seed=9100, max_files=200) if set(a.conditions) & set(REAL) else []
     cfg = EngineConfig(top_k=0)
     out = {}
     for cond in a.conditions:

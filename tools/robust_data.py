@@ -69,18 +69,18 @@ VALIDATION = (
 # under the music; the second are held out, a real-recordings condition of bench/robust.py that
 # no training ever heard.
 NOISE_TRAIN = (
-    Package("hedgewars-data", "GPL-2 / CC-BY-SA-3.0 (per file, see copyright)",
+    Package("hedgewars-data", "GFDL-1.3 (Data/Sounds)",
             ("/usr/share/games/hedgewars/Data/Sounds/voices/*/*.ogg",), "recorded voices: shouts, taunts, accents"),
     Package("widelands-data", "GPL-2+", ("/usr/share/games/widelands/data/sound/*/*.ogg",
                                          "/usr/share/games/widelands/data/sound/*/*/*.ogg"),
             "recorded ambiences: birds, animals, workshops, tools"),
 )
 NOISE_HELDOUT = (
-    Package("megaglest-data", "CC-BY-SA-3.0", ("/usr/share/games/megaglest/techs/megapack/commondata/sounds/*/*.wav",
-                                               "/usr/share/games/megaglest/techs/megapack/commondata/sounds/*/*.ogg",
+    Package("megaglest-data", "CC-BY-SA-3.0", ("/usr/share/games/megaglest/tilesets/*/sounds/*.ogg",
+                                               "/usr/share/games/megaglest/tilesets/*/sounds/*.wav",
                                                "/usr/share/games/megaglest/techs/megapack/factions/*/units/*/sounds/*.wav",
                                                "/usr/share/games/megaglest/techs/megapack/factions/*/units/*/sounds/*.ogg"),
-            "recorded ambiences, crowds and unit voices"),
+            "recorded ambiences (wind, rain, night, birds, animals) and unit voices (the authors' family and friends)"),
     Package("unknown-horizons", "CC-BY-SA-3.0 (content/*)", ("/usr/share/unknown-horizons/content/audio/sounds/*.ogg",
                                                              "/usr/share/unknown-horizons/content/audio/sounds/*/*.ogg",
                                                              "/usr/share/unknown-horizons/content/audio/voice/*/*/*/*.ogg"),

@@ -97,7 +97,7 @@ export function create(params, config) {
     render();
   };
 
-  d.feed = (block, rate) => { if (d.engine) d.engine.feed(block, rate); };
+  d.feed = (block, rate) => { if (d.engine && !d.paused) d.engine.feed(block, rate); };
 
   d.state = () => {
     if (d.problem) return ["error", `device mode: ${d.problem}`];
@@ -109,14 +109,15 @@ export function create(params, config) {
     return ["listening", `listening on this device${note}`];
   };
 
-  // A check for tests and diagnostics: PCM (16 kHz float32) through a fresh engine hop by hop,
-  // waiting for each window's readout, as the Python engine does with background=False.
-  d.replay = async (pcm, settings = {}) => {
+  // A check for tests and diagnostics: PCM (float32 at `rate`) through a fresh engine in chunks of
+  // one hop, waiting for each window's readout, as the Python engine does with background=False.
+  // (d.paused = true keeps the microphone's engine from sharing the Worker meanwhile.)
+  d.replay = async (pcm, rate = 16000, settings = {}) => {
     const e = d.model.engine({ ...urlSettings(params), ...settings });
-    const out = [];
+    const out = [], step = Math.round(e.c.hop_s * rate);
     e.onResult = (r) => out.push(r);
-    for (let i = 0; i < pcm.length; i += e.hop) {
-      e.push(pcm.subarray(i, Math.min(pcm.length, i + e.hop)));
+    for (let i = 0; i < pcm.length; i += step) {
+      e.feed(pcm.subarray(i, Math.min(pcm.length, i + step)), rate);
       await e.idle();
     }
     return out;

@@ -350,3 +350,49 @@ def test_device_readouts_reach_watchers_and_history_and_no_audio_is_counted(tmp_
     finally:
         srv.stop()
     assert "Traceback" not in srv.log, srv.log
+
+
+# ---- genre-kiosk-export: a screen with no Python server at all -------------------------------------
+@need_music
+@need_browser
+@need_ort_web
+@pytest.mark.browser
+@pytest.mark.slow
+def test_exported_folder_classifies_from_a_plain_static_server(pw, artifacts, tmp_path):
+    import functools
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    out = tmp_path / "kiosk"
+    proc = subprocess.run([sys.executable, "-m", "ui.net.kiosk_export", str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert {"index.html", "kiosk/kiosk.js", "kiosk/device/worker.js", "kiosk/device/ort/LICENSE",
+            "kiosk/device/model/model.json", "kiosk/device/model/logmel.onnx"} <= set(names), names
+    again = subprocess.run([sys.executable, "-m", "ui.net.kiosk_export", str(out)], cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 2 and "not empty" in again.stderr, again.stderr
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(out)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    music = music_excerpt("machine_wars", 40, 20)
+    wav = write_wav(tmp_path / "music.wav", at_level(loopable(music), -20.0))
+    try:
+        with browser_page(pw, wav) as page:
+            t0 = time.monotonic()
+            page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/")
+            _wait(page, "a first genre", "() => window.kiosk && kiosk.results >= 2 && kiosk.lastResults[1].genre")
+            first_s = time.monotonic() - t0
+            st = page.evaluate("() => ({mode: kiosk.mode, posted: kiosk.device.posted, failed: kiosk.device.postFailed})")
+            page.screenshot(path=str(artifacts / "exported_static.png"))
+    finally:
+        httpd.shutdown()
+    assert st == {"mode": "device", "posted": 0, "failed": 0}, st  # nothing to report to, and nothing tried
+    print(f"\nexported kiosk: first two genres {first_s:.1f} s after opening")

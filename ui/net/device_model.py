@@ -37,8 +37,8 @@ class DeviceModeUnavailable(ValueError):
 
 def frontend_graph() -> bytes:
     """The log-mel front end of one patch as a serialised ONNX model (see the module docstring)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    import onnx  # inside: optional (only device mode needs it), as for stream/models/backends.py
+    from onnx import TensorProto, helper, numpy_helper  # inside: as above
 
     n = np.arange(N_FFT, dtype=np.float64)
     window = 0.5 - 0.5 * np.cos(2 * math.pi * n / N_FFT)  # periodic Hann, float64
@@ -81,10 +81,10 @@ def frontend_graph() -> bytes:
 
 def _net_graph(net) -> bytes:
     """A network's graph as the server's ONNX Runtime backend runs it (input x, output y)."""
-    import onnx
-    import torch
+    import onnx  # inside: optional, as above
+    import torch  # inside: seconds to import; the kiosk router imports this module
 
-    from stream.models.backends import _export
+    from stream.models.backends import _export  # inside: pulls in torch
 
     data = _export(net, torch.zeros(1, PATCH_FRAMES, 96))
     proto = onnx.load_from_string(data)

@@ -78,7 +78,7 @@ class DeviceSource:
 
 
 def device_readouts_router(model, settings: ServerSettings, hub: WatchHub, history=None) -> APIRouter:
-    from .kiosk import genre_order
+    from .kiosk import genre_order  # inside: kiosk imports the device modules (no cycle at import)
 
     router = APIRouter()
     sources: dict[str, DeviceSource] = {}

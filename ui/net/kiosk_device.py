@@ -59,7 +59,7 @@ class DeviceFiles:
     def model_files(self) -> dict[str, bytes]:
         with self._lock:
             if self._model_files is None and self._error is None:
-                from .device_model import DeviceModeUnavailable, device_files
+                from .device_model import DeviceModeUnavailable, device_files  # inside: onnx and torch, on first use
                 try:
                     self._model_files = device_files(self.model, self.settings.engine)
                 except (DeviceModeUnavailable, ImportError) as exc:

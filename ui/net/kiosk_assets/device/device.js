@@ -82,7 +82,8 @@ export function create(params, config) {
     }
     d.loading = false;
     d.engine = d.model.engine(urlSettings(params));
-    const report = params.get("report") ?? (config.device_report ? "1" : "0");
+    // readouts go back to the server only for a named screen (?name=), or when asked (?report=1)
+    const report = params.get("report") ?? (config.device_report && params.has("name") ? "1" : "0");
     if (report === "1") d.reportUrl = reportUrl(params);
     d.engine.onResult = (r) => {
       if (d.firstResultMs == null) d.firstResultMs = performance.now() - d.started;

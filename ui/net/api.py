@@ -158,6 +158,7 @@ class _Stream:
         self.stop_deadline: float | None = None  # time.monotonic() by which a drain wants it closed
         self.recorder = None  # --history: this stream's session there (ui/net/history.py)
         self.tee = None  # a named stream's watchers (ui/net/watch.py: Channel.publish)
+        self.name: str | None = None  # ?name=: its own metrics series (last readout, last music)
 
     def request_stop(self, reason: str, deadline: float | None = None) -> None:
         """Finish this stream soon (last results, summary with `reason`); on the event loop."""
@@ -195,6 +196,8 @@ class _Stream:
         if not res.silent:
             self.metrics.inference_seconds.observe(res.inference_ms / 1000.0)
         self.count_skipped()
+        if self.name is not None:
+            self.metrics.named_result(self.name, res)
         record = res.to_json()
         if self.out.put("result", record):  # the oldest waiting result made room
             self.metrics.results_dropped_total.inc()
@@ -265,7 +268,7 @@ def create_app(model_or_factory, settings: ServerSettings | None = None, history
     app.state.ops = ops
     app.state.streams = ops.streams
     app.include_router(ops_router)  # /livez, /readyz, /healthz, /metrics
-    app.state.watch = hub = WatchHub(settings)
+    app.state.watch = ops.hub = hub = WatchHub(settings)
     app.include_router(kiosk_router(model, settings))
     app.include_router(watch_router(hub, settings))
     app.include_router(device_readouts_router(model, settings, hub, history))  # device screens: readouts, no audio
@@ -320,6 +323,9 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, ops: ServerOps
                                                  "choose another name, or stop that source")
         st.tee = channel.publish
     st.recorder = stream_recorder(history, ws.query_params, st.engine)
+    if name is not None:
+        st.name = name
+        ops.metrics.named_stream(name)
     ops.streams.add(st)
     ops.metrics.stream_opened()
     event(log, "open", f"{rate} Hz, {channels} ch, {fmt}", stream=st.id, client=st.client)

@@ -82,9 +82,10 @@ export function create(params, config) {
     }
     d.loading = false;
     d.engine = d.model.engine(urlSettings(params));
-    // readouts go back to the server only for a named screen (?name=), or when asked (?report=1)
-    const report = params.get("report") ?? (config.device_report && params.has("name") ? "1" : "0");
-    if (report === "1") d.reportUrl = reportUrl(params);
+    // readouts (never audio) go back under the screen's name where the server asks for them
+    // (--kiosk-compute device) or the address does (?report=1)
+    const report = params.get("report") ?? (config.device_report ? "1" : "0");
+    if (report === "1") d.reportUrl = reportUrl(params, k.name);
     d.engine.onResult = (r) => {
       if (d.firstResultMs == null) d.firstResultMs = performance.now() - d.started;
       keepUp(d);
@@ -145,11 +146,11 @@ function keepUp(d) {
   e.stats.inferMs.length = 0;  // judge the new setting on its own windows
 }
 
-function reportUrl(params) {
+function reportUrl(params, name) {
   const url = new URL("v1/device/readouts", location.href);
   const q = new URLSearchParams();
   if (params.has("token")) q.set("token", params.get("token"));
-  q.set("name", params.get("name") || "device");
+  q.set("name", name || params.get("name") || "device");
   url.search = q.toString();
   return url.toString();
 }

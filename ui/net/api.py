@@ -8,6 +8,7 @@ Protocol (also in README.md):
   GET / the kiosk screen (ui/net/kiosk.py); GET /v1/history (ui/net/history.py, --history)
   WS  /v1/listen?sample_rate=48000&channels=2&format=s16le[&window=&hop=&smoothing=&top_k=&name=]
   WS  /v1/watch?name=NAME: a named stream's events, for screens (ui/net/watch.py)
+  POST /v1/device/readouts?name=NAME: a device screen's readouts, JSON only (ui/net/device_readouts.py)
       client -> server: binary frames of interleaved little-endian PCM (any length, at most
                         `max_frame_bytes`; a frame may end mid-sample), text {"event": "end"}
       server -> client: text frames, one JSON object each: ready, result..., error, summary
@@ -46,6 +47,7 @@ from ui.options import span_text
 from ui.report import dumps
 
 from .access import BAD_PARAMETER, NAME_IN_USE, REFUSALS, check_access, client_of, fit_close, refuse, token_ok
+from .device_readouts import device_readouts_router
 from .history import history_router, stream_recorder
 from .kiosk import kiosk_router
 from .logs import event, stream_id
@@ -269,6 +271,7 @@ def create_app(model_or_factory, settings: ServerSettings | None = None, history
     app.state.watch = ops.hub = hub = WatchHub(settings)
     app.include_router(kiosk_router(model, settings))
     app.include_router(watch_router(hub, settings))
+    app.include_router(device_readouts_router(model, settings, hub, history))  # device screens: readouts, no audio
 
     @app.websocket("/v1/listen")
     async def listen(ws: WebSocket):

@@ -17,13 +17,16 @@ const MAX_BUFFERED = 1 << 20;    // bytes waiting in the socket: past this, audi
 const ENGINE_PARAMS = ["window", "hop", "smoothing", "top_k"];
 const watchName = params.get("watch");
 const screenName = watchName ? null : ownName();
+// ?compute=device: classify on this device, send no audio (device/device.js)
+const device = !watchName && (params.get("compute") ?? config.compute) === "device"
+  ? (await import("./device/device.js")).create(params, config) : null;
 
 // What the page is doing, for diagnostics (and the tests); every part of it is bounded.
 const k = window.kiosk = {
   state: "starting", detail: "", micRequests: 0, connects: 0, opens: 0, results: 0, summaries: 0,
   refusal: null, summary: null, lastResults: [], framesSent: 0, framesDropped: 0, wakeLock: "none",
-  sampleRate: null, micLabel: null, mode: watchName ? "watch" : "listen", name: screenName, probes: 0,
-  rollovers: 0, dimmed: false,
+  sampleRate: null, micLabel: null, mode: watchName ? "watch" : device ? "device" : "listen", name: screenName,
+  probes: 0, rollovers: 0, dimmed: false,
 };
 
 let colours = config.colours || {};
@@ -276,6 +279,7 @@ function stateNow() {
   }
   if (micProblem) return ["no-microphone", `no microphone: ${MIC_HELP[micProblem] || micProblem}`];
   if (ctx && ctx.state !== "running") return ["paused", "paused: click or press a key to start listening"];
+  if (device) return device.state();
   if (retryAt) {
     if (serverDown) return ["reconnecting", "connection lost: waiting for the server"];
     const left = Math.max(1, Math.ceil((retryAt - performance.now()) / 1000));
@@ -373,7 +377,8 @@ async function startMic() {
   if (ctx.state !== "running") ctx.resume().catch(() => {});  // allowed by autoplay policy, or waits for a click
   await listMics();
   navigator.mediaDevices.addEventListener("devicechange", listMics);
-  connect();
+  if (device) device.start(k, showResult, render);
+  else connect();
 }
 
 function useStream(stream) {
@@ -420,6 +425,7 @@ function onBlock(block) {
   for (let i = 0; i < block.length; i++) sum += block[i] * block[i];
   peakDb = Math.max(peakDb, 10 * Math.log10(sum / block.length + 1e-12));
   if (performance.now() - levelAt > 100) { levelDb = peakDb; peakDb = -120; levelAt = performance.now(); }
+  if (device) return device.feed(block, ctx.sampleRate);
   for (let i = 0; i < block.length; i++) {
     frame[frameN++] = Math.max(-32768, Math.min(32767, Math.round(block[i] * 32767)));
     if (frameN === frame.length) { sendFrame(); frameN = 0; }

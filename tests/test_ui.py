@@ -75,7 +75,7 @@ def test_ranges_are_enforced_only_when_given():
     assert "0 = all" in p.format_help() and "0-10" in p.format_help() and "3-30" in p.format_help()
 
 
-# The one set of ranges (EngineConfig.RANGES), and (value, accepted) for each setting: its edges and beyond
+# The one set of ranges (stream.config.SETTINGS' spans), and (value, accepted) for each setting: its edges and beyond
 SPANS = {"window": (3, 30), "hop": (0.25, 5), "smoothing": (0, 20), "top_k": (0, 10)}
 EDGES = {"window": [(1, False), (3, True), (30, True), (100, False)],
          "hop": [(0.1, False), (0.25, True), (5, True), (30, False)],

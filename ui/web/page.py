@@ -365,10 +365,10 @@ def _analysis(setup: Setup, path: str, window: float, top_k: int, request, progr
 
 
 def plot_top(scores) -> float:
-    """The score plot's upper bound: above the highest score by a margin (a line at the very
-    top would be clipped by the plot's edge), on a 0.05 step, at most 1."""
+    """The score plot's upper bound: above the highest score by a margin (the plot clamps a
+    line at its top edge, where peaks flatten), on a 0.05 step, 1.05 at most."""
     high = float(np.nanmax(scores)) if len(scores) else 0.0
-    return float(min(1.0, np.ceil((high * 1.05 + 0.01) / 0.05) * 0.05))
+    return float(min(1.05, np.ceil((high * 1.05 + 0.01) / 0.05) * 0.05))
 
 
 def _tab(request: gr.Request | None):

@@ -26,7 +26,7 @@ fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(libportaudio2 ffmpeg)
+pkgs=(libportaudio2 ffmpeg npm)  # npm: fetches onnxruntime-web for the kiosk's device mode (below)
 if [ "${1:-}" = "--dev" ]; then
   pkgs+=(chromium pulseaudio pulseaudio-utils libasound2-plugins asc-music tmux wesnoth-1.16-music espeak-ng)
 fi
@@ -55,6 +55,12 @@ if [ "${1:-}" = "--dev" ]; then
   "${PIP[@]}" download -q --no-deps musicnn==0.1.0 -d /tmp/musicnn_whl
 else
   "${PIP[@]}" install -q -e . -r requirements.txt
+fi
+# The kiosk's device mode runs onnxruntime-web in the browser: one pinned release, checked against its
+# registry integrity, vendored as package data (tools/vendor_ort_web.py; not in git, ~15 MB).
+if ! "$VENV/bin/python" tools/vendor_ort_web.py; then
+  if [ "${1:-}" = "--dev" ]; then exit 1; fi
+  echo "setup: WARNING: onnxruntime-web could not be vendored; the kiosk's device mode (?compute=device) is unavailable" >&2
 fi
 # The closing advice names only what this mode installed (pytest comes with --dev).
 if [ "${1:-}" = "--dev" ]; then

@@ -87,7 +87,7 @@ def table(rows: list[Bucket], step: str, tz: tzinfo) -> str:
 
 
 def _font(px: int):
-    from PIL import ImageFont
+    from PIL import ImageFont  # inside: Pillow is no declared dependency; only the chart needs it
 
     try:
         return ImageFont.load_default(size=px)  # Pillow >= 10.1 with FreeType: a scalable font

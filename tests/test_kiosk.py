@@ -287,7 +287,7 @@ def test_restarted_server_is_picked_up_without_a_reload(pw, music_wav, artifacts
             srv.stop(kill=True)
             t_kill = time.monotonic()
             st = wait_state(page, "reconnecting", lambda s: s["state"] == "reconnecting")
-            assert re.search(r"reconnecting in \d+ s", st["text"]), st["text"]
+            assert re.search(r"connection lost: (reconnecting in \d+ s|waiting for the server)", st["text"]), st["text"]
             srv = ServerProcess(port=port).wait_ready()
             t_up = time.monotonic()
             after = wait_state(page, "labels again", lambda s: s["results"] > before["results"] + 1
@@ -372,11 +372,11 @@ def test_two_screens_watch_a_named_mic_box(guarded, pw, tmp_path):
         one.screenshot(path=str(ARTIFACTS / "kiosk" / "watch_waiting.png"))
 
 
-# ---- the README's JavaScript example, as it is ------------------------------------------------------
+# ---- the protocol page's JavaScript example, as it is ------------------------------------------------
 def readme_example() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs/protocol.md").read_text()
     blocks = re.findall(r"```js\n(.*?)```", text, re.S)
-    assert len(blocks) == 1, "README.md should hold one ```js block: the minimal browser client"
+    assert len(blocks) == 1, "docs/protocol.md should hold one ```js block: the minimal browser client"
     return blocks[0]
 
 

@@ -67,7 +67,7 @@ def test_model_info_names_what_runs_the_forward():
     from stream.models.remote import RemoteModel
     from ui.net.metrics import backend_of
 
-    assert backend_of(load_model("musicnn")) in ("onnxruntime", "torch")
+    assert backend_of(load_model("musicnn")) in ("openvino", "onnxruntime", "torch")
     assert backend_of(object.__new__(RemoteModel)) == "ray serve"  # no Ray needed to ask the class
     assert backend_of(object()) == "torch"
 

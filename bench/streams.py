@@ -2,10 +2,10 @@
 """How many live streams one machine holds in real time, before and after patch reuse
 (issue 10), plus the per-hop compute behind it.
 
-    python bench/streams.py --quick    # ~5 min: per-hop compute, streams held (short trials)
-    python bench/streams.py            # ~15-20 min: longer trials, finer search
-    python bench/streams.py --quality  # + patch-grid vs whole-window readouts on real music
-    python bench/streams.py --engines 1 2 4 8   # the issue-6 table: fixed N, DistilHuBERT-shaped
+    python -m bench.streams --quick    # ~5 min: per-hop compute, streams held (short trials)
+    python -m bench.streams            # ~15-20 min: longer trials, finer search
+    python -m bench.streams --quality  # + patch-grid vs whole-window readouts on real music
+    python -m bench.streams --engines 1 2 4 8   # the issue-6 table: fixed N, DistilHuBERT-shaped
 
 Set-up: N engines on one shared worker, each fed real music (asc-music recordings, 16 kHz)
 in 100 ms chunks every 100 ms of wall clock, hops staggered (listeners arrive at different
@@ -30,16 +30,13 @@ interleaved before/after rounds), the figure streams held scales with.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import threading
 import time
 import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
 warnings.filterwarnings("ignore")
 

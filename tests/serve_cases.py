@@ -1,7 +1,7 @@
 """The model served by Ray Serve: a real local Ray (2 CPUs), real replicas, no mocks.
 
 Run by tests/test_serve.py in a pytest process of its own (this process becomes a Ray driver);
-by hand: `python -m pytest -p ray_child_plugin tests/serve_cases.py` from the repository root
+by hand: `python -m pytest -p support.ray_child tests/serve_cases.py` from the repository root
 with tests/ on PYTHONPATH."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import wait_for
+from support.polling import wait_for
 
 from stream import EngineConfig, ModelLoadError, StreamEngine, load_model
 
@@ -43,7 +43,7 @@ def ray_app():
     finally:
         # Not ray.shutdown(): Serve's handle threads may still call into Ray afterwards, and Ray
         # then ends the process (exit 1, no report). This module runs in a pytest process of its
-        # own (tests/test_serve.py), which leaves without Ray's exit handlers (ray_child_plugin).
+        # own (tests/test_serve.py), which leaves without Ray's exit handlers (support.ray_child).
         serve.shutdown()
 
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import BandModel, tone
+from support.models import BandModel, tone
 from stream import EngineConfig, StreamEngine, load_model
 
 ASC = "/usr/share/games/asc/music/machine_wars.mp3"

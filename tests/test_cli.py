@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pulse_support import GHOST_PCM, NULL_PCM, PACKAGES, PulseServer, missing_tools
-from server_support import parse_json_lines
+from support.pulse import GHOST_PCM, NULL_PCM, PACKAGES, PulseServer, missing_tools
+from support.server import parse_json_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(ROOT / "cli_listen.py")
@@ -540,7 +540,7 @@ def test_server_panel_at_100_columns_fits_names_header_and_summary(music_wav, tm
     """--server in a 100-column terminal: genre names whole (the server's genres are known only
     from its results), the header on its own line above the panel (even with stderr elsewhere:
     it shares the panel's stream), and a summary wrapped between words."""
-    from server_support import ServerProcess
+    from support.server import ServerProcess
 
     srv = ServerProcess().wait_ready()
     try:

@@ -4,7 +4,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import BandModel, tone
+from support.models import BandModel, tone
 
 from stream import AudioDecodeError, EngineConfig, analyze_file
 

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import GTZAN_LABELS, BandModel, tone
+from support.models import GTZAN_LABELS, BandModel, tone
 from stream import EngineConfig, Result, SessionSummary, StreamEngine, load_model
 from stream.engine import EngineStats
 from stream.genres import genre_mapping, read_genre_table

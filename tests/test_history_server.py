@@ -20,7 +20,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from server_support import ROOT, TRACKS, ServerProcess, events_until_close, music, needs_music, pcm, stream
+from support.music import TRACKS, music, needs_music
+from support.server import ROOT, ServerProcess, events_until_close, pcm, stream
 
 TOKEN = "hist-token"
 MINUTE_S = 5

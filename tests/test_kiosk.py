@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_support import (ARTIFACTS, CHROMIUM, FAKE_RATE, MUSIC_DIR, at_level, browser_page, free_port, loopable,
-                             music_excerpt, write_wav)
-from server_support import ROOT, ServerProcess
+from harness.proc import free_port
+from support.browser import ARTIFACTS, CHROMIUM, browser_page
+from support.music import FAKE_RATE, MUSIC_DIR, at_level, loopable, music_excerpt, write_wav
+from support.server import ROOT, ServerProcess
 
 TOKEN = "kiosk-token"
 PATIENCE_S = 150.0

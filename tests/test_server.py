@@ -14,9 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from pulse_support import PACKAGES, PulseServer, missing_tools
-from server_support import (CLIENTS, MUSIC_DIR, ROOT, TRACKS, ServerProcess, eight_clients, events_until_close, music,
-                            music_wav_file, needs_music, parse_json_lines, pcm, run_async, stream)
+from support.pulse import PACKAGES, PulseServer, missing_tools
+from support.music import MUSIC_DIR, TRACKS, music, music_wav_file, needs_music
+from support.server import (CLIENTS, ROOT, ServerProcess, eight_clients, events_until_close, parse_json_lines, pcm,
+                            run_async, stream)
 
 CLI = str(ROOT / "cli_listen.py")
 TOKEN = "s3cret-token"

@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray Serve is optional: pip install '.[serve]'")
 
-from server_support import TRACKS, ServerProcess, eight_clients, needs_music  # noqa: E402
+from support.music import TRACKS, needs_music
+from support.server import ServerProcess, eight_clients  # noqa: E402
 
 pytestmark = needs_music
 
@@ -39,7 +40,8 @@ def test_kiosk_screen_and_watchers_through_ray(ray_server):
     import json
     import urllib.request
 
-    from server_support import music, pcm, stream
+    from support.music import music
+    from support.server import pcm, stream
     from websockets.asyncio.client import connect
 
     with urllib.request.urlopen(f"http://127.0.0.1:{ray_server.port}/", timeout=60) as r:
@@ -66,7 +68,7 @@ def test_ray_option_without_ray_says_how_to_install(tmp_path):
     import subprocess
     import sys
 
-    from server_support import ROOT
+    from support.server import ROOT
 
     code = "import sys\nsys.modules['ray'] = None\nfrom ui.net.cli import main\nsys.exit(main(['--ray', '--model', 'musicnn']))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -12,7 +12,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from server_support import TRACKS, ServerProcess, events_until_close, music, needs_music, pcm, stream
+from support.music import TRACKS, music, needs_music
+from support.server import ServerProcess, events_until_close, pcm, stream
 
 TOKEN = "watch-token"
 KIOSK = "http://kiosk.example"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from harness.proc import free_port
 from support.polling import wait_for
 
 from stream import EngineConfig, ModelLoadError, StreamEngine, load_model
@@ -280,19 +280,13 @@ def test_bad_window_fails_only_its_call(ray_app):
     assert remote.predict(signal(2, 3.0)[None]).shape == (1, len(remote.labels))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(code, env=None):
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 
 
 def test_ray_not_reachable_names_the_address():
-    port = _free_port()
+    port = free_port()
     code = "from stream import load_model\nload_model('ray://genre@127.0.0.1:%d')" % port
     r = _run(code)
     assert r.returncode != 0

@@ -2,22 +2,15 @@
 ingress in front of a batched model deployment (a real local Ray, real WebSocket clients)."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 pytest.importorskip("ray", reason="Ray Serve is optional: pip install '.[serve]'")
 
-from support.music import TRACKS, needs_music
+from harness.proc import free_port  # noqa: E402
+from support.music import TRACKS, needs_music  # noqa: E402
 from support.server import ServerProcess, eight_clients  # noqa: E402
 
 pytestmark = needs_music
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.polling import wait_for
 from ui.colours import genre_colour
 from ui.history.store import SCHEMA_VERSION, HistoryError, HistoryReader, HistoryStore
 
@@ -36,15 +37,6 @@ class Clock:
 
     def __call__(self):
         return self.t
-
-
-def wait_for(cond, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def fake_result(t, genre, silent=False):
@@ -299,7 +291,7 @@ def test_a_lock_taken_while_recording_drops_rows_and_counts_them(tmp_path):
     rec = store.recorder("shop", 1.0)
     with held_exclusively(path):
         add_seconds(rec, clock, 0, 600, "Rock")  # ten minutes of readouts, more rows than the queue holds meanwhile
-        wait_for(lambda: store.stats.dropped > 0, what="dropped rows")
+        wait_for(lambda: store.stats.dropped > 0, timeout=60, step=0.05, what="dropped rows")
     assert "locked" in store.stats.last_error, store.stats
     dropped = store.stats.dropped
     add_seconds(rec, clock, 600, 700, "Jazz")
@@ -317,7 +309,7 @@ def test_retention_prunes_rows_older_than_n_days(tmp_path):
     write_day(path, Clock(now - 100 * DAY), name="old", hours=0.1)
     store = HistoryStore(path, retention_days=90)
     try:
-        wait_for(lambda: store.stats.pruned > 0, what="pruning at open")
+        wait_for(lambda: store.stats.pruned > 0, timeout=60, step=0.05, what="pruning at open")
         assert store.stats.pruned == 6 + 1  # six minutes and one session
         reader = store.reader
         assert reader.buckets("old", 0, now) == [] and reader.sessions("old", 0, now) == []

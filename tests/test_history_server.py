@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import pytest
 
 from support.music import TRACKS, music, needs_music
+from support.polling import wait_for
 from support.server import ROOT, ServerProcess, events_until_close, pcm, stream
 
 TOKEN = "hist-token"
@@ -44,15 +45,6 @@ def get(server, path="/v1/history", auth=TOKEN, **params):
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
-
-
-def wait_for(cond, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (value := cond()):
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def shares_of(rows):
@@ -105,7 +97,7 @@ def test_rows_per_wall_clock_minute_match_each_streams_summary(recorded):
         assert summary and summary["reason"] == "end of stream", runs[name]
         # the last (partial) minute is written when the stream ends: poll, do not assume
         status, body = wait_for(lambda: (r := get(srv, name=name, **{"from": t0 - 60, "to": t1 + 60}))[1].get(
-            "sessions") and r[1]["sessions"][0]["end"] and r, what=f"{name}'s session end")
+            "sessions") and r[1]["sessions"][0]["end"] and r, timeout=120, step=0.1, what=f"{name}'s session end")
         assert status == 200, body
         rows = body["rows"]
         assert len(rows) >= summary["duration_s"] // MINUTE_S, rows
@@ -280,7 +272,7 @@ def test_a_full_disk_never_stops_the_readouts(tiny_disk):
         assert run.close_code == 1000 and run.summary["reason"] == "end of stream", run.close_code
         assert run.results[-1][1]["time_s"] >= 29.0 and len(after) >= 10, (len(after), run.results[-1])
         status, body = wait_for(lambda: (r := get(srv, auth=None))[1]["writer"]["dropped"] and r,
-                                what="dropped rows counted")
+                                timeout=120, step=0.1, what="dropped rows counted")
         assert "full" in body["writer"]["last_error"], body
         assert "dropped so far" in srv.log and "readouts go on" in srv.log, srv.log
         filler.unlink()  # space again: the next stream is recorded
@@ -288,7 +280,7 @@ def test_a_full_disk_never_stops_the_readouts(tiny_disk):
         data2, _, _ = clip(TRACKS[1], 60, 6.0)
         run2 = asyncio.run(stream(url(srv, sample_rate=rate, channels=ch, name="bar"), data2, rate, ch, "s16le"))
         assert run2.close_code == 1000
-        wait_for(lambda: get(srv, auth=None)[1]["writer"]["written"] > written, what="rows written again")
+        wait_for(lambda: get(srv, auth=None)[1]["writer"]["written"] > written, timeout=120, step=0.1, what="rows written again")
         assert get(srv, auth=None, name="bar")[1]["rows"]
     finally:
         srv.stop()

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from harness.browser import CHROMIUM, browser_page, chromium_args  # noqa: F401
 from harness.proc import free_port, stop_process
@@ -19,6 +20,17 @@ from support.music import (FAKE_RATE, MUSIC_DIR, at_level, loopable, music_excer
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
+
+
+def _have_browser() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return Path(CHROMIUM).exists()
+
+
+needs_browser = pytest.mark.skipif(not _have_browser(), reason=f"needs playwright (pip) and Chromium at {CHROMIUM}")
 
 
 # ---- synthetic audio -----------------------------------------------------------------------

@@ -9,8 +9,9 @@ from harness.music import (FAKE_RATE, MACHINE_WARS, MINSTRELS, MUSIC_DIR, TRACKS
                            loopable, music, music_excerpt, resample, rms_dbfs, write_wav)
 
 needs_music = pytest.mark.skipif(not MACHINE_WARS.is_file(), reason=f"{MUSIC_DIR} missing: apt-get install asc-music")
-needs_wesnoth = pytest.mark.skipif(not MINSTRELS.is_file(),
-                                   reason=f"{WESNOTH_DIR} missing: apt-get install wesnoth-1.16-music")
+# electronic and acoustic recordings both (genre changes, evaluation folders)
+needs_both_packages = pytest.mark.skipif(not (MACHINE_WARS.is_file() and MINSTRELS.is_file()),
+                                         reason="apt-get install asc-music wesnoth-1.16-music")
 
 
 def music_wav_file(folder: Path, seconds: float) -> Path:

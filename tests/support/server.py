@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.server import FORMAT_DTYPES, ROOT, ServerProcess, http_get, metric, metric_samples, pcm, scrape  # noqa: F401
+from harness.server import (FORMAT_DTYPES, ROOT, ServerProcess, http_get, metric, metric_samples, pcm,  # noqa: F401
+                            scrape)
 from support.music import TRACKS, music
 from support.polling import wait_for
 

@@ -22,8 +22,8 @@ import pytest
 import soundfile as sf
 
 from harness.proc import free_port
-from support.browser import ARTIFACTS, CHROMIUM, REPO, AppServer, arpeggio, browser_page, chord
-from support.music import FAKE_RATE, MUSIC_DIR, at_level, loopable, music_excerpt, write_wav
+from support.browser import ARTIFACTS, REPO, AppServer, app_server, arpeggio, browser_page, chord, needs_browser
+from support.music import FAKE_RATE, MUSIC_DIR, at_level, loopable, music_excerpt, needs_music, write_wav
 
 ELECTRONIC_TAGS = {"electronic", "techno", "electronica", "electro", "house", "dance", "experimental", "ambient",
                    "chillout", "trance", "industrial"}
@@ -32,17 +32,7 @@ CHORD_DBFS = -32.0
 WINDOW_S = 9.0  # the bundled model's default window (what the live level is measured over)
 
 
-def _have_browser() -> bool:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return Path(CHROMIUM).exists()
-
-
-browser = pytest.mark.skipif(not _have_browser(), reason=f"needs playwright (pip) and Chromium at {CHROMIUM}")
-needs_music = pytest.mark.skipif(not (MUSIC_DIR / "machine_wars.mp3").exists(),
-                                 reason="needs Debian package asc-music (real music recordings)")
+browser = needs_browser
 
 
 # ---- fixtures -------------------------------------------------------------------------------
@@ -115,13 +105,8 @@ def audio(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_spec):
-    srv = AppServer(tmp_path_factory.mktemp("app"), model=model_spec, extra_args=["--max-file-minutes", "1", "--max-file-mb", "5"])
-    try:
-        srv.wait_ready()
+    with app_server(tmp_path_factory.mktemp("app"), model_spec, ["--max-file-minutes", "1", "--max-file-mb", "5"]) as srv:
         yield srv
-    finally:
-        srv.stop()
-    assert "Traceback" not in srv.log_path.read_text(errors="replace"), srv.log_path.read_text(errors="replace")[-4000:]
 
 
 @pytest.fixture(scope="module")
@@ -616,14 +601,8 @@ def test_closing_the_tab_cancels_a_file_analysis(tmp_path_factory, model_spec, p
 @pytest.fixture(scope="module")
 def roomy_server(tmp_path_factory, model_spec):
     """A page that takes long files (60 minutes, 60 MB): an analysis that runs for a while."""
-    srv = AppServer(tmp_path_factory.mktemp("app-roomy"), model=model_spec,
-                    extra_args=["--max-file-minutes", "60", "--max-file-mb", "60"])
-    try:
-        srv.wait_ready()
+    with app_server(tmp_path_factory.mktemp("app-roomy"), model_spec, ["--max-file-minutes", "60", "--max-file-mb", "60"]) as srv:
         yield srv
-    finally:
-        srv.stop()
-    assert "Traceback" not in srv.log(None), srv.log()
 
 
 def file_status(page) -> str:

@@ -22,7 +22,7 @@ import pytest
 
 from support.music import TRACKS, music, needs_music
 from support.polling import wait_for
-from support.server import ROOT, ServerProcess, events_until_close, pcm, stream
+from support.server import ROOT, ServerProcess, events_until_close, pcm, served, stream
 
 TOKEN = "hist-token"
 MINUTE_S = 5
@@ -71,23 +71,21 @@ def recorded(tmp_path_factory):
     """A server with --history and a token; two named streams of real music (22 and 18 s) at
     once in real time, and one without a name; returns (server, runs, wall-clock span)."""
     path = tmp_path_factory.mktemp("hist") / "h.sqlite"
-    srv = ServerProcess("--history", str(path), "--token", TOKEN, "--hop", "1", env=ENV).wait_ready()
-    shop, rate, ch = clip(TRACKS[0], 30, 22.0)
-    bar, _, _ = clip(TRACKS[1], 60, 18.0)
-    anon, _, _ = clip(TRACKS[2], 40, 6.0)
+    with served("--history", str(path), "--token", TOKEN, "--hop", "1", env=ENV) as srv:
+        shop, rate, ch = clip(TRACKS[0], 30, 22.0)
+        bar, _, _ = clip(TRACKS[1], 60, 18.0)
+        anon, _, _ = clip(TRACKS[2], 40, 6.0)
 
-    async def both():
-        return await asyncio.gather(
-            stream(url(srv, sample_rate=rate, channels=ch, name="shop"), shop, rate, ch, "s16le", headers=bearer()),
-            stream(url(srv, sample_rate=rate, channels=ch, name="bar"), bar, rate, ch, "s16le", headers=bearer()),
-            stream(url(srv, sample_rate=rate, channels=ch), anon, rate, ch, "s16le", headers=bearer()))
+        async def both():
+            return await asyncio.gather(
+                stream(url(srv, sample_rate=rate, channels=ch, name="shop"), shop, rate, ch, "s16le", headers=bearer()),
+                stream(url(srv, sample_rate=rate, channels=ch, name="bar"), bar, rate, ch, "s16le", headers=bearer()),
+                stream(url(srv, sample_rate=rate, channels=ch), anon, rate, ch, "s16le", headers=bearer()))
 
-    t0 = time.time()
-    runs = asyncio.run(both())
-    t1 = time.time()
-    yield srv, dict(zip(("shop", "bar", "anon"), runs)), (t0, t1), path
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
+        t0 = time.time()
+        runs = asyncio.run(both())
+        t1 = time.time()
+        yield srv, dict(zip(("shop", "bar", "anon"), runs)), (t0, t1), path
 
 
 def test_rows_per_wall_clock_minute_match_each_streams_summary(recorded):
@@ -227,7 +225,7 @@ def test_sigkill_mid_stream_loses_at_most_the_last_minute(tmp_path):
             task = asyncio.create_task(stream(url(again, sample_rate=rate, channels=ch, name="shop"), data2, rate,
                                               ch, "s16le"))
             await asyncio.to_thread(wait_for, lambda: len(get(again, auth=None, name="shop", **{
-                "from": killed_at + 1})[1]["rows"]) >= 2, 120.0, "rows of the second session")
+                "from": killed_at + 1})[1]["rows"]) >= 2, 120.0, 0.1, "rows of the second session")
             again.stop()
             try:
                 await asyncio.wait_for(task, 60)
@@ -256,7 +254,7 @@ def test_a_full_disk_never_stops_the_readouts(tiny_disk):
             task = asyncio.create_task(stream(url(srv, sample_rate=rate, channels=ch, name="shop"), data, rate, ch,
                                               "s16le"))
             await asyncio.to_thread(wait_for, lambda: get(srv, auth=None, name="shop")[1].get("rows"),
-                                    60.0, "a first row")
+                                    60.0, 0.1, "a first row")
             with open(filler, "wb", buffering=0) as f:
                 try:
                     while True:
@@ -280,7 +278,8 @@ def test_a_full_disk_never_stops_the_readouts(tiny_disk):
         data2, _, _ = clip(TRACKS[1], 60, 6.0)
         run2 = asyncio.run(stream(url(srv, sample_rate=rate, channels=ch, name="bar"), data2, rate, ch, "s16le"))
         assert run2.close_code == 1000
-        wait_for(lambda: get(srv, auth=None)[1]["writer"]["written"] > written, timeout=120, step=0.1, what="rows written again")
+        wait_for(lambda: get(srv, auth=None)[1]["writer"]["written"] > written, timeout=120, step=0.1,
+                 what="rows written again")
         assert get(srv, auth=None, name="bar")[1]["rows"]
     finally:
         srv.stop()

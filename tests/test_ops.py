@@ -20,7 +20,7 @@ import pytest
 from support.music import TRACKS, music, music_wav_file, needs_music
 from support.polling import wait_for
 from support.server import (ROOT, ServerProcess, events_until_close, http_get, metric, metric_samples, never_reads, pcm,
-                            run_async, scrape, stream, wait_ready)
+                            run_async, scrape, served, stream, wait_ready)
 
 CLI = str(ROOT / "cli_listen.py")
 TOKEN = "ops-s3cret-Tok"
@@ -32,12 +32,9 @@ pytestmark = needs_music
 @pytest.fixture(scope="module")
 def guarded():
     """Token, origin allow-list, 2 s idle timeout, plain-text log at info level."""
-    srv = ServerProcess("--token", TOKEN, "--allow-origin", KIOSK, "--idle-timeout", "2", "--log-level", "info")
-    srv.wait_ready()
-    wait_ready(srv)
-    yield srv
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
+    with served("--token", TOKEN, "--allow-origin", KIOSK, "--idle-timeout", "2", "--log-level", "info") as srv:
+        wait_ready(srv)
+        yield srv
 
 
 # ---------------------------------------------------------------- probes and metrics ----
@@ -123,7 +120,7 @@ def test_metrics_count_what_the_clients_did(guarded):
                     for o in ("ended", "idle", "max_session", "shutdown", "error", "client_gone"))
         return s if ended == 4 and metric(s, "genre_streams_active") == 0 else None
 
-    after = wait_for(settled)
+    after = wait_for(settled, 120, 0.1)
     assert after, scrape(guarded, TOKEN)
 
     def delta(name, **labels):
@@ -289,7 +286,7 @@ def test_sigterm_drains_every_stream_then_exits_0_and_a_reconnect_client_resumes
         t.start()
     srv2 = None
     try:
-        assert wait_for(lambda: lines, 120), "".join(err_lines) or "no output"
+        assert wait_for(lambda: lines, 120, 0.1), "".join(err_lines) or "no output"
         assert json.loads(lines[0])["event"] == "result"  # the listener streams
         clients = [(TRACKS[0], 30, 48000, 2), (TRACKS[1], 60, 44100, 1), (TRACKS[2], 90, 22050, 1),
                    (TRACKS[0], 120, 16000, 2)]
@@ -303,7 +300,7 @@ def test_sigterm_drains_every_stream_then_exits_0_and_a_reconnect_client_resumes
             kinds = [json.loads(line)["event"] for line in list(lines)]
             return "reconnected" in kinds and "result" in kinds[kinds.index("reconnected"):]
 
-        wait_for(resumed, 120)
+        wait_for(resumed, 120, 0.1)
         cli.send_signal(signal.SIGINT)  # Ctrl-C: the listener stops with its summary
         cli.wait(timeout=120)
         for t in readers:

@@ -17,7 +17,7 @@ import pytest
 from support.pulse import PACKAGES, PulseServer, missing_tools
 from support.music import MUSIC_DIR, TRACKS, music, music_wav_file, needs_music
 from support.server import (CLIENTS, ROOT, ServerProcess, eight_clients, events_until_close, parse_json_lines, pcm,
-                            run_async, stream)
+                            run_async, served, stream)
 
 CLI = str(ROOT / "cli_listen.py")
 TOKEN = "s3cret-token"
@@ -31,20 +31,16 @@ pytestmark = needs_music
 
 @pytest.fixture(scope="module")
 def server():
-    srv = ServerProcess("--send-queue", "8").wait_ready()
-    yield srv
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
+    with served("--send-queue", "8") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def strict():
     """Token, origin allow-list, 2 streams at most, 2 s idle timeout."""
-    srv = ServerProcess("--token", TOKEN, "--allow-origin", KIOSK, "--max-streams", "2", "--idle-timeout", "2",
-                        "--hop", "0.5", "--log-level", "info").wait_ready()
-    yield srv
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
+    with served("--token", TOKEN, "--allow-origin", KIOSK, "--max-streams", "2", "--idle-timeout", "2", "--hop", "0.5",
+                "--log-level", "info") as srv:
+        yield srv
 
 
 def bearer(token=TOKEN):

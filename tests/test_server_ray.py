@@ -8,18 +8,16 @@ pytest.importorskip("ray", reason="Ray Serve is optional: pip install '.[serve]'
 
 from harness.proc import free_port  # noqa: E402
 from support.music import TRACKS, needs_music  # noqa: E402
-from support.server import ServerProcess, eight_clients  # noqa: E402
+from support.server import eight_clients, served  # noqa: E402
 
 pytestmark = needs_music
 
 
 @pytest.fixture(scope="module")
 def ray_server():
-    srv = ServerProcess("--ray", "--replicas", "2", port=free_port()).wait_ready(timeout=300)
-    yield srv
-    srv.stop()
+    with served("--ray", "--replicas", "2", port=free_port(), timeout=300) as srv:
+        yield srv
     assert srv.proc.returncode == 0, srv.log
-    assert "Traceback" not in srv.log, srv.log
 
 
 def test_eight_concurrent_clients_through_ray_get_their_own_results(ray_server):

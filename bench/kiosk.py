@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -53,7 +54,18 @@ def rss(srv) -> int:
 def sample(page, cdp, srv) -> dict:
     cdp.send("HeapProfiler.collectGarbage")
     metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-    return {"heap": metrics["JSHeapUsedSize"], "rss": rss(srv), **page.evaluate(STATE_JS)}
+    return {"heap": metrics["JSHeapUsedSize"], "rss": rss(srv), "load1": round(os.getloadavg()[0], 2),
+            **page.evaluate(STATE_JS)}
+
+
+def ready(port) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def restart(page, srv, port) -> tuple[ServerProcess, dict]:
@@ -63,17 +75,23 @@ def restart(page, srv, port) -> tuple[ServerProcess, dict]:
     saw_reconnecting = False
     srv = ServerProcess(port=port).wait_ready(300)
     t_up = time.monotonic()
+    t_ready = ready_wall = None
     while True:
+        if t_ready is None and ready(port):  # readiness as an operator's probe sees it (GET /readyz)
+            t_ready, ready_wall = time.monotonic(), time.time()
         st = page.evaluate(STATE_JS)
         saw_reconnecting |= st["state"] == "reconnecting"
-        if st["results"] > before:
+        if st["results"] > before and t_ready is not None:
             break
         if time.monotonic() - t_kill > 600:
             raise RuntimeError("the page did not recover within 10 minutes")
-        page.wait_for_timeout(100)
+        page.wait_for_timeout(50)
     t_back = time.monotonic()
+    reconnected = page.evaluate("kiosk.readyAt")  # the page's wall clock when the new session said ready
     return srv, {"kill_to_result_s": round(t_back - t_kill, 1), "server_up_to_result_s": round(t_back - t_up, 1),
-                 "server_down_s": round(t_up - t_kill, 1), "reconnecting_shown": saw_reconnecting}
+                 "server_ready_to_result_s": round(t_back - t_ready, 1),
+                 "server_ready_to_reconnected_s": round(reconnected / 1000 - ready_wall, 2) if reconnected else None,
+                 "server_down_s": round(t_ready - t_kill, 1), "reconnecting_shown": saw_reconnecting}
 
 
 def main() -> int:
@@ -108,7 +126,7 @@ def main() -> int:
                     rows.append(s)
                     last = s
                     print(f"min {minute:3.0f}: heap {s['heap'] / 1e6:7.2f} MB  server RSS {s['rss'] / 1e6:7.1f} MB  "
-                          f"results {s['results_in_minute']:3d}  state {s['state']}", flush=True)
+                          f"results {s['results_in_minute']:3d}  state {s['state']}  load {s['load1']}", flush=True)
                     if recovery is None and minute >= restart_at:
                         srv, recovery = restart(page, srv, port)
                         print(f"restart: {recovery}", flush=True)
@@ -128,6 +146,8 @@ def main() -> int:
         "rss_growth_mb_per_hour_second_server": slope_mb_per_hour([r["minute"] for r in rss_rows2], [r["rss"] for r in rss_rows2]),
         "minutes_without_results": [r["minute"] for r in rows if r["results_in_minute"] == 0],
         "mic_requests": rows[-1]["micRequests"] if rows else None,
+        "load1_mean": round(float(np.mean([r["load1"] for r in rows])), 1) if rows else None,
+        "load1_max": max((r["load1"] for r in rows), default=None),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))

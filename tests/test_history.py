@@ -366,21 +366,26 @@ def test_genre_history_prints_hours_and_draws_the_day_in_the_page_colours(tmp_pa
     path = tmp_path / "h.sqlite"
     # 10:00-12:00: Rock the first 10 minutes of every half hour, else Jazz
     write_day(path, Clock(), plan=lambda i: "Rock" if i % 1800 < 600 else "Jazz", genres=("Electronic", "Rock", "Jazz"))
-    r = history_cli(path, "--name", "shop", "--day", "2026-12-01", cwd=tmp_path)
+    png = tmp_path / "chart.png"
+    r = history_cli(path, "--name", "shop", "--day", "2026-12-01", "--png", png, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("shop, 2026-12-01 (UTC): 1:57:36 of music, 2:24 silent, 1 session"), r.stdout
     assert lines[2].startswith("10:00") and "Jazz 67 %, Rock 33 %" in lines[2], r.stdout
     assert lines[3].startswith("11:00") and len(lines) == 4, r.stdout
-    png = tmp_path / "shop-2026-12-01.png"
+    from ui.history.cli import day_chart
+    from ui.history.store import zone
+
+    reader = HistoryReader(path)  # where the chart draws: the same call on the same rows, laid out again
+    lay = day_chart(tmp_path / "again.png", reader.buckets("shop", T0 - 10 * 3600, T0 + 14 * 3600, "hour", zone("UTC")),
+                    T0 - 10 * 3600, zone("UTC"), reader.genres("shop"), "again")
     img = Image.open(png).convert("RGB")
     hex_ = lambda xy: "#%02x%02x%02x" % img.getpixel(xy)  # noqa: E731
     # the bar of 10:00: Jazz (largest, at the bottom) in the colour of the model's third genre
-    left, bar, gap, top, height = 44, 26, 6, 34, 240
-    x = left + 10 * (bar + gap) + bar // 2
-    assert hex_((x, top + height - 10)) == genre_colour("Jazz") == "#edc948"  # the page's Jazz
-    assert hex_((x, top + 10)) == genre_colour("Rock")
-    assert hex_((left + 9 * (bar + gap) + bar // 2, top + height - 10)) == "#ffffff"  # 09:00: nothing
+    x = lay.x0(10) + lay.bar // 2
+    assert hex_((x, round(lay.y(2)))) == genre_colour("Jazz") == "#edc948"  # the page's Jazz
+    assert hex_((x, round(lay.y(55)))) == genre_colour("Rock")
+    assert hex_((lay.x0(9) + lay.bar // 2, round(lay.y(2)))) == "#ffffff"  # 09:00: nothing
 
     js = history_cli(path, "--name", "shop", "--from", "2026-12-01T10:00Z", "--to", "2026-12-01T10:05Z",
                      "--step", "minute", "--json", cwd=tmp_path)

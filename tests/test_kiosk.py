@@ -273,7 +273,7 @@ def test_restarted_server_is_picked_up_without_a_reload(pw, music_wav, artifacts
             srv.stop(kill=True)
             t_kill = time.monotonic()
             st = wait_state(page, "reconnecting", lambda s: s["state"] == "reconnecting")
-            assert re.search(r"reconnecting in \d+ s", st["text"]), st["text"]
+            assert re.search(r"connection lost: (reconnecting in \d+ s|waiting for the server)", st["text"]), st["text"]
             srv = ServerProcess(port=port).wait_ready()
             t_up = time.monotonic()
             after = wait_state(page, "labels again", lambda s: s["results"] > before["results"] + 1

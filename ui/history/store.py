@@ -294,8 +294,9 @@ def _check_schema(con: sqlite3.Connection, path: str, *, writing: bool, known: i
     return version
 
 
-def _migrate(con: sqlite3.Connection, version: int, migrations) -> int:
-    """Bring the file up to len(migrations), one transaction (a failure leaves it as it was)."""
+def _migrate(con: sqlite3.Connection, version: int, migrations, path: str = "") -> int:
+    """Bring the file up to len(migrations), one transaction (a failure leaves it as it was).
+    A new file (version 0) is logged as created, not as migrated."""
     con.execute("BEGIN IMMEDIATE")  # the write lock now: a file locked by another program fails here
     try:
         if version == 0:
@@ -303,7 +304,10 @@ def _migrate(con: sqlite3.Connection, version: int, migrations) -> int:
         for v in range(version, len(migrations)):
             for statement in migrations[v]:
                 con.execute(statement)
-            log.info("history: schema version %d -> %d", v, v + 1)
+            if version > 0:
+                log.info("history: %s migrated from schema version %d to %d", path, v, v + 1)
+        if version == 0:
+            log.info("history: created %s (schema version %d)", path, len(migrations))
         con.execute(f"PRAGMA user_version = {len(migrations)}")
         con.execute("COMMIT")
     except BaseException:
@@ -563,7 +567,7 @@ class HistoryStore:
                 raise HistoryError(f"history file {self.path}: SQLite refused WAL mode here (a network file "
                                    "system?); put the file on a local disk")
             if version < len(self.MIGRATIONS):
-                _migrate(con, version, self.MIGRATIONS)
+                _migrate(con, version, self.MIGRATIONS, self.path)
             else:  # take the write lock once anyway: a file another program locks is refused now
                 con.execute("BEGIN IMMEDIATE")
                 con.execute("COMMIT")

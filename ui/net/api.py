@@ -8,6 +8,7 @@ Protocol (also in README.md):
   GET / the kiosk screen (ui/net/kiosk.py); GET /v1/history (ui/net/history.py, --history)
   WS  /v1/listen?sample_rate=48000&channels=2&format=s16le[&window=&hop=&smoothing=&top_k=&name=]
   WS  /v1/watch?name=NAME: a named stream's events, for screens (ui/net/watch.py)
+  POST /v1/device/readouts?name=NAME: a device screen's readouts, JSON only (ui/net/device_readouts.py)
       client -> server: binary frames of interleaved little-endian PCM (any length, at most
                         `max_frame_bytes`; a frame may end mid-sample), text {"event": "end"}
       server -> client: text frames, one JSON object each: ready, result..., error, summary
@@ -46,6 +47,7 @@ from ui.options import span_text
 from ui.report import dumps
 
 from .access import BAD_PARAMETER, NAME_IN_USE, REFUSALS, check_access, client_of, fit_close, refuse, token_ok
+from .device_readouts import device_readouts_router
 from .history import history_router, stream_recorder
 from .kiosk import kiosk_router
 from .logs import event, stream_id
@@ -156,6 +158,7 @@ class _Stream:
         self.stop_deadline: float | None = None  # time.monotonic() by which a drain wants it closed
         self.recorder = None  # --history: this stream's session there (ui/net/history.py)
         self.tee = None  # a named stream's watchers (ui/net/watch.py: Channel.publish)
+        self.name: str | None = None  # ?name=: its own metrics series (last readout, last music)
 
     def request_stop(self, reason: str, deadline: float | None = None) -> None:
         """Finish this stream soon (last results, summary with `reason`); on the event loop."""
@@ -193,6 +196,8 @@ class _Stream:
         if not res.silent:
             self.metrics.inference_seconds.observe(res.inference_ms / 1000.0)
         self.count_skipped()
+        if self.name is not None:
+            self.metrics.named_result(self.name, res)
         record = res.to_json()
         if self.out.put("result", record):  # the oldest waiting result made room
             self.metrics.results_dropped_total.inc()
@@ -263,9 +268,10 @@ def create_app(model_or_factory, settings: ServerSettings | None = None, history
     app.state.ops = ops
     app.state.streams = ops.streams
     app.include_router(ops_router)  # /livez, /readyz, /healthz, /metrics
-    app.state.watch = hub = WatchHub(settings)
+    app.state.watch = ops.hub = hub = WatchHub(settings)
     app.include_router(kiosk_router(model, settings))
     app.include_router(watch_router(hub, settings))
+    app.include_router(device_readouts_router(model, settings, hub, history))  # device screens: readouts, no audio
 
     @app.websocket("/v1/listen")
     async def listen(ws: WebSocket):
@@ -317,6 +323,9 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, ops: ServerOps
                                                  "choose another name, or stop that source")
         st.tee = channel.publish
     st.recorder = stream_recorder(history, ws.query_params, st.engine)
+    if name is not None:
+        st.name = name
+        ops.metrics.named_stream(name)
     ops.streams.add(st)
     ops.metrics.stream_opened()
     event(log, "open", f"{rate} Hz, {channels} ch, {fmt}", stream=st.id, client=st.client)

@@ -37,7 +37,8 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import connect as ws_connect
 
-from stream.engine import EngineConfig, EngineStats, Result, SessionSummary, ShareTally
+from stream.config import EngineConfig
+from stream.records import EngineStats, Result, SessionSummary, ShareTally
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,8 @@ class ServerSettings:
     max_session_s: a stream open this long gets its summary (reason "max_session") and close
         1000; None = no limit. Bounds what one kiosk can hold, and spreads long-lived streams
         over the instances behind a load balancer when they reconnect.
+    kiosk_compute: what the kiosk page at / does by default: "server" (it streams its microphone
+        here) or "device" (it classifies on the device and posts only readouts); ?compute= overrides.
     drain_timeout_s: on SIGTERM, how long open streams get to receive their last results and
         summary (close 1001) before the process exits anyway.
     """
@@ -50,3 +52,4 @@ class ServerSettings:
     max_watchers_per_name: int = 16
     max_session_s: float | None = None
     drain_timeout_s: float = 10.0
+    kiosk_compute: str = "server"

@@ -126,7 +126,7 @@ def test_concurrent_engines_get_their_own_results(ray_app, local_model):
         times = [r.time_s for r in results[i]]
         assert times and times == sorted(times), "results out of order"
         # every readout is this engine's own window, as classified in-process (matched by time_s,
-        # as tests/server_support.py does: a busy worker may skip windows, never change one)
+        # as tests/support/server.py does: a busy worker may skip windows, never change one)
         ref = {}
         with StreamEngine(local_model, cfg, background=False,
                           on_result=lambda r: ref.__setitem__(round(r.time_s, 6), r.raw_scores)) as inline:

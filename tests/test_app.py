@@ -110,14 +110,6 @@ def server(tmp_path_factory, model_spec):
 
 
 @pytest.fixture(scope="module")
-def pw():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
 def artifacts():
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS

@@ -90,14 +90,6 @@ def guarded():
         yield srv
 
 
-@pytest.fixture(scope="module")
-def pw():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
-
-
 # ---- helpers ----------------------------------------------------------------------------------
 def kiosk(page) -> dict:
     return page.evaluate(STATE_JS)

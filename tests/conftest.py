@@ -19,6 +19,24 @@ import pytest
 from harness.checkpoint import make_tiny_checkpoint
 from support.models import BandModel
 
+# Tiers (registered in pytest.ini). A test is marked by what it uses: the fixtures below start a
+# real part; modules that start servers or Ray inline say so with `pytestmark`. Whatever needs a
+# browser, a server or Ray is also `slow`, and so is what a module or test marks slow by hand
+# (real-time streams of real music, model builds): `pytest -m "not slow"` is the quick tier.
+FIXTURE_MARKS = {"pw": ("browser",), "pulse": ("slow",), "ray_app": ("ray",), "wheel": ("slow",)}
+SLOW_PARTS = ("browser", "server", "ray")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marks in FIXTURE_MARKS.items():
+            if fixture in item.fixturenames:
+                for mark in marks:
+                    item.add_marker(mark)
+        if any(item.get_closest_marker(m) for m in SLOW_PARTS) and not item.get_closest_marker("slow"):
+            item.add_marker("slow")
+
+
 # CI (.ci/run sets CI_NO_SKIP=1) installs everything the tests use, so a skip there means a test
 # that did not run while the log still turns green: it is reported as a failure instead. The one
 # exception is a skip for a CPU feature this machine lacks (tests/test_accel.py's bf16 fixture,

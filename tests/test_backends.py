@@ -11,6 +11,8 @@ from stream.errors import ModelLoadError
 from stream.models.backends import onnxruntime_available
 from stream.models.musicnn import load_bundled
 
+pytestmark = pytest.mark.slow
+
 REAL = Path(__file__).parent / "data" / "musicnn" / "real.wav"
 HAVE_ORT = onnxruntime_available()[0]
 

@@ -10,6 +10,8 @@ from support.music import MACHINE_WARS, MINSTRELS, needs_both_packages
 from support.models import BandModel, tone
 from stream import EngineConfig, StreamEngine, load_model
 
+pytestmark = pytest.mark.slow
+
 RATE = 48000
 ELECTRONIC = {"electronic", "electronica", "electro", "techno", "house", "dance"}
 ACOUSTIC = {"classical", "opera", "folk", "country", "jazz", "blues"}

@@ -536,6 +536,7 @@ def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_p
     assert any("Session summary (duration reached)" in l for l in final)
 
 
+@pytest.mark.server
 def test_server_panel_at_100_columns_fits_names_header_and_summary(music_wav, tmp_path):
     """--server in a 100-column terminal: genre names whole (the server's genres are known only
     from its results), the header on its own line above the panel (even with stderr elsewhere:

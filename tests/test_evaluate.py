@@ -18,7 +18,7 @@ CUTS = {  # folder -> [(source, start s)]
     "electronic": [(f"{MUSIC_DIR}/machine_wars.mp3", 60.0), (f"{MUSIC_DIR}/time_to_strike.mp3", 90.0)],
     "classical": [(f"{WESNOTH_DIR}/traveling_minstrels.ogg", 40.0), (f"{WESNOTH_DIR}/silvan_sanctuary.ogg", 60.0)],
 }
-pytestmark = needs_both_packages
+pytestmark = [needs_both_packages, pytest.mark.slow]
 
 
 def make_folder(root: Path, names=None, seconds=10.0):

@@ -28,7 +28,7 @@ TOKEN = "hist-token"
 MINUTE_S = 5
 ENV = dict(os.environ, GENRE_HISTORY_MINUTE_S=str(MINUTE_S))
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.server]
 
 
 def bearer(token=TOKEN):

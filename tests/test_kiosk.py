@@ -36,7 +36,7 @@ STATE_JS = """() => { const k = window.kiosk; return k && {state: k.state, text:
   dominant: document.getElementById('summary').dataset.dominant || null}; }"""
 
 
-pytestmark = [needs_browser, needs_music]
+pytestmark = [needs_browser, needs_music, pytest.mark.server]
 
 
 # ---- fixtures -------------------------------------------------------------------------------

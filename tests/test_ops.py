@@ -26,7 +26,7 @@ CLI = str(ROOT / "cli_listen.py")
 TOKEN = "ops-s3cret-Tok"
 KIOSK = "http://kiosk.example"
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.server]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from support.music import MUSIC_DIR, needs_music
 from stream import EngineConfig, StreamEngine, decode_blocks
 from stream.models.musicnn import load_bundled
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.slow]
 
 # Cached and recomputed patches are the same audio through the same network; they differ only
 # by float rounding of batches of different sizes (1 new patch vs a window's 3).

@@ -8,7 +8,7 @@ from support.music import MUSIC_DIR, needs_music
 from stream import EngineConfig, StreamEngine, analyze_file, decode_blocks, load_model
 
 ELECTRONIC = {"electronic", "techno", "electronica", "electro", "dance", "house", "ambient", "chillout", "experimental"}
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from support.polling import wait_for
 from support.server import (RawClient, ServerProcess, events_until_close, http_get, metric, never_reads, pcm, scrape,
                             stream, wait_ready)
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.server]
 
 OUTCOMES = ("ended", "idle", "max_session", "shutdown", "error", "client_gone")
 

@@ -16,6 +16,8 @@ ray = pytest.importorskip("ray", reason="Ray Serve is optional: pip install -r r
 
 from stream.models.remote import RemoteModel, RemoteModelError  # noqa: E402
 
+pytestmark = pytest.mark.ray
+
 TESTS = Path(__file__).resolve().parent
 CHILD_TIMEOUT_S = 1500
 

@@ -12,6 +12,7 @@ import time
 import pytest
 
 pytest.importorskip("ray", reason="Ray Serve is optional: pip install -r requirements-serve.txt")
+pytestmark = pytest.mark.ray
 
 from harness.proc import free_port  # noqa: E402
 

@@ -26,7 +26,7 @@ KIOSK = "http://kiosk.example"
 PLAUSIBLE = {"electronic", "techno", "electronica", "electro", "dance", "house", "experimental", "ambient",
              "chillout", "industrial", "new age", "trance"}
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.server]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from harness.proc import free_port  # noqa: E402
 from support.music import TRACKS, needs_music  # noqa: E402
 from support.server import eight_clients, served  # noqa: E402
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.server, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from support.server import events_until_close, pcm, served, stream
 TOKEN = "watch-token"
 KIOSK = "http://kiosk.example"
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.server]
 
 
 @pytest.fixture(scope="module")

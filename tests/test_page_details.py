@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import ARTIFACTS, AppServer, browser_page, music_excerpt, write_wav
-from test_app import browser, needs_music
+from support.browser import ARTIFACTS, AppServer, browser_page, needs_browser
+from support.music import music_excerpt, needs_music, write_wav
 
-pytestmark = [pytest.mark.browser, browser, needs_music]
+pytestmark = [pytest.mark.browser, needs_browser, needs_music]
 LONG = Path("/usr/share/games/asc/music/machine_wars.mp3")  # 4:51 of electronic music (asc-music, GPL-2+)
 PATIENCE_MS = 300_000
 SHOTS = ARTIFACTS / "page_details"

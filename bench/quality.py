@@ -54,6 +54,7 @@ so a second run, or a configuration that shares windows with another, costs litt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import hashlib
 import io
@@ -298,16 +299,13 @@ def run_stream(model, audio: np.ndarray, run: Run) -> tuple[list[Readout], dict]
 
     got: list[Readout] = []
     pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-    StreamEngine._genre_pool = run.pool
-    try:
-        with StreamEngine(model, run.config, background=False,
-                          on_result=lambda r: got.append(Readout(r.time_s, r.label, r.scores, r.raw_scores, r.window_s,
-                                                                 r.genre, r.genre_scores))) as e:
-            for i in range(0, len(pcm), CHUNK):
-                e.feed(pcm[i:i + CHUNK], RATE)
-            genre_of = dict(e.genre_level.genre_of)
-    finally:
-        StreamEngine._genre_pool = "max"
+    with StreamEngine(model, run.config, background=False,
+                      on_result=lambda r: got.append(Readout(r.time_s, r.label, r.scores, r.raw_scores, r.window_s,
+                                                             r.genre, r.genre_scores))) as e:
+        e.genre_level = dataclasses.replace(e.genre_level, pool=run.pool)  # before the first feed
+        for i in range(0, len(pcm), CHUNK):
+            e.feed(pcm[i:i + CHUNK], RATE)
+        genre_of = dict(e.genre_level.genre_of)
     return got, genre_of
 
 

@@ -513,7 +513,7 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
         assert len(symbols) == len(legend), (symbols, legend)
         assert [c.lower() for c in symbols] == [genre_colour(g) for g in legend], (legend, symbols)
         # the limits, before anyone uploads: in minutes and MB
-        label = page.locator("#file-in").inner_text()
+        label = page.locator("#file-limit").inner_text()  # (under the upload: its own label stays short)
         assert "up to 1 min and 5 MB" in label, label
         # the most characteristic segment is playable: one window of audio
         window = float(re.search(r"windows of (\d+(?:\.\d+)?) s", md).group(1))
@@ -1043,7 +1043,7 @@ def test_headline_is_the_genre_with_the_style_under_it():
                  "Electronic", {"Electronic": 0.32, "Pop": 0.2, "Rock": 0.1})
     data = LeaderLabel().postprocess(label_value(res, 2))
     assert data.label == "Electronic" and [c.label for c in data.confidences] == ["Electronic", "Pop"]
-    assert "data-style='techno'" in style_html(res) and "<b>techno</b> 0.30" in style_html(res)
+    assert "data-style='techno'" in style_html(res) and "<b>techno</b> 30%" in style_html(res)
     # no style level (GTZAN: the genre is the label): nothing under the headline
     gtzan = Result({"rock": 0.6}, {}, "rock", 10.0, False, -20.0, 9.0, 50.0, 60.0, "rock", {"rock": 0.6})
     assert "data-style" not in style_html(gtzan) and "data-style" not in style_html(None)

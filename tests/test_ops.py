@@ -66,7 +66,7 @@ def test_model_info_names_what_runs_the_forward():
     from stream.models.remote import RemoteModel
     from ui.net.metrics import backend_of
 
-    assert backend_of(load_model("musicnn")) in ("onnxruntime", "torch")
+    assert backend_of(load_model("musicnn")) in ("openvino", "onnxruntime", "torch")
     assert backend_of(object.__new__(RemoteModel)) == "ray serve"  # no Ray needed to ask the class
     assert backend_of(object()) == "torch"
 
@@ -402,7 +402,7 @@ async def _drain_scenario(srv, clients, drain_s):
 def test_reconnect_probes_stay_frequent_while_log_lines_back_off():
     from itertools import islice
 
-    from ui.net.client import RETRY_S, _log_attempt, retry_delays
+    from stream.client import RETRY_S, _log_attempt, retry_delays
 
     delays = list(islice(retry_delays(), 50))
     assert delays[0] == RETRY_S[0] and max(delays) == RETRY_S[1] <= 2.0  # a server back is found within ~2 s

@@ -18,9 +18,13 @@ TOL = 1e-4
 
 
 class Recompute(StreamEngine):
-    """The same engine with its patch cache bypassed: every window's patches are scored anew."""
+    """The same engine with its patch cache emptied before each window: every window's patches
+    are scored anew, on the same grid (the engine itself has no switch for this)."""
 
-    _reuse_patches = False
+    def _prepare(self, job):
+        with self._result_lock:
+            self._patch_scores.clear()
+        super()._prepare(job)
 
 
 class CountingNet:

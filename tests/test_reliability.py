@@ -206,7 +206,7 @@ QUERIES = [  # raw query strings: NaN, inf, negative, huge, repeated, unknown, b
     "sample_rate=%E2%82", "sample_rate=16000&%E2%82=1", "sample_rate=16000&window=%", "sample_rate=%%%",
     "sample_rate", "=16000", "sample_rate=16000&window=" + "9" * 5000,
     "sample_rate=16000&" + "k=v&" * 300, "sample_rate=16000&top_k=99999999999999999999",
-    "sample_rate=16000&smoothing=1e308",  # (outside EngineConfig.RANGES, refused by every face)
+    "sample_rate=16000&smoothing=1e308",  # (outside the settings table's span, refused by every face)
 ] + ["sample_rate=+16000", "sample_rate=16000&&&"]
 # accepted (a lenient number, empty pairs): ready, then a summary
 ACCEPTED = set(QUERIES[-2:])

@@ -6,12 +6,12 @@ Real recordings: Debian packages asc-music (electronic) and wesnoth-1.16-music (
 GPL-2+, installed by `scripts/setup.sh --dev`; cut and spliced at test time."""
 import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest
 
-from conftest import GTZAN_LABELS, BandModel, tone
+from support.music import MINSTRELS, MUSIC_DIR, needs_both_packages
+from support.models import GTZAN_LABELS, BandModel, tone
 from stream import EngineConfig, Result, SessionSummary, StreamEngine, load_model
 from stream.engine import EngineStats
 from stream.genres import genre_mapping, read_genre_table
@@ -19,10 +19,7 @@ from stream.models.musicnn.model import GENRE_TAGS, GENRES_PATH
 from test_change import excerpt, run
 from ui import report
 
-ASC = "/usr/share/games/asc/music"
-WESNOTH = "/usr/share/games/wesnoth/1.16/data/core/music/traveling_minstrels.ogg"
-real = pytest.mark.skipif(not (os.path.isdir(ASC) and os.path.exists(WESNOTH)),
-                          reason="Debian packages asc-music and wesnoth-1.16-music not installed")
+real = needs_both_packages
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +127,9 @@ def test_genre_scores_are_consistent_with_style_scores_in_every_result(pool):
 def test_spliced_electronic_music_keeps_one_headline_while_the_styles_move(musicnn):
     """Three electronic excerpts the tagger hears as techno, electronic and ambient: the label
     (and a headline made of labels, as before genres) moves, the genre holds."""
-    audio = np.concatenate([excerpt(f"{ASC}/time_to_strike.mp3", 45.0, 18.0), excerpt(f"{ASC}/frontiers.mp3", 20.0, 18.0),
-                            excerpt(f"{ASC}/time_to_strike.mp3", 145.0, 18.0)])
+    audio = np.concatenate([excerpt(MUSIC_DIR / "time_to_strike.mp3", 45.0, 18.0),
+                            excerpt(MUSIC_DIR / "frontiers.mp3", 20.0, 18.0),
+                            excerpt(MUSIC_DIR / "time_to_strike.mp3", 145.0, 18.0)])
     got = run(musicnn, audio)
     engine = StreamEngine(musicnn, EngineConfig(top_k=0), background=False)
     check_consistent(got, engine)
@@ -146,7 +144,7 @@ def test_spliced_electronic_music_keeps_one_headline_while_the_styles_move(music
 
 @real
 def test_a_change_of_music_moves_genre_and_style_together(musicnn):
-    audio = np.concatenate([excerpt(f"{ASC}/machine_wars.mp3", 60.0, 18.0), excerpt(WESNOTH, 60.0, 14.0)])
+    audio = np.concatenate([excerpt(f"{MUSIC_DIR}/machine_wars.mp3", 60.0, 18.0), excerpt(MINSTRELS, 60.0, 14.0)])
     got = run(musicnn, audio)
     check_consistent(got, StreamEngine(musicnn, EngineConfig(top_k=0), background=False))
     assert got[12].genre == "Electronic"

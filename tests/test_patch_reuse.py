@@ -2,16 +2,15 @@
 averages it with the patches earlier hops scored. Checked against recomputing every patch of
 every window (same grid, no cache) on real recordings, through reset, rate changes, silence
 and windows skipped under overload; and against whole-window scoring."""
-import os
 
 import numpy as np
 import pytest
 
+from support.music import MUSIC_DIR, needs_music
 from stream import EngineConfig, StreamEngine, decode_blocks
 from stream.models.musicnn import load_bundled
 
-MUSIC = "/usr/share/games/asc/music"
-pytestmark = pytest.mark.skipif(not os.path.isdir(MUSIC), reason="Debian package asc-music not installed")
+pytestmark = [needs_music, pytest.mark.slow]
 
 # Cached and recomputed patches are the same audio through the same network; they differ only
 # by float rounding of batches of different sizes (1 new patch vs a window's 3).
@@ -51,7 +50,7 @@ def music():
     out = []
     for name in ("machine_wars", "frontiers"):
         blocks = []
-        for block, rate in decode_blocks(f"{MUSIC}/{name}.mp3", block_s=1):
+        for block, rate in decode_blocks(f"{MUSIC_DIR}/{name}.mp3", block_s=1):
             blocks.append(block)
             if len(blocks) >= 40:
                 break

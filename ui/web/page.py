@@ -47,6 +47,9 @@ MUSIC_MIC_JS = Path(__file__).with_name("music_mic.js").read_text()
 FILE_LIMIT_JS = Path(__file__).with_name("file_limit.js").read_text()
 CSS = Path(__file__).with_name("page.css").read_text()
 EMPTY_PLOT = None  # (an empty DataFrame as a plot's first value breaks its colour legend in Gradio 6)
+# Words Gradio's front end announces to screen readers (its status tracker's live region) but
+# has no English text for: without these a screen reader says "common.complete".
+I18N = gr.I18n(en={"common.complete": "done", "common.error": "error", "common.loading": "loading"})
 
 
 class Setup:
@@ -73,9 +76,13 @@ class Setup:
                    float(args.max_file_mb))
 
     def file_label(self) -> str:
-        """The upload's label: what it takes, and both limits, before anyone uploads."""
+        """The upload's label: one short word, clear of the component's icons at its right."""
+        return "Recording"
+
+    def file_limits(self) -> str:
+        """What the upload takes, and both limits, before anyone uploads (a line under it)."""
         limits = [f"up to {self.max_file_s / 60:g} min"] + ([f"{self.max_file_mb:g} MB"] if self.max_file_mb else [])
-        return f"Recording (wav, mp3, flac, ogg, opus; {' and '.join(limits)})"
+        return f"wav, mp3, flac, ogg, opus; {' and '.join(limits)}"
 
     def settings(self, window, hop, smoothing, top_k) -> LiveSettings:
         """The sliders' values as the next recording's settings."""
@@ -351,8 +358,15 @@ def _analysis(setup: Setup, path: str, window: float, top_k: int, request, progr
     # such as `color_map` changes: so the map holds exactly the plotted genres, each in the
     # colour the live plot gives it
     colours = render.genre_styles({}, top, fa.genres)
-    timeline = gr.LinePlot(value=rows, color_map={g: colours[g][0] for g in top})
+    timeline = gr.LinePlot(value=rows, color_map={g: colours[g][0] for g in top}, y_lim=[0, plot_top(rows["score"])])
     return {g: fa.genre_scores[g] for g in top}, timeline, _segment(path, fa.segment), md
+
+
+def plot_top(scores) -> float:
+    """The score plot's upper bound: above the highest score by a margin (the plot clamps a
+    line at its top edge, where peaks flatten), on a 0.05 step, 1.05 at most."""
+    high = float(np.nanmax(scores)) if len(scores) else 0.0
+    return float(min(1.05, np.ceil((high * 1.05 + 0.01) / 0.05) * 0.05))
 
 
 def _tab(request: gr.Request | None):
@@ -490,7 +504,8 @@ def build_demo(model, args, history=None) -> gr.Blocks:
                     with gr.Column(scale=2):
                         file_in = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                            label=setup.file_label(), elem_id="file-in")
-                        file_limit = gr.HTML("", elem_id="file-limit", js_on_load=FILE_LIMIT_JS.replace(
+                        file_limit = gr.HTML(f"<div class='file-limits'>{escape(setup.file_limits())}</div>",
+                                             elem_id="file-limit", js_on_load=FILE_LIMIT_JS.replace(
                             "__MAX_MB__", repr(float(setup.max_file_mb or 0))))
                         analyse_btn = gr.Button("Analyse", variant="primary", elem_id="analyse")
                         file_label = gr.Label(label="Average genre scores", num_top_classes=10, elem_id="file-label")
@@ -532,5 +547,10 @@ def launch(demo: gr.Blocks, args) -> None:
     Raises OSError when the port cannot be used."""
     logging.getLogger("uvicorn.error").addFilter(uploads.BrowserGone())
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                max_file_size=int(args.max_file_mb * 1024 * 1024), show_error=True, css=CSS, theme=gr.themes.Soft())
+    # quiet: Gradio's own lines would advise `share=True` in `launch()`; this page's flag is --share
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, quiet=True, prevent_thread_lock=True,
+                max_file_size=int(args.max_file_mb * 1024 * 1024), show_error=True, css=CSS, theme=gr.themes.Soft(),
+                i18n=I18N)
+    print(f"Page: {demo.local_url}" + (f"  public link: {demo.share_url}" if demo.share_url else
+                                      "  (--share for a temporary public link)"), flush=True)
+    demo.block_thread()

@@ -150,15 +150,18 @@ class MusicnnModel(AudioModel):
         self.default_labels = [t for t in labels if t in GENRE_TAGS]
         self.genres = {t: g for t, g in load_genre_file(GENRES_PATH).items() if t in index}
         # Each network's forward: torch, or the same float32 function under ONNX Runtime where
-        # installed and checked (backends.py; backend="torch" or STREAM_BACKEND=torch turns it off).
+        # installed and checked, or OpenVINO bf16 on a CPU with AMX (backends.py: checked at load
+        # against torch; backend="torch" or STREAM_BACKEND=torch turns it off).
         if self.device.type != "cpu":
             self.kernels = {k: Forward(net, "torch", f"torch (device {self.device})") for k, net in self.nets.items()}
         else:
             noise = np.random.default_rng(0).standard_normal((1, PATCH_SAMPLES)).astype(np.float32)
             example = self.logmel(0.1 * noise)[:, :PATCH_FRAMES]
-            self.kernels = {k: select_backend(net, example, backend) for k, net in self.nets.items()}
+            self.kernels = {k: select_backend(net, example, backend, lower_precision=True)
+                            for k, net in self.nets.items()}
         self.backend = ", ".join(sorted({f.backend for f in self.kernels.values()}))
-        if all(f.backend == "onnxruntime" for f in self.kernels.values()):
+        self.precision = ", ".join(sorted({f.precision for f in self.kernels.values()}))
+        if all(f.backend != "torch" for f in self.kernels.values()):
             self.max_patches_per_forward = 16
 
     # -- pieces, exposed for tests and tools ------------------------------------------

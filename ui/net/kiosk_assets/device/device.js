@@ -88,7 +88,7 @@ export function create(params, config) {
     if (report === "1") d.reportUrl = reportUrl(params, k.name);
     d.engine.onResult = (r) => {
       if (d.firstResultMs == null) d.firstResultMs = performance.now() - d.started;
-      keepUp(d);
+      if (params.get("adapt") !== "0") keepUp(d);  // ?adapt=0: keep hop and networks whatever it costs
       show(r);
       if (d.reportUrl) post(d, r);
     };

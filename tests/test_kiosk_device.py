@@ -396,3 +396,32 @@ def test_exported_folder_classifies_from_a_plain_static_server(pw, artifacts, tm
         httpd.shutdown()
     assert st == {"mode": "device", "posted": 0, "failed": 0}, st  # nothing to report to, and nothing tried
     print(f"\nexported kiosk: first two genres {first_s:.1f} s after opening")
+
+
+@need_music
+@need_browser
+@need_ort_web
+@pytest.mark.browser
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_device_that_falls_behind_steps_down_and_says_so(pw, tmp_path):
+    """A screen asked for a 0.25 s hop, on a CPU slowed down 6x (Chromium's own throttling): the model
+    needs more than the hop, so the page moves to a 2 s hop (and to one network if still behind) and the
+    state line says why."""
+    music = music_excerpt("machine_wars", 40, 20)
+    wav = write_wav(tmp_path / "music.wav", at_level(loopable(music), -20.0))
+    srv = ServerProcess().wait_ready()
+    try:
+        with browser_page(pw, wav) as page:
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Emulation.setCPUThrottlingRate", {"rate": 6})
+            page.goto(f"http://127.0.0.1:{srv.port}/?compute=device&hop=0.25")
+            _wait(page, "the step down", "() => window.kiosk && kiosk.device && kiosk.device.fallback")
+            st = page.evaluate("() => ({hop: kiosk.device.engine.c.hop_s, nets: kiosk.device.engine.nets.length, "
+                               "fallback: kiosk.device.fallback, text: document.getElementById('state').textContent})")
+            assert st["hop"] == 2 and st["fallback"].startswith("2 s hop"), st
+            assert "this device is slow: 2 s hop" in st["text"], st
+            n = page.evaluate("() => kiosk.results")
+            _wait(page, "readouts after the step down", f"() => kiosk.results >= {n + 2}")
+    finally:
+        srv.stop()

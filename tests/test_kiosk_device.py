@@ -207,13 +207,17 @@ def _compare(js: list[dict], py: list[dict]) -> dict:
 @pytest.mark.server
 @pytest.mark.slow
 def test_page_engine_gives_the_python_engines_readouts(model, pw, artifacts, tmp_path):
-    """The same real music (two tracks: a change of music inside) through the page's engine and
+    """The same real music (two tracks: Classical, then Electronic) through the page's engine and
     onnxruntime-web, and through StreamEngine: the headline genre on >= 98 % of hops, the genre
-    scores within 0.02. At 16 kHz the two engines see the same samples. At 48 kHz each resamples
-    with its own filter (a windowed sinc in JavaScript, libsoxr in Python), and libsoxr holds back
-    the newest ~21 ms, which the Python engine's windows then lack (StreamEngine._emit_early): the
-    network hears the window that much earlier, and scores move by up to a few hundredths."""
-    pcm16 = np.concatenate([_music16k("frontiers", 30, 20), _music16k("machine_wars", 40, 20)])
+    scores within 0.02, since both see the same 16 kHz samples.
+
+    At 48 kHz each resamples with its own filter (a windowed sinc in JavaScript, libsoxr in Python,
+    which holds back 6-40 ms of the newest audio, varying with its blocks, so that the Python engine's
+    windows end that much earlier: StreamEngine._emit_early). How much that moves a readout depends
+    on the music: at a track's start the Python engine itself, fed the same recording resampled
+    offline or live, agrees on the genre on only ~85 % of hops. So the 48 kHz check runs on steady
+    music, where resampling moves scores by a few hundredths and no genre."""
+    pcm16 = np.concatenate([_music16k("frontiers", 0, 20), _music16k("machine_wars", 40, 20)])
     pcm48 = np.concatenate([music_excerpt("frontiers", 30, 20), music_excerpt("machine_wars", 40, 20)]).astype(np.float32)
     srv = ServerProcess().wait_ready()
     try:
@@ -238,8 +242,8 @@ def test_page_engine_gives_the_python_engines_readouts(model, pw, artifacts, tmp
     (artifacts / "parity.json").write_text(json.dumps(report, indent=1))
     print("\nparity:", json.dumps(report))
     assert same["genre_equal"] >= 0.98 and same["max_genre_score_diff"] <= 0.02, report
-    assert len(same["genres"]) >= 2, report  # the change of music is in the comparison
-    assert resampled["genre_equal"] >= 0.98 and resampled["max_genre_score_diff"] <= 0.06, report
+    assert len(same["genres"]) >= 2, report  # a change of the leading genre is in the comparison
+    assert resampled["genre_equal"] >= 0.98 and resampled["max_genre_score_diff"] <= 0.05, report
 
 
 def _metric(port: int, name: str, token: str | None = None) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,8 +17,6 @@ from typing import Callable
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 GTZAN = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 MUSIC_GLOB = "/usr/share/games/asc/music/*.mp3"  # Debian asc-music: real recordings, offline
@@ -52,12 +49,9 @@ def make_distilhubert_checkpoint(path, seed: int = 0, head_gain: float = 1.0) ->
 
 
 def make_tiny_checkpoint(path) -> str:
-    """The tests' tiny HuBERT classifier (tests/conftest.py), for accuracy checks."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    try:
-        from conftest import make_tiny_checkpoint as make
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
+    """The tests' tiny HuBERT classifier (harness.checkpoint), for accuracy checks."""
+    from harness.checkpoint import make_tiny_checkpoint as make
+
     return str(make(path))
 
 

@@ -2,8 +2,8 @@
 """The kiosk screen left running: the page (GET / of genre-serve) in headless Chromium with a
 fake microphone playing real music, for --minutes, with one server restart in the middle.
 
-    python bench/kiosk.py --minutes 60      # the target run
-    python bench/kiosk.py --minutes 10      # what bench/README.md reports so far
+    python -m bench.kiosk --minutes 60      # the target run
+    python -m bench.kiosk --minutes 10      # what bench/README.md reports so far
 
 Every minute: the page's JS heap after a forced garbage collection (CDP
 HeapProfiler.collectGarbage, then Performance.getMetrics JSHeapUsedSize), the server's RSS
@@ -41,9 +41,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from browser_support import at_level, browser_page, free_port, loopable, music_excerpt, write_wav  # noqa: E402
-from server_support import ServerProcess  # noqa: E402
+from harness.browser import browser_page
+from harness.music import at_level, loopable, music_excerpt, write_wav
+from harness.proc import free_port
+from harness.server import ServerProcess
 
 TRACKS = [("machine_wars", 290), ("frontiers", 200), ("time_to_strike", 180)]  # (name, seconds used): 11 min
 STATE_JS = "() => ({results: kiosk.results, state: kiosk.state, connects: kiosk.connects, micRequests: kiosk.micRequests})"

@@ -1,13 +1,12 @@
 """The model served by Ray Serve: a real local Ray (2 CPUs), real replicas, no mocks.
 
 Run by tests/test_serve.py in a pytest process of its own (this process becomes a Ray driver);
-by hand: `python -m pytest -p ray_child_plugin tests/serve_cases.py` from the repository root
+by hand: `python -m pytest -p support.ray_child tests/serve_cases.py` from the repository root
 with tests/ on PYTHONPATH."""
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import wait_for
+from harness.proc import free_port
+from support.polling import wait_for
 
 from stream import EngineConfig, ModelLoadError, StreamEngine, load_model
 
@@ -43,7 +43,7 @@ def ray_app():
     finally:
         # Not ray.shutdown(): Serve's handle threads may still call into Ray afterwards, and Ray
         # then ends the process (exit 1, no report). This module runs in a pytest process of its
-        # own (tests/test_serve.py), which leaves without Ray's exit handlers (ray_child_plugin).
+        # own (tests/test_serve.py), which leaves without Ray's exit handlers (support.ray_child).
         serve.shutdown()
 
 
@@ -126,7 +126,7 @@ def test_concurrent_engines_get_their_own_results(ray_app, local_model):
         times = [r.time_s for r in results[i]]
         assert times and times == sorted(times), "results out of order"
         # every readout is this engine's own window, as classified in-process (matched by time_s,
-        # as tests/server_support.py does: a busy worker may skip windows, never change one)
+        # as tests/support/server.py does: a busy worker may skip windows, never change one)
         ref = {}
         with StreamEngine(local_model, cfg, background=False,
                           on_result=lambda r: ref.__setitem__(round(r.time_s, 6), r.raw_scores)) as inline:
@@ -280,19 +280,13 @@ def test_bad_window_fails_only_its_call(ray_app):
     assert remote.predict(signal(2, 3.0)[None]).shape == (1, len(remote.labels))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(code, env=None):
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 
 
 def test_ray_not_reachable_names_the_address():
-    port = _free_port()
+    port = free_port()
     code = "from stream import load_model\nload_model('ray://genre@127.0.0.1:%d')" % port
     r = _run(code)
     assert r.returncode != 0

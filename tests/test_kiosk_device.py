@@ -14,23 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_support import ARTIFACTS, CHROMIUM, MUSIC_DIR, at_level, browser_page, loopable, music_excerpt, write_wav
-from server_support import ServerProcess
+from support.browser import ARTIFACTS, browser_page, needs_browser
+from support.music import at_level, loopable, music_excerpt, needs_music, write_wav
+from support.server import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 PATIENCE_S = 300.0  # the page's model on a loaded 2-core machine: slow, not wrong
 
 
-def _have_browser() -> bool:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return Path(CHROMIUM).exists()
-
-
-need_music = pytest.mark.skipif(not (MUSIC_DIR / "frontiers.mp3").exists(), reason="needs Debian package asc-music")
-need_browser = pytest.mark.skipif(not _have_browser(), reason=f"needs playwright (pip) and Chromium at {CHROMIUM}")
 need_ort_web = pytest.mark.skipif(
     not (REPO / "ui/net/kiosk_assets/device/ort/ort-wasm-simd-threaded.wasm").exists(),
     reason="onnxruntime-web is not vendored: python tools/vendor_ort_web.py (scripts/setup.sh runs it)")
@@ -73,7 +64,7 @@ def test_graphs_load_in_onnxruntime_web_ir_and_opset(files):
     assert "STFT" in ops  # the front end is inside the graph, not in JavaScript
 
 
-@need_music
+@needs_music
 def test_frontend_graph_equals_the_project_front_end_on_real_music(files):
     import onnxruntime as ort
     import torch
@@ -102,7 +93,7 @@ def _merge(info: dict, logits: dict) -> np.ndarray:
     return out
 
 
-@need_music
+@needs_music
 def test_graphs_give_the_models_probabilities_on_real_music(model, files):
     import onnxruntime as ort
 
@@ -149,14 +140,6 @@ def test_a_model_without_onnx_graphs_is_refused_clearly():
 
 # ---- the page, in Chromium --------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def pw():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
 def artifacts():
     d = ARTIFACTS / "kiosk-device"
     d.mkdir(parents=True, exist_ok=True)
@@ -200,8 +183,8 @@ def _compare(js: list[dict], py: list[dict]) -> dict:
             "genres": sorted({r["genre"] for r in py if r["genre"]})}
 
 
-@need_music
-@need_browser
+@needs_music
+@needs_browser
 @need_ort_web
 @pytest.mark.browser
 @pytest.mark.server
@@ -257,8 +240,8 @@ def _metric(port: int, name: str, token: str | None = None) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-@need_music
-@need_browser
+@needs_music
+@needs_browser
 @need_ort_web
 @pytest.mark.browser
 @pytest.mark.server
@@ -357,8 +340,8 @@ def test_device_readouts_reach_watchers_and_history_and_no_audio_is_counted(tmp_
 
 
 # ---- genre-kiosk-export: a screen with no Python server at all -------------------------------------
-@need_music
-@need_browser
+@needs_music
+@needs_browser
 @need_ort_web
 @pytest.mark.browser
 @pytest.mark.slow

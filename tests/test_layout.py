@@ -206,7 +206,7 @@ def test_graph_sees_the_imports():
     assert "stream.models.base" in edges["stream.models.hf"]  # relative, a sibling
     assert "stream.errors" in edges["stream.models.musicnn.model"]  # relative, two levels up
     assert "ui.terminal.devices" in edges["ui.terminal.sources"]  # from . import devices
-    assert "ui.net.client" in edges["cli_listen"]  # inside a function
+    assert "stream.client" in edges["ui.terminal.listener"]  # inside a function
 
 
 def test_imports_run_one_way():

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from browser_support import at_level, browser_page, loopable, music_excerpt, write_wav  # noqa: E402
-from server_support import ServerProcess  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from harness.browser import browser_page  # noqa: E402
+from harness.music import at_level, loopable, music_excerpt, write_wav  # noqa: E402
+from harness.server import ServerProcess  # noqa: E402
 
 
 def main() -> int:

@@ -355,6 +355,7 @@ export class DeviceEngine {
     const genreScores = {};
     for (const i of leaderFirst([...m.genres.keys()], gSmooth, gs.leader).slice(0, k)) genreScores[m.genres[i]] = gSmooth[i];
     this.stats.classified++;
+    this.stats.lastError = null;  // (an error is shown until the model works again)
     this.stats.inferMs.push(inferMs);
     if (this.stats.inferMs.length > 64) this.stats.inferMs.shift();
     this.publish({ event: "result", time_s: meta.tEnd, label: m.labels[st.leader], scores, silent: false,

@@ -145,6 +145,11 @@ class Setting:
         """EngineConfig's default (None: the model's own)."""
         return getattr(EngineConfig, self.field)
 
+    @property
+    def noun(self) -> str:
+        """What a value is, for a refusal of text that is none: "a number of seconds"."""
+        return "an integer" if self.kind is int else "a number of seconds" if self.unit == "s" else "a number"
+
     def span_text(self, lo: float, hi: float) -> str:
         """A range as the refusals and --help say it: "3..30 s", "0..10 (0 = all)"."""
         unit, zero = f" {self.unit}" if self.unit else "", f" (0 = {self.zero})" if self.zero and lo == 0 else ""

@@ -457,7 +457,8 @@ def test_cli_listen_records_its_session_per_wall_clock_minute(tmp_path):
     5 s "minute": a row per wall-clock 5 s, their seconds and shares add up to the printed
     summary, and the session row says why it ended. A file it cannot use: exit 2 at start."""
     path = tmp_path / "h.sqlite"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GENRE_HISTORY_MINUTE_S="5", PYTHONPATH=str(ROOT))
+    short_minute = str(ROOT / "tests" / "short_minute")  # (its sitecustomize.py: 5 s history minutes)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([short_minute, str(ROOT)]))
     t0 = time.time()
     r = subprocess.run([sys.executable, str(ROOT / "cli_listen.py"), "--file", str(MUSIC_DIR / "machine_wars.mp3"),
                         "--duration", "20", "--hop", "1", "--json", "--model", "musicnn", "--history", str(path),

@@ -76,12 +76,13 @@ def onnxruntime_available() -> tuple[bool, str]:
 
 
 def openvino_available() -> tuple[bool, str]:
-    try:  # inside: OpenVINO is an optional extra (pip install "live-genre[openvino]")
+    try:  # inside: OpenVINO is optional (a default dependency, but float32 runs without it)
         import onnx  # noqa: F401  (the exporter needs it)
         import openvino
     except ImportError as exc:
         return False, f"{exc.name} is not installed (pip install openvino onnx)"
-    return True, "openvino " + openvino.get_version().split("-")[0]
+    version = getattr(openvino, "__version__", None) or openvino.get_version()
+    return True, "openvino " + str(version).split("-")[0]
 
 
 def preferred_backend(flags: frozenset | None = None) -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """The README's pictures of the four faces, each made by the face's own code from real music.
 
-    python -m tools.doc_pictures all         # all four (about 8 minutes on 2 quiet cores)
+    python -m tools.doc_pictures all         # all four (about 12 minutes on 2 busy cores)
     python -m tools.doc_pictures kiosk       # docs/kiosk.png: genre-serve's screen in Chromium, 1920x1080
     python -m tools.doc_pictures page        # docs/page.png: app.py's Live tab in Chromium, 1280x800
     python -m tools.doc_pictures terminal    # docs/terminal.svg: the listener's panel (rich), --file in real time

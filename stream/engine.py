@@ -15,9 +15,11 @@ import numpy as np
 
 from .audio import rms_dbfs, to_float_mono, validate_rate, validate_samples
 from .buffer import RingBuffer
+from .calibration import load as load_calibration, words as confidence_words
 from .config import EngineConfig
 from .errors import EngineClosedError
 from .genres import GenreLevel, genre_level, genre_mapping
+from .presence import CONTEXT_S, PresenceTracker, shared_detector
 from .resample import StreamingResampler
 from .smoothing import ScoreSmoother
 from .worker import Job, get_worker
@@ -73,6 +75,13 @@ class Result:
         scores as its best style), `genre` first, then the others, highest first; `top_k` of them.
     at: wall-clock time (Unix seconds) the readout was ready: `time_s` counts audio, so it
         cannot say what played when in a kiosk's day; records carry it as ISO-8601 UTC.
+    music: smoothed presence of music, 0-1 (stream/presence.py); None without the detector.
+    no_music: no music for ~3 s (a voice, a crowd, a fan): the headline is "no music", so
+        `genre` and `label` are None; `scores`/`genre_scores` are still the model's.
+    talk: speech heard in the newest hop, with or without music.
+    confidence: calibrated chance that `genre` is the genre of the track as a whole
+        (stream/calibration.py); None where no calibration exists for the model, or no genre.
+    alternative: a genre close to `genre` ("X or Y"), else None.
     """
 
     scores: dict
@@ -87,6 +96,11 @@ class Result:
     genre: str | None = None
     genre_scores: dict = field(default_factory=dict)
     at: float | None = None
+    music: float | None = None
+    no_music: bool = False
+    talk: bool = False
+    confidence: float | None = None
+    alternative: str | None = None
 
     def to_json(self, **extra) -> dict:
         """This readout as a JSON-ready record (`"event": "result"`, numbers rounded, NaN as
@@ -107,6 +121,12 @@ class Result:
             "genre": self.genre,
             "genre_scores": {k: _num(v) for k, v in self.genre_scores.items()},
             "at": iso_utc(time.time() if self.at is None else self.at),  # (fields are only ever added)
+            "music": _num(self.music, 3),
+            "no_music": self.no_music,
+            "talk": self.talk,
+            "confidence": _num(self.confidence, 3),
+            "certainty": confidence_words(self.confidence),  # sure / likely / unsure
+            "alternative": self.alternative,
         }
         rec.update(extra)
         return rec
@@ -119,7 +139,9 @@ class Result:
         return cls(scores=dict(rec.get("scores") or {}), raw_scores={}, label=rec.get("label"),
                    time_s=f("time_s") + offset_s, silent=bool(rec.get("silent")), level_dbfs=f("level_dbfs"),
                    window_s=f("window_s"), inference_ms=f("inference_ms"), latency_ms=f("latency_ms"),
-                   genre=rec.get("genre"), genre_scores=dict(rec.get("genre_scores") or {}), at=_unix(rec.get("at")))
+                   genre=rec.get("genre"), genre_scores=dict(rec.get("genre_scores") or {}), at=_unix(rec.get("at")),
+                   music=rec.get("music"), no_music=bool(rec.get("no_music")), talk=bool(rec.get("talk")),
+                   confidence=rec.get("confidence"), alternative=rec.get("alternative"))
 
 
 @dataclass(frozen=True)
@@ -146,6 +168,8 @@ class SessionSummary:
     genre_shares / dominant_genre: per leading genre (the headline).
     styles: per genre, the shares of its leading styles (of the whole non-silent time, so a
         genre's styles add up to its own share); empty for a model without a style level.
+    no_music_s: time shown as "no music" (talk, noise): counted apart, like silence, so the
+        shares are of the time music played.
     """
 
     duration_s: float
@@ -155,6 +179,7 @@ class SessionSummary:
     genre_shares: dict = field(default_factory=dict)
     dominant_genre: str | None = None
     styles: dict = field(default_factory=dict)
+    no_music_s: float = 0.0
 
     def to_json(self, stats: EngineStats, reason: str, **extra) -> dict:
         """This summary plus the engine's `stats` counters as a JSON-ready record
@@ -181,6 +206,7 @@ class SessionSummary:
             "genre_shares": {k: _num(v) for k, v in self.genre_shares.items()},
             "styles": {g: {k: _num(v) for k, v in inner.items()} for g, inner in self.styles.items()},
             "at": iso_utc(time.time()),
+            "no_music_s": _num(self.no_music_s, 2),
         }
         rec.update(extra)
         return rec
@@ -197,9 +223,12 @@ class ShareTally:
     def clear(self) -> None:
         self.time: dict[tuple, float] = collections.defaultdict(float)
         self.silent_s = 0.0
+        self.no_music_s = 0.0
 
-    def add(self, dt: float, genre: str | None, label: str | None) -> None:
-        if label is None and genre is None:
+    def add(self, dt: float, genre: str | None, label: str | None, no_music: bool = False) -> None:
+        if no_music and label is None and genre is None:
+            self.no_music_s += dt
+        elif label is None and genre is None:
             self.silent_s += dt
         else:
             self.time[(genre if genre is not None else label, label)] += dt
@@ -207,7 +236,7 @@ class ShareTally:
     def summary(self) -> SessionSummary:
         total = sum(self.time.values())
         if not total:
-            return SessionSummary(self.silent_s, self.silent_s, {}, None)
+            return SessionSummary(self.silent_s + self.no_music_s, self.silent_s, {}, None, no_music_s=self.no_music_s)
         by_label, by_genre = collections.defaultdict(float), collections.defaultdict(float)
         for (g, l), t in self.time.items():
             by_label[l] += t / total
@@ -218,8 +247,8 @@ class ShareTally:
         if any(g != l for g, l in self.time):
             for g in genre_shares:
                 styles[g] = first({l: t / total for (gg, l), t in self.time.items() if gg == g})
-        return SessionSummary(total + self.silent_s, self.silent_s, shares, next(iter(shares)),
-                              genre_shares, next(iter(genre_shares)), styles)
+        return SessionSummary(total + self.silent_s + self.no_music_s, self.silent_s, shares, next(iter(shares)),
+                              genre_shares, next(iter(genre_shares)), styles, self.no_music_s)
 
 
 def _leader_first(idx: np.ndarray, smooth: np.ndarray, lead: int | None) -> np.ndarray:
@@ -238,6 +267,7 @@ class _WindowMeta(NamedTuple):
     level_dbfs: float
     duration_s: float
     recent: np.ndarray | None  # the newest min_window_s, the change evidence (None: not needed)
+    presence: np.ndarray | None = None  # the newest hop (+ context) for the music detector
 
 
 @dataclass
@@ -295,6 +325,10 @@ class StreamEngine:
         self._genre_smoother = ScoreSmoother(c.smoothing_s, c.switch_margin, c.change_s, self._min / rate)
         self._smoother = ScoreSmoother(c.smoothing_s, c.switch_margin, 0.0, self._min / rate)
         self._anchor: int | None = None  # stream sample where the current music began (a detected change)
+        # is music playing? (None: the detector is off; then every sound gets a genre)
+        self._detector = shared_detector() if c.music_detector else None
+        self._presence = PresenceTracker() if c.music_detector else None
+        self._calibrator = load_calibration(getattr(model, "name", ""), self.genre_level.genres)
         self._closed = False
         self._gen = 0  # bumped by reset(): results of older windows are dropped
         self._seq = 0
@@ -454,8 +488,11 @@ class StreamEngine:
         c = self.config
         if c.change_s > 0 and c.smoothing_s > 0 and n >= 2 * self._min and level >= c.silence_dbfs:
             recent = self._ring.newest(self._min).copy()
+        presence = None
+        if self._detector is not None and level >= c.silence_dbfs:
+            presence = self._ring.newest(min(len(self._ring), self._hop + int(CONTEXT_S * self.rate))).copy()
         self._seq += 1
-        meta = _WindowMeta(self._gen, self._seq, t_end, level, len(window) / self.rate, recent)
+        meta = _WindowMeta(self._gen, self._seq, t_end, level, len(window) / self.rate, recent, presence)
         if level < self.config.silence_dbfs:
             if self._worker is not None and self._worker.cancel(self):
                 self._skipped()
@@ -608,13 +645,13 @@ class StreamEngine:
         self._delivered_seq = meta.seq
         return True
 
-    def _tally(self, t_end: float, genre: str | None, label: str | None) -> None:
+    def _tally(self, t_end: float, genre: str | None, label: str | None, no_music: bool = False) -> None:
         dt = self.config.hop_s if self._last_result_t is None else max(t_end - self._last_result_t, 0.0)
         self._last_result_t = t_end
-        self._tally_time.add(dt, genre, label)
+        self._tally_time.add(dt, genre, label, no_music)
 
     def _deliver_silent(self, meta: _WindowMeta) -> None:
-        _, seq, t_end, level, dur, _ = meta
+        _, seq, t_end, level, dur, _, _ = meta
         with self._result_lock:
             if not self._accept(meta):
                 self._done_seq = max(self._done_seq, seq)
@@ -623,13 +660,21 @@ class StreamEngine:
             self._genre_smoother.reset()
             self._n_silent += 1
             self._tally(t_end, None, None)
-            res = Result({}, {}, None, t_end, True, level, dur, 0.0, 0.0, at=time.time())
+            pr = self._presence.silent(t_end, self.config.hop_s) if self._presence is not None else None
+            res = Result({}, {}, None, t_end, True, level, dur, 0.0, 0.0, at=time.time(),
+                         music=None if pr is None else pr.music, no_music=bool(pr and pr.no_music))
             self.latest = res
         self._post(res, seq)
 
     def _deliver(self, job: Job, probs, infer_ms: float, err) -> None:
-        _, seq, t_end, level, dur, recent = job.meta
+        _, seq, t_end, level, dur, recent, presence = job.meta
         recent_probs = None
+        heard = None  # (music, speech) of the newest hop: the detector runs where the model does
+        if presence is not None and err is None and job.meta.gen == self._gen and not self._closed:
+            try:
+                heard = self._detector.hop(presence, self.rate, min(self.config.hop_s, len(presence) / self.rate))
+            except Exception as exc:
+                err = exc
         # patch models already scored the newest patch (the newest ~3 s): no extra forward for them
         if (recent is not None and not isinstance(job, _PatchJob) and err is None and job.meta.gen == self._gen
                 and not self._closed):
@@ -654,6 +699,18 @@ class StreamEngine:
             vis = self._visible
             gl = self.genre_level
             gs = self._genre_smoother
+            pr = None
+            if self._presence is not None:
+                was_off = self._presence.no_music
+                pr = self._presence.update(*(heard or (0.0, 0.0)), t_end, self.config.hop_s)
+                if was_off and not pr.no_music:
+                    # music is back: start the readout from it, not from what the voice scored
+                    self._smoother.reset()
+                    gs.reset()
+                    since = self._presence.music_since
+                    if since is not None:
+                        self._anchor = max(int(round(since * self.rate)), 0)
+                    recent_probs = None
             g_smooth = gs.update(gl.scores(probs), t_end, None,
                                  None if recent_probs is None else gl.scores(recent_probs))
             if gs.changed_at is not None:
@@ -668,12 +725,19 @@ class StreamEngine:
             raw = {labels[i]: float(probs[i]) for i in raw_order}
             leader = labels[self._smoother.leader]
             genre = gl.genres[gs.leader]
+            conf = alt = None
+            if pr is not None and pr.no_music:
+                leader = genre = None  # the headline is "no music"; the scores stay in the record
+            elif self._calibrator is not None:
+                cf = self._calibrator(g_smooth, gs.leader, gl.genres)
+                conf, alt = cf.value, cf.alternative
             self._infer_ms.append(infer_ms)
             self._n_classified += 1
-            self._tally(t_end, genre, leader)
+            self._tally(t_end, genre, leader, bool(pr and pr.no_music))
             latency = (time.perf_counter() - job.submitted) * 1000.0
             res = Result(scores, raw, leader, t_end, False, level, dur, infer_ms, latency, genre, genre_scores,
-                         time.time())
+                         time.time(), music=None if pr is None else pr.music, no_music=bool(pr and pr.no_music),
+                         talk=bool(pr and pr.talk), confidence=conf, alternative=alt)
             self.latest = res
         self._post(res, seq)
 
@@ -738,6 +802,8 @@ class StreamEngine:
             self._smoother.reset()
             self._genre_smoother.reset()
             self._anchor = None
+            if self._presence is not None:
+                self._presence.reset()
             self.latest = None
             self._last_result_t = None
             self._tally_time.clear()

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Fit the headline's confidence: the chance that the genre shown equals the track's genre.
+
+    python tools/calibrate_confidence.py [--model musicnn] [--cache DIR]
+
+No labels: the "track's genre" is the teacher's verdict aggregated over the whole track (the
+mean of its raw genre scores over every window of the track), the target the robust models
+were trained towards. Data: the validation packages only, asc-music (3 tracks) and
+wesnoth-1.16-music (41 tracks), each played through an inline engine with default settings.
+Split by track (a track's readouts never sit on both sides; every 2nd track of each package,
+by name, fits): fit on one half, ECE and the reliability table on the other. The fit: a
+temperature on the log genre scores (softmax over genres), then isotonic regression of the
+headline's tempered probability (stream/calibration.py); written to
+stream/models/musicnn/calibration.json under the model's name.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PACKAGES = {"asc-music": "/usr/share/games/asc/music/*.mp3",
+            "wesnoth-1.16-music": "/usr/share/games/wesnoth/1.16/data/core/music/*.ogg"}
+
+
+def gather(model, path: str) -> dict:
+    """Per readout of one track: the headline genre, the smoothed genre scores (all genres),
+    and the track's verdict (argmax of the mean raw genre scores)."""
+    from stream import EngineConfig, StreamEngine
+    from stream.files import decode_blocks
+
+    out = []
+    cfg = EngineConfig(top_k=0, music_detector=False)
+    e = StreamEngine(model, cfg, background=False, on_result=out.append)
+    gl = e.genre_level
+    genres = list(gl.genres)
+    index = {l: i for i, l in enumerate(model.labels)}
+    for block, rate in decode_blocks(path):
+        e.feed(block, rate)
+    e.flush()
+    e.close()
+    rows = [r for r in out if not r.silent and r.genre is not None]
+    smooth = np.array([[r.genre_scores.get(g, 0.0) for g in genres] for r in rows], np.float32)
+    raw = []
+    for r in rows:
+        p = np.zeros(len(model.labels), np.float32)
+        for k, v in r.raw_scores.items():
+            p[index[k]] = v
+        raw.append(gl.scores(p))
+    verdict = int(np.argmax(np.mean(raw, axis=0))) if raw else -1
+    head = np.array([genres.index(r.genre) for r in rows], np.int64)
+    return {"smooth": smooth, "head": head, "verdict": verdict, "genres": genres}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="musicnn")
+    ap.add_argument("--cache", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "calib_cache"))
+    ap.add_argument("--out", default=str(ROOT / "stream/models/musicnn/calibration.json"))
+    args = ap.parse_args()
+    from stream import load_model
+    model = load_model(args.model)
+    os.makedirs(args.cache, exist_ok=True)
+    tracks = []
+    for pkg, pattern in PACKAGES.items():
+        for i, path in enumerate(sorted(glob.glob(pattern))):
+            cache = os.path.join(args.cache, f"{model.name}_{pkg}_{Path(path).stem}.npz")
+            if os.path.exists(cache):
+                d = dict(np.load(cache, allow_pickle=True))
+                d["genres"] = list(d["genres"])
+                d["verdict"] = int(d["verdict"])
+            else:
+                d = gather(model, path)
+                np.savez(cache, **d)
+            d.update(pkg=pkg, name=Path(path).stem, fold=i % 2)
+            tracks.append(d)
+            print(f"{pkg} {d['name']}: {len(d['head'])} readouts, verdict {d['genres'][d['verdict']]}, "
+                  f"headline agrees {np.mean(d['head'] == d['verdict']):.0%}", flush=True)
+    from stream.calibration import fit, reliability
+    genres = tracks[0]["genres"]
+
+    def stack(fold):
+        ts = [t for t in tracks if t["fold"] == fold and len(t["head"])]
+        return (np.concatenate([t["smooth"] for t in ts]), np.concatenate([t["head"] for t in ts]),
+                np.concatenate([np.full(len(t["head"]), t["verdict"]) for t in ts]))
+
+    fit_set, check_set = stack(0), stack(1)
+    cal = fit(*fit_set)
+    rep = reliability(cal, *check_set)
+    raw_rep = reliability(None, *check_set)
+    print(json.dumps({"temperature": cal.temperature, "ece_check": rep["ece"], "ece_raw_score": raw_rep["ece"]}))
+    table = {}
+    if os.path.exists(args.out):
+        table = json.loads(Path(args.out).read_text())
+    table[model.name] = {**cal.to_json(), "genres": genres,
+                         "fitted_on": f"{len(fit_set[1])} readouts, every 2nd track of asc-music + wesnoth-1.16-music",
+                         "checked_on": f"{len(check_set[1])} readouts of the other tracks",
+                         "ece_check": round(rep["ece"], 4), "ece_raw_score": round(raw_rep["ece"], 4),
+                         "reliability": rep["bins"]}
+    Path(args.out).write_text(json.dumps(table, indent=1) + "\n")
+    print("bins (check split): confidence range | readouts | mean confidence | share right")
+    for b in rep["bins"]:
+        print(f"  {b['lo']:.1f}-{b['hi']:.1f} | {b['n']} | {b['conf']:.3f} | {b['acc']:.3f}")
+    print(f"raw score bins: {raw_rep['bins']}")
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()

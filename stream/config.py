@@ -80,6 +80,8 @@ class EngineConfig:
         whether music plays; without music for ~3 s the headline is "no music" (genre and
         label None; the genre scores are still computed and kept), and it names a genre again
         once music has played ~1.5 s. False names a genre for any sound (a voice, a fan).
+        None: on, unless the environment says STREAM_MUSIC_DETECTOR=off (the test suite's toy
+        models hear tones, which are no music).
     """
 
     window_s: float | None = None
@@ -94,7 +96,7 @@ class EngineConfig:
     switch_margin: float = 0.1
     patch_reuse: bool = True
     genres: Mapping[str, str] | str | os.PathLike | None = None
-    music_detector: bool = True
+    music_detector: bool | None = None
 
     # The settings every front end accepts (the page's sliders, the listener's flags, the
     # network API's query): one set, so a value one face takes no other refuses. Narrower than

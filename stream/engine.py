@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -357,7 +358,10 @@ class StreamEngine:
         bad default fails there, not on every stream."""
         c = replace(c,
                     window_s=float(model.default_window_s if c.window_s is None else c.window_s),
-                    hop_s=float(model.default_hop_s if c.hop_s is None else c.hop_s))
+                    hop_s=float(model.default_hop_s if c.hop_s is None else c.hop_s),
+                    music_detector=(os.environ.get("STREAM_MUSIC_DETECTOR", "on").strip().lower()
+                                    not in ("0", "off", "false", "no")) if c.music_detector is None
+                    else bool(c.music_detector))
         checks = [  # (field, fine, what is expected)
             ("window_s", 0.1 <= c.window_s <= 120, "0.1..120 s"),
             ("hop_s", 0.05 <= c.hop_s <= 60, "0.05..60 s"),

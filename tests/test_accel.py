@@ -49,10 +49,32 @@ def _reference(model, inputs):
         return torch.softmax(model(**inputs).logits.float(), -1)
 
 
+# What each precision may move a probability by (the accelerated path against float32). Labels
+# are compared only where the reference's top two are further apart than twice that: closer
+# than that, a tie may break either way (bf16 rounds differently on Intel AMX and on AMD Zen 4).
+PROB_TOL = {"fp32": 1e-4, "bf16": 0.02}
+
+
+def _decisive(ref, tol):
+    top = ref.topk(2, -1).values
+    return (top[:, 0] - top[:, 1]) > 2 * tol
+
+
+def _peaked(model):
+    """The tiny checkpoint's head is flat (its ten probabilities lie within 0.0002 of 0.1: a
+    near-tie everywhere). Spread biases give it a clear leader (0.15 ahead on these inputs) while
+    the network's bf16 rounding stays what it was (the scores move by about 0.001)."""
+    with torch.no_grad():
+        model.classifier.bias.add_(0.5 * torch.tensor([3.0, 7, 1, 9, 0, 5, 2, 8, 4, 6]))
+    return model
+
+
 @pytest.mark.parametrize("mode", ["auto", "fp32", "bf16"])
 def test_accelerated_path_matches_fp32_on_tiny_checkpoint(tiny_ckpt, no_env, mode):
     model, fe = _load(tiny_ckpt)
-    waves = [_music_like(4.0, seed=s) for s in range(3)] + [np.random.default_rng(9).standard_normal(64000).astype(np.float32) * 0.1]
+    _peaked(model)
+    waves = [_music_like(4.0, seed=s) for s in range(6)] + \
+        [np.random.default_rng(9 + s).standard_normal(64000).astype(np.float32) * 0.1 for s in range(2)]
     inputs = _inputs(fe, waves)
     ref = _reference(model, inputs)
     fwd = accelerate(model, fe, mode=mode)
@@ -60,8 +82,17 @@ def test_accelerated_path_matches_fp32_on_tiny_checkpoint(tiny_ckpt, no_env, mod
     got = torch.softmax(fwd(**inputs), -1)
     assert got.dtype == torch.float32 and got.shape == ref.shape
     assert torch.isfinite(got).all()
-    assert float((got - ref).abs().max()) <= 0.02
-    assert torch.equal(got.argmax(-1), ref.argmax(-1))
+    tol = PROB_TOL[fwd.mode]
+    assert float((got - ref).abs().max()) <= tol
+    decisive = _decisive(ref, tol)
+    assert int(decisive.sum()) >= 3, ref.topk(2, -1).values  # the label check is never vacuous
+    assert torch.equal(got.argmax(-1)[decisive], ref.argmax(-1)[decisive])
+
+
+def test_label_check_skips_only_near_ties():
+    ref = torch.tensor([[0.50, 0.30, 0.20], [0.34, 0.33, 0.33]])
+    assert _decisive(ref, 0.02).tolist() == [True, False]
+    assert _decisive(ref, 1e-4).tolist() == [True, True]
 
 
 def test_bf16_is_really_used_when_supported(tiny_ckpt, bf16_ok):

@@ -372,11 +372,11 @@ def test_two_screens_watch_a_named_mic_box(guarded, pw, tmp_path):
         one.screenshot(path=str(ARTIFACTS / "kiosk" / "watch_waiting.png"))
 
 
-# ---- the README's JavaScript example, as it is ------------------------------------------------------
+# ---- the protocol page's JavaScript example, as it is ------------------------------------------------
 def readme_example() -> str:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs/protocol.md").read_text()
     blocks = re.findall(r"```js\n(.*?)```", text, re.S)
-    assert len(blocks) == 1, "README.md should hold one ```js block: the minimal browser client"
+    assert len(blocks) == 1, "docs/protocol.md should hold one ```js block: the minimal browser client"
     return blocks[0]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -127,6 +128,16 @@ def test_wheel_carries_code_weights_and_their_license(wheel):
     assert not tops & {"tests", "bench", "tools", "scripts"}, tops
     # The ISC notice of the weights also sits in the metadata, where license tools look.
     assert any(n.endswith(".dist-info/licenses/stream/models/musicnn/weights/LICENSE") for n in names)
+
+
+def test_the_code_is_apache_2_and_the_wheel_carries_both_licences(wheel):
+    """The code's licence (Apache-2.0) in the metadata and beside the weights' ISC notice; the README says the same."""
+    meta = email.message_from_string(_dist_info(wheel, "METADATA"))
+    assert meta["License-Expression"] == "Apache-2.0"
+    assert "Apache License" in _dist_info(wheel, "licenses/LICENSE") and "Version 2.0" in _dist_info(wheel, "licenses/LICENSE")
+    assert "Permission to use, copy, modify" in _dist_info(wheel, "licenses/stream/models/musicnn/weights/LICENSE")
+    front = (ROOT / "README.md").read_text().split("---")[1]
+    assert re.search(r"^license: apache-2.0\b", front, re.M), front
 
 
 def test_wheel_metadata_matches_requirements_and_names_the_scripts(wheel):

@@ -165,10 +165,10 @@ def write_outputs(out: Path, results: list[FileResult], genres: list[str], repor
     save_png(out / "confusion.png", confusion(results, genres), genres)
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["file", "truth", "predicted", "top_label", "live", "live_label", "seconds"])
+        w.writerow(["file", "truth", "predicted", "top_label", "live", "live_label", "seconds", "no_music"])
         for r in results:
             w.writerow([r.path, r.truth, r.predicted or "", r.top_label or "", r.live or "", r.live_label or "",
-                        f"{r.seconds:.3f}"])
+                        f"{r.seconds:.3f}", int(r.no_music)])
     (out / "report.txt").write_text(report + "\n", encoding="utf-8")
 
 
@@ -195,6 +195,10 @@ def evaluate(root, model, mapping_spec: str | None = None, live: bool = True, fi
             bar.stop()
     results, genres = scores.results, scores.genres
     report = format_report(results, genres, live, Path(root))
+    if scores.no_music:  # talk, noise: the genre named for them says nothing about the model
+        report += (f"\n\njudged \"no music\" {len(scores.no_music)} file(s) (the music detector heard music in "
+                   "under half of each; still counted above):\n  "
+                   + "\n  ".join(f"{r.path} (music {100 * r.music_share:.0f} %)" for r in scores.no_music))
     if scores.skipped:
         report += f"\n\nskipped {len(scores.skipped)} file(s):\n  " + "\n  ".join(scores.skipped)
     if out is not None:

@@ -17,7 +17,7 @@ import sys
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
-from ui.colours import SILENCE_COLOUR, genre_colour
+from ui.colours import NO_MUSIC_COLOUR, SILENCE_COLOUR, genre_colour
 from ui.report import shares
 
 from .store import STEPS, Bucket, HistoryError, HistoryReader, iso, parse_time, zone
@@ -74,17 +74,18 @@ def time_range(args, tz: tzinfo, now: float) -> tuple[float, float, str | None]:
 def table(rows: list[Bucket], step: str, tz: tzinfo) -> str:
     """One line per minute/hour/day: when, music, silence, the genres' shares."""
     fmt = {"minute": "%H:%M", "hour": "%H:00", "day": "%Y-%m-%d"}[step]
-    lines = [f"{'time':<10} {'music':>8} {'silent':>8}  genres"]
+    lines = [f"{'time':<10} {'music':>8} {'no music':>8} {'silent':>8}  genres"]
     for b in rows:
         when = datetime.fromtimestamp(b.t, tz).strftime(fmt)
-        lines.append(f"{when:<10} {hms(b.classified_s):>8} {hms(b.silent_s):>8}  "
+        lines.append(f"{when:<10} {hms(b.classified_s):>8} {hms(b.no_music_s):>8} {hms(b.silent_s):>8}  "
                      f"{shares(b.genre_shares, 5) or '-'}")
     return "\n".join(lines)
 
 
 def day_chart(path: Path, hours: list[Bucket], day_start: float, tz: tzinfo, order: list[str], title: str) -> None:
     """The day as 24 bars, each hour's genre shares stacked (largest at the bottom) in the
-    genres' colours; a thin grey strip under a bar is the hour's silence."""
+    genres' colours, over the time with sound: the grey part on top is the hour's time without
+    music (talk, noise); a thin grey strip under a bar is the hour's silence."""
     # inside: Pillow is no declared dependency (Gradio brings it); only the chart needs it
     from PIL import Image, ImageDraw, ImageFont
 
@@ -93,7 +94,7 @@ def day_chart(path: Path, hours: list[Bucket], day_start: float, tz: tzinfo, ord
     for g in genres:  # (genres the table does not name: spare colours, none twice in one chart)
         colours[g] = genre_colour(g, order, taken=colours.values())
     bar, gap, left, top, height = 26, 6, 44, 34, 240
-    legend_rows = (len(genres) + 3) // 4
+    legend_rows = (len(genres) + 4) // 4  # (+ "no music")
     img = Image.new("RGB", (left + 24 * (bar + gap) + 16, top + height + 40 + 18 * legend_rows), "white")
     d = ImageDraw.Draw(img)
     font = ImageFont.load_default()
@@ -111,13 +112,19 @@ def day_chart(path: Path, hours: list[Bucket], day_start: float, tz: tzinfo, ord
         if b is None:
             continue
         y = float(top + height)
+        heard = b.classified_s + b.no_music_s
+        music = b.classified_s / heard if heard else 1.0
         for g, share in b.genre_shares.items():  # highest first: the largest share at the bottom
-            y0 = y - share * height
+            y0 = y - share * music * height
             d.rectangle([x, round(y0), x + bar - 1, round(y) - 1], fill=colours[g])
             y = y0
+        if b.no_music_s:
+            d.rectangle([x, round(y - (1 - music) * height), x + bar - 1, round(y) - 1], fill=NO_MUSIC_COLOUR)
         if b.silent_s:
             strip = max(1, round(6 * b.silent_s / (b.silent_s + b.classified_s)))
             d.rectangle([x, top + height + 2, x + bar - 1, top + height + 1 + strip], fill=SILENCE_COLOUR)
+    if any(b.no_music_s for b in hours):
+        colours, genres = {**colours, "no music": NO_MUSIC_COLOUR}, genres + ["no music"]
     for i, g in enumerate(genres):
         x, y = 8 + (i % 4) * 200, top + height + 30 + 18 * (i // 4)
         d.rectangle([x, y, x + 14, y + 12], fill=colours[g])
@@ -150,7 +157,9 @@ def report(reader: HistoryReader, args, tz: tzinfo, start: float, end: float, da
         return EXIT_EMPTY
     if not args.json:
         music, silent = sum(b.classified_s for b in rows), sum(b.silent_s for b in rows)
-        print(f"{args.name}, {when} ({args.tz}): {hms(music)} of music, {hms(silent)} silent, "
+        no_music = sum(b.no_music_s for b in rows)
+        print(f"{args.name}, {when} ({args.tz}): {hms(music)} of music, {hms(no_music)} without music, "
+              f"{hms(silent)} silent, "
               f"{len(sessions)} session{'s' if len(sessions) != 1 else ''}")
         print(table(rows, args.step, tz))
     if day is not None and not args.no_png:

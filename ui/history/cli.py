@@ -74,10 +74,12 @@ def time_range(args, tz: tzinfo, now: float) -> tuple[float, float, str | None]:
 def table(rows: list[Bucket], step: str, tz: tzinfo) -> str:
     """One line per minute/hour/day: when, music, silence, the genres' shares."""
     fmt = {"minute": "%H:%M", "hour": "%H:00", "day": "%Y-%m-%d"}[step]
-    lines = [f"{'time':<10} {'music':>8} {'no music':>8} {'silent':>8}  genres"]
+    none = any(b.no_music_s for b in rows)  # the column appears once some time had no music
+    lines = [f"{'time':<10} {'music':>8}{' no music' if none else ''} {'silent':>8}  genres"]
     for b in rows:
         when = datetime.fromtimestamp(b.t, tz).strftime(fmt)
-        lines.append(f"{when:<10} {hms(b.classified_s):>8} {hms(b.no_music_s):>8} {hms(b.silent_s):>8}  "
+        lines.append(f"{when:<10} {hms(b.classified_s):>8}{f' {hms(b.no_music_s):>8}' if none else ''} "
+                     f"{hms(b.silent_s):>8}  "
                      f"{shares(b.genre_shares, 5) or '-'}")
     return "\n".join(lines)
 
@@ -158,8 +160,8 @@ def report(reader: HistoryReader, args, tz: tzinfo, start: float, end: float, da
     if not args.json:
         music, silent = sum(b.classified_s for b in rows), sum(b.silent_s for b in rows)
         no_music = sum(b.no_music_s for b in rows)
-        print(f"{args.name}, {when} ({args.tz}): {hms(music)} of music, {hms(no_music)} without music, "
-              f"{hms(silent)} silent, "
+        without = f"{hms(no_music)} without music, " if no_music else ""
+        print(f"{args.name}, {when} ({args.tz}): {hms(music)} of music, {without}{hms(silent)} silent, "
               f"{len(sessions)} session{'s' if len(sessions) != 1 else ''}")
         print(table(rows, args.step, tz))
     if day is not None and not args.no_png:

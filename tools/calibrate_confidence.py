@@ -6,7 +6,7 @@
 No labels: the "track's genre" is the teacher's verdict aggregated over the whole track (the
 mean of its raw genre scores over every window of the track), the target the robust models
 were trained towards. Data: the validation packages only, asc-music (3 tracks) and
-every 2nd of wesnoth-1.16-music (21 of 41 tracks); a 60 s excerpt of each played through an
+every 6th of wesnoth-1.16-music (7 of 41 tracks); a 60 s excerpt of each played through an
 inline engine with default settings gives the readouts.
 Split by track (a track's readouts never sit on both sides; every 2nd track of each package,
 by name, fits): fit on one half, ECE and the reliability table on the other. The fit: a
@@ -76,17 +76,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="musicnn")
     ap.add_argument("--cache", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "calib_cache"))
+    ap.add_argument("--part", type=int, nargs=2, metavar=("K", "N"),
+                    help="gather only the K-th of N parts of the tracks (run N at once; then once without)")
     ap.add_argument("--out", default=str(ROOT / "stream/models/musicnn/calibration.json"))
     args = ap.parse_args()
     from stream import load_model
     model = load_model(args.model)
     os.makedirs(args.cache, exist_ok=True)
-    tracks = []
+    tracks, todo = [], 0
     for pkg, pattern in PACKAGES.items():
         paths = sorted(glob.glob(pattern))
-        # every track of a small package, every 2nd of a large one (2 CPUs: ~1 forward a second under load)
-        for i, path in enumerate(paths if len(paths) <= 8 else paths[::2]):
+        # every track of a small package, every 6th of a large one (a shared 2-core machine)
+        for i, path in enumerate(paths if len(paths) <= 8 else paths[::6]):
             cache = os.path.join(args.cache, f"{model.name}_{pkg}_{Path(path).stem}.npz")
+            todo += not os.path.exists(cache)
+            if args.part and (todo - 1) % args.part[1] != args.part[0] and not os.path.exists(cache):
+                continue  # another part gathers it
             if os.path.exists(cache):
                 d = dict(np.load(cache, allow_pickle=True))
                 d["genres"] = list(d["genres"])
@@ -98,6 +103,8 @@ def main() -> None:
             tracks.append(d)
             print(f"{pkg} {d['name']}: {len(d['head'])} readouts, verdict {d['genres'][d['verdict']]}, "
                   f"headline agrees {np.mean(d['head'] == d['verdict']):.0%}", flush=True)
+    if args.part:
+        return
     from stream.calibration import fit, reliability
     genres = tracks[0]["genres"]
 

@@ -165,10 +165,10 @@ def write_outputs(out: Path, results: list[FileResult], genres: list[str], repor
     save_png(out / "confusion.png", confusion(results, genres), genres)
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["file", "truth", "predicted", "top_label", "live", "live_label", "seconds", "no_music"])
+        w.writerow(["file", "truth", "predicted", "top_label", "live", "live_label", "seconds"])
         for r in results:
             w.writerow([r.path, r.truth, r.predicted or "", r.top_label or "", r.live or "", r.live_label or "",
-                        f"{r.seconds:.3f}", int(r.no_music)])
+                        f"{r.seconds:.3f}"])
     (out / "report.txt").write_text(report + "\n", encoding="utf-8")
 
 

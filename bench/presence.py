@@ -212,6 +212,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--model", default="auto")
+    ap.add_argument("--only", default="talk,crowd,noise,music,under,switch,cpu",
+                    help="which parts to run (comma-separated); several processes may run parts at once")
     args = ap.parse_args()
     from stream import load_model
     model = load_model(args.model)
@@ -227,28 +229,30 @@ def main() -> None:
         rows.append((cond, name, shown_no_music(rs), np.mean([r.talk for r in rs if r.time_s >= 3])))
         print(f"  {cond:10s} {name:36s} no music {rows[-1][2]:6.1%}  talk {rows[-1][3]:5.1%}", flush=True)
 
-    print(f"model {model.name}; load average {load0:.1f}; {len(talk)} talkers, {len(music)} music clips")
-    for name, y in talk:
+    only = set(args.only.split(","))
+    print(f"model {model.name}; load average {load0:.1f}; {len(talk)} talkers, {len(music)} music clips; {args.only}")
+    for name, y in talk if "talk" in only else []:
         measure("talk", name, _norm(_loop(y, secs)))
     voices = [y for _, y in talk]
-    for s in range(2 if args.quick else 3):
+    for s in range(2 if args.quick else 3) if "crowd" in only else []:
         measure("crowd", f"babble {s}", crowd(voices, secs, s))
-    for name, y in noises(secs):
+    for name, y in noises(secs) if "noise" in only else []:
         measure("noise", name, y)
-    for name, y in music:
+    for name, y in music if "music" in only else []:
         measure("music", name, y)
-    for k, (name, y) in enumerate(music[:6]):
+    for k, (name, y) in enumerate(music[:6] if "under" in only else []):
         for db in (5, 0):
             measure(f"under {db} dB", f"{name} / {talk[k % len(talk)][0]}", under_talk(y, talk[k % len(talk)][1], db))
     switches = {"to no music": [], "to a genre": []}
-    for k in range(min(len(music), 2 if args.quick else 3)):
+    for k in range(min(len(music), 2 if args.quick else 3) if "switch" in only else 0):
         tk = _norm(_loop(talk[k % len(talk)][1], 24))
         seq = np.concatenate([tk, _norm(_loop(music[k][1], 24), -20), tk])
         rs = readouts(model, seq)
         switches["to a genre"].append(switch_time(rs, 24.0, False))
         switches["to no music"].append(switch_time(rs, 48.0, True))
-    cpu_off, cpu_on = per_hop_cpu(model, music[0][1] if len(music[0][1]) > 20 * RATE else np.tile(music[0][1], 2),
-                                  3 if args.quick else 5)
+    if "cpu" in only:
+        cpu_off, cpu_on = per_hop_cpu(model, music[0][1] if len(music[0][1]) > 20 * RATE else np.tile(music[0][1], 2),
+                                      3 if args.quick else 5)
     load1 = os.getloadavg()[0]
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -267,9 +271,12 @@ def main() -> None:
         print(f"| {cond} | {len(got)} | {share:.1%} | {1 - share:.1%} | {worst:.1%} | {what} >= {goal:.0%} | "
               f"{'yes' if ok_share >= goal else 'NO'} |")
     for k, v in switches.items():
-        print(f"switch {k}: median {np.median(v):.1f} s, worst {max(v):.1f} s (target <= 3 s) over {len(v)} changes")
-    print(f"CPU per stream-hop (inline, real music): detector off {cpu_off:.1f} ms, on {cpu_on:.1f} ms "
-          f"(x{cpu_on / cpu_off:.3f}; target <= x1.10)")
+        if v:
+            print(f"switch {k}: median {np.median(v):.1f} s, worst {max(v):.1f} s (target <= 3 s) over {len(v)} "
+                  f"changes: {v}")
+    if "cpu" in only:
+        print(f"CPU per stream-hop (inline, real music): detector off {cpu_off:.1f} ms, on {cpu_on:.1f} ms "
+              f"(x{cpu_on / cpu_off:.3f}; target <= x1.10)")
     print(f"load average {load0:.1f} at start, {load1:.1f} at end")
 
 

@@ -97,16 +97,21 @@ class PresenceTracker:
     `off_s` seconds, counted from the stream's start too, so talk from the first second reads
     "no music" at the first readout after `off_s`. It turns off once consecutive music hops span
     `on_s` seconds (at a 1 s hop: two hops), so a burst of applause does not bring a genre back.
+    While a genre shows, a hop keeps it from `keep_threshold` on (music under talk reads weaker
+    to the detector); 0.5 / 0.4 / 3 s / 1.5 s were chosen on a development set of voices, crowds,
+    noise and tracks that bench/presence.py does not use.
     `music` is an EMA (time constant `tau_s`) of the hop readings, for display.
     """
 
     def __init__(self, off_s: float = 3.0, on_s: float = 1.5, tau_s: float = 1.0, threshold: float = 0.5,
-                 talk_threshold: float = 0.5):
-        if off_s <= 0 or on_s < 0 or tau_s < 0 or not 0 < threshold < 1:
-            raise ValueError(f"PresenceTracker: off_s > 0, on_s >= 0, tau_s >= 0 and 0 < threshold < 1 "
-                             f"(got off_s={off_s}, on_s={on_s}, tau_s={tau_s}, threshold={threshold})")
+                 keep_threshold: float | None = 0.4, talk_threshold: float = 0.5):
+        keep = threshold if keep_threshold is None else keep_threshold
+        if off_s <= 0 or on_s < 0 or tau_s < 0 or not 0 < threshold < 1 or not 0 < keep <= threshold:
+            raise ValueError(f"PresenceTracker: off_s > 0, on_s >= 0, tau_s >= 0, 0 < threshold < 1 and 0 < "
+                             f"keep_threshold <= threshold (got off_s={off_s}, on_s={on_s}, tau_s={tau_s}, "
+                             f"threshold={threshold}, keep_threshold={keep_threshold})")
         self.off_s, self.on_s, self.tau_s = float(off_s), float(on_s), float(tau_s)
-        self.threshold, self.talk_threshold = float(threshold), float(talk_threshold)
+        self.threshold, self.keep_threshold, self.talk_threshold = float(threshold), float(keep), float(talk_threshold)
         self.reset()
 
     def reset(self, t: float = 0.0) -> None:
@@ -125,7 +130,8 @@ class PresenceTracker:
         w = 1.0 if (self._first or self.tau_s == 0) else 1.0 - math.exp(-dt / self.tau_s)
         self._first = False
         self.music += w * (float(music) - self.music)
-        if music >= self.threshold:
+        # a level hysteresis too: music under talk reads weaker, but keeps a genre it already has
+        if music >= (self.keep_threshold if not self.no_music else self.threshold):
             self._last_music = t
             if self.music_since is None:
                 self.music_since = t - span_s  # the hop's start

@@ -76,11 +76,19 @@ def test_tracker_turns_no_music_after_off_s_and_back_after_on_s():
     assert tr.music_since == 10
 
 
+def test_tracker_keeps_a_genre_on_weaker_music_but_needs_clear_music_to_name_one():
+    tr = PresenceTracker(off_s=3.0, on_s=1.5, threshold=0.5, keep_threshold=0.4)
+    assert not any(tr.update(0.45, 0.9, t, 1.0).no_music for t in range(1, 8))  # music under talk
+    assert [tr.update(0.1, 0.9, t, 1.0).no_music for t in (8, 9, 10)] == [False, False, True]
+    assert all(tr.update(0.45, 0.9, t, 1.0).no_music for t in range(11, 16))  # not clear enough to come back
+
+
 def test_tracker_counts_from_the_stream_start_and_rejects_bad_settings():
     tr = PresenceTracker(off_s=3.0)
     assert [tr.update(0.0, 0.8, t, 1.0).no_music for t in (1, 2, 3)] == [False, False, True]
-    with pytest.raises(ValueError, match="threshold"):
-        PresenceTracker(threshold=1.5)
+    for bad in (dict(threshold=1.5), dict(threshold=0.5, keep_threshold=0.6), dict(off_s=0)):
+        with pytest.raises(ValueError, match="keep_threshold <= threshold"):
+            PresenceTracker(**bad)
 
 
 # ---- real audio through the engine ------------------------------------------------------------

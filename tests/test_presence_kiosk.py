@@ -24,7 +24,7 @@ def test_kiosk_shows_no_music_in_grey_for_a_voice(tmp_path):
     talk = _talk(20.0)
     talk = np.concatenate([rs.process(talk), rs.flush()]).astype(np.float32)
     wav = write_wav(tmp_path / "talk.wav", at_level(loopable(talk), -20.0))
-    srv = ServerProcess(env=dict(os.environ, STREAM_MUSIC_DETECTOR="on")).wait_ready()
+    srv = ServerProcess(env=dict(os.environ, STREAM_MUSIC_DETECTOR="on")).wait_ready(timeout=300)
     try:
         with sync_playwright() as pw, browser_page(pw, wav) as page:
             page.goto(f"http://127.0.0.1:{srv.port}/")

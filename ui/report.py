@@ -68,7 +68,7 @@ def confidence(res, percent: bool = False) -> str:
     c = getattr(res, "confidence", None)
     if c is None or res.silent or getattr(res, "no_music", False):
         return ""
-    from stream.calibration import words
+    from stream.calibration import words  # inside: ui.report stays free of numpy (front ends' --help)
     text = words(c) + (f", {100 * c:.0f} %" if percent else "")
     alt = getattr(res, "alternative", None)
     return f"{text} ({res.genre} or {alt}?)" if alt else text

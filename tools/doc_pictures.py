@@ -1,6 +1,6 @@
 """The README's pictures of the four faces, each made by the face's own code from real music.
 
-    python -m tools.doc_pictures all         # all four (about 12 minutes on 2 busy cores)
+    python -m tools.doc_pictures all         # all four (about 10 minutes on 2 busy cores)
     python -m tools.doc_pictures kiosk       # docs/kiosk.png: genre-serve's screen in Chromium, 1920x1080
     python -m tools.doc_pictures page        # docs/page.png: app.py's Live tab in Chromium, 1280x800
     python -m tools.doc_pictures terminal    # docs/terminal.svg: the listener's panel (rich), --file in real time
@@ -148,8 +148,8 @@ def terminal(out: Path, seconds: float = 75.0) -> int:
     finally:
         source.stop()
         engine.close()
-    if view.latest is None or view.latest.silent:
-        print("terminal: no readout: no picture", file=sys.stderr)
+    if view.latest is None or view.latest.silent or getattr(view.latest, "no_music", False):
+        print("terminal: no genre in the last readout: no picture", file=sys.stderr)
         return 1
     shot = Console(file=io.StringIO(), width=LiveView.WIDTH, record=True, force_terminal=True)
     shot.print(view.live.renderable)

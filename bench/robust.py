@@ -26,8 +26,8 @@ each steady readout's family with its excerpt's **aggregated teacher verdict** (
 model's mean clean scores over the whole excerpt: what track-level targets aim at, and the
 ceiling they lift); the headline (the shown label) equal to the same window's clean headline of
 the same model; on clean audio, the headline equal to the first model's; cost per patch
-(median of interleaved timings). Readouts of bundled models are kept under --cache, so a rerun
-measures only what changed.
+(median of interleaved timings). Readouts are kept under --cache by what the model computes, so a
+rerun measures only what changed.
 """
 from __future__ import annotations
 
@@ -76,6 +76,14 @@ def cached_run(cache: Path | None, key: str, model, audio, config) -> list:
         path.write_text(json.dumps([{"t": r.t, "label": r.label, "scores": r.scores, "raw": r.raw,
                                      "window_s": r.window_s} for r in got]))
     return got
+
+
+def fingerprint(model) -> str:
+    """Names a model by what it computes (its output on a fixed patch), so cached readouts follow its weights."""
+    import hashlib
+
+    patch = np.random.default_rng(1).standard_normal((1, model.patch_samples)).astype(np.float32) * 0.1
+    return model.name.replace("/", "_") + "-" + hashlib.sha1(np.round(model.predict(patch), 3).tobytes()).hexdigest()[:10]
 
 
 def load_dir(path: str):
@@ -154,7 +162,7 @@ def parse(argv=None) -> argparse.Namespace:
                          "tools.train_robust into PATH")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "live-genre-robust" / "bench",
-                    help="readouts of bundled models are kept here ('' keeps nothing)")
+                    help="readouts are kept here by model fingerprint and condition ('' keeps nothing)")
     a = ap.parse_args(argv)
     a.conditions = a.conditions.split(",")
     unknown = set(a.conditions) - set(CONDITIONS)
@@ -175,8 +183,8 @@ def measure(a, stream, mono, models) -> dict:
         audio = degrade(cond, mono, a.seed + 11, babble, recorded)
         for spec, m in models.items():
             t = time.perf_counter()
-            key = None if spec.startswith("dir:") or not str(a.cache) else f"{spec}-{cond}-{a.segments}-{a.seed}"
-            out[cond, spec] = cached_run(a.cache if key else None, key or "", m, audio, cfg)
+            key = f"{fingerprint(m)}-{cond}-{a.segments}-{a.seed}"
+            out[cond, spec] = cached_run(a.cache if str(a.cache) not in ("", ".") else None, key, m, audio, cfg)
             fam, _ = family_figures(out[cond, spec], stream, stream.families)
             print(f"# {cond}/{spec}: family {100 * fam:.1f} % ({len(out[cond, spec])} readouts, "
                   f"{time.perf_counter() - t:.0f} s)", flush=True)

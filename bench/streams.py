@@ -2,11 +2,11 @@
 """How many live streams one machine holds in real time, before and after patch reuse
 (issue 10), plus the per-hop compute behind it.
 
-    python bench/streams.py --quick    # ~5 min: per-hop compute, streams held (short trials)
-    python bench/streams.py            # ~15-20 min: longer trials, finer search
-    python bench/streams.py --quality  # + patch-grid vs whole-window readouts on real music
-    python bench/streams.py --engines 1 2 4 8   # the issue-6 table: fixed N, DistilHuBERT-shaped
-    python bench/streams.py --only capacity --cap 64   # per backend (float32 ORT, OpenVINO bf16):
+    python -m bench.streams --quick    # ~5 min: per-hop compute, streams held (short trials)
+    python -m bench.streams            # ~15-20 min: longer trials, finer search
+    python -m bench.streams --quality  # + patch-grid vs whole-window readouts on real music
+    python -m bench.streams --engines 1 2 4 8   # the issue-6 table: fixed N, DistilHuBERT-shaped
+    python -m bench.streams --only capacity --cap 64   # per backend (float32 ORT, OpenVINO bf16):
         # network CPU per patch and GFLOP/s vs the core's peak, per-hop CPU, streams held, interleaved
 
 Set-up: N engines on one shared worker, each fed real music (asc-music recordings, 16 kHz)
@@ -32,16 +32,13 @@ interleaved before/after rounds), the figure streams held scales with.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import threading
 import time
 import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
 warnings.filterwarnings("ignore")
 

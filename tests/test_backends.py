@@ -12,6 +12,8 @@ from stream.models import accel
 from stream.models.backends import onnxruntime_available
 from stream.models.musicnn import load_bundled
 
+pytestmark = pytest.mark.slow
+
 REAL = Path(__file__).parent / "data" / "musicnn" / "real.wav"
 HAVE_ORT = onnxruntime_available()[0]
 

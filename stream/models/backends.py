@@ -36,11 +36,14 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .accel import BF16_FLAGS, cpu_flags  # (one reader of /proc/cpuinfo)
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +91,6 @@ def preferred_backend(flags: frozenset | None = None) -> tuple[str, str]:
     for tests). Where the CPU computes bf16 natively, OpenVINO bf16: 3.7x ONNX Runtime float32
     per patch with AMX (Intel Xeon), 1.6-1.7x with AVX512-BF16 alone (AMD Zen 4; bench/README.md
     "Lower precision"). Elsewhere ONNX Runtime float32 (OpenVINO float32 is no faster)."""
-    from .accel import cpu_flags  # (one reader of /proc/cpuinfo)
-
     flags = cpu_flags() if flags is None else flags
     if "amx_bf16" in flags:
         return "openvino", "the CPU has AMX-bf16"
@@ -101,8 +102,6 @@ def preferred_backend(flags: frozenset | None = None) -> tuple[str, str]:
 def openvino_precision(flags: frozenset | None = None) -> str:
     """bf16 where the CPU computes it natively (AMX or AVX512-BF16), else f32 (emulated bf16
     would be slower than float32)."""
-    from .accel import BF16_FLAGS, cpu_flags
-
     flags = cpu_flags() if flags is None else flags
     return "bf16" if any(f in flags for f in BF16_FLAGS) else "f32"
 
@@ -113,8 +112,6 @@ class _OpenVINOSession:
     several threads may call at once."""
 
     def __init__(self, compiled, precision: str):
-        import threading
-
         self.compiled = compiled
         self.precision = precision
         self._request = compiled.create_infer_request()

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from ...errors import ModelLoadError
 from ...genres import load_genre_file
+from ...registry import BUNDLED
 from ..backends import Forward, select_backend
 from ..base import AudioModel
 from .frontend import PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, LogMel, patch_starts
@@ -21,22 +22,12 @@ WEIGHTS_DIR = PACKAGE_DIR / "weights"
 TAGS_PATH = PACKAGE_DIR / "tags.json"
 GENRES_PATH = PACKAGE_DIR / "genres.json"  # each genre tag's top-level genre (and why, where arguable)
 
-# spec -> checkpoints it runs. Each checkpoint is "<DATASET>_<arch>"; its tag list is
-# "<DATASET>_LABELS" in tags.json.
-SPECS: dict[str, tuple[str, ...]] = {
-    "musicnn": ("MTT_musicnn", "MSD_musicnn"),
-    "musicnn-original": ("MTT_musicnn", "MSD_musicnn"),
-    "musicnn-room": ("MTT_musicnn", "MSD_musicnn"),
-    "musicnn-mtt": ("MTT_musicnn",),
-    "musicnn-msd": ("MSD_musicnn",),
-    "vgg-mtt": ("MTT_vgg",),
-    "vgg-msd": ("MSD_vgg",),
-}
-
-# Specs whose weights are not the converted originals: spec -> folder under weights/ (a model card
-# beside them). "musicnn-room" is the room-robust student of tools/train_robust.py: opt-in, because it
-# misses issue 18's targets for the default (bench/README.md, "Room-robust model").
-TRAINED: dict[str, str] = {"musicnn-room": "robust"}
+# spec -> checkpoints it runs, and the specs whose weights are not the converted originals: spec ->
+# folder under weights/ (a model card beside them); both from the one list of models (stream/registry.py).
+# "musicnn-room" is the room-robust student of tools/train_robust.py: opt-in, because it misses
+# issue 18's targets for the default (bench/README.md, "Room-robust model").
+SPECS: dict[str, tuple[str, ...]] = {name: b.checkpoints for name, b in BUNDLED.items()}
+TRAINED: dict[str, str] = {name: b.weights for name, b in BUNDLED.items() if b.weights}
 
 # Tags (display form, lower case) that name a genre or style. The genre view is this set
 # *intersected with the tags the loaded checkpoints really output*, so a label is never

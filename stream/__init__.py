@@ -19,6 +19,7 @@ _WHERE = {
     "AudioInfo": "files", "FileAnalysis": "files", "analyze_file": "files", "decode_blocks": "files",
     "probe_file": "files", "read_segment": "files",
     "AudioModel": "models", "load_model": "models",
+    "Engine": "protocol", "RemoteEngine": "client", "ServerError": "client",
 }
 
 __all__ = list(_WHERE)

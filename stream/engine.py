@@ -13,7 +13,7 @@ import numpy as np
 
 from .audio import rms_dbfs, to_float_mono, validate_rate, validate_samples
 from .buffer import RingBuffer
-from .config import EngineConfig
+from .config import SETTINGS, EngineConfig
 from .errors import EngineClosedError
 from .genres import GenreLevel, genre_level, genre_mapping
 from .records import EngineStats, Result, SessionSummary, ShareTally, iso_utc  # noqa: F401  (re-exported)
@@ -56,6 +56,7 @@ class _PatchJob(Job):
 
 class StreamEngine:
     """Feed audio chunks of any format; read `latest` (or get `on_result` calls) every hop.
+    (A `stream.protocol.Engine`, as the network API's client `stream.client.RemoteEngine` is.)
 
     One engine per listener (browser session, microphone). All engines of one model share a
     single inference thread; `feed` never waits for the model.
@@ -128,16 +129,7 @@ class StreamEngine:
         c = replace(c,
                     window_s=float(model.default_window_s if c.window_s is None else c.window_s),
                     hop_s=float(model.default_hop_s if c.hop_s is None else c.hop_s))
-        checks = [  # (field, fine, what is expected)
-            ("window_s", 0.1 <= c.window_s <= 120, "0.1..120 s"),
-            ("hop_s", 0.05 <= c.hop_s <= 60, "0.05..60 s"),
-            ("min_window_s", c.min_window_s >= 0, ">= 0"),
-            ("smoothing_s", c.smoothing_s >= 0, ">= 0; 0 turns smoothing off"),
-            ("change_s", 0 <= c.change_s <= 30, "0..30 s; 0 turns change detection off"),
-            ("top_k", c.top_k >= 0, ">= 0; 0 shows all"),
-            ("switch_margin", c.switch_margin >= 0, ">= 0"),
-        ]
-        problems = [f"{name}={getattr(c, name)} (expected {want})" for name, fine, want in checks if not fine]
+        problems = [p for s in SETTINGS if (p := s.engine_problem(getattr(c, s.field))) is not None]
         if problems:
             raise ValueError("invalid EngineConfig: " + "; ".join(problems))
         return c
@@ -177,14 +169,27 @@ class StreamEngine:
     @staticmethod
     def _genre_level(c: EngineConfig, model, visible: np.ndarray) -> GenreLevel:
         """The config's override (checked strictly: an unknown label is an error), else the
-        model's own mapping (`AudioModel.genres`), else every label is its own genre."""
+        model's own mapping (`AudioModel.genres`), else every label is its own genre. A genre
+        scores as its best style: a sum lets genres with many weak tags outvote the model's
+        strongest tag (bench/README.md). `genre_level` is the engine's to read; a benchmark that
+        compares pools replaces it with `dataclasses.replace(engine.genre_level, pool="sum")`
+        before the first feed."""
         if c.genres is not None:
-            return genre_level(model.labels, visible, genre_mapping(c.genres), StreamEngine._genre_pool, strict=True)
-        return genre_level(model.labels, visible, getattr(model, "genres", None), StreamEngine._genre_pool)
+            return genre_level(model.labels, visible, genre_mapping(c.genres), strict=True)
+        return genre_level(model.labels, visible, getattr(model, "genres", None))
 
-    # A genre scores as its best style: a sum lets genres with many weak tags outvote the
-    # model's strongest tag (bench/README.md, issue 22). Not a setting; bench/quality.py sets it.
-    _genre_pool = "max"
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    @property
+    def min_audio_s(self) -> float:
+        """The least audio that gives a readout (the model's minimum input)."""
+        return self.model.min_samples / self.model.sample_rate
+
+    def failed(self) -> str | None:
+        """None: an engine in this process has no connection to lose (`stream.protocol.Engine`)."""
+        return None
 
     @property
     def visible_labels(self) -> list[str]:
@@ -306,16 +311,12 @@ class StreamEngine:
         return _PatchJob(window=np.stack(rows), deliver=self._deliver, meta=meta, prepare=self._prepare,
                          keys=keys, todo=list(keys))
 
-    _reuse_patches = True  # False recomputes every patch of every window (tests check the cache so)
-
     def _prepare(self, job: _PatchJob) -> None:
         with self._result_lock:
             if job.meta.gen != self._gen or self._closed:
                 keep = []
-            elif self._reuse_patches:
-                keep = [i for i, k in enumerate(job.keys) if k not in self._patch_scores]
             else:
-                keep = list(range(len(job.keys)))
+                keep = [i for i, k in enumerate(job.keys) if k not in self._patch_scores]
         job.todo = [job.keys[i] for i in keep]
         job.window = job.window[keep]
 

@@ -14,23 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_support import ARTIFACTS, CHROMIUM, MUSIC_DIR, at_level, browser_page, loopable, music_excerpt, write_wav
-from server_support import ServerProcess
+from support.browser import ARTIFACTS, browser_page, needs_browser
+from support.music import at_level, loopable, music_excerpt, needs_music, write_wav
+from support.server import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 PATIENCE_S = 300.0  # the page's model on a loaded 2-core machine: slow, not wrong
 
 
-def _have_browser() -> bool:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return Path(CHROMIUM).exists()
-
-
-need_music = pytest.mark.skipif(not (MUSIC_DIR / "frontiers.mp3").exists(), reason="needs Debian package asc-music")
-need_browser = pytest.mark.skipif(not _have_browser(), reason=f"needs playwright (pip) and Chromium at {CHROMIUM}")
 need_ort_web = pytest.mark.skipif(
     not (REPO / "ui/net/kiosk_assets/device/ort/ort-wasm-simd-threaded.wasm").exists(),
     reason="onnxruntime-web is not vendored: python tools/vendor_ort_web.py (scripts/setup.sh runs it)")
@@ -38,9 +29,11 @@ need_ort_web = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def model():
+    """The bundled model in float32 under ONNX Runtime: the graphs the page runs. (On a CPU with bf16 a
+    server runs the networks in bf16 under OpenVINO, within 0.02 in probability: stream/models/backends.py.)"""
     from stream.models.musicnn.model import load_bundled
 
-    return load_bundled("musicnn")
+    return load_bundled("musicnn", backend="onnxruntime")
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +66,7 @@ def test_graphs_load_in_onnxruntime_web_ir_and_opset(files):
     assert "STFT" in ops  # the front end is inside the graph, not in JavaScript
 
 
-@need_music
+@needs_music
 def test_frontend_graph_equals_the_project_front_end_on_real_music(files):
     import onnxruntime as ort
     import torch
@@ -102,7 +95,7 @@ def _merge(info: dict, logits: dict) -> np.ndarray:
     return out
 
 
-@need_music
+@needs_music
 def test_graphs_give_the_models_probabilities_on_real_music(model, files):
     import onnxruntime as ort
 
@@ -116,8 +109,11 @@ def test_graphs_give_the_models_probabilities_on_real_music(model, files):
     err = float(np.abs(got - want).max())
     print(f"\ngraphs vs model.predict: max |diff| {err:.2e} in probability")
     assert err <= 1e-4, err
-    top = [model.labels[i] for i in np.argmax(want, axis=1)]
-    assert [model.labels[i] for i in np.argmax(got, axis=1)] == top
+    # the leading tag the same wherever the model's lead exceeds what the two paths may differ by
+    top2 = np.sort(want, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * 1e-4
+    assert clear.sum() >= len(want) // 2, top2  # never vacuous
+    assert (np.argmax(got, axis=1)[clear] == np.argmax(want, axis=1)[clear]).all()
 
 
 def test_manifest_is_the_engines_configuration(model):
@@ -148,14 +144,6 @@ def test_a_model_without_onnx_graphs_is_refused_clearly():
 
 
 # ---- the page, in Chromium --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def pw():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
-
-
 @pytest.fixture(scope="module")
 def artifacts():
     d = ARTIFACTS / "kiosk-device"
@@ -200,20 +188,24 @@ def _compare(js: list[dict], py: list[dict]) -> dict:
             "genres": sorted({r["genre"] for r in py if r["genre"]})}
 
 
-@need_music
-@need_browser
+@needs_music
+@needs_browser
 @need_ort_web
 @pytest.mark.browser
 @pytest.mark.server
 @pytest.mark.slow
 def test_page_engine_gives_the_python_engines_readouts(model, pw, artifacts, tmp_path):
-    """The same real music (two tracks: a change of music inside) through the page's engine and
+    """The same real music (two tracks: Classical, then Electronic) through the page's engine and
     onnxruntime-web, and through StreamEngine: the headline genre on >= 98 % of hops, the genre
-    scores within 0.02. At 16 kHz the two engines see the same samples. At 48 kHz each resamples
-    with its own filter (a windowed sinc in JavaScript, libsoxr in Python), and libsoxr holds back
-    the newest ~21 ms, which the Python engine's windows then lack (StreamEngine._emit_early): the
-    network hears the window that much earlier, and scores move by up to a few hundredths."""
-    pcm16 = np.concatenate([_music16k("frontiers", 30, 20), _music16k("machine_wars", 40, 20)])
+    scores within 0.02, since both see the same 16 kHz samples.
+
+    At 48 kHz each resamples with its own filter (a windowed sinc in JavaScript, libsoxr in Python,
+    which holds back 6-40 ms of the newest audio, varying with its blocks, so that the Python engine's
+    windows end that much earlier: StreamEngine._emit_early). How much that moves a readout depends
+    on the music: at a track's start the Python engine itself, fed the same recording resampled
+    offline or live, agrees on the genre on only ~85 % of hops. So the 48 kHz check runs on steady
+    music, where resampling moves scores by a few hundredths and no genre."""
+    pcm16 = np.concatenate([_music16k("frontiers", 0, 20), _music16k("machine_wars", 40, 20)])
     pcm48 = np.concatenate([music_excerpt("frontiers", 30, 20), music_excerpt("machine_wars", 40, 20)]).astype(np.float32)
     srv = ServerProcess().wait_ready()
     try:
@@ -234,12 +226,16 @@ def test_page_engine_gives_the_python_engines_readouts(model, pw, artifacts, tmp
     (artifacts / "parity_readouts.json").write_text(json.dumps({"js16": js16, "py16": py16, "js48": js48, "py48": py48}))
     assert len(js16) == len(py16), (len(js16), len(py16))
     same, resampled = _compare(js16, py16), _compare(js48, py48)
-    report = {"same_pcm_16k": same, "resampled_48k": resampled}
+    from stream.models.musicnn.model import load_bundled
+
+    server = load_bundled("musicnn")  # what a server on this CPU runs (bf16 where the CPU has it)
+    report = {"same_pcm_16k": same, "resampled_48k": resampled,
+              f"same_pcm_16k_vs_server_backend ({server.backend})": _compare(js16, _python_readouts(server, pcm16, 16000))}
     (artifacts / "parity.json").write_text(json.dumps(report, indent=1))
     print("\nparity:", json.dumps(report))
     assert same["genre_equal"] >= 0.98 and same["max_genre_score_diff"] <= 0.02, report
-    assert len(same["genres"]) >= 2, report  # the change of music is in the comparison
-    assert resampled["genre_equal"] >= 0.98 and resampled["max_genre_score_diff"] <= 0.06, report
+    assert len(same["genres"]) >= 2, report  # a change of the leading genre is in the comparison
+    assert resampled["genre_equal"] >= 0.98 and resampled["max_genre_score_diff"] <= 0.05, report
 
 
 def _metric(port: int, name: str, token: str | None = None) -> float:
@@ -253,8 +249,8 @@ def _metric(port: int, name: str, token: str | None = None) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-@need_music
-@need_browser
+@needs_music
+@needs_browser
 @need_ort_web
 @pytest.mark.browser
 @pytest.mark.server
@@ -353,8 +349,8 @@ def test_device_readouts_reach_watchers_and_history_and_no_audio_is_counted(tmp_
 
 
 # ---- genre-kiosk-export: a screen with no Python server at all -------------------------------------
-@need_music
-@need_browser
+@needs_music
+@needs_browser
 @need_ort_web
 @pytest.mark.browser
 @pytest.mark.slow
@@ -396,3 +392,32 @@ def test_exported_folder_classifies_from_a_plain_static_server(pw, artifacts, tm
         httpd.shutdown()
     assert st == {"mode": "device", "posted": 0, "failed": 0}, st  # nothing to report to, and nothing tried
     print(f"\nexported kiosk: first two genres {first_s:.1f} s after opening")
+
+
+@needs_music
+@needs_browser
+@need_ort_web
+@pytest.mark.browser
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_device_that_falls_behind_steps_down_and_says_so(pw, tmp_path):
+    """A screen asked for a 0.25 s hop, on a CPU slowed down 6x (Chromium's own throttling): the model
+    needs more than the hop, so the page moves to a 2 s hop (and to one network if still behind) and the
+    state line says why."""
+    music = music_excerpt("machine_wars", 40, 20)
+    wav = write_wav(tmp_path / "music.wav", at_level(loopable(music), -20.0))
+    srv = ServerProcess().wait_ready()
+    try:
+        with browser_page(pw, wav) as page:
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Emulation.setCPUThrottlingRate", {"rate": 6})
+            page.goto(f"http://127.0.0.1:{srv.port}/?compute=device&hop=0.25")
+            _wait(page, "the step down", "() => window.kiosk && kiosk.device && kiosk.device.fallback")
+            st = page.evaluate("() => ({hop: kiosk.device.engine.c.hop_s, nets: kiosk.device.engine.nets.length, "
+                               "fallback: kiosk.device.fallback, text: document.getElementById('state').textContent})")
+            assert st["hop"] == 2 and st["fallback"].startswith("2 s hop"), st
+            assert "this device is slow: 2 s hop" in st["text"], st
+            n = page.evaluate("() => kiosk.results")
+            _wait(page, "readouts after the step down", f"() => kiosk.results >= {n + 2}")
+    finally:
+        srv.stop()

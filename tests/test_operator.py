@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from support.music import MACHINE_WARS, needs_both_packages
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -124,7 +126,7 @@ def test_setup_closes_with_advice_that_works_in_its_mode(tmp_path):
 # ---------------------------------------------------------------- logs ---------------------------
 @pytest.mark.server
 def test_probes_and_scrapes_log_at_debug_other_requests_at_info():
-    from server_support import ServerProcess, http_get
+    from support.server import ServerProcess, http_get
 
     for level, probes_shown in (("info", False), ("debug", True)):
         srv = ServerProcess("--log-level", level).wait_ready()
@@ -196,11 +198,6 @@ def test_every_deployment_example_names_its_model():
 
 
 # ---------------------------------------------------------------- genre-evaluate's levels -------
-needs_eval_music = pytest.mark.skipif(
-    not (Path("/usr/share/games/asc/music").is_dir() and Path("/usr/share/games/wesnoth/1.16/data/core/music").is_dir()),
-    reason="Debian packages asc-music and wesnoth-1.16-music not installed")
-
-
 @pytest.fixture(scope="module")
 def musicnn():
     from stream import load_model
@@ -223,7 +220,8 @@ def labelled(root: Path, names: dict, extra: dict | None = None) -> Path:
     return root
 
 
-@needs_eval_music
+@pytest.mark.slow
+@needs_both_packages
 def test_evaluate_scores_the_page_genre_names_at_the_genre_level(tmp_path, musicnn):
     """Folders named as the page names genres ("Electronic", "Folk & Country"): each file's verdict
     is its leading genre among all nine, so orchestral music in "Folk & Country" reads as the
@@ -248,7 +246,8 @@ def test_evaluate_scores_the_page_genre_names_at_the_genre_level(tmp_path, music
     assert "(9-way, genre level)" in report
 
 
-@needs_eval_music
+@pytest.mark.slow
+@needs_both_packages
 def test_evaluate_scores_style_folders_at_the_style_level_and_says_so(tmp_path, musicnn):
     from stream.evaluate import score_folder
 
@@ -263,7 +262,8 @@ def test_evaluate_scores_style_folders_at_the_style_level_and_says_so(tmp_path, 
         assert r.predicted == r.top_label, r
 
 
-@needs_eval_music
+@pytest.mark.slow
+@needs_both_packages
 def test_evaluate_says_when_a_map_makes_it_a_two_way_comparison(tmp_path, musicnn):
     from ui.evaluate import evaluate
 
@@ -275,7 +275,8 @@ def test_evaluate_says_when_a_map_makes_it_a_two_way_comparison(tmp_path, musicn
     assert "(2-way among the folders only: not genre accuracy)" in report
 
 
-@needs_eval_music
+@pytest.mark.slow
+@needs_both_packages
 def test_evaluate_command_line_prints_the_level_and_warns(tmp_path):
     root = labelled(tmp_path / "d", {"electronic": "Electronic", "classical": "Classical"}, {"Muzak": 1})
     p = subprocess.run([sys.executable, "-m", "ui.evaluate", str(root), "-m", "musicnn", "--no-live", "--no-progress"],
@@ -295,17 +296,18 @@ def embedding_example() -> str:
     return blocks[0]
 
 
+@pytest.mark.slow
 def test_embedding_example_runs_as_written_on_a_microphone(tmp_path):
     """The docs' live example, unchanged, as a program: a real PulseAudio null sink is the
     default microphone (PortAudio -> ALSA -> PulseAudio), real electronic music is played into
     it; the example prints readouts and the session's genre shares and ends by itself."""
     import re
 
-    from pulse_support import PACKAGES, PulseServer, missing_tools
+    from support.pulse import PACKAGES, PulseServer, missing_tools
 
     code = embedding_example()
     assert "microphone_chunks()" in code and "def microphone_chunks" in code  # defined, not a placeholder
-    music = Path("/usr/share/games/asc/music/machine_wars.mp3")
+    music = MACHINE_WARS
     if missing_tools() or not music.is_file():
         pytest.skip(f"PulseAudio tools or asc-music missing: apt-get install {PACKAGES} asc-music")
     import soundfile as sf

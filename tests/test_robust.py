@@ -221,7 +221,7 @@ def test_shipped_room_model_loads_and_runs_under_onnxruntime_as_under_torch(monk
     monkeypatch.delenv("STREAM_BACKEND", raising=False)
     monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
     ref = load_bundled("musicnn-room", backend="torch")
-    fast = load_bundled("musicnn-room")
+    fast = load_bundled("musicnn-room", backend="onnxruntime")  # (auto may pick bf16: test_precision.py)
     assert fast.backend == "onnxruntime", fast.kernels["MTT_musicnn"].reason
     x = np.stack([p[PRE_ROLL:] for p in real_patches(4, seed=3)])
     assert np.abs(fast.predict(x) - ref.predict(x)).max() <= 1e-4  # the load-time self-check's tolerance

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from server_support import TRACKS, ServerProcess, metric, music, needs_music, pcm, scrape, stream
+from support.music import TRACKS, music, needs_music
+from support.server import ServerProcess, metric, pcm, scrape, stream
 from ui.net.metrics import MAX_NAMED_STREAMS, ServerMetrics, heard_music
 
 LAST_MUSIC = "genre_stream_last_music_timestamp_seconds"

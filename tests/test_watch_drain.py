@@ -7,7 +7,8 @@ import signal
 
 import pytest
 
-from server_support import TRACKS, ServerProcess, music, needs_music, pcm
+from support.music import TRACKS, music, needs_music
+from support.server import ServerProcess, pcm
 from test_watch import Watching, watch_url
 
 pytestmark = [needs_music, pytest.mark.server]

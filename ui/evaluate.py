@@ -43,6 +43,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from stream.errors import ModelLoadError
 from stream.evaluate import BUILTIN_MAPS, FileResult, Scoring, confusion, find_files, score_folder
 from stream.models import load_model
+from ui.options import add_model_flag
 
 
 def file_lines(results: list[FileResult], live: bool, root=None) -> list[str]:
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="genre-evaluate", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir", help="labelled folder: DIR/<genre>/<audio files>")
-    ap.add_argument("-m", "--model", default="auto", help="model spec as for load_model (default: auto)")
+    add_model_flag(ap)
     ap.add_argument("--map", dest="mapping", help=f"label map file ('model label = folder genre' lines) or one of {sorted(BUILTIN_MAPS)}")
     ap.add_argument("--no-live", action="store_true", help="skip the live-vs-file comparison")
     ap.add_argument("--file-hop", type=float, help="hop of the whole-file analysis in s (default: the window, no overlap)")

@@ -26,7 +26,6 @@ import collections
 import json
 import logging
 import math
-import os
 import queue
 import secrets
 import sqlite3
@@ -42,7 +41,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x474E5248  # "GNRH": PRAGMA application_id, this program's mark in the file header
-MINUTE_S_ENV = "GENRE_HISTORY_MINUTE_S"  # tests only: a shorter "minute" so tests need not wait minutes
+# The stored "minute", in seconds of wall clock. End-to-end tests start their processes with a
+# shorter one (tests/short_minute/) so that they see several rows in seconds, not minutes.
+MINUTE_S = 60
 STEPS = {"minute": 60, "hour": 3600, "day": 86400}
 NAME_MAX = 64
 DAY_S = 86400.0
@@ -214,17 +215,11 @@ def bucket_start(t: float, step: str, tz: tzinfo = timezone.utc, minute_s: int =
     return int(local.timestamp())
 
 
-def _minute_s() -> int:
-    """The store's minute: 60 s, or (tests only) GENRE_HISTORY_MINUTE_S."""
-    text = os.environ.get(MINUTE_S_ENV)
-    if not text:
-        return 60
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if not 1 <= v <= 60 or 60 % v:
-        raise HistoryError(f"{MINUTE_S_ENV}={text!r}: give a divisor of 60 (tests only), or unset it")
+def _minute(minute_s: int | None) -> int:
+    """The store's minute: `minute_s`, else MINUTE_S; a divisor of 60 (rows must tile an hour)."""
+    v = MINUTE_S if minute_s is None else minute_s
+    if not (isinstance(v, int) and 1 <= v <= 60 and 60 % v == 0):
+        raise ValueError(f"a history minute of {v!r} s: give a divisor of 60")
     return v
 
 
@@ -325,7 +320,7 @@ class HistoryReader:
                  check: bool = True):
         self.path = str(path)
         self.timeout_s = timeout_s
-        self.minute_s = minute_s or _minute_s()
+        self.minute_s = _minute(minute_s)
         if not Path(self.path).is_file():
             raise HistoryError(f"history file {self.path} does not exist; record one with --history {self.path}")
         try:
@@ -538,7 +533,7 @@ class HistoryStore:
         self.retention_days = float(retention_days)
         self.clock = clock
         self.timeout_s = timeout_s
-        self.minute_s = minute_s or _minute_s()
+        self.minute_s = _minute(minute_s)
         self._open_file()
         self._con = self._writer_connection()
         self.reader = HistoryReader(self.path, timeout_s=timeout_s, minute_s=self.minute_s,

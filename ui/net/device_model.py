@@ -6,8 +6,9 @@
   written with ONNX's STFT op: the same zero-padded centred periodic-Hann STFT, Slaney mel bank and
   ``log10(10000 * mel + 1)`` as stream/models/musicnn/frontend.py (in float32, where the Python front
   end runs its FFT in float64: within ~2e-6, tests/test_kiosk_device.py).
-- ``<checkpoint>.onnx``: each network, the very graph the server runs under ONNX Runtime
-  (stream/models/backends.py exports and caches it): page and server agree by construction.
+- ``<checkpoint>.onnx``: each network in float32, the graph the server runs under ONNX Runtime
+  (stream/models/backends.py exports and caches it; where the CPU has bf16 the server runs it in bf16
+  under OpenVINO instead, checked against float32 at load): page and server agree by construction.
 - ``model.json``: what the page's engine needs to mirror stream/: labels, how the networks' tags
   merge, the visible labels, the genre level and the engine settings the server would use.
 

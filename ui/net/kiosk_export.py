@@ -19,12 +19,13 @@ PROG = "genre-kiosk-export"
 def export(dest: Path, model, engine_config=None) -> list[Path]:
     """Write the folder; returns the files written. Raises DeviceModeUnavailable for a model that
     cannot run on a device, FileNotFoundError when onnxruntime-web is not vendored."""
-    from stream.engine import StreamEngine
-    from ui.colours import SILENCE_COLOUR, genre_colours
+    # inside: the engine, numpy and the graphs load only when a folder is written, not for --help
+    from stream.engine import StreamEngine  # inside: (as above)
+    from ui.colours import SILENCE_COLOUR, genre_colours  # inside: (as above)
 
-    from .device_model import device_files
-    from .kiosk import ASSETS, FILES
-    from .kiosk_device import DEVICE_DIR, ORT_DIR, ORT_FILES, SCRIPTS
+    from .device_model import device_files  # inside: (as above)
+    from .kiosk import ASSETS, FILES  # inside: (as above)
+    from .kiosk_device import DEVICE_DIR, ORT_DIR, ORT_FILES, SCRIPTS  # inside: (as above)
 
     missing = [n for n in ORT_FILES if not (ORT_DIR / n).is_file()]
     if missing:
@@ -66,11 +67,12 @@ def main(argv=None) -> int:
         p.error(f"{args.dir} exists and is not a folder")
     if args.dir.is_dir() and any(args.dir.iterdir()) and not args.force:
         p.error(f"{args.dir} is not empty; choose an empty folder or pass --force")
-    from stream.config import EngineConfig
-    from stream.errors import ModelLoadError
-    from stream.models.musicnn.model import load_bundled
+    # inside: after the flags are checked, so --help and a bad flag answer at once
+    from stream.config import EngineConfig  # inside: (as above)
+    from stream.errors import ModelLoadError  # inside: (as above)
+    from stream.models.musicnn.model import load_bundled  # inside: (as above)
 
-    from .device_model import DeviceModeUnavailable
+    from .device_model import DeviceModeUnavailable  # inside: (as above)
 
     config = EngineConfig(window_s=args.window, hop_s=args.hop, **({} if args.smoothing is None
                                                                     else {"smoothing_s": args.smoothing}))

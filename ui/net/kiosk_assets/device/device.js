@@ -9,6 +9,7 @@ import { DeviceEngine, mergeLogits } from "./engine.js";
 const SLOW_RATIO = 0.8;   // the model's time per hop above this share of the hop: not keeping up
 const SLOW_WINDOWS = 5;   // judged over this many windows
 const HOP_FALLBACK_S = 2; // first step down: a 2 s hop; then one network
+const STALE_HOPS = 3;     // no readout for this many hops after the first (and the model's time): "stale"
 
 // The Worker and the graphs: one per page, shared by every engine on it.
 export class DeviceModel {
@@ -87,8 +88,9 @@ export function create(params, config) {
     const report = params.get("report") ?? (config.device_report ? "1" : "0");
     if (report === "1") d.reportUrl = reportUrl(params, k.name);
     d.engine.onResult = (r) => {
-      if (d.firstResultMs == null) d.firstResultMs = performance.now() - d.started;
-      keepUp(d);
+      d.lastAt = performance.now();
+      if (d.firstResultMs == null) d.firstResultMs = d.lastAt - d.started;
+      if (params.get("adapt") !== "0") keepUp(d);  // ?adapt=0: keep hop and networks whatever it costs
       show(r);
       if (d.reportUrl) post(d, r);
     };
@@ -106,7 +108,10 @@ export function create(params, config) {
     if (d.loading) return ["connecting", "loading the model on this device"];
     const e = d.engine, last = e.latest;
     const note = d.fallback ? ` (this device is slow: ${d.fallback})` : "";
+    if (e.stats.lastError) return ["error", `device mode: the model failed (${e.stats.lastError})`];
     if (!last) return ["listening", `listening on this device${note}`];
+    const since = (performance.now() - d.lastAt) / 1000, allowed = STALE_HOPS * e.c.hop_s + (e.stats.inferMs.at(-1) ?? 0) / 1000;
+    if (since > allowed) return ["stale", `stale: no result for ${Math.round(since)} s`];
     if (last.silent) return ["quiet", `quiet${note}`];
     return ["listening", `listening on this device${note}`];
   };

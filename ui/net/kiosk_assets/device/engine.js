@@ -19,7 +19,9 @@ function besselI0(x) {  // the Kaiser window's zeroth-order modified Bessel func
 
 // Streaming band-limited resampler: a Kaiser-windowed sinc (cut-off at 95 % of the lower Nyquist
 // frequency, 16 zero crossings each side) tabulated for every phase of the rational ratio.
-// Output does not depend on how the input is cut; ~1 ms of delay.
+// Output does not depend on how the input is cut; it keeps back ~1 ms (16 output samples from 48 kHz),
+// where libsoxr in the Python engine keeps back 6-40 ms, varying with its blocks (so at 48 kHz the
+// two engines' windows end a few ms apart, and scores differ by a few hundredths at most).
 export class Resampler {
   constructor(inRate, outRate, zeros = 16, beta = 8.6) {
     this.inRate = inRate; this.outRate = outRate;
@@ -47,27 +49,34 @@ export class Resampler {
   }
 
   reset() {
-    this.buf = new Float32Array(0);
     this.bufStart = -this.J;  // absolute index of buf[0]; the stream starts after J zeros
     this.buf = new Float32Array(this.J);
-    this.k = 0;  // next output sample
+    this.k = 0;  // next output sample computed
+    this.inTotal = 0;  // input samples seen
+    this.released = 0;  // output samples handed out
+  }
+
+  delay() {  // output samples held back now (what the newest input would have given)
+    return Math.max(0, Math.floor(this.inTotal * this.b / this.a) - this.released);
   }
 
   process(x) {
     if (this.a === this.b) return Float32Array.from(x);
+    this.inTotal += x.length;
     const joined = new Float32Array(this.buf.length + x.length);
     joined.set(this.buf); joined.set(x, this.buf.length);
     const end = this.bufStart + joined.length;  // absolute index after the newest input sample
     const taps = 2 * this.J, out = [];
     for (;;) {
       const pos = this.k * this.a, n0 = Math.floor(pos / this.b), ph = pos - n0 * this.b;
-      if (n0 + this.J > end - 1 + 0) break;  // needs input up to n0 + J
+      if (n0 + this.J > end - 1) break;  // needs input up to n0 + J
       const base = n0 - this.J + 1 - this.bufStart, row = ph * taps;
       let acc = 0;
       for (let i = 0; i < taps; i++) acc += joined[base + i] * this.table[row + i];
       out.push(acc);
       this.k++;
     }
+    this.released = this.k;
     const keep = Math.floor(this.k * this.a / this.b) - this.J + 1;  // first input the next output needs
     const drop = Math.max(0, Math.min(joined.length, keep - this.bufStart));
     this.buf = joined.slice(drop);
@@ -197,6 +206,7 @@ export class DeviceEngine {
     this.resampler = null;
     this.onResult = null;
     this.patchScores = new Map();  // hop boundary (stream sample) -> its patch's probabilities
+    this.patchEnds = new Map();  // hop boundary -> where its patch's audio ends (an early window's)
     this.sinceHop = 0; this.anchor = null; this.seq = 0; this.gen = 0;
     this.running = null; this.pending = null;  // the job the model runs, the newest one waiting
     this.stats = { classified: 0, skipped: 0, silent: 0, errors: 0, lastError: null, inferMs: [] };
@@ -215,16 +225,31 @@ export class DeviceEngine {
     const n = this.m.patch_samples, spacing = this.hop * Math.max(1, Math.round(n / this.hop));
     this.plan = this.win >= n ? { n, spacing, count: 1 + Math.floor((this.win - n) / spacing) } : null;
     this.patchScores.clear();
+    this.patchEnds.clear();
     this.sinceHop = 0;
   }
 
   // Audio at any rate: resampled to 16 kHz, cut at hop boundaries.
   feed(samples, sampleRate) {
     if (sampleRate !== this.rate) {
-      if (!this.resampler || this.resampler.inRate !== sampleRate) this.resampler = new Resampler(sampleRate, this.rate);
-      samples = this.resampler.process(samples);
+      if (!this.resampler || this.resampler.inRate !== sampleRate) {
+        this.resampler = new Resampler(sampleRate, this.rate);
+      }
+      this.push(this.resampler.process(samples));
+      this.emitEarly();
+      return;
     }
     this.push(samples);
+  }
+
+  // engine.py _emit_early: when only the samples the resampler holds back are missing for a hop
+  // boundary, classify now; the held-back samples then count towards the same hop.
+  emitEarly() {
+    const missing = this.hop - this.sinceHop, slack = this.resampler.delay() + 1;
+    if (missing > 0 && missing <= slack && this.ring.length + missing >= this.min) {
+      this.sinceHop -= this.hop;
+      this.emit(missing);
+    }
   }
 
   push(y) {
@@ -241,11 +266,11 @@ export class DeviceEngine {
     }
   }
 
-  emit() {
+  emit(early = 0) {
     let n = this.ring.length;
     if (this.anchor != null) n = Math.min(n, Math.max(this.ring.total - this.anchor, this.min));
     const window = this.ring.newest(n);
-    const tEnd = this.ring.total / this.rate;
+    const tEnd = (this.ring.total + early) / this.rate;
     const level = rmsDbfs(window);
     const c = this.c;
     const wantRecent = c.change_s > 0 && c.smoothing_s > 0 && n >= 2 * this.min && level >= c.silence_dbfs;
@@ -257,9 +282,11 @@ export class DeviceEngine {
     if (!this.plan || window.length < this.plan.n) return;  // (live, a window always holds a patch)
     // the grid patches: the newest ends at this hop boundary, each other one `spacing` earlier
     const { n: size, spacing, count } = this.plan;
-    const end = this.ring.total, keys = [], rows = [];
+    const have = this.ring.total, end = have + early, keys = [], rows = [], ends = this.patchEnds;
+    ends.set(end, have);  // an early window's patch ends where its audio did, for good
+    for (const key of [...ends.keys()]) if (key < end - (count - 1) * spacing) ends.delete(key);
     for (let i = 0; i < count; i++) {
-      const key = end - i * spacing, stop = window.length - (end - key);
+      const key = end - i * spacing, stop = window.length - (have - (ends.get(key) ?? key));
       if (stop < size) break;
       keys.push(key);
       if (!this.patchScores.has(key)) rows.push([key, window.slice(stop - size, stop)]);
@@ -328,6 +355,7 @@ export class DeviceEngine {
     const genreScores = {};
     for (const i of leaderFirst([...m.genres.keys()], gSmooth, gs.leader).slice(0, k)) genreScores[m.genres[i]] = gSmooth[i];
     this.stats.classified++;
+    this.stats.lastError = null;  // (an error is shown until the model works again)
     this.stats.inferMs.push(inferMs);
     if (this.stats.inferMs.length > 64) this.stats.inferMs.shift();
     this.publish({ event: "result", time_s: meta.tEnd, label: m.labels[st.leader], scores, silent: false,
@@ -348,7 +376,7 @@ export class DeviceEngine {
 
   reset() {
     this.gen++;
-    this.ring.clear(); this.patchScores.clear(); this.sinceHop = 0;
+    this.ring.clear(); this.patchScores.clear(); this.patchEnds.clear(); this.sinceHop = 0;
     if (this.resampler) this.resampler.reset();
     this.smoother.reset(); this.genreSmoother.reset();
     this.anchor = null; this.latest = null; this.pending = null;

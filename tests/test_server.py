@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from support.pulse import PACKAGES, PulseServer, missing_tools
 from harness.proc import free_port
+from support.pulse import PACKAGES, PulseServer, missing_tools
 from support.music import MUSIC_DIR, TRACKS, music, music_wav_file, needs_music
 from support.server import (CLIENTS, ROOT, ServerProcess, eight_clients, events_until_close, parse_json_lines, pcm,
                             run_async, served, stream)

@@ -2,9 +2,9 @@
 """Exact kernels (issue 10): torch float32 vs ONNX Runtime and OpenVINO float32, per patch and
 per batch size, for the bundled networks and the DistilHuBERT-shaped model.
 
-    python bench/backends.py            # musicnn + vgg per patch at batch 1..16, DistilHuBERT 10 s
-    python bench/backends.py --quick
-    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/backends.py   # torch as on AVX2
+    python -m bench.backends            # musicnn + vgg per patch at batch 1..16, DistilHuBERT 10 s
+    python -m bench.backends --quick
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m bench.backends   # torch as on AVX2
 
 Needs `pip install onnxruntime onnx` (and `openvino` for its column); a missing one is skipped.
 Rounds are interleaved (torch, ORT, OV, torch, ...) and reported as median (min) ms per patch
@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import sys
 import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
 warnings.filterwarnings("ignore")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
+from harness.checkpoint import make_tiny_checkpoint
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 GTZAN = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 MUSIC_GLOB = "/usr/share/games/asc/music/*.mp3"  # Debian asc-music: real recordings, offline
@@ -51,16 +50,6 @@ def make_distilhubert_checkpoint(path, seed: int = 0, head_gain: float = 1.0) ->
     return str(path)
 
 
-def make_tiny_checkpoint(path) -> str:
-    """The tests' tiny HuBERT classifier (tests/conftest.py), for accuracy checks."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    try:
-        from conftest import make_tiny_checkpoint as make
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
-    return str(make(path))
-
-
 _tmpdirs: list = []
 
 
@@ -70,8 +59,8 @@ def temp_checkpoint(kind: str = "distilhubert", **kw) -> str:
     _tmpdirs.append(d)
     if kind == "distilhubert":
         return make_distilhubert_checkpoint(d.name, **kw)
-    if kind == "tiny":
-        return make_tiny_checkpoint(d.name)
+    if kind == "tiny":  # the tests' tiny HuBERT classifier, for accuracy checks
+        return str(make_tiny_checkpoint(d.name))
     raise ValueError(kind)
 
 

@@ -1,7 +1,7 @@
 """Engine benchmarks (issue: streaming engine). Prints figures; ratios are measured in one run.
 
-    python bench/engine.py            # full run (~3 min on 2 cores)
-    python bench/engine.py --quick    # shorter runs, same figures
+    python -m bench.engine            # full run (~3 min on 2 cores)
+    python -m bench.engine --quick    # shorter runs, same figures
 
 1. engine overhead per second of 48 kHz stereo int16 input (model excluded)
 2. hop-complete -> result latency minus model time (DistilHuBERT-shaped model, random weights)
@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import psutil
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from stream import EngineConfig, StreamEngine, load_model  # noqa: E402
-from stream.models.base import AudioModel  # noqa: E402
+from stream import EngineConfig, StreamEngine, load_model
+from stream.models.base import AudioModel
 
 GTZAN = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 

@@ -11,8 +11,8 @@ at several hops, each compared with hop 1 s (the live default: 9x overlap) on th
   hop-1 window ending at the nearest time (<= 0.5 s away);
 - segment: the most characteristic segment of the top label moves by how many seconds.
 
-    python bench/file_hop.py                 # all files, hops 1 2 3 4.5
-    python bench/file_hop.py --hops 1 3
+    python -m bench.file_hop                 # all files, hops 1 2 3 4.5
+    python -m bench.file_hop --hops 1 3
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import cpu_note, load_note, music_files, table
+from bench.common import cpu_note, load_note, music_files, table
 
 from stream import analyze_file, load_model
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Model forward on one 10 s window: speed of each acceleration candidate, and accuracy.
 
-    python bench/forward.py            # ~4 min on 2 busy cores
-    python bench/forward.py --quick    # fewer repeats and windows (~1.5 min)
-    python bench/forward.py --onnx     # + ONNX Runtime fp32 / int8-static (pip install onnxruntime onnx)
-    python bench/forward.py --compile  # + torch.compile (bf16); compiling takes ~1 min
+    python -m bench.forward            # ~4 min on 2 busy cores
+    python -m bench.forward --quick    # fewer repeats and windows (~1.5 min)
+    python -m bench.forward --onnx     # + ONNX Runtime fp32 / int8-static (pip install onnxruntime onnx)
+    python -m bench.forward --compile  # + torch.compile (bf16); compiling takes ~1 min
 
 Speed: DistilHuBERT-shaped classifier (2 layers, hidden 768, default conv front end, random
 weights = the course model's compute) on a 10 s window at 16 kHz, input already normalised,
@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
 warnings.filterwarnings("ignore")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

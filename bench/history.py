@@ -2,8 +2,8 @@
 """The genre history's store (ui/history/store.py) under load, fed through its own API faster than
 real time on a simulated wall clock.
 
-    python bench/history.py                  # 64 streams x 10 minutes, then 64 streams x 1 day
-    python bench/history.py --streams 16 --minutes 5 --day-streams 8
+    python -m bench.history                  # 64 streams x 10 minutes, then 64 streams x 1 day
+    python -m bench.history --streams 16 --minutes 5 --day-streams 8
 
 Part 1 (the issue's case): `--streams` recorders, each getting one readout per simulated second
 (a 1 s hop) for `--minutes` minutes; a stream's genre follows a fixed-seed random walk (a
@@ -23,19 +23,14 @@ Part 3: the writer alone: the same streams and day at one readout per simulated 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402,F401  (puts the repository on sys.path)
-
-from stream.engine import Result  # noqa: E402
-from ui.history.store import HistoryReader, HistoryStore  # noqa: E402
+from stream.engine import Result
+from ui.history.store import HistoryReader, HistoryStore
 
 GENRES = ["Electronic", "Rock", "Pop", "Hip hop", "Funk & Soul", "Jazz", "Blues", "Folk & Country", "Classical"]
 T0 = 1796083200.0  # 2026-12-01 00:00 UTC

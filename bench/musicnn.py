@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Speed of the bundled musicnn models on this CPU.
 
-    python bench/musicnn.py [--threads N] [--repeats R] [--specs musicnn vgg-mtt ...]
+    python -m bench.musicnn [--threads N] [--repeats R] [--specs musicnn vgg-mtt ...]
 
 For each spec: `predict` time for one 3 s patch (batch 1) and for one default window
 (batch 1; 9 s = 3 patches), the front end's share, and the real-time factor
@@ -16,16 +16,13 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stream.models.musicnn import SPECS, load_bundled  # noqa: E402
+from stream.models.musicnn import SPECS, load_bundled
 
 
 def timed_ms(fn, repeats: int) -> tuple[float, float, float]:

@@ -12,9 +12,9 @@ of streamed audio, for
       chunk; time from `feed` to the `on_result` call (background worker), with the
       accelerated forward (accel auto) and with it off.
 
-    python bench/peers.py            # (b) measured up to 120 s of buffer (~3 min)
-    python bench/peers.py --quick    # (b) measured up to 60 s
-    python bench/peers.py --budget 600   # let (b) run longer before extrapolating
+    python -m bench.peers            # (b) measured up to 120 s of buffer (~3 min)
+    python -m bench.peers --quick    # (b) measured up to 60 s
+    python -m bench.peers --budget 600   # let (b) run longer before extrapolating
 
 (b) after 5 and 10 minutes is too slow and memory-hungry to run on this machine (its
 transformer attention grows with the square of the buffer, the conv front end linearly):
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -34,8 +33,7 @@ import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
 warnings.filterwarnings("ignore")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

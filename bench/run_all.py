@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Regenerate every performance figure of issue 6 with one command and print a summary.
 
-    python bench/run_all.py            # ~8 min on 2 quiet cores (longer when the machine is busy)
-    python bench/run_all.py --quick    # ~3-4 min: fewer repeats, shorter stream runs
-    python bench/run_all.py --only forward streams
+    python -m bench.run_all            # ~8 min on 2 quiet cores (longer when the machine is busy)
+    python -m bench.run_all --quick    # ~3-4 min: fewer repeats, shorter stream runs
+    python -m bench.run_all --only forward streams
 
 Runs, in one process: bench/forward.py (acceleration candidates, accuracy), bench/streams.py
 (1/2/4/8 engines on one worker), bench/peers.py (seed / growing buffer / engine per update).
@@ -13,12 +13,10 @@ measured within this run; absolute milliseconds depend on the machine and its lo
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+import importlib
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
 PARTS = ("forward", "streams", "peers")
 
@@ -34,7 +32,7 @@ def main(argv=None) -> None:
     print(f"bench/run_all.py {'--quick ' if args.quick else ''}| {C.cpu_note()} | {C.load_note()}\n")
     for part in args.only:
         t0 = time.perf_counter()
-        mod = __import__(part)
+        mod = importlib.import_module(f"bench.{part}")
         res[part] = mod.main(q + (["--onnx"] if part == "forward" and args.onnx else []))
         took[part] = time.perf_counter() - t0
         print(f"[{part}: {took[part]:.0f} s]\n", flush=True)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Many real-time streams: the bundled model in-process vs served by Ray Serve (1 and 2 replicas).
 
-    python bench/serve.py            # N = 1, 8, 32, 64 streams, 30 s each, 3 set-ups (~8 min)
-    python bench/serve.py --quick    # 10 s each (~4 min)
+    python -m bench.serve            # N = 1, 8, 32, 64 streams, 30 s each, 3 set-ups (~8 min)
+    python -m bench.serve --quick    # 10 s each (~4 min)
 
 Set-up: bundled MusiCNN (`load_model("musicnn")`), EngineConfig(window_s=9, hop_s=1,
 min_window_s=9). Each of N engines is prefilled with 9 s (+ i/N s, so hops fall at different
@@ -28,14 +28,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import threading
 import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
 warnings.filterwarnings("ignore")
 

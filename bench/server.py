@@ -2,8 +2,8 @@
 """The network API under load: N simulated real-time clients against `genre-serve` (python -m ui.net),
 compared with N in-process engines doing the same work (the protocol's overhead).
 
-    python bench/server.py                 # N = 1, 8, 32; 25 s of audio per stream (~4 min)
-    python bench/server.py --clients 1 8 --seconds 20
+    python -m bench.server                 # N = 1, 8, 32; 25 s of audio per stream (~4 min)
+    python -m bench.server --clients 1 8 --seconds 20
 
 Set-up: the bundled MusiCNN (offline; 9 s windows, 1 s hop). Every stream sends real music
 (asc-music, 22050 Hz stereo s16le, each stream from a different offset) in 100 ms chunks
@@ -25,18 +25,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
 import time
 import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
-sys.path.insert(0, str(C.ROOT / "tests"))
-from server_support import ServerProcess, music  # noqa: E402
+from harness.music import TRACKS, music
+from harness.server import ServerProcess
 
 warnings.filterwarnings("ignore")
 
@@ -55,8 +52,6 @@ def _latency(sent: list, t_stream: float, arrived: float) -> float:
 
 def audio_for(n: int, seconds: float) -> list[np.ndarray]:
     """n int16 (samples, 2) streams at RATE from different offsets of the recordings."""
-    from server_support import TRACKS
-
     out = []
     for i in range(n):
         track = TRACKS[i % len(TRACKS)]

@@ -2,8 +2,8 @@
 """Soak: `genre-serve` (python -m ui.net) for a long while under a steady real-time load with
 client churn; does anything creep?
 
-    python bench/soak.py                      # 16 clients, 60 minutes
-    python bench/soak.py --minutes 10         # a short run
+    python -m bench.soak                      # 16 clients, 60 minutes
+    python -m bench.soak --minutes 10         # a short run
 
 Set-up: the bundled MusiCNN (offline; 9 s windows, 1 s hop), the server a subprocess on
 127.0.0.1. `--clients` real-time clients stream real music (asc-music, 22050 Hz mono s16le,
@@ -31,17 +31,15 @@ import csv
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
-sys.path.insert(0, str(C.ROOT / "tests"))
-from server_support import TRACKS, ServerProcess, metric, music, pcm, scrape  # noqa: E402
+from harness.music import TRACKS, music
+from harness.server import ServerProcess, metric, pcm, scrape
 
 RATE, CHUNK_S, LOOP_S = 22050, 0.1, 60.0
 

@@ -2,10 +2,12 @@
 """How many live streams one machine holds in real time, before and after patch reuse
 (issue 10), plus the per-hop compute behind it.
 
-    python bench/streams.py --quick    # ~5 min: per-hop compute, streams held (short trials)
-    python bench/streams.py            # ~15-20 min: longer trials, finer search
-    python bench/streams.py --quality  # + patch-grid vs whole-window readouts on real music
-    python bench/streams.py --engines 1 2 4 8   # the issue-6 table: fixed N, DistilHuBERT-shaped
+    python -m bench.streams --quick    # ~5 min: per-hop compute, streams held (short trials)
+    python -m bench.streams            # ~15-20 min: longer trials, finer search
+    python -m bench.streams --quality  # + patch-grid vs whole-window readouts on real music
+    python -m bench.streams --engines 1 2 4 8   # the issue-6 table: fixed N, DistilHuBERT-shaped
+    python -m bench.streams --only capacity --cap 64   # per backend (float32 ORT, OpenVINO bf16):
+        # network CPU per patch and GFLOP/s vs the core's peak, per-hop CPU, streams held, interleaved
 
 Set-up: N engines on one shared worker, each fed real music (asc-music recordings, 16 kHz)
 in 100 ms chunks every 100 ms of wall clock, hops staggered (listeners arrive at different
@@ -30,16 +32,13 @@ interleaved before/after rounds), the figure streams held scales with.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import threading
 import time
 import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common as C  # noqa: E402
+from bench import common as C
 
 warnings.filterwarnings("ignore")
 
@@ -90,8 +89,8 @@ def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int | None 
         for i in range(n):
             feed(i, CHUNK_S)
         if tick % 5 == 4:
-            for i, e in enumerate(engines):
-                lags[i].append(e.stats.lag_s)
+            for i, e in enumerate(engines):  # stats.lag_s without building the stats (their sort is CPU the engines would not spend)
+                lags[i].append(max(e._ring.total / rate - e.latest.time_s, 0.0) if e.latest else 0.0)
 
     measuring.set()
     c0 = time.process_time()
@@ -128,6 +127,8 @@ def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int | None 
         "p95_latency_s": float(np.percentile(latencies, 95)) / 1000.0 if latencies else float("inf"),
         "min_readouts": min(counts) / expected if expected else 0.0,
         "cpu_share": cpu / elapsed,
+        # everything the process spent (feeding, front end, networks, readouts) per readout delivered
+        "cpu_ms_per_result": cpu * 1000.0 / max(1, sum(counts)),
     }
 
 
@@ -220,6 +221,159 @@ def quality(seconds_per_file: float = 60.0) -> list:
     return [(k, len(v), float(np.max(v)), float(np.median(v)), int(flips[k])) for k, v in rows.items() if v]
 
 
+def model_gflop(model) -> float:
+    """GFLOP per patch of all the model's networks: 2 x the multiply-accumulates of their
+    convolutions and linear layers, counted by hooks on one torch forward (the rest is < 1 %)."""
+    import torch
+
+    macs = 0
+
+    def hook(mod, _inp, out):
+        nonlocal macs
+        if isinstance(mod, (torch.nn.Conv1d, torch.nn.Conv2d)):
+            macs += out.numel() * (mod.in_channels // mod.groups) * int(np.prod(mod.kernel_size))
+        elif isinstance(mod, torch.nn.Linear):
+            macs += out.numel() * mod.in_features
+
+    for net in model.nets.values():
+        handles = [m.register_forward_hook(hook) for m in net.modules()]
+        with torch.inference_mode():
+            net(torch.zeros(1, 187, 96))
+        for h in handles:
+            h.remove()
+    return 2 * macs / 1e9
+
+
+def peak_gflops_per_core(precision: str, ghz: float | None = None) -> tuple[float, str]:
+    """(GFLOP/s one core can reach at `precision`, how it was worked out) from /proc/cpuinfo:
+    FLOP per cycle x the clock the kernel reports (a virtual machine's nominal clock).
+    fp32: 2 FMA pipes x 16 lanes x 2 with AVX-512 on Intel (64); Zen 4 splits 512-bit ops
+    into two 256-bit halves (32), as do AVX2 cores. bf16: AVX512-BF16 dot products double
+    fp32's rate (Zen 4: 64); AMX: 1024 (16x16x32 multiply-accumulates per 16 cycles)."""
+    from stream.models.accel import cpu_flags
+
+    flags = cpu_flags()
+    info = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    amd = "AuthenticAMD" in info
+    mhz = [float(l.split(":")[1]) for l in info.splitlines() if l.startswith("cpu MHz")]
+    ghz = ghz or (max(mhz) / 1000 if mhz else 3.0)  # a VM reports its nominal clock: --ghz for the boost
+    fp32 = 64 if "avx512f" in flags and not amd else 32
+    if precision == "bf16":
+        per = 1024 if "amx_bf16" in flags else 2 * fp32 if "avx512_bf16" in flags else fp32
+    else:
+        per = fp32
+    return per * ghz, f"{per} FLOP/cycle x {ghz:.2f} GHz"
+
+
+def network_cpu(models: dict, patches: np.ndarray, rounds: int, batch: int) -> dict:
+    """CPU ms per patch of the networks alone (both checkpoints), `batch` patches per call,
+    interleaved rounds: {name: [ms per round]}."""
+    import torch
+
+    out = {k: [] for k in models}
+    x = {}
+    for name, m in models.items():
+        x[name] = m.logmel(patches[:batch])[:, :187]
+        for fwd in m.kernels.values():
+            fwd(x[name])  # warm
+    for _ in range(rounds):
+        for name, m in models.items():
+            c0 = time.process_time()
+            with torch.inference_mode():
+                for fwd in m.kernels.values():
+                    fwd(x[name])
+            out[name].append((time.process_time() - c0) * 1000.0 / batch)
+    return out
+
+
+def held_interleaved(configs: dict, audio, seconds: float, cap: int, bisect_steps: int, log) -> tuple[dict, dict]:
+    """`streams_held` for several configurations, their trials interleaved (N = 1, 2, 4, ...
+    for each in turn, then bisection in turn), so a change in the machine's load hits all alike."""
+    state = {k: [0, None] for k in configs}  # good, bad
+    trials = {k: [] for k in configs}
+    n = 1
+    while n <= cap and any(b is None for _, b in state.values()):
+        for name, (model, cfg) in configs.items():
+            if state[name][1] is None:
+                r = run(model, n, seconds, audio, cfg=cfg)
+                trials[name].append(r)
+                log(name, r)
+                state[name][0 if holds(r) else 1] = n
+        n = min(2 * n, cap) if n < cap else cap + 1
+    for _ in range(bisect_steps):
+        for name, (model, cfg) in configs.items():
+            good, bad = state[name]
+            if bad is not None and bad - good > 1:
+                mid = (good + bad) // 2
+                r = run(model, mid, seconds, audio, cfg=cfg)
+                trials[name].append(r)
+                log(name, r)
+                state[name][0 if holds(r) else 1] = mid
+    return {k: g for k, (g, _) in state.items()}, trials
+
+
+def capacity(args, audio, seconds: float) -> dict:
+    """Per backend (float32 ONNX Runtime, OpenVINO bf16, what auto picks): network CPU per patch and
+    achieved GFLOP/s against the core's peak at that precision, per-hop CPU of one stream, and
+    streams held, all interleaved in one run."""
+    from stream import EngineConfig
+    from stream.models.backends import openvino_available
+    from stream.models.musicnn import load_bundled
+
+    before = load_bundled("musicnn", backend="onnxruntime")
+    before.frontend.forward = before.frontend._logmel  # the front end as it was: batched, torch's threads
+    models = {"before (fp32 ORT)": before, "fp32 ONNX Runtime": load_bundled("musicnn", backend="onnxruntime")}
+    if openvino_available()[0]:
+        models["OpenVINO " + ("bf16" if load_bundled("musicnn-mtt", backend="openvino").precision == "bf16" else "fp32")] = \
+            load_bundled("musicnn", backend="openvino")
+    auto = load_bundled("musicnn")
+    print(f"auto on this CPU: {auto.backend} {auto.precision} ({next(iter(auto.kernels.values())).reason})")
+    gflop = model_gflop(auto)
+    music = C.music_windows(3.0, per_file=4)
+    patches = np.stack([y[:auto.patch_samples] for _, y in music])
+    out = {"gflop_per_patch": gflop, "network": {}, "per_hop": {}}
+    print(f"\nnetworks: {gflop:.2f} GFLOP per patch (both checkpoints); CPU ms per patch (median of interleaved rounds)")
+    for batch in (1, 4):
+        ms = network_cpu(models, patches, 5 if args.quick else 9, batch)
+        for name, v in ms.items():
+            m = models[name]
+            peak, how = peak_gflops_per_core(m.precision, args.ghz)
+            rate = gflop / (C.med(v) / 1000.0)
+            out["network"][(name, batch)] = (C.med(v), rate, rate / peak)
+            print(f"  {name:18s} batch {batch:2d}: {C.med(v):6.1f} CPU ms/patch, {rate:5.0f} GFLOP/s per core = "
+                  f"{100 * rate / peak:3.0f} % of {peak:.0f} ({m.precision}: {how})", flush=True)
+    cfg = EngineConfig()
+    ms, wall = per_hop_cpu({k: (m, cfg) for k, m in models.items()}, audio, rounds=3 if args.quick else 6)
+    print("\nper-hop CPU of one stream (inline engine, default settings, median of interleaved rounds):")
+    for k, v in ms.items():
+        out["per_hop"][k] = C.med(v)
+        print(f"  {k:18s} {C.med(v):6.1f} CPU ms per hop", flush=True)
+    if args.fixed:  # a loaded machine holds too few streams to compare: the cost per readout at fixed N instead
+        print("\nfixed N, real time (what a readout costs the process, all threads, batching included):")
+        out["fixed"] = {}
+        for n in args.fixed:
+            for name, m in models.items():
+                r = run(m, n, seconds, audio, cfg=cfg)
+                out["fixed"][(name, n)] = r
+                print(trial_line(name, r) + f"; {r['cpu_ms_per_result']:.1f} CPU ms per readout", flush=True)
+        print(C.load_note().replace(" at start", " now"))
+        return out
+    cap = args.cap
+    held, trials = held_interleaved({k: (m, cfg) for k, m in models.items()}, audio, seconds, cap,
+                                    1 if args.quick else 3, lambda name, r: print(trial_line(name, r), flush=True))
+    rows = []
+    for name, n in held.items():
+        best = next((r for r in trials[name] if r["n"] == n), None)
+        rows.append([name, n, f"{best['cpu_ms_per_result']:.1f}" if best else "-",
+                     f"{100 * best['skipped_frac']:.1f} %" if best else "-",
+                     f"{best['p95_latency_s']:.2f}" if best else "-"])
+    print()
+    print(C.table(rows, ["backend", "streams held", "process CPU ms per readout", "skipped", "p95 latency s"]))
+    print(C.load_note().replace(" at start", " now"))
+    out["held"], out["trials"] = held, trials
+    return out
+
+
 def row(r: dict) -> list:
     return [r["n"], r["max_batch"], f"{r['interval_med']:.2f} / {r['interval_max']:.2f}", f"{r['max_gap']:.1f}",
             f"{r['lag_mean']:.2f} / {r['lag_max']:.2f}", f"{100 * r['skipped_frac']:.0f} %", f"{r['fairness']:.2f}",
@@ -262,7 +416,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--accel", default="auto", help="accelerate() mode of the DistilHuBERT-shaped model")
     ap.add_argument("--cap", type=int, default=48, help="largest N tried")
     ap.add_argument("--only", nargs="+", default=["cpu", "bundled", "distilhubert"],
-                    choices=["cpu", "bundled", "distilhubert"])
+                    choices=["cpu", "bundled", "distilhubert", "capacity"])
+    ap.add_argument("--fixed", type=int, nargs="+", default=None,
+                    help="--only capacity: fixed stream counts instead of the streams-held search")
+    ap.add_argument("--ghz", type=float, default=None, help="core clock for the peak (default: /proc/cpuinfo's)")
     ap.add_argument("--quality", action="store_true", help="also compare patch-grid and whole-window readouts")
     args = ap.parse_args(argv)
     seconds = args.seconds or (8.0 if args.quick else 20.0)
@@ -275,6 +432,8 @@ def main(argv=None) -> dict:
     audio = np.concatenate([y for _, y in music]) if music else C.synthetic_music(120.0)
     print(f"== streams held in real time (issue 10) ==\n{C.cpu_note()}; {C.load_note()}; "
           f"{seconds:.0f} s per trial; audio: {'real music' if music else 'synthetic'}", flush=True)
+    if args.only == ["capacity"]:
+        return capacity(args, audio, seconds)
     before = load_bundled("musicnn", backend="torch")
     after = load_bundled("musicnn")
     print(f"bundled after: kernels {after.backend} ({next(iter(after.kernels.values())).reason})", flush=True)

@@ -2,7 +2,7 @@
 # Install the project into a virtualenv .venv beside this script's repo, plus the Debian packages it needs.
 #   bash scripts/setup.sh         runtime: PortAudio for the terminal listener, ffmpeg for odd file formats
 #   bash scripts/setup.sh --dev   + what the tests use: Chromium, a PulseAudio virtual mic, real music (asc-music)
-# Then: .venv/bin/genre-app, .venv/bin/genre-listen, .venv/bin/python -m pytest -q
+# Then: .venv/bin/genre-app, .venv/bin/genre-listen (after --dev also: .venv/bin/python -m pytest -q)
 # The venv is made with $PYTHON (default: python3 on PATH). Always using one means the same commands work on a
 # Python that allows pip installs and on one managed by the system (PEP 668: Debian's own /usr/bin/python3).
 # The project is installed editable: changes to the checkout take effect without reinstalling.
@@ -26,7 +26,7 @@ fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(libportaudio2 ffmpeg)
+pkgs=(libportaudio2 ffmpeg npm)  # npm: fetches onnxruntime-web for the kiosk's device mode (below)
 if [ "${1:-}" = "--dev" ]; then
   pkgs+=(chromium pulseaudio pulseaudio-utils libasound2-plugins asc-music tmux wesnoth-1.16-music espeak-ng)
 fi
@@ -56,4 +56,17 @@ if [ "${1:-}" = "--dev" ]; then
 else
   "${PIP[@]}" install -q -e . -r requirements.txt
 fi
-echo "setup: done. Run .venv/bin/genre-app (page), .venv/bin/genre-listen (terminal), .venv/bin/python -m pytest -q"
+# The kiosk's device mode runs onnxruntime-web in the browser: one pinned release, checked against its
+# registry integrity, vendored as package data (tools/vendor_ort_web.py; not in git, ~15 MB).
+if ! "$VENV/bin/python" tools/vendor_ort_web.py; then
+  if [ "${1:-}" = "--dev" ]; then exit 1; fi
+  echo "setup: WARNING: onnxruntime-web could not be vendored; the kiosk's device mode (?compute=device) is unavailable" >&2
+fi
+# The closing advice names only what this mode installed (pytest comes with --dev).
+if [ "${1:-}" = "--dev" ]; then
+  echo "setup: done (with the test tools). Run the tests: .venv/bin/python -m pytest -q; the page: .venv/bin/genre-app;" \
+    "the terminal listener: .venv/bin/genre-listen"
+else
+  echo "setup: done. Run .venv/bin/genre-app (page), .venv/bin/genre-listen (terminal), .venv/bin/genre-serve" \
+    "--model musicnn (server). For the tests: bash scripts/setup.sh --dev"
+fi

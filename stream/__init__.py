@@ -13,11 +13,13 @@ import importlib
 
 _WHERE = {
     "EngineConfig": "config",
-    "StreamEngine": "engine", "EngineStats": "engine", "Result": "engine", "SessionSummary": "engine",
+    "StreamEngine": "engine",
+    "EngineStats": "records", "Result": "records", "SessionSummary": "records", "ShareTally": "records",
     "AudioDecodeError": "errors", "EngineClosedError": "errors", "ModelLoadError": "errors",
     "AudioInfo": "files", "FileAnalysis": "files", "analyze_file": "files", "decode_blocks": "files",
     "probe_file": "files", "read_segment": "files",
     "AudioModel": "models", "load_model": "models",
+    "Engine": "protocol", "RemoteEngine": "client", "ServerError": "client",
 }
 
 __all__ = list(_WHERE)

@@ -1,10 +1,13 @@
-"""Engine settings, apart from the engine: front ends read the defaults and the documentation
-of each field (for their --help) without importing numpy, torch or the engine itself."""
+"""Engine settings, apart from the engine: `EngineConfig` and `SETTINGS`, the table every front end
+derives its flags, sliders, query parameters and checks from (one line per setting: name, type,
+ranges, help, flag, query parameter, page control). No numpy, torch or engine here: a front end's
+--help reads it at once."""
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
-from typing import ClassVar, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Mapping, Sequence
 
 
 @dataclass
@@ -98,23 +101,141 @@ class EngineConfig:
     genres: Mapping[str, str] | str | os.PathLike | None = None
     music_detector: bool | None = None
 
-    # The settings every front end accepts (the page's sliders, the listener's flags, the
-    # network API's query): one set, so a value one face takes no other refuses. Narrower than
-    # what the engine itself runs with (tests and benchmarks use shorter windows): a window
-    # under 3 s is shorter than the first readout's (`min_window_s`) and MusiCNN's patch, one
-    # over 30 s longer than any training clip; a hop over 5 s leaves a listener without a
-    # readout for long stretches (over the window, audio goes unheard), one under 0.25 s is
-    # shorter than the page's microphone chunks. top_k 0 = every genre.
-    RANGES: ClassVar[dict] = {"window_s": (3.0, 30.0), "hop_s": (0.25, 5.0), "smoothing_s": (0.0, 20.0),
-                              "top_k": (0, 10)}
 
-    @classmethod
-    def out_of_range(cls, **values) -> list[tuple[str, float, tuple]]:
-        """(field, value, (low, high)) for each given setting outside `RANGES`; None values
-        (the model's default) are not checked. E.g. out_of_range(window_s=100, hop_s=1)."""
-        return [(name, v, cls.RANGES[name]) for name, v in values.items()
-                if v is not None and not cls.RANGES[name][0] <= v <= cls.RANGES[name][1]]
+@dataclass(frozen=True)
+class Control:
+    """How the page shows a setting: a slider with this label and step (its hint is the
+    setting's `help`, its range the setting's `span`)."""
+
+    label: str
+    step: float
+    elem_id: str
 
 
-RANGES = EngineConfig.RANGES
+@dataclass(frozen=True)
+class Setting:
+    """One engine setting, defined once for every face: the listener's and the servers' flags
+    (`ui/options.py`), the page's sliders (`ui/web`), the network API's query (`ui/net`), and
+    the engine's own check (`StreamEngine.resolve`).
 
+    field: the EngineConfig field. key: its name on the faces (argparse dest, query parameter).
+    kind: float or int. help: one line, for --help and the page's hint.
+    floor / strict / ceiling: the values that mean anything at all (strict: above `floor`);
+        `must` says so in a refusal ("must be a positive number of seconds").
+    limits: what the engine runs with, when narrower than floor..ceiling (tests and benchmarks
+        go beyond what the faces accept).
+    span: what every face accepts, narrower still (None: any meaningful value).
+    zero: what 0 means ("off", "all"), said with the ranges. unit: "s", "dB" or "".
+    flags: its command-line flags (none: not a flag). query: whether a stream sets it per
+        connection in the network API. control: the page's slider (None: not on the page).
+    """
+
+    field: str
+    key: str
+    kind: type
+    help: str
+    must: str
+    floor: float = 0.0
+    strict: bool = False
+    ceiling: float = math.inf
+    limits: tuple[float, float] | None = None
+    span: tuple[float, float] | None = None
+    zero: str | None = None
+    unit: str = "s"
+    flags: tuple[str, ...] = ()
+    metavar: str = "S"
+    query: bool = False
+    control: Control | None = None
+
+    @property
+    def default(self):
+        """EngineConfig's default (None: the model's own)."""
+        return getattr(EngineConfig, self.field)
+
+    @property
+    def noun(self) -> str:
+        """What a value is, for a refusal of text that is none: "a number of seconds"."""
+        return "an integer" if self.kind is int else "a number of seconds" if self.unit == "s" else "a number"
+
+    def span_text(self, lo: float, hi: float) -> str:
+        """A range as the refusals and --help say it: "3..30 s", "0..10 (0 = all)"."""
+        unit, zero = f" {self.unit}" if self.unit else "", f" (0 = {self.zero})" if self.zero and lo == 0 else ""
+        return f"{lo:g}..{hi:g}{unit}{zero}"
+
+    def meaningful(self, value) -> bool:
+        """Within floor..ceiling: whether the value means anything."""
+        return (value > self.floor if self.strict else value >= self.floor) and value <= self.ceiling
+
+    def problem(self, value, span: tuple[float, float] | None = ..., name: str | None = None,
+                outside: str = "is outside", span_first: bool = False) -> str | None:
+        """Why a face refuses `value` (None: accepted), naming it as `name` ("--window 40";
+        default "window=40"); `span` defaults to the setting's own (None: no range check).
+        A meaningless value (a negative window) is refused with `must`, unless `span_first`:
+        then every refusal names the span."""
+        shown = name if name is not None else f"{self.key}={value:g}"
+        span = self.span if span is ... else span
+        out_of_span = span is not None and not span[0] <= value <= span[1]
+        if not self.meaningful(value) and not (span_first and out_of_span):
+            return f"{shown} {self.must}"
+        if out_of_span:
+            return f"{shown} {outside} {self.span_text(*span)}"
+        return None
+
+    def engine_problem(self, value) -> str | None:
+        """Why the engine refuses `value` (None: it runs with it)."""
+        if self.limits is not None:
+            lo, hi = self.limits
+            if not lo <= value <= hi:
+                return f"{self.field}={value} (expected {self.span_text(lo, hi)})"
+        elif not self.meaningful(value):
+            return f"{self.field}={value} ({self.must})"
+        return None
+
+
+# The engine settings the faces offer, and the others the engine checks. The spans are one set,
+# so a value one face takes no other refuses. Narrower than what the engine itself runs with:
+# a window under 3 s is shorter than the first readout's (`min_window_s`) and MusiCNN's patch, one
+# over 30 s longer than any training clip; a hop over 5 s leaves a listener without a readout for
+# long stretches (over the window, audio goes unheard), one under 0.25 s is shorter than the
+# page's microphone chunks. top_k 0 = every genre.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("window_s", "window", float, "seconds of audio per classification; longer is steadier but reacts later",
+            "must be a positive number of seconds", strict=True, limits=(0.1, 120.0), span=(3.0, 30.0),
+            flags=("-w", "--window"), query=True, control=Control("Window (s)", 0.5, "set-window")),
+    Setting("hop_s", "hop", float, "seconds between readouts; the compute grows as the hop shrinks",
+            "must be a positive number of seconds", strict=True, limits=(0.05, 60.0), span=(0.25, 5.0),
+            flags=("--hop",), query=True, control=Control("Hop (s)", 0.25, "set-hop")),
+    Setting("smoothing_s", "smoothing", float, "time constant of the readout's smoothing in seconds (0 = off)",
+            "must be 0 (off) or more seconds", span=(0.0, 20.0), zero="off",
+            flags=("-s", "--smoothing"), query=True, control=Control("Smoothing (s)", 0.5, "set-smoothing")),
+    Setting("top_k", "top_k", int, "how many genres a readout lists (0 = all)", "must be 0 (all) or more",
+            span=(0, 10), zero="all", unit="", flags=("-k", "--top-k"), metavar="N", query=True,
+            control=Control("Genres shown (top-k)", 1, "set-topk")),
+    Setting("silence_dbfs", "silence_dbfs", float, "windows quieter than this are reported as silence, not classified",
+            "must be a level below 0 dBFS", floor=-math.inf, ceiling=0.0, unit="dBFS", flags=("--silence-dbfs",),
+            metavar="DB"),
+    Setting("min_window_s", "min_window", float, "the first readout comes once this much audio has arrived",
+            "must be 0 or more seconds"),
+    Setting("change_s", "change", float, "a change of music re-anchors the readout after this long (0 = off)",
+            "must be 0 (off) or more seconds", limits=(0.0, 30.0), zero="off"),
+    Setting("switch_margin", "switch_margin", float, "hysteresis: a challenger must beat the leader by this fraction",
+            "must be 0 or more", unit=""),
+)
+BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+FACE_SETTINGS = tuple(s for s in SETTINGS if s.flags)  # what the command lines offer
+QUERY_SETTINGS = tuple(s for s in SETTINGS if s.query)  # what a network stream may set
+RANGES: dict[str, tuple] = {s.field: s.span for s in SETTINGS if s.span is not None}
+
+
+def configure(base: EngineConfig | None = None, **values) -> EngineConfig:
+    """`base` (default: EngineConfig()) with the given settings, by key ("window", "hop", ...;
+    None = keep `base`'s). The one place a face's values become an EngineConfig: a window
+    shorter than the first readout's `min_window_s` also shortens that, so the first readout
+    is a full window."""
+    cfg = replace(base or EngineConfig())
+    for key, value in values.items():
+        if value is not None:
+            setattr(cfg, BY_KEY[key].field, BY_KEY[key].kind(value))
+    if values.get("window") is not None:
+        cfg.min_window_s = min(cfg.min_window_s, cfg.window_s)
+    return cfg

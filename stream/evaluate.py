@@ -9,13 +9,22 @@ side), and, with live=True, the genre the live engine (`StreamEngine`, default s
 0.1 s chunks) ends on: "does the live readout match what the whole file says?". The tables, the
 PNG and the command line are a front end: `genre-evaluate` (ui/evaluate.py).
 
-Label mapping. The folders' names need not be the model's labels. A map (a file of
-``model label = folder genre`` lines, ``#`` comments; several labels may map to one genre)
-sends model labels to folder genres; the prediction is then the folder genre whose mapped
-labels score highest, and labels without a mapping are ignored (a tagger's "female vocalists"
-does not compete). Without a map, labels that equal a folder name (case, spaces, "-" and "_"
-ignored: "hip-hop" = "hiphop") map to it. `"musicnn-gtzan"` is a ready mapping of the bundled
-tagger's genre tags to the ten GTZAN folders.
+Levels. Without a map the folders' names say what is scored (`plan_scoring`): named after the
+model's genres (the page's headline: "Electronic", "Folk & Country"), each file's verdict is
+its leading genre among all the model's genres; named after its labels (its styles: "techno",
+"opera"), its leading label among all it shows. Names match ignoring case, spaces, "-" and "_"
+("Hip-Hop" = "hip hop"). The level with more matching folders is used (the genre level on a
+tie); a folder matching nothing at that level is reported (`Scoring.unmatched`): its files
+can only count wrong. A verdict with no folder of its own (a Funk & Soul file in a folder set
+without one) counts wrong too: the accuracy is the model's, over all its genres or labels.
+
+Label mapping. A map (a file of ``model label = folder genre`` lines, ``#`` comments; several
+labels may map to one genre) sends model labels to folder genres; the prediction is then the
+folder genre whose mapped labels score highest, and labels without a mapping are ignored (a
+tagger's "female vocalists" does not compete): only the folders' genres compete, an N-way
+choice among them, not the model's accuracy over all its labels (`Scoring.describe` says so).
+`"musicnn-gtzan"` is a ready mapping of the bundled tagger's genre tags to the ten GTZAN
+folders.
 """
 from __future__ import annotations
 
@@ -63,14 +72,65 @@ class FileResult:
     no_music: bool = False  # judged "no music" (talk, noise: under half of it music): listed apart
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How the folders' names meet the model (`plan_scoring`).
+
+    level: "genre" (folders named after the model's genres), "style" (after its labels) or
+        "map" (a label map decides).
+    mapping: {model genre or label: folder}.
+    classes: what the model's verdict is chosen from: all its genres, all the labels it shows,
+        or (map) the folders that a mapped label reaches.
+    unmatched: folders no genre or label of this level reaches (their files always count wrong).
+    other_level: {folder: what it is at the other level} for folders named at the other level
+        ("techno" among genre folders: a style of Electronic)."""
+
+    level: str
+    mapping: dict
+    classes: list
+    unmatched: list = field(default_factory=list)
+    other_level: dict = field(default_factory=dict)
+    map_name: str | None = None
+
+    def folder(self, name: str | None) -> str | None:
+        """The folder of a model genre or label; the name itself when no folder has it."""
+        return None if name is None else self.mapping.get(name, name)
+
+    def describe(self) -> str:
+        """One line: the level used and what an accuracy at it means."""
+        n = len(self.classes)
+        if self.level == "map":
+            way = "a two-way" if n == 2 else f"a {n}-way"
+            return (f"scored with the map {self.map_name!r}: the verdict is the folder whose mapped labels score "
+                    f"highest; only those {n} compete ({way} comparison among the folders, not the model's "
+                    f"accuracy over all its labels)")
+        what = "genres" if self.level == "genre" else "labels (styles)"
+        return (f"scored at the {self.level} level: the folders are named after the model's {what}; the verdict is "
+                f"its leading {self.level} among all its {n} ({', '.join(self.classes[:12])}"
+                f"{', ...' if n > 12 else ''}); one with no folder of its own counts wrong")
+
+    def warnings(self) -> list[str]:
+        """One line per folder that this level cannot score right."""
+        out = []
+        for f in self.unmatched:
+            if f in self.other_level:
+                out.append(f"folder {f!r} is {self.other_level[f]}, not one of the model's {self.level}s: its files "
+                           f"count wrong at the {self.level} level (rename it, or give --map)")
+            else:
+                out.append(f"folder {f!r} matches none of the model's genres or labels: its files count wrong "
+                           "(rename it after one, or give --map)")
+        return out
+
+
 @dataclass
 class FolderScores:
-    """What `score_folder` found: per-file results, the folder's genres (sorted) and the files
-    that could not be analysed ("path: why")."""
+    """What `score_folder` found: per-file results, the folder's genres (sorted), the files
+    that could not be analysed ("path: why") and how the folders were scored."""
 
     results: list[FileResult]
     genres: list[str]
     skipped: list[str] = field(default_factory=list)
+    scoring: Scoring | None = None
 
     @property
     def no_music(self) -> list[FileResult]:
@@ -132,6 +192,35 @@ def load_map(spec: str | None, model_labels: list[str], genres: list[str]) -> di
     return mapping
 
 
+def plan_scoring(genres: list[str], model_genres: list[str], labels: list[str], genre_of: dict,
+                 mapping_spec: str | None = None, all_labels: list[str] | None = None) -> Scoring:
+    """How folders `genres` are scored against a model with genres `model_genres` and shown
+    labels `labels` (`genre_of`: label -> its genre). With `mapping_spec` (a map file or a
+    built-in map; `all_labels` the model's labels it may name) the map decides. Raises
+    ValueError when no folder matches anything (naming the model's genres and labels)."""
+    if mapping_spec is not None:
+        mapping = load_map(mapping_spec, all_labels or labels, genres)
+        reached = sorted(set(mapping.values()))
+        return Scoring("map", mapping, reached, [g for g in genres if g not in reached], map_name=mapping_spec)
+    by_genre = {_norm(g): g for g in model_genres}
+    by_label = {_norm(l): l for l in labels}
+    g_hits = {f: by_genre[_norm(f)] for f in genres if _norm(f) in by_genre}
+    s_hits = {f: by_label[_norm(f)] for f in genres if _norm(f) in by_label}
+    if not g_hits and not s_hits:
+        raise ValueError(f"no folder name {genres} is one of the model's genres ({', '.join(model_genres)}) or "
+                         f"labels ({', '.join(labels)}); rename the folders after them, or give a label map "
+                         "(--map FILE) with lines 'model label = folder genre'")
+    level, hits, other = ("genre", g_hits, s_hits) if len(g_hits) >= len(s_hits) else ("style", s_hits, g_hits)
+    classes = list(model_genres) if level == "genre" else list(labels)
+    unmatched = [f for f in genres if f not in hits]
+    other_level = {}
+    for f in unmatched:
+        if f in other:
+            other_level[f] = (f"a style (of {genre_of[other[f]]})" if level == "genre" and other[f] in genre_of
+                              else "a genre")
+    return Scoring(level, {m: f for f, m in hits.items()}, classes, unmatched, other_level)
+
+
 def decide(scores: dict, mapping: dict[str, str]) -> str | None:
     """The folder genre whose mapped labels score highest."""
     best, best_v = None, -np.inf
@@ -142,8 +231,8 @@ def decide(scores: dict, mapping: dict[str, str]) -> str | None:
     return best
 
 
-def stream_file(path: Path, model, config) -> tuple[dict, str | None]:
-    """Feed a file through the live engine in LIVE_CHUNK_S chunks; (final scores, label)."""
+def stream_file(path: Path, model, config) -> tuple[dict, str | None, str | None]:
+    """Feed a file through the live engine in LIVE_CHUNK_S chunks; (final scores, label, genre)."""
     with StreamEngine(model, config, background=False) as e:
         for block, rate in decode_blocks(path):
             step = max(1, int(rate * LIVE_CHUNK_S))
@@ -152,8 +241,8 @@ def stream_file(path: Path, model, config) -> tuple[dict, str | None]:
         e.flush()
         last = e.latest
     if last is None or last.silent:
-        return {}, None
-    return last.scores, last.label
+        return {}, None, None
+    return last.scores, last.label, last.genre
 
 
 def music_share(path: Path) -> float | None:
@@ -175,7 +264,8 @@ def music_share(path: Path) -> float | None:
 
 
 def confusion(results: list[FileResult], genres: list[str]) -> np.ndarray:
-    """rows = true genre, columns = predicted genre (+ a last column: no mapped prediction)."""
+    """rows = true genre, columns = predicted genre (+ a last column: "(other)", a verdict with
+    no folder of its own, or none)."""
     m = np.zeros((len(genres), len(genres) + 1), np.int64)
     col = {g: i for i, g in enumerate(genres)}
     for r in results:
@@ -187,20 +277,21 @@ def score_folder(root, model, mapping_spec: str | None = None, *, live: bool = T
                  on_file: Callable[[int, int, Path, FileResult | None], None] | None = None) -> FolderScores:
     """Score every file of `root` (root/<genre>/<file>) with `model`.
 
-    mapping_spec: a map file, a built-in map name (BUILTIN_MAPS) or None (labels equal to
-    folder names). file_hop_s: hop of the whole-file analysis (default: the model's window, i.e.
-    windows side by side: each second of the file is classified once). on_file(done, total,
-    path, result) is called after each file (result None: skipped). Raises ValueError for a bad
-    layout, a map that fits nothing, or when no file could be decoded (single bad files are
-    listed in `skipped`)."""
+    mapping_spec: a map file, a built-in map name (BUILTIN_MAPS) or None (the folders' names
+    say the level: `plan_scoring`). file_hop_s: hop of the whole-file analysis (default: the
+    model's window, i.e. windows side by side: each second of the file is classified once).
+    on_file(done, total, path, result) is called after each file (result None: skipped).
+    Raises ValueError for a bad layout, a map that fits nothing, folders that match nothing,
+    or when no file could be decoded (single bad files are listed in `skipped`)."""
     file_hop_s = file_hop_s or model.default_window_s
     genres, files = find_files(Path(root))
     with StreamEngine(model, EngineConfig(), background=False) as probe:
-        visible = probe.visible_labels
-    mapping = load_map(mapping_spec, visible if mapping_spec is None else list(model.labels), genres)
+        visible, model_genres, genre_of = probe.visible_labels, probe.genres, dict(probe.genre_level.genre_of)
+    scoring = plan_scoring(genres, model_genres, visible, genre_of, mapping_spec, list(model.labels))
+    mapping = scoring.mapping
     # a map may name any of the model's labels, not only its default (genre) view
     view = dict(allow=["*"]) if mapping_spec else {}
-    scores = FolderScores([], genres)
+    scores = FolderScores([], genres, scoring=scoring)
     for done, (path, truth) in enumerate(files, 1):
         t0 = time.perf_counter()
         try:
@@ -210,11 +301,13 @@ def score_folder(root, model, mapping_spec: str | None = None, *, live: bool = T
             if on_file is not None:
                 on_file(done, len(files), path, None)
             continue
-        pred = decide(fa.scores, mapping)
+        pred = {"map": lambda: decide(fa.scores, mapping), "genre": lambda: scoring.folder(fa.top_genre),
+                "style": lambda: scoring.folder(fa.top_label)}[scoring.level]()
         live_genre = live_label = None
         if live:
-            final, live_label = stream_file(path, model, EngineConfig(top_k=0, **view))
-            live_genre = decide(final, mapping)
+            final, live_label, live_head = stream_file(path, model, EngineConfig(top_k=0, **view))
+            live_genre = {"map": lambda: decide(final, mapping), "genre": lambda: scoring.folder(live_head),
+                          "style": lambda: scoring.folder(live_label)}[scoring.level]()
         share = music_share(path)
         r = FileResult(str(path), truth, pred, fa.top_label, live_genre, live_label, time.perf_counter() - t0,
                        share, share is not None and share < 0.5)

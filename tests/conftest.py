@@ -1,13 +1,10 @@
-"""Shared fixtures: a tiny real transformers checkpoint, simple real models, test audio."""
+"""Shared fixtures (a tiny real transformers checkpoint, simple real models, a tiny disk), the
+markers every test gets from what it uses, and CI's no-skip rule. Helpers live in tests/support."""
 from __future__ import annotations
 
 import os
 import re
 import subprocess
-import threading
-import time
-
-import numpy as np
 
 # A Ray API call after ray.shutdown() would quietly start a new local cluster inside the test
 # process, whose driver then exits (code 1, no report) a minute after that cluster goes: tests
@@ -21,28 +18,25 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 os.environ.setdefault("STREAM_MUSIC_DETECTOR", "off")
 import pytest
 
-from stream.models.base import AudioModel
+from harness.checkpoint import make_tiny_checkpoint
+from support.models import BandModel
 
-GTZAN_LABELS = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
+# Tiers (registered in pytest.ini). A test is marked by what it uses: the fixtures below start a
+# real part; modules that start servers or Ray inline say so with `pytestmark`. Whatever needs a
+# browser, a server or Ray is also `slow`, and so is what a module or test marks slow by hand
+# (real-time streams of real music, model builds): `pytest -m "not slow"` is the quick tier.
+FIXTURE_MARKS = {"pw": ("browser",), "pulse": ("slow",), "ray_app": ("ray",), "wheel": ("slow",)}
+SLOW_PARTS = ("browser", "server", "ray")
 
 
-def make_tiny_checkpoint(path, labels=GTZAN_LABELS, multi_label=False, seed=0):
-    """Save a tiny HuBERT-for-classification + feature extractor (random weights) to `path`."""
-    import torch
-    from transformers import HubertConfig, HubertForSequenceClassification, Wav2Vec2FeatureExtractor
-
-    torch.manual_seed(seed)
-    cfg = HubertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(32, 32, 32, 32, 32, 32, 32), conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, classifier_proj_size=16,
-        num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
-        problem_type="multi_label_classification" if multi_label else "single_label_classification",
-    )
-    HubertForSequenceClassification(cfg).eval().save_pretrained(path)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=False).save_pretrained(path)
-    return path
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marks in FIXTURE_MARKS.items():
+            if fixture in item.fixturenames:
+                for mark in marks:
+                    item.add_marker(mark)
+        if any(item.get_closest_marker(m) for m in SLOW_PARTS) and not item.get_closest_marker("slow"):
+            item.add_marker("slow")
 
 
 # CI (.ci/run sets CI_NO_SKIP=1) installs everything the tests use, so a skip there means a test
@@ -111,65 +105,15 @@ def tiny_model(tiny_ckpt):
     return load_model(tiny_ckpt)
 
 
-class BandModel(AudioModel):
-    """A real, deterministic classifier for engine tests: which third of the spectrum
-    (low < 1 kHz, mid 1-3 kHz, high > 3 kHz) holds most energy. Optional delay emulates a
-    slow model."""
-
-    name = "band"
-    sample_rate = 16000
-    labels = ["low", "mid", "high"]
-    default_window_s = 2.0
-    default_hop_s = 0.5
-    min_samples = 400
-
-    def __init__(self, delay_s: float = 0.0):
-        self.delay_s = delay_s
-        self.calls = 0
-        self.batch_sizes = []
-        self.lock = threading.Lock()
-
-    def predict(self, windows):
-        with self.lock:
-            self.calls += 1
-            self.batch_sizes.append(len(windows))
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        spec = np.abs(np.fft.rfft(windows, axis=1)) ** 2
-        f = np.fft.rfftfreq(windows.shape[1], 1 / self.sample_rate)
-        e = np.stack([spec[:, f < 1000].sum(1), spec[:, (f >= 1000) & (f < 3000)].sum(1), spec[:, f >= 3000].sum(1)], 1)
-        return (e / e.sum(1, keepdims=True)).astype(np.float32)
-
-
 @pytest.fixture
 def band_model():
     return BandModel()
 
 
-def tone(freq, seconds, rate, amp=0.5, phase=0.0):
-    t = np.arange(int(round(seconds * rate))) / rate
-    return (amp * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
+@pytest.fixture(scope="module")
+def pw():
+    """Playwright's driver (tests/support/browser.py launches Debian's Chromium with it)."""
+    from playwright.sync_api import sync_playwright
 
-
-def wait_for(pred, timeout: float = 20.0, step: float = 0.01) -> bool:
-    """Poll `pred` until it is true (True) or `timeout` seconds pass (False). Timeouts are
-    generous: they only end a test whose behaviour is wrong, never measure speed."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
-
-
-def stop_process(proc, timeout: float = 5.0, kill: bool = False) -> None:
-    """End a child process: SIGTERM (or SIGKILL with kill=True), SIGKILL if it has not gone
-    after `timeout` seconds; always reaped."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.kill() if kill else proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
+    with sync_playwright() as p:
+        yield p

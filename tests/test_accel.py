@@ -11,7 +11,7 @@ import torch
 from stream.models import accel
 from stream.models.accel import accelerate, bf16_support, fold_weight_norm, resolve_mode
 
-from conftest import tone
+from support.models import tone
 
 
 def _load(ckpt):

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from browser_support import (ARTIFACTS, CHROMIUM, FAKE_RATE, MUSIC_DIR, REPO, AppServer, arpeggio, at_level,
-                             browser_page, chord, free_port, loopable, music_excerpt, write_wav)
+from harness.proc import free_port
+from support.browser import ARTIFACTS, REPO, AppServer, app_server, arpeggio, browser_page, chord, needs_browser
+from support.music import FAKE_RATE, MUSIC_DIR, at_level, loopable, music_excerpt, needs_music, write_wav
 
 ELECTRONIC_TAGS = {"electronic", "techno", "electronica", "electro", "house", "dance", "experimental", "ambient",
                    "chillout", "trance", "industrial"}
@@ -31,17 +32,7 @@ CHORD_DBFS = -32.0
 WINDOW_S = 9.0  # the bundled model's default window (what the live level is measured over)
 
 
-def _have_browser() -> bool:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return Path(CHROMIUM).exists()
-
-
-browser = pytest.mark.skipif(not _have_browser(), reason=f"needs playwright (pip) and Chromium at {CHROMIUM}")
-needs_music = pytest.mark.skipif(not (MUSIC_DIR / "machine_wars.mp3").exists(),
-                                 reason="needs Debian package asc-music (real music recordings)")
+browser = needs_browser
 
 
 # ---- fixtures -------------------------------------------------------------------------------
@@ -62,7 +53,7 @@ def model_spec(tmp_path_factory):
     the tiny one."""
     if os.environ.get("APP_TEST_MODEL") != "tiny" and _bundled_model_loads():
         return "auto"
-    from conftest import make_tiny_checkpoint
+    from support.models import make_tiny_checkpoint
 
     return str(make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_ckpt")))
 
@@ -114,21 +105,8 @@ def audio(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, model_spec):
-    srv = AppServer(tmp_path_factory.mktemp("app"), model=model_spec, extra_args=["--max-file-minutes", "1", "--max-file-mb", "5"])
-    try:
-        srv.wait_ready()
+    with app_server(tmp_path_factory.mktemp("app"), model_spec, ["--max-file-minutes", "1", "--max-file-mb", "5"]) as srv:
         yield srv
-    finally:
-        srv.stop()
-    assert "Traceback" not in srv.log_path.read_text(errors="replace"), srv.log_path.read_text(errors="replace")[-4000:]
-
-
-@pytest.fixture(scope="module")
-def pw():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
 
 
 @pytest.fixture(scope="module")
@@ -535,7 +513,7 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
         assert len(symbols) == len(legend), (symbols, legend)
         assert [c.lower() for c in symbols] == [genre_colour(g) for g in legend], (legend, symbols)
         # the limits, before anyone uploads: in minutes and MB
-        label = page.locator("#file-in").inner_text()
+        label = page.locator("#file-limit").inner_text()  # (under the upload: its own label stays short)
         assert "up to 1 min and 5 MB" in label, label
         # the most characteristic segment is playable: one window of audio
         window = float(re.search(r"windows of (\d+(?:\.\d+)?) s", md).group(1))
@@ -615,14 +593,8 @@ def test_closing_the_tab_cancels_a_file_analysis(tmp_path_factory, model_spec, p
 @pytest.fixture(scope="module")
 def roomy_server(tmp_path_factory, model_spec):
     """A page that takes long files (60 minutes, 60 MB): an analysis that runs for a while."""
-    srv = AppServer(tmp_path_factory.mktemp("app-roomy"), model=model_spec,
-                    extra_args=["--max-file-minutes", "60", "--max-file-mb", "60"])
-    try:
-        srv.wait_ready()
+    with app_server(tmp_path_factory.mktemp("app-roomy"), model_spec, ["--max-file-minutes", "60", "--max-file-mb", "60"]) as srv:
         yield srv
-    finally:
-        srv.stop()
-    assert "Traceback" not in srv.log(None), srv.log()
 
 
 def file_status(page) -> str:
@@ -896,7 +868,7 @@ def test_the_live_session_needs_no_gradio():
 
 
 def test_feeding_never_waits_for_a_slow_model():
-    from conftest import BandModel
+    from support.models import BandModel
 
     from ui.web.session import LiveSession, LiveSettings
 
@@ -989,7 +961,7 @@ def test_a_chunk_named_twice_is_fed_once_and_not_called_unreadable():
     """Gradio sometimes fires the stream event twice for one upload (its file is named by the
     content's hash, and gone after the first): the second is skipped, not counted as a chunk
     that could not be read (it showed as "undecodable chunks 1", in whichever tab it hit)."""
-    from conftest import BandModel
+    from support.models import BandModel
 
     from ui.web.session import LiveSession, LiveSettings
 
@@ -1071,7 +1043,7 @@ def test_headline_is_the_genre_with_the_style_under_it():
                  "Electronic", {"Electronic": 0.32, "Pop": 0.2, "Rock": 0.1})
     data = LeaderLabel().postprocess(label_value(res, 2))
     assert data.label == "Electronic" and [c.label for c in data.confidences] == ["Electronic", "Pop"]
-    assert "data-style='techno'" in style_html(res) and "<b>techno</b> 0.30" in style_html(res)
+    assert "data-style='techno'" in style_html(res) and "<b>techno</b> 30%" in style_html(res)
     # no style level (GTZAN: the genre is the label): nothing under the headline
     gtzan = Result({"rock": 0.6}, {}, "rock", 10.0, False, -20.0, 9.0, 50.0, 60.0, "rock", {"rock": 0.6})
     assert "data-style" not in style_html(gtzan) and "data-style" not in style_html(None)
@@ -1133,7 +1105,7 @@ def test_live_plot_keeps_every_leader_of_the_last_minute():
 
 
 def test_second_recording_starts_with_fresh_counters():
-    from conftest import BandModel, tone
+    from support.models import BandModel, tone
 
     from ui.report import summary_text
     from ui.web.render import status_html
@@ -1165,7 +1137,7 @@ def test_watchers_wake_on_readouts_and_end_with_the_recording():
     """`updates` yields when a readout arrives (from the inference thread) and ends at Stop."""
     import asyncio
 
-    from conftest import BandModel, tone
+    from support.models import BandModel, tone
 
     from ui.web.session import LiveSession, LiveSettings
 
@@ -1235,7 +1207,7 @@ def test_read_segment_plays_the_part_the_analysis_found(tmp_path, fmt):
 
 def test_file_timeline_rows_are_the_plotted_lines():
     """FileAnalysis.timeline_rows: one row per non-silent window and genre, at the window's centre."""
-    from conftest import BandModel
+    from support.models import BandModel
 
     from stream import analyze_file
 

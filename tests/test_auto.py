@@ -43,7 +43,7 @@ def cache_course_model(monkeypatch, tmp_path, keep=None):
     tiny checkpoint; `keep` limits the snapshot to those file names (an interrupted download)."""
     import shutil
 
-    from conftest import make_tiny_checkpoint
+    from support.models import make_tiny_checkpoint
     from huggingface_hub import constants
 
     hf_home = tmp_path / "hf"

@@ -8,8 +8,11 @@ import pytest
 import soundfile as sf
 
 from stream.errors import ModelLoadError
+from stream.models import accel
 from stream.models.backends import onnxruntime_available
 from stream.models.musicnn import load_bundled
+
+pytestmark = pytest.mark.slow
 
 REAL = Path(__file__).parent / "data" / "musicnn" / "real.wav"
 HAVE_ORT = onnxruntime_available()[0]
@@ -35,6 +38,7 @@ def test_torch_backend_and_off_switch(monkeypatch, torch_model):
 @pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime/onnx not installed")
 def test_auto_picks_onnxruntime_and_it_is_exact(monkeypatch, torch_model, tmp_path):
     monkeypatch.delenv("STREAM_BACKEND", raising=False)
+    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx2"}))  # no bf16: float32 (test_precision.py)
     monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
     m = load_bundled("musicnn-mtt")
     assert m.backend == "onnxruntime", m.kernels["MTT_musicnn"].reason
@@ -57,7 +61,7 @@ def test_onnxruntime_sees_few_batch_sizes_and_rows_do_not_mix(monkeypatch, torch
     # be the one it gets alone (padding trimmed, nothing shifted).
     monkeypatch.delenv("STREAM_BACKEND", raising=False)
     monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
-    m = load_bundled("musicnn-mtt")
+    m = load_bundled("musicnn-mtt", backend="onnxruntime")
     fwd = m.kernels["MTT_musicnn"]
     assert fwd.backend == "onnxruntime" and fwd.chunk == 4
     seen, run = [], fwd.session.run
@@ -78,6 +82,7 @@ def test_onnxruntime_sees_few_batch_sizes_and_rows_do_not_mix(monkeypatch, torch
 
 def test_missing_onnxruntime_falls_back_or_fails_clearly(monkeypatch):
     monkeypatch.delenv("STREAM_BACKEND", raising=False)
+    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx2"}))  # no bf16: OpenVINO is not tried
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
     m = load_bundled("musicnn-mtt")
     assert m.backend == "torch" and "not installed" in m.kernels["MTT_musicnn"].reason

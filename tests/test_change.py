@@ -2,23 +2,22 @@
 a microphone delivers them (48 kHz stereo int16, 20 ms chunks). Recordings: Debian packages
 asc-music (electronic) and wesnoth-1.16-music (orchestral), both GPL-2+, installed by
 `scripts/setup.sh --dev`; cut and spliced at test time, nothing is stored."""
-import os
 
 import numpy as np
 import pytest
 
-from conftest import BandModel, tone
+from support.music import MACHINE_WARS, MINSTRELS, needs_both_packages
+from support.models import BandModel, tone
 from stream import EngineConfig, StreamEngine, load_model
 
-ASC = "/usr/share/games/asc/music/machine_wars.mp3"
-WESNOTH = "/usr/share/games/wesnoth/1.16/data/core/music/traveling_minstrels.ogg"
+pytestmark = pytest.mark.slow
+
 RATE = 48000
 ELECTRONIC = {"electronic", "electronica", "electro", "techno", "house", "dance"}
 ACOUSTIC = {"classical", "opera", "folk", "country", "jazz", "blues"}
 TARGET_S = 3.0  # issue 9: the readout favours the new music within 3 s of a change
 
-real = pytest.mark.skipif(not (os.path.exists(ASC) and os.path.exists(WESNOTH)),
-                          reason="Debian packages asc-music and wesnoth-1.16-music not installed")
+real = needs_both_packages
 
 
 def excerpt(path, start_s, seconds):
@@ -57,7 +56,7 @@ def musicnn():
 
 @pytest.fixture(scope="module")
 def electronic():
-    return excerpt(ASC, 60.0, 18.0)
+    return excerpt(MACHINE_WARS, 60.0, 18.0)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +67,7 @@ def plain(musicnn, electronic):
 @real
 def test_reacts_to_a_change_of_music_within_target(musicnn, electronic):
     splice = len(electronic) / RATE
-    audio = np.concatenate([electronic, excerpt(WESNOTH, 60.0, 12.0)])
+    audio = np.concatenate([electronic, excerpt(MINSTRELS, 60.0, 12.0)])
     got = run(musicnn, audio)
     before = [r for r in got if 9 <= r.time_s <= splice]
     # a result every hop (1 s) from 9 s to the splice (18 s): all(...) must not pass on an empty list

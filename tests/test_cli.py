@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pulse_support import GHOST_PCM, NULL_PCM, PACKAGES, PulseServer, missing_tools
-from server_support import parse_json_lines
+from support.music import MACHINE_WARS
+from support.pulse import GHOST_PCM, NULL_PCM, PACKAGES, PulseServer, missing_tools
+from support.server import parse_json_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(ROOT / "cli_listen.py")
-MUSIC = Path("/usr/share/games/asc/music/machine_wars.mp3")  # Debian asc-music, GPL-2+, electronic
 # Tags of the bundled MusiCNN that count as a plausible reading of electronic music.
 ELECTRONIC = {"electronic", "techno", "electronica", "electro", "dance", "house"}
 MODEL = "musicnn"  # the bundled offline model: no network, loads in ~1 s
@@ -48,11 +48,11 @@ def sink(pulse):
 def music_wav(tmp_path_factory):
     """40 s of real electronic music (from 18 s into the track, where it is clearly
     electronic/techno), as a WAV for paplay."""
-    if not MUSIC.is_file():
-        pytest.skip(f"{MUSIC} missing: apt-get install asc-music")
+    if not MACHINE_WARS.is_file():
+        pytest.skip(f"{MACHINE_WARS} missing: apt-get install asc-music")
     import soundfile as sf
 
-    with sf.SoundFile(str(MUSIC)) as f:
+    with sf.SoundFile(str(MACHINE_WARS)) as f:
         f.seek(18 * f.samplerate)
         data = f.read(40 * f.samplerate, dtype="int16")
         rate = f.samplerate
@@ -224,7 +224,7 @@ def test_device_substring_selects_the_pulse_device(sink, music_wav):
 def test_file_replay_fast_is_deterministic_and_plausible(pulse):
     hop, duration = 1.0, 30.0
     t0 = time.monotonic()
-    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", str(duration), "--hop", str(hop),
+    r = run_cli(["--file", str(MACHINE_WARS), "--fast", "--duration", str(duration), "--hop", str(hop),
                  "--json", "--model", MODEL], pulse.env(), timeout=120)
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
@@ -238,7 +238,7 @@ def test_file_replay_fast_is_deterministic_and_plausible(pulse):
     assert summaries[0]["dominant"] in ELECTRONIC | {"experimental", "ambient"}, summaries[0]
     assert sum(bool(ELECTRONIC & set(o["scores"])) for o in results) >= 0.8 * len(results)
     # the same file gives the same readout twice
-    r2 = run_cli(["--file", str(MUSIC), "--fast", "--duration", "6", "--hop", str(hop), "--json",
+    r2 = run_cli(["--file", str(MACHINE_WARS), "--fast", "--duration", "6", "--hop", str(hop), "--json",
                   "--model", MODEL], pulse.env(), timeout=120)
     again = {o["time_s"]: o["scores"] for o in parse_json_lines(r2.stdout)[0]}
     first = {o["time_s"]: o["scores"] for o in results}
@@ -259,7 +259,7 @@ def test_json_records_say_when_in_wall_clock_time(pulse):
     """Every result and the summary carry `at` (ISO-8601 UTC) beside `time_s`: when, in the
     day, that readout was ready, so a kiosk's log says what played when."""
     before = time.time()
-    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "6", "--hop", "1", "--json", "--model", MODEL],
+    r = run_cli(["--file", str(MACHINE_WARS), "--fast", "--duration", "6", "--hop", "1", "--json", "--model", MODEL],
                 pulse.env(), timeout=120)
     after = time.time()
     assert r.returncode == 0, r.stderr
@@ -316,7 +316,7 @@ def test_portaudio_missing_names_the_package(pulse, tmp_path):
         assert r.returncode == 3, r.stderr
         assert "libportaudio2" in r.stderr and "Traceback" not in r.stderr
     # replaying a file does not need PortAudio
-    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "4", "--hop", "1", "--json", "--model", MODEL],
+    r = run_cli(["--file", str(MACHINE_WARS), "--fast", "--duration", "4", "--hop", "1", "--json", "--model", MODEL],
                 env, timeout=180)
     assert r.returncode == 0, r.stderr
     assert parse_json_lines(r.stdout)[0]
@@ -446,21 +446,21 @@ def test_too_short_file_says_so_with_the_minimum(pulse, tmp_path):
     assert "0.10 s long: too short to classify; musicnn needs at least 2.98 s" in r.stderr
     assert "silent" not in r.stderr and r.stdout == ""
     # audio cut short by --duration: the summary says why there is no readout
-    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "1", "--model", MODEL], pulse.env(), timeout=180)
+    r = run_cli(["--file", str(MACHINE_WARS), "--fast", "--duration", "1", "--model", MODEL], pulse.env(), timeout=180)
     assert r.returncode == 0, r.stderr
     assert "1.0 s of audio received, too little for a readout (musicnn needs at least 2.98 s)" in r.stdout
     assert "silence" not in r.stdout
 
 
 def test_unknown_model_advises_cli_flags(pulse):
-    r = run_cli(["-m", "nosuchmodel", "--file", str(MUSIC)], pulse.env(), timeout=180)
+    r = run_cli(["-m", "nosuchmodel", "--file", str(MACHINE_WARS)], pulse.env(), timeout=180)
     assert r.returncode == 4, r.stderr
     assert "Could not load model 'nosuchmodel'" in r.stderr and "-m musicnn" in r.stderr
     assert "load_model" not in r.stderr and "Traceback" not in r.stderr
 
 
 def test_json_and_plain_lines_lead_with_the_label(pulse):
-    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "20", "--json", "--model", MODEL], pulse.env(),
+    r = run_cli(["--file", str(MACHINE_WARS), "--fast", "--duration", "20", "--json", "--model", MODEL], pulse.env(),
                 timeout=120)
     assert r.returncode == 0, r.stderr
     results, summaries = parse_json_lines(r.stdout)
@@ -468,7 +468,7 @@ def test_json_and_plain_lines_lead_with_the_label(pulse):
     assert all(next(iter(o["genre_scores"])) == o["genre"] for o in results)
     assert summaries[0]["dominant"] in {o["label"] for o in results}
     assert summaries[0]["dominant_genre"] in {o["genre"] for o in results}
-    r = run_cli(["--file", str(MUSIC), "--fast", "--duration", "8", "--model", MODEL], pulse.env(), timeout=120)
+    r = run_cli(["--file", str(MACHINE_WARS), "--fast", "--duration", "8", "--model", MODEL], pulse.env(), timeout=120)
     lines = [l.split("s  ", 1)[1] for l in r.stdout.splitlines() if "dBFS" in l]
     # "<genre> (<style>)   <genre> 0.27  <other genre> 0.15 ...": the genre's own score comes first
     assert lines and all(re.match(r"(\S[^(]*?) \(\S[^)]*\)\s+\1 \d\.\d\d", l) for l in lines), lines
@@ -536,11 +536,12 @@ def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_p
     assert any("Session summary (duration reached)" in l for l in final)
 
 
+@pytest.mark.server
 def test_server_panel_at_100_columns_fits_names_header_and_summary(music_wav, tmp_path):
     """--server in a 100-column terminal: genre names whole (the server's genres are known only
     from its results), the header on its own line above the panel (even with stderr elsewhere:
     it shares the panel's stream), and a summary wrapped between words."""
-    from server_support import ServerProcess
+    from support.server import ServerProcess
 
     srv = ServerProcess().wait_ready()
     try:

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import BandModel, tone, wait_for
+from support.models import BandModel, tone
+from support.polling import wait_for
 
 from stream import EngineClosedError, EngineConfig, StreamEngine
 
@@ -315,7 +316,7 @@ def test_process_exit_waits_for_running_forward(tmp_path):
     script.write_text(
         "import sys, time\n"
         f"sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parent.parent)!r}]\n"
-        "from conftest import BandModel, tone, wait_for\n"
+        "from support.models import BandModel, tone\n"
         "from stream import EngineConfig, StreamEngine\n"
         "class Slow(BandModel):\n"
         "    def predict(self, w):\n"

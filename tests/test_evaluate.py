@@ -1,6 +1,5 @@
 """`genre-evaluate` (ui/evaluate.py, scoring in stream/evaluate.py) on a small labelled folder cut at test time from real recordings
 (Debian asc-music: electronic; wesnoth-1.16-music: orchestral; both GPL-2+)."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,19 +8,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from support.music import MUSIC_DIR, WESNOTH_DIR, needs_both_packages
 from stream import load_model
 from stream.evaluate import find_files, load_map
 from ui.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
-ASC = "/usr/share/games/asc/music"
-WESNOTH = "/usr/share/games/wesnoth/1.16/data/core/music"
 CUTS = {  # folder -> [(source, start s)]
-    "electronic": [(f"{ASC}/machine_wars.mp3", 60.0), (f"{ASC}/time_to_strike.mp3", 90.0)],
-    "classical": [(f"{WESNOTH}/traveling_minstrels.ogg", 40.0), (f"{WESNOTH}/silvan_sanctuary.ogg", 60.0)],
+    "electronic": [(f"{MUSIC_DIR}/machine_wars.mp3", 60.0), (f"{MUSIC_DIR}/time_to_strike.mp3", 90.0)],
+    "classical": [(f"{WESNOTH_DIR}/traveling_minstrels.ogg", 40.0), (f"{WESNOTH_DIR}/silvan_sanctuary.ogg", 60.0)],
 }
-pytestmark = pytest.mark.skipif(not (os.path.isdir(ASC) and os.path.isdir(WESNOTH)),
-                                reason="Debian packages asc-music and wesnoth-1.16-music not installed")
+pytestmark = [needs_both_packages, pytest.mark.slow]
 
 
 def make_folder(root: Path, names=None, seconds=10.0):

@@ -4,7 +4,8 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import BandModel, tone
+from support.music import MACHINE_WARS
+from support.models import BandModel, tone
 
 from stream import AudioDecodeError, EngineConfig, analyze_file
 
@@ -114,7 +115,6 @@ def test_long_file_memory_is_bounded(tmp_path):
     assert peak < 12e6, f"peak {peak / 1e6:.1f} MB for a {path.stat().st_size / 1e6:.0f} MB file"
 
 
-MP3 = "/usr/share/games/asc/music/machine_wars.mp3"  # Debian asc-music, GPL-2+
 
 
 def _text_named_mp3(tmp_path):
@@ -157,13 +157,13 @@ def test_decoder_stderr_capture_keeps_good_files_threads_and_other_output(capfd)
     from stream.files import decode_blocks, probe_file
 
     fd2_before = os.fstat(2)
-    single = [b.copy() for b, _ in decode_blocks(MP3, block_s=30)][:3]
+    single = [b.copy() for b, _ in decode_blocks(MACHINE_WARS, block_s=30)][:3]
     results, errors = {}, []
 
     def decode(key):
         try:
             blocks = []
-            for b, rate in decode_blocks(MP3, block_s=30):
+            for b, rate in decode_blocks(MACHINE_WARS, block_s=30):
                 blocks.append(b.copy())
                 if len(blocks) == 3:
                     break
@@ -187,7 +187,7 @@ def test_decoder_stderr_capture_keeps_good_files_threads_and_other_output(capfd)
     assert all(f"other thread line {i}\n" in err for i in range(200))  # written back, not swallowed
     st = os.fstat(2)
     assert (st.st_dev, st.st_ino) == (fd2_before.st_dev, fd2_before.st_ino)  # fd 2 restored
-    info = probe_file(MP3)
+    info = probe_file(MACHINE_WARS)
     assert info.duration_s == pytest.approx(290.8, abs=0.1) and info.sample_rate == 22050
 
 

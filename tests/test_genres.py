@@ -4,13 +4,14 @@ whose labels are genres, and JSON records that only grew.
 
 Real recordings: Debian packages asc-music (electronic) and wesnoth-1.16-music (orchestral),
 GPL-2+, installed by `scripts/setup.sh --dev`; cut and spliced at test time."""
+import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest
 
-from conftest import GTZAN_LABELS, BandModel, tone
+from support.music import MINSTRELS, MUSIC_DIR, needs_both_packages
+from support.models import GTZAN_LABELS, BandModel, tone
 from stream import EngineConfig, Result, SessionSummary, StreamEngine, load_model
 from stream.engine import EngineStats
 from stream.genres import genre_mapping, read_genre_table
@@ -18,10 +19,7 @@ from stream.models.musicnn.model import GENRE_TAGS, GENRES_PATH
 from test_change import excerpt, run
 from ui import report
 
-ASC = "/usr/share/games/asc/music"
-WESNOTH = "/usr/share/games/wesnoth/1.16/data/core/music/traveling_minstrels.ogg"
-real = pytest.mark.skipif(not (os.path.isdir(ASC) and os.path.exists(WESNOTH)),
-                          reason="Debian packages asc-music and wesnoth-1.16-music not installed")
+real = needs_both_packages
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +98,8 @@ def test_override_by_mapping_or_file_and_clear_errors(tmp_path):
 
 # ---- genre scores --------------------------------------------------------------------------------
 @pytest.mark.parametrize("pool", ["max", "sum"])
-def test_genre_scores_are_consistent_with_style_scores_in_every_result(monkeypatch, pool):
+def test_genre_scores_are_consistent_with_style_scores_in_every_result(pool):
     """Tones that move between the bands (changes of music re-anchor both levels) and a pause."""
-    monkeypatch.setattr(StreamEngine, "_genre_pool", pool)
     rate = 16000
     hush = (1e-5 * np.random.default_rng(0).standard_normal(6 * rate)).astype(np.float32)  # -100 dBFS
     audio = np.concatenate([tone(300, 6, rate), tone(2000, 5, rate), tone(6000, 5, rate), hush,
@@ -111,6 +108,7 @@ def test_genre_scores_are_consistent_with_style_scores_in_every_result(monkeypat
     config = EngineConfig(window_s=4.0, hop_s=0.5, min_window_s=1.0, top_k=0, change_s=0.5,
                           genres={"low": "Bass", "mid": "Treble", "high": "Treble"})
     engine = StreamEngine(BandModel(), config, background=False, on_result=got.append)
+    engine.genre_level = dataclasses.replace(engine.genre_level, pool=pool)  # (how bench/quality.py compares)
     for i in range(0, len(audio), 1600):
         engine.feed(audio[i:i + 1600], rate)
     loud = check_consistent(got, engine)
@@ -129,8 +127,9 @@ def test_genre_scores_are_consistent_with_style_scores_in_every_result(monkeypat
 def test_spliced_electronic_music_keeps_one_headline_while_the_styles_move(musicnn):
     """Three electronic excerpts the tagger hears as techno, electronic and ambient: the label
     (and a headline made of labels, as before genres) moves, the genre holds."""
-    audio = np.concatenate([excerpt(f"{ASC}/time_to_strike.mp3", 45.0, 18.0), excerpt(f"{ASC}/frontiers.mp3", 20.0, 18.0),
-                            excerpt(f"{ASC}/time_to_strike.mp3", 145.0, 18.0)])
+    audio = np.concatenate([excerpt(MUSIC_DIR / "time_to_strike.mp3", 45.0, 18.0),
+                            excerpt(MUSIC_DIR / "frontiers.mp3", 20.0, 18.0),
+                            excerpt(MUSIC_DIR / "time_to_strike.mp3", 145.0, 18.0)])
     got = run(musicnn, audio)
     engine = StreamEngine(musicnn, EngineConfig(top_k=0), background=False)
     check_consistent(got, engine)
@@ -145,7 +144,7 @@ def test_spliced_electronic_music_keeps_one_headline_while_the_styles_move(music
 
 @real
 def test_a_change_of_music_moves_genre_and_style_together(musicnn):
-    audio = np.concatenate([excerpt(f"{ASC}/machine_wars.mp3", 60.0, 18.0), excerpt(WESNOTH, 60.0, 14.0)])
+    audio = np.concatenate([excerpt(f"{MUSIC_DIR}/machine_wars.mp3", 60.0, 18.0), excerpt(MINSTRELS, 60.0, 14.0)])
     got = run(musicnn, audio)
     check_consistent(got, StreamEngine(musicnn, EngineConfig(top_k=0), background=False))
     assert got[12].genre == "Electronic"

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.music import MUSIC_DIR, needs_music
+from support.polling import wait_for
 from ui.colours import genre_colour
 from ui.history.store import SCHEMA_VERSION, HistoryError, HistoryReader, HistoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
-MUSIC = Path("/usr/share/games/asc/music")
 T0 = 1796119200.0  # 2026-12-01 10:00:00 UTC
 DAY = 86400.0
 
@@ -36,15 +37,6 @@ class Clock:
 
     def __call__(self):
         return self.t
-
-
-def wait_for(cond, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def fake_result(t, genre, silent=False):
@@ -84,7 +76,7 @@ def write_day(path, clock, name="shop", genres=("Electronic", "Rock", "Jazz"), p
 
 
 # ---------------------------------------------------------------- a real engine --------------
-@pytest.mark.skipif(not (MUSIC / "machine_wars.mp3").is_file(), reason=f"{MUSIC} missing: apt-get install asc-music")
+@needs_music
 def test_minutes_of_a_real_stream_add_up_to_its_summary(tmp_path):
     """Real music through a real engine (two tracks, with a stretch of silence between), the
     wall clock moving with the audio: one row per wall-clock minute, each holding the seconds
@@ -95,7 +87,7 @@ def test_minutes_of_a_real_stream_add_up_to_its_summary(tmp_path):
 
     parts = []
     for track, start in (("machine_wars.mp3", 30), ("frontiers.mp3", 60)):
-        with sf.SoundFile(str(MUSIC / track)) as f:
+        with sf.SoundFile(str(MUSIC_DIR / track)) as f:
             f.seek(start * f.samplerate)
             parts.append(f.read(50 * f.samplerate, dtype="float32", always_2d=True))
             rate = f.samplerate
@@ -299,7 +291,7 @@ def test_a_lock_taken_while_recording_drops_rows_and_counts_them(tmp_path):
     rec = store.recorder("shop", 1.0)
     with held_exclusively(path):
         add_seconds(rec, clock, 0, 600, "Rock")  # ten minutes of readouts, more rows than the queue holds meanwhile
-        wait_for(lambda: store.stats.dropped > 0, what="dropped rows")
+        wait_for(lambda: store.stats.dropped > 0, timeout=60, step=0.05, what="dropped rows")
     assert "locked" in store.stats.last_error, store.stats
     dropped = store.stats.dropped
     add_seconds(rec, clock, 600, 700, "Jazz")
@@ -317,7 +309,7 @@ def test_retention_prunes_rows_older_than_n_days(tmp_path):
     write_day(path, Clock(now - 100 * DAY), name="old", hours=0.1)
     store = HistoryStore(path, retention_days=90)
     try:
-        wait_for(lambda: store.stats.pruned > 0, what="pruning at open")
+        wait_for(lambda: store.stats.pruned > 0, timeout=60, step=0.05, what="pruning at open")
         assert store.stats.pruned == 6 + 1  # six minutes and one session
         reader = store.reader
         assert reader.buckets("old", 0, now) == [] and reader.sessions("old", 0, now) == []
@@ -374,21 +366,26 @@ def test_genre_history_prints_hours_and_draws_the_day_in_the_page_colours(tmp_pa
     path = tmp_path / "h.sqlite"
     # 10:00-12:00: Rock the first 10 minutes of every half hour, else Jazz
     write_day(path, Clock(), plan=lambda i: "Rock" if i % 1800 < 600 else "Jazz", genres=("Electronic", "Rock", "Jazz"))
-    r = history_cli(path, "--name", "shop", "--day", "2026-12-01", cwd=tmp_path)
+    png = tmp_path / "chart.png"
+    r = history_cli(path, "--name", "shop", "--day", "2026-12-01", "--png", png, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("shop, 2026-12-01 (UTC): 1:57:36 of music, 2:24 silent, 1 session"), r.stdout
     assert lines[2].startswith("10:00") and "Jazz 67 %, Rock 33 %" in lines[2], r.stdout
     assert lines[3].startswith("11:00") and len(lines) == 4, r.stdout
-    png = tmp_path / "shop-2026-12-01.png"
+    from ui.history.cli import day_chart
+    from ui.history.store import zone
+
+    reader = HistoryReader(path)  # where the chart draws: the same call on the same rows, laid out again
+    lay = day_chart(tmp_path / "again.png", reader.buckets("shop", T0 - 10 * 3600, T0 + 14 * 3600, "hour", zone("UTC")),
+                    T0 - 10 * 3600, zone("UTC"), reader.genres("shop"), "again")
     img = Image.open(png).convert("RGB")
     hex_ = lambda xy: "#%02x%02x%02x" % img.getpixel(xy)  # noqa: E731
     # the bar of 10:00: Jazz (largest, at the bottom) in the colour of the model's third genre
-    left, bar, gap, top, height = 44, 26, 6, 34, 240
-    x = left + 10 * (bar + gap) + bar // 2
-    assert hex_((x, top + height - 10)) == genre_colour("Jazz") == "#edc948"  # the page's Jazz
-    assert hex_((x, top + 10)) == genre_colour("Rock")
-    assert hex_((left + 9 * (bar + gap) + bar // 2, top + height - 10)) == "#ffffff"  # 09:00: nothing
+    x = lay.x0(10) + lay.bar // 2
+    assert hex_((x, round(lay.y(2)))) == genre_colour("Jazz") == "#edc948"  # the page's Jazz
+    assert hex_((x, round(lay.y(55)))) == genre_colour("Rock")
+    assert hex_((lay.x0(9) + lay.bar // 2, round(lay.y(2)))) == "#ffffff"  # 09:00: nothing
 
     js = history_cli(path, "--name", "shop", "--from", "2026-12-01T10:00Z", "--to", "2026-12-01T10:05Z",
                      "--step", "minute", "--json", cwd=tmp_path)
@@ -454,15 +451,16 @@ def test_recording_never_waits_for_the_writer(tmp_path):
 
 
 # ---------------------------------------------------------------- the terminal listener -------
-@pytest.mark.skipif(not (MUSIC / "machine_wars.mp3").is_file(), reason=f"{MUSIC} missing: apt-get install asc-music")
+@needs_music
 def test_cli_listen_records_its_session_per_wall_clock_minute(tmp_path):
     """`cli_listen.py --file ... --history FILE` (real time, 20 s of music) with the test-only
     5 s "minute": a row per wall-clock 5 s, their seconds and shares add up to the printed
     summary, and the session row says why it ended. A file it cannot use: exit 2 at start."""
     path = tmp_path / "h.sqlite"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GENRE_HISTORY_MINUTE_S="5", PYTHONPATH=str(ROOT))
+    short_minute = str(ROOT / "tests" / "short_minute")  # (its sitecustomize.py: 5 s history minutes)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([short_minute, str(ROOT)]))
     t0 = time.time()
-    r = subprocess.run([sys.executable, str(ROOT / "cli_listen.py"), "--file", str(MUSIC / "machine_wars.mp3"),
+    r = subprocess.run([sys.executable, str(ROOT / "cli_listen.py"), "--file", str(MUSIC_DIR / "machine_wars.mp3"),
                         "--duration", "20", "--hop", "1", "--json", "--model", "musicnn", "--history", str(path),
                         "--history-name", "bar"], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     t1 = time.time()
@@ -483,7 +481,7 @@ def test_cli_listen_records_its_session_per_wall_clock_minute(tmp_path):
     con = sqlite3.connect(path)
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     con.close()
-    bad = subprocess.run([sys.executable, str(ROOT / "cli_listen.py"), "--file", str(MUSIC / "machine_wars.mp3"),
+    bad = subprocess.run([sys.executable, str(ROOT / "cli_listen.py"), "--file", str(MUSIC_DIR / "machine_wars.mp3"),
                           "--history", str(path)], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "newer version of live-genre" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -499,7 +497,7 @@ def shares_of(rows):
     return acc
 
 
-@pytest.mark.skipif(not (MUSIC / "machine_wars.mp3").is_file(), reason=f"{MUSIC} missing: apt-get install asc-music")
+@needs_music
 def test_page_sessions_record_each_recording(tmp_path):
     """The page's per-tab session (ui/web/session.py, no browser needed) with --history: each
     recording is a session of the stream `page` ("stopped", "new recording", "tab closed"), and
@@ -509,7 +507,7 @@ def test_page_sessions_record_each_recording(tmp_path):
     from stream import load_model
     from ui.web.session import LiveSession, LiveSettings
 
-    with sf.SoundFile(str(MUSIC / "machine_wars.mp3")) as f:
+    with sf.SoundFile(str(MUSIC_DIR / "machine_wars.mp3")) as f:
         f.seek(30 * f.samplerate)
         audio, rate = f.read(16 * f.samplerate, dtype="float32", always_2d=True), f.samplerate
     clock = Clock(T0)
@@ -563,7 +561,7 @@ def test_page_refuses_an_unusable_history_file_before_the_model_loads(tmp_path):
     assert r.returncode == 2 and len(err) == 1 and "not a SQLite database or is damaged" in err[0], r.stderr
 
 
-@pytest.mark.skipif(not (MUSIC / "machine_wars.mp3").is_file(), reason=f"{MUSIC} missing: apt-get install asc-music")
+@needs_music
 def test_the_page_gives_every_tab_the_history_of_its_command_line(tmp_path):
     """app.py's flags -> Setup -> the tab's session (page.new_session): a recording made in a tab
     lands in the file under --history-name."""
@@ -579,7 +577,7 @@ def test_the_page_gives_every_tab_the_history_of_its_command_line(tmp_path):
     try:
         setup = Setup.from_args(load_model("musicnn"), args, store)
         session, _ = new_session(setup, None)
-        with sf.SoundFile(str(MUSIC / "frontiers.mp3")) as f:
+        with sf.SoundFile(str(MUSIC_DIR / "frontiers.mp3")) as f:
             f.seek(60 * f.samplerate)
             audio, rate = f.read(8 * f.samplerate, dtype="float32", always_2d=True), f.samplerate
         session.start(session.settings)

@@ -2,7 +2,7 @@
 real subprocess, real WebSocket clients streaming real music in real time, GET /v1/history, a
 SIGKILL mid-stream, a full disk (a tiny tmpfs) and files it must refuse at start.
 
-The server runs with the test-only GENRE_HISTORY_MINUTE_S=5 (README 'History'): its "minutes"
+The server runs with 5 s history "minutes" (tests/short_minute/sitecustomize.py): its "minutes"
 are 5 s of wall clock, so a test sees several rows in seconds instead of minutes; rows are still
 per wall-clock period, exactly as with 60 s."""
 from __future__ import annotations
@@ -20,13 +20,16 @@ from urllib.parse import urlencode
 
 import pytest
 
-from server_support import ROOT, TRACKS, ServerProcess, events_until_close, music, needs_music, pcm, stream
+from support.music import TRACKS, music, needs_music
+from support.polling import wait_for
+from support.server import ROOT, ServerProcess, events_until_close, pcm, served, stream
 
 TOKEN = "hist-token"
 MINUTE_S = 5
-ENV = dict(os.environ, GENRE_HISTORY_MINUTE_S=str(MINUTE_S))
+# the server's history in 5 s minutes: its Python starts with tests/short_minute/sitecustomize.py
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "short_minute"), str(ROOT)]))
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.server]
 
 
 def bearer(token=TOKEN):
@@ -43,15 +46,6 @@ def get(server, path="/v1/history", auth=TOKEN, **params):
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
-
-
-def wait_for(cond, timeout=120.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (value := cond()):
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def shares_of(rows):
@@ -78,23 +72,21 @@ def recorded(tmp_path_factory):
     """A server with --history and a token; two named streams of real music (22 and 18 s) at
     once in real time, and one without a name; returns (server, runs, wall-clock span)."""
     path = tmp_path_factory.mktemp("hist") / "h.sqlite"
-    srv = ServerProcess("--history", str(path), "--token", TOKEN, "--hop", "1", env=ENV).wait_ready()
-    shop, rate, ch = clip(TRACKS[0], 30, 22.0)
-    bar, _, _ = clip(TRACKS[1], 60, 18.0)
-    anon, _, _ = clip(TRACKS[2], 40, 6.0)
+    with served("--history", str(path), "--token", TOKEN, "--hop", "1", env=ENV) as srv:
+        shop, rate, ch = clip(TRACKS[0], 30, 22.0)
+        bar, _, _ = clip(TRACKS[1], 60, 18.0)
+        anon, _, _ = clip(TRACKS[2], 40, 6.0)
 
-    async def both():
-        return await asyncio.gather(
-            stream(url(srv, sample_rate=rate, channels=ch, name="shop"), shop, rate, ch, "s16le", headers=bearer()),
-            stream(url(srv, sample_rate=rate, channels=ch, name="bar"), bar, rate, ch, "s16le", headers=bearer()),
-            stream(url(srv, sample_rate=rate, channels=ch), anon, rate, ch, "s16le", headers=bearer()))
+        async def both():
+            return await asyncio.gather(
+                stream(url(srv, sample_rate=rate, channels=ch, name="shop"), shop, rate, ch, "s16le", headers=bearer()),
+                stream(url(srv, sample_rate=rate, channels=ch, name="bar"), bar, rate, ch, "s16le", headers=bearer()),
+                stream(url(srv, sample_rate=rate, channels=ch), anon, rate, ch, "s16le", headers=bearer()))
 
-    t0 = time.time()
-    runs = asyncio.run(both())
-    t1 = time.time()
-    yield srv, dict(zip(("shop", "bar", "anon"), runs)), (t0, t1), path
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
+        t0 = time.time()
+        runs = asyncio.run(both())
+        t1 = time.time()
+        yield srv, dict(zip(("shop", "bar", "anon"), runs)), (t0, t1), path
 
 
 def test_rows_per_wall_clock_minute_match_each_streams_summary(recorded):
@@ -104,7 +96,7 @@ def test_rows_per_wall_clock_minute_match_each_streams_summary(recorded):
         assert summary and summary["reason"] == "end of stream", runs[name]
         # the last (partial) minute is written when the stream ends: poll, do not assume
         status, body = wait_for(lambda: (r := get(srv, name=name, **{"from": t0 - 60, "to": t1 + 60}))[1].get(
-            "sessions") and r[1]["sessions"][0]["end"] and r, what=f"{name}'s session end")
+            "sessions") and r[1]["sessions"][0]["end"] and r, timeout=120, step=0.1, what=f"{name}'s session end")
         assert status == 200, body
         rows = body["rows"]
         assert len(rows) >= summary["duration_s"] // MINUTE_S, rows
@@ -234,7 +226,7 @@ def test_sigkill_mid_stream_loses_at_most_the_last_minute(tmp_path):
             task = asyncio.create_task(stream(url(again, sample_rate=rate, channels=ch, name="shop"), data2, rate,
                                               ch, "s16le"))
             await asyncio.to_thread(wait_for, lambda: len(get(again, auth=None, name="shop", **{
-                "from": killed_at + 1})[1]["rows"]) >= 2, 120.0, "rows of the second session")
+                "from": killed_at + 1})[1]["rows"]) >= 2, 120.0, 0.1, "rows of the second session")
             again.stop()
             try:
                 await asyncio.wait_for(task, 60)
@@ -263,7 +255,7 @@ def test_a_full_disk_never_stops_the_readouts(tiny_disk):
             task = asyncio.create_task(stream(url(srv, sample_rate=rate, channels=ch, name="shop"), data, rate, ch,
                                               "s16le"))
             await asyncio.to_thread(wait_for, lambda: get(srv, auth=None, name="shop")[1].get("rows"),
-                                    60.0, "a first row")
+                                    60.0, 0.1, "a first row")
             with open(filler, "wb", buffering=0) as f:
                 try:
                     while True:
@@ -279,7 +271,7 @@ def test_a_full_disk_never_stops_the_readouts(tiny_disk):
         assert run.close_code == 1000 and run.summary["reason"] == "end of stream", run.close_code
         assert run.results[-1][1]["time_s"] >= 29.0 and len(after) >= 10, (len(after), run.results[-1])
         status, body = wait_for(lambda: (r := get(srv, auth=None))[1]["writer"]["dropped"] and r,
-                                what="dropped rows counted")
+                                timeout=120, step=0.1, what="dropped rows counted")
         assert "full" in body["writer"]["last_error"], body
         assert "dropped so far" in srv.log and "readouts go on" in srv.log, srv.log
         filler.unlink()  # space again: the next stream is recorded
@@ -287,7 +279,8 @@ def test_a_full_disk_never_stops_the_readouts(tiny_disk):
         data2, _, _ = clip(TRACKS[1], 60, 6.0)
         run2 = asyncio.run(stream(url(srv, sample_rate=rate, channels=ch, name="bar"), data2, rate, ch, "s16le"))
         assert run2.close_code == 1000
-        wait_for(lambda: get(srv, auth=None)[1]["writer"]["written"] > written, what="rows written again")
+        wait_for(lambda: get(srv, auth=None)[1]["writer"]["written"] > written, timeout=120, step=0.1,
+                 what="rows written again")
         assert get(srv, auth=None, name="bar")[1]["rows"]
     finally:
         srv.stop()

@@ -3,7 +3,7 @@ bounded, one window per engine in flight and one pending; in-process models stay
 import threading
 
 import numpy as np
-from conftest import wait_for
+from support.polling import wait_for
 
 from stream.models.base import AudioModel
 from stream.worker import InferenceWorker, Job

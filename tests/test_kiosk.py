@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_support import (ARTIFACTS, CHROMIUM, FAKE_RATE, MUSIC_DIR, at_level, browser_page, free_port, loopable,
-                             music_excerpt, write_wav)
-from server_support import ROOT, ServerProcess
+from harness.proc import free_port
+from support.browser import ARTIFACTS, browser_page, needs_browser
+from support.music import FAKE_RATE, at_level, loopable, music_excerpt, needs_music, write_wav
+from support.server import ROOT, ServerProcess, served
 
 TOKEN = "kiosk-token"
 PATIENCE_S = 150.0
@@ -35,18 +36,7 @@ STATE_JS = """() => { const k = window.kiosk; return k && {state: k.state, text:
   dominant: document.getElementById('summary').dataset.dominant || null}; }"""
 
 
-def _have_browser() -> bool:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return Path(CHROMIUM).exists()
-
-
-pytestmark = [
-    pytest.mark.skipif(not _have_browser(), reason=f"needs playwright (pip) and Chromium at {CHROMIUM}"),
-    pytest.mark.skipif(not (MUSIC_DIR / "frontiers.mp3").exists(), reason="needs Debian package asc-music"),
-]
+pytestmark = [needs_browser, needs_music, pytest.mark.server]
 
 
 # ---- fixtures -------------------------------------------------------------------------------
@@ -90,26 +80,14 @@ def static_pages(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(static_pages):
-    srv = ServerProcess("--allow-origin", static_pages.origin).wait_ready()
-    yield srv
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
+    with served("--allow-origin", static_pages.origin) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def guarded():
-    srv = ServerProcess("--token", TOKEN).wait_ready()
-    yield srv
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
-
-
-@pytest.fixture(scope="module")
-def pw():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
+    with served("--token", TOKEN) as srv:
+        yield srv
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -287,7 +265,7 @@ def test_restarted_server_is_picked_up_without_a_reload(pw, music_wav, artifacts
             srv.stop(kill=True)
             t_kill = time.monotonic()
             st = wait_state(page, "reconnecting", lambda s: s["state"] == "reconnecting")
-            assert re.search(r"reconnecting in \d+ s", st["text"]), st["text"]
+            assert re.search(r"connection lost: (reconnecting in \d+ s|waiting for the server)", st["text"]), st["text"]
             srv = ServerProcess(port=port).wait_ready()
             t_up = time.monotonic()
             after = wait_state(page, "labels again", lambda s: s["results"] > before["results"] + 1

@@ -2,7 +2,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import GTZAN_LABELS, make_tiny_checkpoint, tone
+from support.models import GTZAN_LABELS, make_tiny_checkpoint, tone
 
 from stream import EngineConfig, ModelLoadError, StreamEngine, load_model
 
@@ -104,7 +104,7 @@ def test_bad_spec_type():
 
 def test_every_load_sets_the_notice(tiny_ckpt):
     """Front ends print `model.notice` as it is, whatever the spec."""
-    from conftest import BandModel
+    from support.models import BandModel
 
     assert load_model("musicnn").notice == "Model: bundled offline musicnn."
     assert load_model("musicnn-mtt").notice == "Model: bundled offline musicnn-mtt."

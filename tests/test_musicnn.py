@@ -47,7 +47,11 @@ def raw_tags(ckpt):
 
 @pytest.fixture(scope="module")
 def models():
-    return {spec: load_bundled(spec) for spec in SPECS}
+    # float32 (upstream's references are float32; "auto" may pick bf16 on this CPU: test_precision.py)
+    from stream.models.backends import onnxruntime_available
+
+    fp32 = "onnxruntime" if onnxruntime_available()[0] else "torch"
+    return {spec: load_bundled(spec, backend=fp32) for spec in SPECS}
 
 
 @pytest.fixture(scope="module")

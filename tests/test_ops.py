@@ -17,25 +17,24 @@ import time
 import numpy as np
 import pytest
 
-from server_support import (ROOT, TRACKS, ServerProcess, events_until_close, http_get, metric, metric_samples, music,
-                            music_wav_file, needs_music, never_reads, pcm, poll, run_async, scrape, stream, wait_ready)
+from support.music import TRACKS, music, music_wav_file, needs_music
+from support.polling import wait_for
+from support.server import (ROOT, ServerProcess, events_until_close, http_get, metric, metric_samples, never_reads, pcm,
+                            run_async, scrape, served, stream, wait_ready)
 
 CLI = str(ROOT / "cli_listen.py")
 TOKEN = "ops-s3cret-Tok"
 KIOSK = "http://kiosk.example"
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.server]
 
 
 @pytest.fixture(scope="module")
 def guarded():
     """Token, origin allow-list, 2 s idle timeout, plain-text log at info level."""
-    srv = ServerProcess("--token", TOKEN, "--allow-origin", KIOSK, "--idle-timeout", "2", "--log-level", "info")
-    srv.wait_ready()
-    wait_ready(srv)
-    yield srv
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
+    with served("--token", TOKEN, "--allow-origin", KIOSK, "--idle-timeout", "2", "--log-level", "info") as srv:
+        wait_ready(srv)
+        yield srv
 
 
 # ---------------------------------------------------------------- probes and metrics ----
@@ -67,7 +66,7 @@ def test_model_info_names_what_runs_the_forward():
     from stream.models.remote import RemoteModel
     from ui.net.metrics import backend_of
 
-    assert backend_of(load_model("musicnn")) in ("onnxruntime", "torch")
+    assert backend_of(load_model("musicnn")) in ("openvino", "onnxruntime", "torch")
     assert backend_of(object.__new__(RemoteModel)) == "ray serve"  # no Ray needed to ask the class
     assert backend_of(object()) == "torch"
 
@@ -121,7 +120,7 @@ def test_metrics_count_what_the_clients_did(guarded):
                     for o in ("ended", "idle", "max_session", "shutdown", "error", "client_gone"))
         return s if ended == 4 and metric(s, "genre_streams_active") == 0 else None
 
-    after = poll(settled)
+    after = wait_for(settled, 120, 0.1)
     assert after, scrape(guarded, TOKEN)
 
     def delta(name, **labels):
@@ -287,7 +286,7 @@ def test_sigterm_drains_every_stream_then_exits_0_and_a_reconnect_client_resumes
         t.start()
     srv2 = None
     try:
-        assert poll(lambda: lines, 120), "".join(err_lines) or "no output"
+        assert wait_for(lambda: lines, 120, 0.1), "".join(err_lines) or "no output"
         assert json.loads(lines[0])["event"] == "result"  # the listener streams
         clients = [(TRACKS[0], 30, 48000, 2), (TRACKS[1], 60, 44100, 1), (TRACKS[2], 90, 22050, 1),
                    (TRACKS[0], 120, 16000, 2)]
@@ -301,7 +300,7 @@ def test_sigterm_drains_every_stream_then_exits_0_and_a_reconnect_client_resumes
             kinds = [json.loads(line)["event"] for line in list(lines)]
             return "reconnected" in kinds and "result" in kinds[kinds.index("reconnected"):]
 
-        poll(resumed, 120)
+        wait_for(resumed, 120, 0.1)
         cli.send_signal(signal.SIGINT)  # Ctrl-C: the listener stops with its summary
         cli.wait(timeout=120)
         for t in readers:
@@ -367,7 +366,7 @@ async def _drain_scenario(srv, clients, drain_s):
     def dropping():  # its queue overflows: the server's sender to it is stuck, and stays so
         return metric(metric_samples(http_get(srv.port, "/metrics")[1]), "genre_results_dropped_total") > 0
 
-    assert await asyncio.to_thread(poll, dropping, 120, 0.1), (slow.frames, slow.error, srv.log[-3000:])
+    assert await asyncio.to_thread(wait_for, dropping, 120, 0.1), (slow.frames, slow.error, srv.log[-3000:])
     t_term = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
 
@@ -375,7 +374,7 @@ async def _drain_scenario(srv, clients, drain_s):
         status, body = http_get(srv.port, "/readyz", timeout=10)
         return (status, json.loads(body)) if status == 503 else None
 
-    readyz = await asyncio.to_thread(poll, probe, 30, 0.02)
+    readyz = await asyncio.to_thread(wait_for, probe, 30, 0.02)
     async with connect(srv.url(sample_rate=16000)) as ws:
         evs, code = await events_until_close(ws)
         refused = (evs, code, ws.close_reason)
@@ -392,7 +391,7 @@ async def _drain_scenario(srv, clients, drain_s):
             seen["last"] = s
         return s if s and metric(s, "genre_streams_total", outcome="shutdown") >= len(clients) else None
 
-    metrics_seen = await asyncio.to_thread(poll, all_shut, drain_s, 0.02)
+    metrics_seen = await asyncio.to_thread(wait_for, all_shut, drain_s, 0.02)
     results = await asyncio.gather(*tasks)
     stop_slow.set()
     await asyncio.to_thread(slow.join, drain_s + 60)
@@ -403,7 +402,7 @@ async def _drain_scenario(srv, clients, drain_s):
 def test_reconnect_probes_stay_frequent_while_log_lines_back_off():
     from itertools import islice
 
-    from ui.net.client import RETRY_S, _log_attempt, retry_delays
+    from stream.client import RETRY_S, _log_attempt, retry_delays
 
     delays = list(islice(retry_delays(), 50))
     assert delays[0] == RETRY_S[0] and max(delays) == RETRY_S[1] <= 2.0  # a server back is found within ~2 s

@@ -27,6 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ["MTT_musicnn.safetensors", "MSD_musicnn.safetensors", "MTT_vgg.safetensors", "MSD_vgg.safetensors",
            "LICENSE", "README.md", "robust/MTT_musicnn.safetensors", "robust/MSD_musicnn.safetensors",
            "robust/MODEL_CARD.md"]  # robust/: the "musicnn-room" student and its card
+# onnxruntime-web for the kiosk's device mode: git-ignored (~15 MB), vendored by tools/vendor_ort_web.py
+# (scripts/setup.sh runs it) and shipped in the wheel as package data.
+ORT_WEB = "ui/net/kiosk_assets/device/ort"
+ORT_WEB_FILES = ["ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm", "LICENSE"]
 # Left out of the copy the wheel is built from when the checkout is not a git repository.
 NOT_SHIPPED = (".git", ".venv", "build", "dist", "test-artifacts", "__pycache__", "*.egg-info", "*.pyc")
 
@@ -92,6 +96,8 @@ def _copy_checkout(dest: Path) -> None:
         if (ROOT / name).is_file():  # deleted but not yet committed files are listed too
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
+    if (ROOT / ORT_WEB).is_dir():  # ignored by git, but part of a built checkout
+        shutil.copytree(ROOT / ORT_WEB, dest / ORT_WEB, dirs_exist_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +127,7 @@ def test_wheel_carries_code_weights_and_their_license(wheel):
     for py in [*ROOT.glob("stream/**/*.py"), *ROOT.glob("ui/**/*.py")]:  # new modules are picked up by themselves
         assert py.relative_to(ROOT).as_posix() in names
     assert {"ui/web/music_mic.js", "ui/web/page.css"} <= names  # the page's assets (package data)
-    kiosk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "ui/net/kiosk_assets").iterdir()}
+    kiosk = {p.relative_to(ROOT).as_posix() for p in (ROOT / "ui/net/kiosk_assets").iterdir() if p.is_file()}
     assert len(kiosk) >= 4 and kiosk <= names, kiosk - names  # the kiosk screen (served at /)
     assert {"app.py", "cli_listen.py"} <= names
     tops = {n.split("/")[0] for n in names}
@@ -160,7 +166,7 @@ def test_wheel_metadata_matches_requirements_and_names_the_scripts(wheel):
             name, target = (s.strip() for s in line.split("=", 1))
             scripts[name] = target
     assert set(scripts) == {"genre-app", "genre-listen", "genre-serve", "genre-serve-ray", "genre-evaluate",
-                            "genre-history"}
+                            "genre-history", "genre-kiosk-export"}
     # Each target exists (imported in a fresh interpreter: importing app would start building the page).
     for target in scripts.values():
         module, func = target.split(":")
@@ -188,3 +194,16 @@ def test_genre_app_passes_its_arguments_to_app_py():
     bad = _genre_app("--no-such-option")
     assert bad.returncode == 2, (bad.returncode, bad.stderr[-2000:])
     assert "genre-app: error" in bad.stderr and "--no-such-option" in bad.stderr
+
+
+def test_wheel_carries_the_device_mode_and_onnxruntime_web_with_its_licence(wheel):
+    """The kiosk's device mode needs no CDN: its scripts and onnxruntime-web ship in the wheel."""
+    if not (ROOT / ORT_WEB / "ort-wasm-simd-threaded.wasm").is_file():
+        pytest.skip("onnxruntime-web is not vendored: python tools/vendor_ort_web.py (scripts/setup.sh runs it)")
+    names = set(wheel.namelist())
+    scripts = {f"ui/net/kiosk_assets/device/{n}" for n in ("engine.js", "device.js", "worker.js")}
+    assert scripts <= names, scripts - names
+    for f in ORT_WEB_FILES:
+        assert f"{ORT_WEB}/{f}" in names, f
+        assert wheel.getinfo(f"{ORT_WEB}/{f}").file_size == (ROOT / ORT_WEB / f).stat().st_size
+    assert "MIT License" in wheel.read(f"{ORT_WEB}/LICENSE").decode()

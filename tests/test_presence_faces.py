@@ -15,7 +15,8 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 
-from server_support import TRACKS, ServerProcess, music, needs_music, pcm, stream
+from support.music import needs_music
+from support.server import TRACKS, ServerProcess, music, pcm, stream
 from test_presence import _talk
 
 pytestmark = [needs_music, pytest.mark.server]

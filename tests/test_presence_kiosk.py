@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser_support import CHROMIUM, FAKE_RATE, at_level, browser_page, loopable, write_wav
-from server_support import ServerProcess
+from support.browser import CHROMIUM, FAKE_RATE, at_level, browser_page, loopable, write_wav
+from support.server import ServerProcess
 from test_presence import _talk
 
 pytestmark = [pytest.mark.browser, pytest.mark.server,

@@ -1,15 +1,14 @@
 """The bundled model through the whole engine on real recordings (Debian `asc-music`, GPL-2+,
 installed by .ci/run): tags must be plausible for electronic game music."""
-import os
 
 import numpy as np
 import pytest
 
+from support.music import MUSIC_DIR, needs_music
 from stream import EngineConfig, StreamEngine, analyze_file, decode_blocks, load_model
 
-MUSIC = "/usr/share/games/asc/music"
 ELECTRONIC = {"electronic", "techno", "electronica", "electro", "dance", "house", "ambient", "chillout", "experimental"}
-pytestmark = pytest.mark.skipif(not os.path.isdir(MUSIC), reason="Debian package asc-music not installed")
+pytestmark = [needs_music, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def test_live_engine_on_real_music(musicnn):
     cfg = EngineConfig(hop_s=1.0, smoothing_s=4.0)
     fed = 0.0
     with StreamEngine(musicnn, cfg, background=False, on_result=results.append) as e:
-        for block, rate in decode_blocks(f"{MUSIC}/machine_wars.mp3", block_s=1):
+        for block, rate in decode_blocks(f"{MUSIC_DIR}/machine_wars.mp3", block_s=1):
             if fed < 20:  # skip the intro
                 fed += len(block) / rate
                 continue
@@ -43,7 +42,7 @@ def test_live_engine_on_real_music(musicnn):
 
 
 def test_file_analysis_on_real_music(musicnn):
-    fa = analyze_file(f"{MUSIC}/time_to_strike.mp3", musicnn, hop_s=9.0)
+    fa = analyze_file(f"{MUSIC_DIR}/time_to_strike.mp3", musicnn, hop_s=9.0)
     assert fa.duration_s == pytest.approx(324.6, abs=1)
     assert fa.top_label in ELECTRONIC and ELECTRONIC & set(list(fa.scores)[:3])
     start, end = fa.segment
@@ -54,7 +53,7 @@ def test_file_analysis_on_real_music(musicnn):
 def test_full_tag_set_reachable(musicnn):
     """allow=["*"] shows every tag of both taggers, e.g. moods and instruments."""
     with StreamEngine(musicnn, EngineConfig(allow=["*"], top_k=0), background=False) as e:
-        for block, rate in decode_blocks(f"{MUSIC}/frontiers.mp3", block_s=12):
+        for block, rate in decode_blocks(f"{MUSIC_DIR}/frontiers.mp3", block_s=12):
             e.feed(block, rate)
             break
         labels = set(e.latest.scores)

@@ -12,16 +12,14 @@ import time
 import numpy as np
 import pytest
 
-from server_support import (TRACKS, RawClient, ServerProcess, events_until_close, http_get, metric,
-                            music, needs_music, never_reads, pcm, poll, scrape, stream, wait_ready)
+from support.music import TRACKS, music, needs_music
+from support.polling import wait_for
+from support.server import (RawClient, ServerProcess, events_until_close, http_get, metric, never_reads, pcm, run_async,
+                            scrape, stream, wait_ready)
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.server]
 
 OUTCOMES = ("ended", "idle", "max_session", "shutdown", "error", "client_gone")
-
-
-def run_async(coro):
-    return asyncio.run(coro)
 
 
 def _deltas(before, after, name, label, values):
@@ -107,7 +105,7 @@ def test_churn_leaves_no_streams_fds_threads_or_memory_behind():
         warm = [(float(rng.uniform(0.0, 3.0)), e) for e in (0, 1, 2) * 20]
         plans = [(float(rng.uniform(0.0, 3.0)), int(rng.integers(3))) for _ in range(300)]
         run_async(_churn(srv, warm, data, 8))
-        assert poll(lambda: metric(scrape(srv), "genre_streams_active") == 0, 120)
+        assert wait_for(lambda: metric(scrape(srv), "genre_streams_active") == 0, 120, 0.1)
         time.sleep(1.0)
         before, (fds0, threads0, rss0) = scrape(srv), _resources(proc)
         run_async(_churn(srv, plans, data, 8))
@@ -119,7 +117,7 @@ def test_churn_leaves_no_streams_fds_threads_or_memory_behind():
                   and rss <= rss0 + 30e6)
             return (s, fds, threads, rss) if ok else None
 
-        got = poll(settled, 120, 0.5)
+        got = wait_for(settled, 120, 0.5)
         assert got, (_resources(proc), (fds0, threads0, rss0), scrape(srv))
         after = got[0]
         outcomes = _deltas(before, after, "genre_streams_total", "outcome", OUTCOMES)
@@ -145,7 +143,7 @@ def test_an_ended_stream_is_freed_by_reference_counting(monkeypatch):
     import weakref
 
     import uvicorn
-    from conftest import BandModel
+    from support.models import BandModel
 
     from ui.net import api
     from ui.net.settings import ServerSettings
@@ -169,9 +167,9 @@ def test_an_ended_stream_is_freed_by_reference_counting(monkeypatch):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        assert poll(lambda: server.started, timeout=60), "uvicorn did not start"
+        assert wait_for(lambda: server.started, timeout=60, step=0.1), "uvicorn did not start"
         port = server.servers[0].sockets[0].getsockname()[1]
-        assert poll(lambda: http_get(port, "/readyz")[0] == 200, timeout=60)
+        assert wait_for(lambda: http_get(port, "/readyz")[0] == 200, timeout=60, step=0.1)
         audio, sr = music(TRACKS[0], 40, 3.0)
         data = pcm(audio, sr, 16000, 1, "s16le")
         url = f"ws://127.0.0.1:{port}/v1/listen?sample_rate=16000&channels=1&format=s16le"
@@ -182,7 +180,7 @@ def test_an_ended_stream_is_freed_by_reference_counting(monkeypatch):
             assert run.close_code == 1000 and run.summary and run.results, (run.close_code, run.errors)
         assert len(alive) == 6
         # the server's side of a close may finish just after the client's
-        assert poll(lambda: not [r for r in alive if r() is not None], timeout=20), [r() for r in alive]
+        assert wait_for(lambda: not [r for r in alive if r() is not None], timeout=20, step=0.1), [r() for r in alive]
     finally:
         gc.enable()
         server.should_exit = True
@@ -204,7 +202,7 @@ QUERIES = [  # raw query strings: NaN, inf, negative, huge, repeated, unknown, b
     "sample_rate=%E2%82", "sample_rate=16000&%E2%82=1", "sample_rate=16000&window=%", "sample_rate=%%%",
     "sample_rate", "=16000", "sample_rate=16000&window=" + "9" * 5000,
     "sample_rate=16000&" + "k=v&" * 300, "sample_rate=16000&top_k=99999999999999999999",
-    "sample_rate=16000&smoothing=1e308",  # (outside EngineConfig.RANGES, refused by every face)
+    "sample_rate=16000&smoothing=1e308",  # (outside the settings table's span, refused by every face)
 ] + ["sample_rate=+16000", "sample_rate=16000&&&"]
 # accepted (a lenient number, empty pairs): ready, then a summary
 ACCEPTED = set(QUERIES[-2:])
@@ -264,7 +262,8 @@ def test_protocol_fuzz_gets_named_errors_and_documented_close_codes_only():
         good, queries, bins, floats, txt, over, over_text, way_over = run_async(everything())
         http = {path: http_get(srv.port, path)[0] for path in (
             "/metrics?%ZZ=1", "/readyz?%", "/healthz?token=%FF%FE", "/livez?x=%%%", "/v1/listen", "/nope%ZZ")}
-        after = poll(lambda: (lambda s: s if metric(s, "genre_streams_active") == 0 else None)(scrape(srv)), 60)
+        after = wait_for(lambda: (lambda s: s if metric(s, "genre_streams_active") == 0 else None)(scrape(srv)),
+                         60, 0.1)
     finally:
         srv.stop()
     # each bad query: one `error` naming the problem, then 1008; the lenient ones stream normally
@@ -353,11 +352,12 @@ def test_silent_trickling_and_non_reading_clients_end_as_documented_and_others_a
             return await asyncio.gather(*tasks)
 
         (silent_r, trickle_r, long_r, good) = run_async(everything())
-        after = poll(lambda: (lambda s: s if metric(s, "genre_results_dropped_total") > metric(
-            before, "genre_results_dropped_total") else None)(scrape(srv)), 60)
+        after = wait_for(lambda: (lambda s: s if metric(s, "genre_results_dropped_total") > metric(
+            before, "genre_results_dropped_total") else None)(scrape(srv)), 60, 0.1)
         stop.set()
         slow.join(60)
-        final = poll(lambda: (lambda s: s if metric(s, "genre_streams_active") == 0 else None)(scrape(srv)), 120)
+        final = wait_for(lambda: (lambda s: s if metric(s, "genre_streams_active") == 0 else None)(scrape(srv)),
+                         120, 0.1)
     finally:
         srv.stop()
     events, code = silent_r

@@ -3,6 +3,7 @@ real training step, and the student it shipped ("musicnn-room"): it loads, runs 
 as under torch, and keeps its family verdict through a room better than the original does."""
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import robust_chain as RC  # noqa: E402
-import robust_data as RD  # noqa: E402
-import train_robust as TR  # noqa: E402
+from stream.models.backends import onnxruntime_available
+from stream.models.musicnn import load_bundled
+from stream.models.musicnn.frontend import PATCH_SAMPLES, LogMel
+from stream.models.musicnn.model import TRAINED, WEIGHTS_DIR, load_tag_lists
+from tools import robust_chain as RC
+from tools import robust_data as RD
+from tools import robust_export as RE
+from tools import robust_loop as RL
+from tools import robust_targets as RT
+from tools import train_robust as TR
 
-from stream.models.musicnn.frontend import PATCH_SAMPLES, LogMel  # noqa: E402
-from stream.models.backends import onnxruntime_available  # noqa: E402
-from stream.models.musicnn import load_bundled  # noqa: E402
-from stream.models.musicnn.model import TRAINED, WEIGHTS_DIR  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+PRE_ROLL = RD.PRE_ROLL
 
 @pytest.fixture(scope="module")
 def banks():
@@ -31,7 +35,7 @@ def banks():
 def test_chain_is_deterministic_under_a_seed_and_keeps_length(banks):
     rirs, babble = banks
     chain = RC.Chain(rirs, babble, RC.ChainConfig(p_clean=0.0, p_codec=0.5))
-    x = RD.level(np.random.default_rng(0).standard_normal(TR.PRE_ROLL + PATCH_SAMPLES).astype(np.float32))
+    x = RD.level(np.random.default_rng(0).standard_normal(PRE_ROLL + PATCH_SAMPLES).astype(np.float32))
     outs = {}
     for seed in (3, 3, 4):
         y, what = chain(x, np.random.default_rng(seed))
@@ -42,7 +46,7 @@ def test_chain_is_deterministic_under_a_seed_and_keeps_length(banks):
     assert not np.array_equal(a, outs[4][0][0])
     assert not np.allclose(a, x, atol=1e-3)  # p_clean=0: something was applied
     # apply() cuts the pre-roll: the patch the model sees keeps its length
-    assert chain.apply(x, np.random.default_rng(3), TR.PRE_ROLL).shape == (PATCH_SAMPLES,)
+    assert chain.apply(x, np.random.default_rng(3), PRE_ROLL).shape == (PATCH_SAMPLES,)
 
 
 def test_chain_clean_draw_is_the_input_and_bad_input_is_refused(banks):
@@ -73,10 +77,10 @@ def test_simulated_room_has_the_asked_reverberation():
 def test_a_simulated_room_is_the_same_in_another_process():
     """The ray tracer's randomness is seeded from the chain's generator: two processes build
     the same room sample for sample (the training bank and bench/robust.py's rooms repeat)."""
-    code = ("import sys, numpy as np; sys.path.insert(0, %r); import robust_chain as RC; "
+    code = ("import sys, numpy as np; from tools import robust_chain as RC; "
             "h = RC.simulate_rir(np.random.default_rng(5), 0.8, (7.0, 5.0, 3.0)); "
-            "sys.stdout.buffer.write(h.tobytes())" % str(ROOT / "tools"))
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+            "sys.stdout.buffer.write(h.tobytes())")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, cwd=ROOT).stdout
             for _ in range(2)]
     a, b = (np.frombuffer(r, np.float32) for r in runs)
     assert len(a) > RC.RATE // 4 and np.array_equal(a, b)
@@ -88,7 +92,7 @@ def test_a_simulated_room_is_the_same_in_another_process():
 def test_export_to_checkpoint_layout_round_trips():
     """A student's weights written in the checkpoint's TF layout load back as the same function
     (the flipped channels and transposes undone exactly)."""
-    nets = TR.load_nets()
+    nets = RT.load_nets()
     net = nets["MTT_musicnn"]
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -96,7 +100,7 @@ def test_export_to_checkpoint_layout_round_trips():
             p.add_(0.01 * torch.randn(p.shape, generator=g))
     from safetensors.torch import load_file
 
-    tensors = TR.to_tf(net, load_file(str(WEIGHTS_DIR / "MTT_musicnn.safetensors")))
+    tensors = RE.to_tf(net, load_file(str(WEIGHTS_DIR / "MTT_musicnn.safetensors")))
     back = type(net)(tensors)
     x = torch.randn(3, 187, 96, generator=g) + 2
     with torch.inference_mode():
@@ -118,10 +122,10 @@ def real_patches(n: int, seed: int = 0) -> np.ndarray:
         tracks = validation_tracks(pkg)
         for k in range(n // 2):
             y = RD.load(tracks[int(rng.integers(len(tracks)))])
-            while len(y) < 16000 * 12 + TR.PRE_ROLL + PATCH_SAMPLES:  # a jingle: another track
+            while len(y) < 16000 * 12 + PRE_ROLL + PATCH_SAMPLES:  # a jingle: another track
                 y = RD.load(tracks[int(rng.integers(len(tracks)))])
-            s = int(rng.integers(16000 * 10, len(y) - TR.PRE_ROLL - PATCH_SAMPLES - 16000))
-            out.append(y[s:s + TR.PRE_ROLL + PATCH_SAMPLES])
+            s = int(rng.integers(16000 * 10, len(y) - PRE_ROLL - PATCH_SAMPLES - 16000))
+            out.append(y[s:s + PRE_ROLL + PATCH_SAMPLES])
     return np.stack(out).astype(np.float32)
 
 
@@ -131,28 +135,28 @@ def test_one_training_step_lowers_the_loss(banks, kind):
     (BCE on the teacher's probabilities, MSE on its logits, or the family-margin term alone)."""
     torch.manual_seed(0)
     audio = real_patches(4)
-    teachers = TR.load_nets()
+    teachers = RT.load_nets()
     frontend = LogMel().eval()
     with torch.no_grad():
-        clean = frontend(torch.from_numpy(audio[:, TR.PRE_ROLL:]))
+        clean = frontend(torch.from_numpy(audio[:, PRE_ROLL:]))
         target = {ck: torch.sigmoid(n(clean)) for ck, n in teachers.items()}
     chain = RC.Chain(*banks, RC.ChainConfig(p_clean=0.0, p_codec=0.0))
     rng = np.random.default_rng(0)
-    x = torch.from_numpy(np.stack([chain.apply(a, rng, TR.PRE_ROLL) for a in audio]))
+    x = torch.from_numpy(np.stack([chain.apply(a, rng, PRE_ROLL) for a in audio]))
     with torch.no_grad():
         mel = frontend(x)
-    students = {ck: TR.copy.deepcopy(n).train() for ck, n in teachers.items()}
+    students = {ck: copy.deepcopy(n).train() for ck, n in teachers.items()}
     opt = torch.optim.Adam([p for n in students.values() for p in n.parameters()], lr=1e-4)
 
-    cols = TR.family_columns(TR.load_tag_lists())
+    cols = RT.family_columns(load_tag_lists())
 
     def loss():
         if kind == "bce":
-            return sum(TR.bce_excess(n(mel), target[ck])[1] for ck, n in students.items())
+            return sum(RL.bce_excess(n(mel), target[ck])[1] for ck, n in students.items())
         if kind == "family":
-            margin = TR.family_margin({ck: torch.sigmoid(n(mel)) for ck, n in students.items()}, cols)
-            return TR.F.mse_loss(margin, TR.family_margin(target, cols))
-        return sum(TR.logit_mse(n(mel), target[ck]) for ck, n in students.items())
+            margin = RT.family_margin({ck: torch.sigmoid(n(mel)) for ck, n in students.items()}, cols)
+            return torch.nn.functional.mse_loss(margin, RT.family_margin(target, cols))
+        return sum(RL.logit_mse(n(mel), target[ck]) for ck, n in students.items())
 
     before = loss()
     opt.zero_grad()
@@ -168,18 +172,18 @@ def test_one_training_step_lowers_the_loss(banks, kind):
 def test_family_margin_is_the_bench_verdict_over_both_nets():
     """The margin is the best electronic-family tag minus the best acoustic one, over both nets
     (so its sign is bench/quality.py's family verdict), alike on numpy and torch."""
-    tags = TR.load_tag_lists()
-    cols = TR.family_columns(tags)
+    tags = load_tag_lists()
+    cols = RT.family_columns(tags)
     for ck, fam in cols.items():
         assert fam["electronic"] and fam["acoustic"], ck  # each net can vote for either family
-    probs = {ck: np.full((2, len(tags[ck.split("_")[0] + "_LABELS"])), 0.05) for ck in TR.NETS}
+    probs = {ck: np.full((2, len(tags[ck.split("_")[0] + "_LABELS"])), 0.05) for ck in RT.NETS}
     mtt, msd = probs["MTT_musicnn"], probs["MSD_musicnn"]
     mtt[0, cols["MTT_musicnn"]["acoustic"][0]] = 0.6  # row 0: an acoustic tag of one net wins
     msd[0, cols["MSD_musicnn"]["electronic"][0]] = 0.3
     msd[1, cols["MSD_musicnn"]["electronic"][-1]] = 0.9  # row 1: an electronic tag of the other
-    margin = TR.family_margin(probs, cols)
+    margin = RT.family_margin(probs, cols)
     assert np.allclose(margin, [0.3 - 0.6, 0.9 - 0.05])
-    as_torch = TR.family_margin({ck: torch.from_numpy(p) for ck, p in probs.items()}, cols)
+    as_torch = RT.family_margin({ck: torch.from_numpy(p) for ck, p in probs.items()}, cols)
     assert np.allclose(as_torch.numpy(), margin)
 
 
@@ -200,13 +204,13 @@ def test_blend_runs_from_teacher_to_student_and_missing_packages_are_named(tmp_p
     with nothing installed stops with the names to install, not numpy's empty-stack error."""
     t = {"w": torch.zeros(3), "n": torch.tensor([7])}
     s = {"w": torch.tensor([2.0, -4.0, 6.0]), "n": torch.tensor([7])}
-    assert torch.equal(TR.blend(t, s, 0.0)["w"], t["w"]) and torch.equal(TR.blend(t, s, 1.0)["w"], s["w"])
-    assert torch.equal(TR.blend(t, s, 0.5)["w"], torch.tensor([1.0, -2.0, 3.0]))
+    assert torch.equal(RE.blend(t, s, 0.0)["w"], t["w"]) and torch.equal(RE.blend(t, s, 1.0)["w"], s["w"])
+    assert torch.equal(RE.blend(t, s, 0.5)["w"], torch.tensor([1.0, -2.0, 3.0]))
     t2, s2 = {"w": torch.tensor([0.1, 374.385])}, {"w": torch.tensor([0.3, -0.7])}
-    assert torch.equal(TR.blend(t2, s2, 1.0)["w"], s2["w"])  # exactly: a re-export is the shipped weights
+    assert torch.equal(RE.blend(t2, s2, 1.0)["w"], s2["w"])  # exactly: a re-export is the shipped weights
     missing = RD.Package("no-such-music", "none", (str(tmp_path / "nothing" / "*.ogg"),))
     with pytest.raises(SystemExit, match="no-such-music"):
-        TR.prepare_patches(tmp_path, [missing], "t", 5.0, 2)
+        RD.prepare_patches(tmp_path, [missing], "t", 5.0, 2)
 
 
 @pytest.mark.skipif(not onnxruntime_available()[0], reason="onnxruntime/onnx not installed")
@@ -217,9 +221,9 @@ def test_shipped_room_model_loads_and_runs_under_onnxruntime_as_under_torch(monk
     monkeypatch.delenv("STREAM_BACKEND", raising=False)
     monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
     ref = load_bundled("musicnn-room", backend="torch")
-    fast = load_bundled("musicnn-room")
+    fast = load_bundled("musicnn-room", backend="onnxruntime")  # (auto may pick bf16: test_precision.py)
     assert fast.backend == "onnxruntime", fast.kernels["MTT_musicnn"].reason
-    x = np.stack([p[TR.PRE_ROLL:] for p in real_patches(4, seed=3)])
+    x = np.stack([p[PRE_ROLL:] for p in real_patches(4, seed=3)])
     assert np.abs(fast.predict(x) - ref.predict(x)).max() <= 1e-4  # the load-time self-check's tolerance
     original = load_bundled("musicnn-original", backend="torch")
     assert ref.labels == original.labels
@@ -230,7 +234,7 @@ def family_is_electronic(model, windows: np.ndarray) -> np.ndarray:
     """bench/quality.py's verdict on each window: best electronic-family tag beats the best acoustic one."""
     p = model.predict(windows)
     best = {f: p[:, [i for i, t in enumerate(model.labels) if t in members]].max(1)
-            for f, members in TR.Q.FAMILIES.items()}
+            for f, members in RD.FAMILIES.items()}
     return best["electronic"] > best["acoustic"]
 
 
@@ -241,8 +245,8 @@ def validation_excerpts(per_package: int = 5, per_track: int = 8) -> np.ndarray:
         tracks = validation_tracks(pkg)
         for t in tracks[:: max(1, len(tracks) // per_package)][:per_package]:
             y = RD.load(t)
-            starts = range(16000 * 10, len(y) - TR.PRE_ROLL - PATCH_SAMPLES, 16000 * 15)
-            out += [y[s:s + TR.PRE_ROLL + PATCH_SAMPLES] for s in list(starts)[:per_track]]
+            starts = range(16000 * 10, len(y) - PRE_ROLL - PATCH_SAMPLES, 16000 * 15)
+            out += [y[s:s + PRE_ROLL + PATCH_SAMPLES] for s in list(starts)[:per_track]]
     return np.stack(out).astype(np.float32)
 
 
@@ -253,8 +257,8 @@ def test_room_model_keeps_its_family_through_a_room_more_often_than_the_original
     chain = RC.Chain(RC.rir_bank(8, seed=5000), RC.babble_bank(3, seed=5001, seconds=4.0, talkers=(3, 5)),
                      RC.ChainConfig(p_clean=0.0))
     audio = validation_excerpts()
-    clean = audio[:, TR.PRE_ROLL:]
-    degraded = np.stack([chain.apply(x, np.random.default_rng(100 + i), TR.PRE_ROLL) for i, x in enumerate(audio)])
+    clean = audio[:, PRE_ROLL:]
+    degraded = np.stack([chain.apply(x, np.random.default_rng(100 + i), PRE_ROLL) for i, x in enumerate(audio)])
     kept = {}
     for spec in ("musicnn-original", "musicnn-room"):
         m = load_bundled(spec, backend="torch")
@@ -265,13 +269,132 @@ def test_room_model_keeps_its_family_through_a_room_more_often_than_the_original
 def test_front_lr_scales_only_the_front_convolutions_of_the_layers_trained():
     """--front-lr: the timbral and temporal convolutions learn at that share of --lr, the rest at
     --lr; layers not trained get no group and no gradient."""
-    nets = list(TR.load_nets().values())
-    groups = TR.param_groups(nets, "all", 1e-4, 0.1)
+    nets = list(RT.load_nets().values())
+    groups = RL.param_groups(nets, "all", 1e-4, 0.1)
     front = {id(p) for n in nets for name, p in n.named_parameters() if name.startswith(("timbral", "temporal"))}
     assert [g["lr"] for g in groups] == [pytest.approx(1e-5), 1e-4]
     assert {id(p) for p in groups[0]["params"]} == front
     assert not front & {id(p) for p in groups[1]["params"]}
     assert sum(len(g["params"]) for g in groups) == sum(1 for n in nets for _ in n.parameters())
-    groups = TR.param_groups(nets, "mid+back", 1e-4, 0.1)
+    groups = RL.param_groups(nets, "mid+back", 1e-4, 0.1)
     assert len(groups) == 1 and groups[0]["lr"] == 1e-4 and not front & {id(p) for p in groups[0]["params"]}
     assert not any(p.requires_grad for n in nets for name, p in n.named_parameters() if id(p) in front)
+
+
+# ---- track-level targets and the loop (issue: beyond the teacher) ------------------------------
+
+def fake_teacher(packages: list[str], tracks: list[str], seed: int = 0):
+    rng = np.random.default_rng(seed)
+    tags = load_tag_lists()
+    probs = {ck: rng.uniform(0.01, 0.9, (len(tracks), len(tags[ck.split("_")[0] + "_LABELS"]))).astype(np.float32)
+             for ck in RT.NETS}
+    return probs, {"package": np.array(packages), "track": np.array(tracks)}, RT.family_columns(tags)
+
+
+def test_track_targets_mix_the_track_mean_deterministically_and_refuse_validation_packages():
+    train = RD.TRAIN[0].name
+    probs, patches, cols = fake_teacher([train] * 5 + [RD.TRAIN[1].name] * 3, list("aaaaabbb"))
+    t1, m1 = RT.track_targets(probs, patches, cols, mix=0.7)
+    t2, m2 = RT.track_targets(probs, patches, cols, mix=0.7)
+    assert all(np.array_equal(t1[ck], t2[ck]) for ck in RT.NETS) and np.array_equal(m1, m2)
+    p = probs["MTT_musicnn"]
+    assert np.allclose(t1["MTT_musicnn"][1], 0.7 * p[:5].mean(0) + 0.3 * p[1], atol=1e-6)
+    assert np.allclose(t1["MTT_musicnn"][6], 0.7 * p[5:].mean(0) + 0.3 * p[6], atol=1e-6)  # its own track only
+    assert len(set(m1[:5].tolist())) == 1 and m1[0] != m1[5]  # one family margin per track
+    near, _ = RT.track_targets(probs, patches, cols, mix=1.0, context=1)  # +-1 patch of the same track
+    assert np.allclose(near["MTT_musicnn"][2], p[1:4].mean(0), atol=1e-6)
+    assert np.allclose(near["MTT_musicnn"][5], p[5:7].mean(0), atol=1e-6)
+    held = RD.VALIDATION[0].name
+    probs, patches, cols = fake_teacher([train, held], ["a", "b"])
+    with pytest.raises(ValueError, match=f"validation packages \\({held}\\)"):
+        RT.track_targets(probs, patches, cols)
+
+
+def tiny_run(tmp_path, banks, **cfg):
+    """A real Trainer on 6 real patches (validation recordings standing in for a training package)."""
+    audio = real_patches(6, seed=1)
+    teacher = {ck: n.eval() for ck, n in RT.load_nets().items()}
+    frontend = LogMel().eval()
+    tags = load_tag_lists()
+    patches = {"audio": audio.astype(np.float16), "package": np.array(["tiny"] * 6), "track": np.array(list("aaabbb"))}
+    probs = {ck: torch.sigmoid(v).numpy() for ck, v in RT.logits_of(teacher, frontend, audio[:, PRE_ROLL:]).items()}
+    targets, margin = RT.track_targets(probs, patches, RT.family_columns(tags))
+    chain = RC.Chain(*banks, RC.ChainConfig(p_clean=0.0, p_codec=0.0, p_hiss=0.5))
+    data = RL.Data(patches["audio"], np.ones(6), targets, margin, chain)
+    clean = audio[:, PRE_ROLL:]
+    val = RL.Validation(clean, clean, margin > 0, RT.top_genre(probs, tags))
+    config = RL.LoopConfig(**{"batch": 4, "clean_items": 2, "eval_every": 1, "warmup": 1, **cfg})
+    return RL.Trainer(teacher, frontend, data, val, tags, config, tmp_path / "run")
+
+
+def test_one_trainer_step_on_track_targets_lowers_the_loss_and_a_run_resumes(tmp_path, banks):
+    tr = tiny_run(tmp_path, banks, p_mask=0.0, dropout=0.0, p_mix=0.0, lr=3e-4, steps=4)
+    batch = next(iter(RL.Batches(tr.data.audio, tr.data.weights, (tr.data.margin > 0).astype(np.int8),
+                                 tr.data.chain, tr.cfg, 0)))
+    _, idx, partner, lam, x, clean = batch
+    targets, margin = RL.batch_targets(tr.data.targets, tr.data.margin, idx, partner, lam)
+
+    def loss():
+        with torch.no_grad():
+            return float(RL.distill_loss(tr.students, tr.frontend(x), targets, margin, tr.cols, 20.0))
+
+    before = loss()
+    tr.train_step(idx, partner, lam, x, clean)
+    assert before > 0 and loss() < before * 0.98, (before, loss())
+    best = tr.run(stop_after=2)  # the loop: two steps, a snapshot and a checkpoint at each
+    assert best is not None and (tmp_path / "run" / "ema-000002.pt").exists()
+    again = tiny_run(tmp_path, banks, p_mask=0.0, dropout=0.0, p_mix=0.0, lr=3e-4, steps=4)
+    assert again.step == 2 and again.best["step"] == best["step"]
+
+
+def test_student_noise_masks_mixes_within_a_family_and_drops_out_only_in_training(banks):
+    gen = torch.Generator().manual_seed(0)
+    mel = torch.rand(8, 187, 96) + 1
+    masked = RL.spec_mask(mel, gen, p=1.0)
+    assert masked.shape == mel.shape and (masked != mel).any(dim=(1, 2)).float().mean() > 0.5
+    assert torch.equal(RL.spec_mask(mel, gen, p=0.0), mel)
+    family = np.array([0, 0, 0, 1, 1, 1], np.int8)
+    audio = np.random.default_rng(0).standard_normal((6, PRE_ROLL + PATCH_SAMPLES)).astype(np.float16)
+    cfg = RL.LoopConfig(batch=6, clean_items=0, p_mix=1.0, steps=3)
+    chain = RC.Chain(*banks, RC.ChainConfig(p_clean=1.0))
+    for _, idx, partner, lam, _, _ in RL.Batches(audio, np.ones(6), family, chain, cfg, 0):
+        assert np.array_equal(family[idx.numpy()], family[partner.numpy()])
+        assert ((lam >= 0.3) & (lam <= 0.7)).all()
+    net = RT.load_nets()["MTT_musicnn"]
+    RL.add_dropout(net, 0.5)
+    x = torch.rand(2, 187, 96) + 1
+    with torch.no_grad():
+        net.eval()
+        assert torch.equal(net(x), net(x))
+        net.train()
+        assert not torch.equal(net(x), net(x))
+
+
+def test_hiss_is_white_noise_under_the_room_and_the_chain_draws_it():
+    """The hiss condition is the room condition's reverb with white instead of pink noise (more
+    energy above 4 kHz); the chain's hiss draw says so and always puts a room in front."""
+    x = RD.level(np.random.default_rng(0).standard_normal(RC.RATE * 2).astype(np.float32) * 0.0 +
+                 np.sin(np.arange(RC.RATE * 2) * 2 * np.pi * 220 / RC.RATE).astype(np.float32))
+    room, hiss = (RC.condition(c, x, seed=3) for c in ("room", "hiss"))
+    hf = lambda y: np.abs(np.fft.rfft(y))[len(y) // 4:].sum()  # noqa: E731  (4-8 kHz)
+    assert hf(hiss) > 2 * hf(room)
+    chain = RC.Chain(RC.rir_bank(2, seed=1), [np.ones(100, np.float32)], RC.ChainConfig(p_clean=0.0, p_hiss=1.0))
+    _, what = chain(np.resize(x, PRE_ROLL + PATCH_SAMPLES), np.random.default_rng(0))
+    assert what.startswith("room, hiss@") and 5 <= int(what.split("@")[1].split("dB")[0]) <= 15, what
+
+
+def test_recorded_bank_is_deterministic_unit_level_and_empty_without_recordings(tmp_path):
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        sf.write(tmp_path / f"s{k}.wav", (rng.standard_normal(RC.RATE) * 0.1 * (k + 1)).astype(np.float32), RC.RATE)
+    pkg = RD.Package("some-sounds", "none", (str(tmp_path / "*.wav"),))
+    a, b = RD.recorded_bank([pkg], n=3, seconds=2.0, seed=4), RD.recorded_bank([pkg], n=3, seconds=2.0, seed=4)
+    assert len(a) == 3 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(len(x) == 2 * RC.RATE and abs(RC.rms(x) - 1) < 1e-3 for x in a)
+    assert RD.recorded_bank([RD.Package("none", "none", (str(tmp_path / "*.ogg"),))]) == []
+    chain = RC.Chain(RC.rir_bank(1, seed=1), [np.ones(100, np.float32)], RC.ChainConfig(p_clean=0.0, p_noise=1.0),
+                     recorded=a)
+    kinds = {chain(np.ones(PRE_ROLL + PATCH_SAMPLES, np.float32), np.random.default_rng(s))[1] for s in range(40)}
+    assert any("recorded" in k for k in kinds)

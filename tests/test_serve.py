@@ -16,6 +16,8 @@ ray = pytest.importorskip("ray", reason="Ray Serve is optional: pip install -r r
 
 from stream.models.remote import RemoteModel, RemoteModelError  # noqa: E402
 
+pytestmark = pytest.mark.ray
+
 TESTS = Path(__file__).resolve().parent
 CHILD_TIMEOUT_S = 1500
 
@@ -46,7 +48,7 @@ def test_serve_cases_in_a_pytest_process_of_their_own():
            "PYTHONFAULTHANDLER": "1"}
     try:
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", "-p",
-                            "ray_child_plugin", str(TESTS / "serve_cases.py")], cwd=TESTS.parent, env=env,
+                            "support.ray_child", str(TESTS / "serve_cases.py")], cwd=TESTS.parent, env=env,
                            capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:  # the child hung: show what it had printed
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""

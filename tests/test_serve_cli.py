@@ -12,6 +12,9 @@ import time
 import pytest
 
 pytest.importorskip("ray", reason="Ray Serve is optional: pip install -r requirements-serve.txt")
+pytestmark = pytest.mark.ray
+
+from harness.proc import free_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT = """
@@ -100,19 +103,13 @@ def test_a_local_ray_tolerates_a_slow_proxy_start(monkeypatch, start):
     assert seen["RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"] == "7"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 EDGE = "from stream import load_model\nload_model('ray://genre@127.0.0.1:%d')"
 TOKEN = "5e1f0a2b3c4d5e6f7a8b9c0d1e2f3a4b"
 
 
 def test_an_edge_without_the_clusters_token_is_told_so(tmp_path):
     """A head with token authentication (RAY_AUTH_MODE=token), edges run as other users (other HOMEs)."""
-    port = _free_port()
+    port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
     homes = {name: tmp_path / name for name in ("head", "edge", "edge-with-file")}
     for home in homes.values():

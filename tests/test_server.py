@@ -14,9 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from pulse_support import PACKAGES, PulseServer, missing_tools
-from server_support import (CLIENTS, MUSIC_DIR, ROOT, TRACKS, ServerProcess, eight_clients, events_until_close, music,
-                            music_wav_file, needs_music, parse_json_lines, pcm, run_async, stream)
+from support.pulse import PACKAGES, PulseServer, missing_tools
+from support.music import MUSIC_DIR, TRACKS, music, music_wav_file, needs_music
+from support.server import (CLIENTS, ROOT, ServerProcess, eight_clients, events_until_close, parse_json_lines, pcm,
+                            run_async, served, stream)
 
 CLI = str(ROOT / "cli_listen.py")
 TOKEN = "s3cret-token"
@@ -25,25 +26,21 @@ KIOSK = "http://kiosk.example"
 PLAUSIBLE = {"electronic", "techno", "electronica", "electro", "dance", "house", "experimental", "ambient",
              "chillout", "industrial", "new age", "trance"}
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.server]
 
 
 @pytest.fixture(scope="module")
 def server():
-    srv = ServerProcess("--send-queue", "8").wait_ready()
-    yield srv
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
+    with served("--send-queue", "8") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def strict():
     """Token, origin allow-list, 2 streams at most, 2 s idle timeout."""
-    srv = ServerProcess("--token", TOKEN, "--allow-origin", KIOSK, "--max-streams", "2", "--idle-timeout", "2",
-                        "--hop", "0.5", "--log-level", "info").wait_ready()
-    yield srv
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
+    with served("--token", TOKEN, "--allow-origin", KIOSK, "--max-streams", "2", "--idle-timeout", "2", "--hop", "0.5",
+                "--log-level", "info") as srv:
+        yield srv
 
 
 def bearer(token=TOKEN):

@@ -2,30 +2,22 @@
 ingress in front of a batched model deployment (a real local Ray, real WebSocket clients)."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 pytest.importorskip("ray", reason="Ray Serve is optional: pip install '.[serve]'")
 
-from server_support import TRACKS, ServerProcess, eight_clients, needs_music  # noqa: E402
+from harness.proc import free_port  # noqa: E402
+from support.music import TRACKS, needs_music  # noqa: E402
+from support.server import eight_clients, served  # noqa: E402
 
-pytestmark = needs_music
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = [needs_music, pytest.mark.server, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")
 def ray_server():
-    srv = ServerProcess("--ray", "--replicas", "2", port=free_port()).wait_ready(timeout=300)
-    yield srv
-    srv.stop()
+    with served("--ray", "--replicas", "2", port=free_port(), timeout=300) as srv:
+        yield srv
     assert srv.proc.returncode == 0, srv.log
-    assert "Traceback" not in srv.log, srv.log
 
 
 def test_eight_concurrent_clients_through_ray_get_their_own_results(ray_server):
@@ -39,7 +31,8 @@ def test_kiosk_screen_and_watchers_through_ray(ray_server):
     import json
     import urllib.request
 
-    from server_support import music, pcm, stream
+    from support.music import music
+    from support.server import pcm, stream
     from websockets.asyncio.client import connect
 
     with urllib.request.urlopen(f"http://127.0.0.1:{ray_server.port}/", timeout=60) as r:
@@ -66,7 +59,7 @@ def test_ray_option_without_ray_says_how_to_install(tmp_path):
     import subprocess
     import sys
 
-    from server_support import ROOT
+    from support.server import ROOT
 
     code = "import sys\nsys.modules['ray'] = None\nfrom ui.net.cli import main\nsys.exit(main(['--ray', '--model', 'musicnn']))"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

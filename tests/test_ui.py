@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from stream.config import RANGES
 from stream.engine import EngineConfig, EngineStats, Result, SessionSummary
 from ui import options, report
 
@@ -18,15 +19,16 @@ def parse(argv, ranges=None):
     return args, options.problems(args, *given)
 
 
-def test_help_comes_from_engine_config_docs():
+def test_help_comes_from_the_settings_table():
+    from stream.config import FACE_SETTINGS
+
     p = argparse.ArgumentParser()
     options.add_engine_flags(p)
-    text = p.format_help()
-    assert "seconds of audio per classification" in text  # EngineConfig.window_s
-    assert "EMA time constant in seconds (0 = off)" in text
-    assert "(default: the model's" not in text  # the flag states its default once
-    for name in ("window_s", "hop_s", "smoothing_s", "top_k"):
-        assert options.field_help(name) != name, name
+    text = " ".join(p.format_help().split())
+    for s in FACE_SETTINGS:
+        assert " ".join(options.flag_help(s.key).split()) in text, s.key
+        assert options.flag_help(s.key).startswith(s.help)
+    assert "seconds of audio per classification" in text and "(default: the model's" not in text
 
 
 def test_defaults_are_engine_config_defaults():
@@ -73,7 +75,7 @@ def test_ranges_are_enforced_only_when_given():
     assert "0 = all" in p.format_help() and "0-10" in p.format_help() and "3-30" in p.format_help()
 
 
-# The one set of ranges (EngineConfig.RANGES), and (value, accepted) for each setting: its edges and beyond
+# The one set of ranges (stream.config.SETTINGS' spans), and (value, accepted) for each setting: its edges and beyond
 SPANS = {"window": (3, 30), "hop": (0.25, 5), "smoothing": (0, 20), "top_k": (0, 10)}
 EDGES = {"window": [(1, False), (3, True), (30, True), (100, False)],
          "hop": [(0.1, False), (0.25, True), (5, True), (30, False)],
@@ -125,7 +127,7 @@ def test_every_front_end_accepts_the_same_ranges(name, capsys):
         if not ok:
             assert f"{name}={value:g} is out of range; accepted: {lo:g}..{hi:g}" in refused, refused
     # ... and the page's sliders span the same range (ui/web/page.py builds them from it)
-    assert options.RANGES[name] == SPANS[name] == EngineConfig.RANGES[name if name == "top_k" else f"{name}_s"]
+    assert options.RANGES[name] == SPANS[name] == RANGES[name if name == "top_k" else f"{name}_s"]
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "abc"])

@@ -12,28 +12,25 @@ from urllib.parse import urlencode
 
 import pytest
 
-from server_support import TRACKS, ServerProcess, events_until_close, music, needs_music, pcm, stream
+from support.music import TRACKS, music, needs_music
+from support.server import events_until_close, pcm, served, stream
 
 TOKEN = "watch-token"
 KIOSK = "http://kiosk.example"
 
-pytestmark = needs_music
+pytestmark = [needs_music, pytest.mark.server]
 
 
 @pytest.fixture(scope="module")
 def server():
-    srv = ServerProcess("--hop", "1", "--max-watchers", "3", "--max-watchers-per-name", "2").wait_ready()
-    yield srv
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
+    with served("--hop", "1", "--max-watchers", "3", "--max-watchers-per-name", "2") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def strict():
-    srv = ServerProcess("--token", TOKEN, "--allow-origin", KIOSK).wait_ready()
-    yield srv
-    srv.stop()
-    assert "Traceback" not in srv.log, srv.log
+    with served("--token", TOKEN, "--allow-origin", KIOSK) as srv:
+        yield srv
 
 
 def watch_url(srv, **q) -> str:

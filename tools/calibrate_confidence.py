@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fit the headline's confidence: the chance that the genre shown equals the track's genre.
 
-    python tools/calibrate_confidence.py [--model musicnn] [--cache DIR]
+    python -m tools.calibrate_confidence [--model musicnn] [--cache DIR]
 
 No labels: the "track's genre" is the teacher's verdict aggregated over the whole track (the
 mean of its raw genre scores over every window of the track), the target the robust models
@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 PACKAGES = {"asc-music": "/usr/share/games/asc/music/*.mp3",
             "wesnoth-1.16-music": "/usr/share/games/wesnoth/1.16/data/core/music/*.ogg"}

@@ -6,8 +6,11 @@
 - a room: an impulse response from a bank simulated by pyroomacoustics (shoebox rooms of
   random size, absorption and source/mic positions; image sources to order 3 plus ray
   tracing for the late tail, so long RT60s have a real diffuse tail; RT60 0.2-1.2 s);
-- a background at 0-20 dB SNR: pink, brown or white noise, mains hum with harmonics, or
-  babble (several espeak-ng voices reading different text at once), or two of them;
+- a background at 0-20 dB SNR: pink, brown or white noise, mains hum with harmonics,
+  babble (several espeak-ng voices reading different text at once), or a recorded sound
+  (ambiences and voices from game packages, `recorded=`), or two of them;
+- or, with `p_hiss`, broadband hiss: white noise 5-15 dB below the music under a room's
+  diffuse tail (the condition the first student gained nothing on);
 - a device: high-pass 100-400 Hz (a small mic's bass cut), low-pass 4-16 kHz (at 16 kHz
   only cut-offs under 7.6 kHz do anything), a gain of -12..+12 dB, soft clipping, and
   sometimes a low-bit-rate codec pass through ffmpeg (MP3 or Opus);
@@ -17,7 +20,7 @@ reverb needs the audio before the patch (its tail): callers pass `pre_roll` extr
 in front and cut them off afterwards (`apply(..., pre_roll=n)` does that).
 
 Every draw comes from the numpy Generator passed in: the same seed gives the same output.
-Also `condition(...)`: the fixed conditions bench/robust.py measures (room, café, laptop).
+Also `condition(...)`: the fixed conditions bench/robust.py measures (room, café, laptop, hiss).
 """
 from __future__ import annotations
 
@@ -44,6 +47,8 @@ class ChainConfig:
     p_clip: float = 0.3
     p_codec: float = 0.1
     gain_db: tuple[float, float] = (-12.0, 12.0)
+    p_hiss: float = 0.0  # room + white noise at hiss_snr_db instead of the background draw
+    hiss_snr_db: tuple[float, float] = (5.0, 15.0)
 
 
 # ---- banks (precomputed once, cached by the caller) ------------------------------------
@@ -209,21 +214,23 @@ class Chain:
     every draw comes from the Generator passed to `__call__`."""
 
     def __init__(self, rirs: list[np.ndarray], babble: list[np.ndarray], config: ChainConfig = ChainConfig(),
-                 use_codec: bool = True) -> None:
+                 use_codec: bool = True, recorded: list[np.ndarray] | None = None) -> None:
         if not rirs or not babble:
             raise ValueError("the chain needs a non-empty RIR bank and babble bank")
         self.rirs, self.babble, self.config = rirs, babble, config
+        self.recorded = [r for r in (recorded or []) if len(r)]
         self.use_codec = use_codec and shutil.which("ffmpeg") is not None
 
     def _noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-        kinds = ("pink", "brown", "white", "babble", "hum")
-        picks = rng.choice(len(kinds), size=1 + int(rng.random() < 0.25), replace=False,
-                           p=[0.25, 0.15, 0.1, 0.4, 0.1])
+        kinds = ("pink", "brown", "white", "babble", "hum", "recorded")
+        p = np.array([0.25, 0.15, 0.1, 0.4, 0.1, 0.4 if self.recorded else 0.0])
+        picks = rng.choice(len(kinds), size=1 + int(rng.random() < 0.25), replace=False, p=p / p.sum())
         total = np.zeros(n, np.float32)
         for k in picks:
             kind = kinds[k]
-            if kind == "babble":
-                clip = self.babble[rng.integers(len(self.babble))]
+            if kind in ("babble", "recorded"):
+                bank = self.babble if kind == "babble" else self.recorded
+                clip = bank[rng.integers(len(bank))]
                 reps = -(-n // len(clip)) + 1
                 start = int(rng.integers(len(clip)))
                 y = np.tile(clip, reps)[start:start + n]
@@ -244,10 +251,15 @@ class Chain:
             return x.copy(), "clean"
         steps = []
         y = x
-        if rng.random() < c.p_room:
+        hiss = rng.random() < c.p_hiss
+        if hiss or rng.random() < c.p_room:
             y = reverb(y, self.rirs[rng.integers(len(self.rirs))])
             steps.append("room")
-        if rng.random() < c.p_noise:
+        if hiss:
+            snr = rng.uniform(*c.hiss_snr_db)
+            y = add_at_snr(y, coloured_noise(len(y), rng, 0.0), snr)
+            steps.append(f"hiss@{snr:.0f}dB")
+        elif rng.random() < c.p_noise:
             noise, kind = self._noise(len(y), rng)
             snr = rng.uniform(*c.snr_db)
             y = add_at_snr(y, noise, snr)
@@ -279,21 +291,22 @@ class Chain:
 
 # ---- fixed conditions for the benchmark ----------------------------------------------------
 
-CONDITIONS = ("clean", "room", "cafe", "laptop")
+CONDITIONS = ("clean", "room", "cafe", "laptop", "hiss")
 
 
 def condition(name: str, x: np.ndarray, seed: int, babble: list[np.ndarray] | None = None) -> np.ndarray:
     """A long mono 16 kHz signal as heard in one fixed condition (bench/robust.py):
     room   = RT60 0.5 s (a 7x5x3 m room) + pink noise 10 dB below the music;
     cafe   = RT60 0.8 s (12x9x3.5 m) + babble 5 dB below the music;
-    laptop = band-pass 250 Hz-6 kHz, soft clipping, a small room (RT60 0.3 s, 4x3x2.5 m), pink 15 dB."""
+    laptop = band-pass 250 Hz-6 kHz, soft clipping, a small room (RT60 0.3 s, 4x3x2.5 m), pink 15 dB;
+    hiss   = the room's RT60 0.5 s (7x5x3 m) + white noise 10 dB below the music."""
     rng = np.random.default_rng(seed)
     x = np.asarray(x, dtype=np.float32)
     if name == "clean":
         return x.copy()
-    if name == "room":
+    if name in ("room", "hiss"):
         y = reverb(x, simulate_rir(rng, 0.5, (7.0, 5.0, 3.0)))
-        return add_at_snr(y, coloured_noise(len(y), rng, 1.0), 10.0)
+        return add_at_snr(y, coloured_noise(len(y), rng, 1.0 if name == "room" else 0.0), 10.0)
     if name == "cafe":
         if not babble:
             raise ValueError("the cafe condition needs a babble bank")
@@ -306,3 +319,19 @@ def condition(name: str, x: np.ndarray, seed: int, babble: list[np.ndarray] | No
         y = add_at_snr(y, coloured_noise(len(y), rng, 1.0), 15.0)
         return soft_clip(band(y, 250.0, 6000.0), 6.0)
     raise ValueError(f"unknown condition {name!r}; use one of {', '.join(CONDITIONS)}")
+
+
+def cached_banks(cache, seed: int, n_rirs: int, n_babble: int) -> tuple[list, list]:
+    """A RIR bank and a babble bank drawn from `seed`, made once and kept under `cache`."""
+    import time
+
+    path = os.path.join(cache, f"banks-{seed}-{n_rirs}-{n_babble}.npz")
+    if os.path.exists(path):
+        d = np.load(path, allow_pickle=True)
+        # equal-length clips come back as one 2-D object array: make each a float32 vector again
+        return [np.asarray(h, np.float32) for h in d["rirs"]], [np.asarray(b, np.float32) for b in d["babble"]]
+    t = time.time()
+    rirs, babble = rir_bank(n_rirs, seed), babble_bank(n_babble, seed + 1)
+    print(f"  banks: {n_rirs} rooms, {n_babble} babble clips in {time.time() - t:.0f} s", flush=True)
+    np.savez(path, rirs=np.array(rirs, dtype=object), babble=np.array(babble, dtype=object))
+    return rirs, babble

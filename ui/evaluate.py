@@ -15,13 +15,19 @@ Live vs file: each file is also streamed through the live engine (default settin
 chunks) and the readout it ends on is compared with the file's verdict: "does the live
 readout match what the whole file says?" (--no-live halves the time).
 
-Label mapping. The folders' names need not be the model's labels. `--map FILE` maps model
-labels to folder genres, one ``model label = folder genre`` per line (``#`` comments; several
-labels may map to one genre); the prediction is then the folder genre whose mapped labels
-score highest, and labels without a mapping are ignored (a tagger's "female vocalists" does
-not compete). Without --map, labels that equal a folder name (case, spaces, "-" and "_"
-ignored: "hip-hop" = "hiphop") map to it. `--map musicnn-gtzan` is a ready mapping of the
-bundled tagger's genre tags to the ten GTZAN folders.
+Levels. Folders named after the model's genres (the page's headline: Electronic/, Rock/,
+"Folk & Country"/) are scored at the genre level: a file's verdict is its leading genre among
+all the model's genres. Folders named after its labels (techno/, opera/) are scored at the
+style level, among all its labels. Case, spaces, "-" and "_" do not matter ("Hip-Hop" = "hip
+hop"). The report says which level it used, and warns about folders that match neither (their
+files can only count wrong). A verdict with no folder of its own counts wrong.
+
+Label mapping. `--map FILE` maps model labels to folder genres instead, one ``model label =
+folder genre`` per line (``#`` comments; several labels may map to one genre); the prediction
+is then the folder genre whose mapped labels score highest, and labels without a mapping are
+ignored (a tagger's "female vocalists" does not compete): only the folders' genres compete,
+and the report says it is that N-way comparison. `--map musicnn-gtzan` is a ready mapping of
+the bundled tagger's genre tags to the ten GTZAN folders.
 """
 from __future__ import annotations
 
@@ -35,8 +41,9 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from stream.errors import ModelLoadError
-from stream.evaluate import BUILTIN_MAPS, FileResult, confusion, find_files, score_folder
+from stream.evaluate import BUILTIN_MAPS, FileResult, Scoring, confusion, find_files, score_folder
 from stream.models import load_model
+from ui.options import add_model_flag
 
 
 def file_lines(results: list[FileResult], live: bool, root=None) -> list[str]:
@@ -61,19 +68,24 @@ def file_lines(results: list[FileResult], live: bool, root=None) -> list[str]:
     return lines
 
 
-def format_report(results: list[FileResult], genres: list[str], live: bool, root=None) -> str:
-    """Every file's verdict (`file_lines`), then accuracy, per-genre recall, the confusion
-    matrix, live agreement and time per file."""
+def format_report(results: list[FileResult], genres: list[str], live: bool, root=None,
+                  scoring: Scoring | None = None) -> str:
+    """How the folders were scored (`Scoring.describe`, its warnings), every file's verdict
+    (`file_lines`), then accuracy, per-genre recall, the confusion matrix, live agreement and
+    time per file."""
     m = confusion(results, genres)
     n = len(results)
     correct = int(np.trace(m[:, :len(genres)]))
-    lines = file_lines(results, live, root) + [""]
-    lines += [f"accuracy: {correct}/{n} = {100 * correct / n:.1f} %", "", "per-genre recall:"]
+    lines = [] if scoring is None else [scoring.describe()] + [f"warning: {w}" for w in scoring.warnings()] + [""]
+    lines += file_lines(results, live, root) + [""]
+    way = "" if scoring is None else (f" ({len(scoring.classes)}-way, {scoring.level} level)" if scoring.level != "map"
+                                      else f" ({len(scoring.classes)}-way among the folders only: not genre accuracy)")
+    lines += [f"accuracy: {correct}/{n} = {100 * correct / n:.1f} %{way}", "", "per-genre recall:"]
     for i, g in enumerate(genres):
         tot = int(m[i].sum())
         lines.append(f"  {g:<14} {int(m[i, i])}/{tot} = {100 * m[i, i] / tot:.1f} %" if tot else f"  {g:<14} -")
     lines += ["", "confusion matrix (rows: true genre, columns: predicted):"]
-    heads = genres + (["(none)"] if m[:, -1].any() else [])
+    heads = genres + (["(other)"] if m[:, -1].any() else [])
     w = max(8, max(len(g) for g in genres))
     cw = [max(5, len(h)) for h in heads]
     lines.append(" " * (w + 2) + " ".join(f"{h:>{c}}" for h, c in zip(heads, cw)))
@@ -124,7 +136,7 @@ def save_png(path: Path, m: np.ndarray, genres: list[str]) -> PngLayout:
     # inside: Pillow is no declared dependency (Gradio brings it); only --out needs it
     from PIL import Image, ImageDraw
 
-    cols = genres + (["(none)"] if m[:, -1].any() else [])
+    cols = genres + (["(other)"] if m[:, -1].any() else [])
     m = m if m[:, -1].any() else m[:, :-1]
     font = _font(FONT_PX)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -194,7 +206,7 @@ def evaluate(root, model, mapping_spec: str | None = None, live: bool = True, fi
         if bar is not None:
             bar.stop()
     results, genres = scores.results, scores.genres
-    report = format_report(results, genres, live, Path(root))
+    report = format_report(results, genres, live, Path(root), scores.scoring)
     if scores.no_music:  # talk, noise: the genre named for them says nothing about the model
         report += (f"\n\njudged \"no music\" {len(scores.no_music)} file(s) (the music detector heard music in "
                    "under half of each; still counted above):\n  "
@@ -211,7 +223,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="genre-evaluate", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir", help="labelled folder: DIR/<genre>/<audio files>")
-    ap.add_argument("-m", "--model", default="auto", help="model spec as for load_model (default: auto)")
+    add_model_flag(ap)
     ap.add_argument("--map", dest="mapping", help=f"label map file ('model label = folder genre' lines) or one of {sorted(BUILTIN_MAPS)}")
     ap.add_argument("--no-live", action="store_true", help="skip the live-vs-file comparison")
     ap.add_argument("--file-hop", type=float, help="hop of the whole-file analysis in s (default: the window, no overlap)")
@@ -236,6 +248,9 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report)
+    for line in report.splitlines():  # (also where a log catches them)
+        if line.startswith("warning: "):
+            print(line, file=sys.stderr)
     if args.out is not None:
         print(f"\nwrote {args.out / 'confusion.png'}, {args.out / 'results.csv'}, {args.out / 'report.txt'}")
     return 0

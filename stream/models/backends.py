@@ -1,30 +1,34 @@
-"""Exact faster kernels: run a torch network under ONNX Runtime where that is the same
-function, only faster (issue 10).
+"""Faster kernels for the torch networks: ONNX Runtime float32 (the same function, only
+faster) and, for models that accept it, OpenVINO bfloat16 where the CPU computes bf16.
 
     from stream.models.backends import select_backend
-    fwd = select_backend(net, example, mode="auto")   # fwd(x) -> float32 logits tensor
-    fwd.backend, fwd.reason
+    fwd = select_backend(net, example, mode="auto", lower_precision=True)   # fwd(x) -> float32 logits
+    fwd.backend, fwd.precision, fwd.reason
 
 Backends
 --------
 "torch"        the module as loaded (float32).
 "onnxruntime"  the module exported to ONNX (float32) and run by ONNX Runtime's CPU provider.
-"auto"         "onnxruntime" when `onnxruntime` and `onnx` are installed and a self-check
-               passes, else "torch". The environment variable STREAM_BACKEND
-               (auto|torch|onnxruntime) overrides "auto"; STREAM_BACKEND=torch is the off switch.
+"openvino"     the same ONNX graph run by OpenVINO: bfloat16 where the CPU has AMX or
+               AVX512-BF16 and the model accepts lower precision, else float32.
+"auto"         lower_precision and a CPU with bf16 (`preferred_backend`): "openvino" bf16;
+               otherwise (or when OpenVINO is missing or fails its check) "onnxruntime"; then
+               "torch". The environment variable STREAM_BACKEND (auto|torch|onnxruntime|openvino)
+               overrides "auto"; STREAM_BACKEND=torch is the off switch.
 
-Why only these: measured on the 2-core AMD EPYC (Zen 4) in bench/backends.py, float32 both:
-ONNX Runtime runs a musicnn patch 1.3-1.4x faster than torch at 1 patch per call and
-1.7-3x at 4-16 (torch's per-patch cost grows with the batch, ORT's does not), with
-probabilities within 1e-7; a DistilHuBERT-shaped 10 s window 1.8x faster (within 2e-7).
-Hugging Face models use it only where bf16 autocast does not run (CPUs without bf16, or
-accel="fp32"): bf16 autocast is faster still where the CPU has it (stream/models/accel.py). OpenVINO is as fast as ORT on musicnn, but a ~100 MB wheel more for
-no gain. Float32 throughout: int8 or bf16 would move probabilities by 1e-3..0.2 (issue 6).
+Why, measured on the 2-core AMD EPYC (Zen 4: AVX512-BF16, no AMX; bench/backends.py):
+ONNX Runtime float32 runs a musicnn patch 1.3-3x faster than torch, within 1e-7 in
+probability; OpenVINO float32 is no faster than ONNX Runtime; OpenVINO bf16 costs 0.55-0.6x
+the CPU time of ONNX Runtime float32 per patch (and 0.27x on an Intel Xeon with AMX), moving
+probabilities by ~0.005 (bench/README.md "Lower precision"). ONNX Runtime has no x86 bf16
+convolution, and its int8 was no faster and disagreed more. Hugging Face models stay float32
+(ONNX Runtime only where bf16 autocast does not run: stream/models/accel.py).
 
 The exported graph is cached on disk (`cache_dir()`), so only the first load pays the
-export (seconds). Safety: after the export, `select_backend` compares ORT with torch on `example` (plus noise
-of the same shape) and keeps torch if the outputs are not finite or differ by more than
-`tolerance` in probability; an ORT failure at run time switches back to torch for good.
+export (seconds). Safety: after the export, `select_backend` compares the kernel with torch on
+`example` (plus noise of the same shape) and falls back if the outputs are not finite or differ
+by more than `tolerance` in probability (`BF16_TOLERANCE` and the same leading output for bf16);
+a failure at run time switches back to torch for good.
 """
 from __future__ import annotations
 
@@ -32,16 +36,20 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import stream.models.accel as accel  # its cpu_flags through the module: one reader of /proc/cpuinfo, injectable in tests
+
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 ENV_VAR = "STREAM_BACKEND"
+BF16_TOLERANCE = 0.02  # probability; bf16 moves the bundled networks' by ~0.005 on real music
 
 
 def resolve_backend(mode: str | None = "auto") -> tuple[str, str]:
@@ -67,6 +75,65 @@ def onnxruntime_available() -> tuple[bool, str]:
     return True, "onnxruntime " + onnxruntime.__version__
 
 
+def openvino_available() -> tuple[bool, str]:
+    try:  # inside: OpenVINO is optional (a default dependency, but float32 runs without it)
+        import onnx  # noqa: F401  (the exporter needs it)
+        import openvino
+    except ImportError as exc:
+        return False, f"{exc.name} is not installed (pip install openvino onnx)"
+    version = getattr(openvino, "__version__", None) or openvino.get_version()
+    return True, "openvino " + str(version).split("-")[0]
+
+
+def preferred_backend(flags: frozenset | None = None) -> tuple[str, str]:
+    """(backend, why): what "auto" tries first for a model that accepts lower precision
+    (`select_backend(..., lower_precision=True)`), from the CPU's feature flags (injectable
+    for tests). Where the CPU computes bf16 natively, OpenVINO bf16: 3.7x ONNX Runtime float32
+    per patch with AMX (Intel Xeon), 1.6-1.7x with AVX512-BF16 alone (AMD Zen 4; bench/README.md
+    "Lower precision"). Elsewhere ONNX Runtime float32 (OpenVINO float32 is no faster)."""
+    flags = accel.cpu_flags() if flags is None else flags
+    if "amx_bf16" in flags:
+        return "openvino", "the CPU has AMX-bf16"
+    if "avx512_bf16" in flags:
+        return "openvino", "the CPU has AVX512-BF16"
+    return "onnxruntime", "the CPU has no bf16 instructions"
+
+
+def openvino_precision(flags: frozenset | None = None) -> str:
+    """bf16 where the CPU computes it natively (AMX or AVX512-BF16), else f32 (emulated bf16
+    would be slower than float32)."""
+    flags = accel.cpu_flags() if flags is None else flags
+    return "bf16" if any(f in flags for f in accel.BF16_FLAGS) else "f32"
+
+
+class _OpenVINOSession:
+    """An OpenVINO compiled model behind ONNX Runtime's ``run(None, {"x": a}) -> [y]``, so
+    `Forward` runs both alike. One infer request, behind a lock: engines fed inline on
+    several threads may call at once."""
+
+    def __init__(self, compiled, precision: str):
+        self.compiled = compiled
+        self.precision = precision
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def run(self, _outputs, feed: dict):
+        with self._lock:
+            res = self._request.infer({0: feed["x"]})
+            return [np.array(res[0], np.float32, copy=True)]  # the request's buffer is reused
+
+
+def _openvino_session(module, example, threads: int, precision: str, dynamic_len: bool = False):
+    import openvino as ov  # inside: optional (only called once openvino_available() said yes)
+
+    core = ov.Core()
+    model = core.read_model(io.BytesIO(_export(module, example, dynamic_len)))
+    compiled = core.compile_model(model, "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False})  # pinning fights a shared machine
+    return _OpenVINOSession(compiled, precision)
+
+
 ORT_CHUNK = 4  # rows per ONNX Runtime call for fixed-shape graphs (see Forward)
 
 
@@ -88,12 +155,13 @@ class Forward:
         self.reason = reason
         self.session = session
         self.chunk = chunk
+        self.precision = "fp32"  # "bf16": OpenVINO bfloat16 (select_backend sets it)
 
     def _torch(self, x):
         with torch.inference_mode():
             return self.module(x)
 
-    def _ort(self, x):
+    def _ort(self, x):  # ONNX Runtime, or OpenVINO behind the same run()
         a = np.ascontiguousarray(x.detach().cpu().numpy(), np.float32)
         if self.chunk is None or len(a) == 0:
             return torch.from_numpy(self.session.run(None, {"x": a})[0])
@@ -108,14 +176,15 @@ class Forward:
         return torch.from_numpy(np.concatenate(outs))
 
     def __call__(self, x):
-        if self.backend != "onnxruntime":
+        if self.backend == "torch":
             return self._torch(x)
         try:
             return self._ort(x)
         except Exception as exc:  # never let a kernel library take the stream down
-            self.backend, self.reason = "torch", f"torch: ONNX Runtime failed ({type(exc).__name__}: {exc})"
+            lib = "OpenVINO" if self.backend == "openvino" else "ONNX Runtime"
+            self.backend, self.reason = "torch", f"torch: {lib} failed ({type(exc).__name__}: {exc})"
             self.session = None
-            log.warning("ONNX Runtime inference failed, using torch from now on: %s", exc)
+            log.warning("%s inference failed, using torch from now on: %s", lib, exc)
             return self._torch(x)
 
     def __repr__(self) -> str:
@@ -179,24 +248,57 @@ def _ort_session(module, example, threads: int, dynamic_len: bool = False):
 
 
 def select_backend(module, example, mode: str | None = "auto", *, tolerance: float = 1e-4,
-                   multi_label: bool = True, dynamic_len: bool = False) -> Forward:
+                   multi_label: bool = True, dynamic_len: bool = False, lower_precision: bool = False,
+                   flags: frozenset | None = None) -> Forward:
     """Pick the backend for `module` (a torch module in eval mode taking one float32 tensor
     whose first axis is the batch). example: an input of the right shape (batch 1 is fine);
     dynamic_len: its second axis may vary (the self-check then also runs a shorter input).
+    lower_precision: the model accepts bf16 (OpenVINO) where the CPU computes it natively;
+    "auto" then tries `preferred_backend(flags)` first, and a bf16 kernel is checked against
+    `BF16_TOLERANCE` (and the same leading output on the check input) instead of `tolerance`.
     Raises ValueError for an unknown mode; a missing package or a failed check falls back
-    to torch (with the reason), except when "onnxruntime" was asked for explicitly."""
+    (OpenVINO -> ONNX Runtime -> torch, with the reason), except for a backend asked for explicitly."""
     backend, source = resolve_backend(mode)
     if backend == "torch":
         return Forward(module, "torch", f"torch ({source})")
-    ok, why = onnxruntime_available()
-    if not ok:
+    if backend == "auto":
+        first, why_first = preferred_backend(flags) if lower_precision else ("onnxruntime", "")
+        tries = [(first, why_first)] + ([("onnxruntime", "")] if first != "onnxruntime" else [])
+    else:
+        tries = [(backend, "")]
+    skipped = []
+    for name, why_cpu in tries:
+        fwd, problem = _try_backend(module, example, name, source, why_cpu, tolerance, multi_label, dynamic_len,
+                                    lower_precision, flags)
+        if fwd is not None:
+            if skipped:
+                fwd.reason += f"; {'; '.join(skipped)}"
+            log.info("inference: %s", fwd.reason)
+            return fwd
         if source != "auto":
-            raise ValueError(f"backend onnxruntime asked for ({source}) but {why}")
-        return Forward(module, "torch", f"torch: {why}")
+            raise ValueError(problem)
+        skipped.append(problem)
+    return Forward(module, "torch", "torch: " + "; ".join(skipped))
+
+
+def _try_backend(module, example, name, source, why_cpu, tolerance, multi_label, dynamic_len, lower_precision,
+                 flags) -> tuple[Forward | None, str]:
+    """(a checked Forward, "") or (None, why not)."""
+    lib = "OpenVINO" if name == "openvino" else "ONNX Runtime"
+    ok, why = openvino_available() if name == "openvino" else onnxruntime_available()
+    if not ok:
+        return None, (f"backend {name} asked for ({source}) but {why}" if source != "auto" else why)
+    precision = openvino_precision(flags) if name == "openvino" and lower_precision else "f32"
+    label = f"{lib} {'bfloat16' if precision == 'bf16' else 'float32'}"
     try:
-        session = _ort_session(module, example, torch.get_num_threads(), dynamic_len)
-        fwd = Forward(module, "onnxruntime", f"ONNX Runtime float32 ({why}, {source})", session,
+        threads = torch.get_num_threads()
+        if name == "openvino":
+            session = _openvino_session(module, example, threads, precision, dynamic_len)
+        else:
+            session = _ort_session(module, example, threads, dynamic_len)
+        fwd = Forward(module, name, f"{label} ({why}, {source}{': ' + why_cpu if why_cpu else ''})", session,
                       chunk=None if dynamic_len else ORT_CHUNK)
+        fwd.precision = "bf16" if precision == "bf16" else "fp32"
         g = torch.Generator().manual_seed(0)
         x = torch.cat([example, torch.randn(example.shape, generator=g) * example.std().clamp(min=1.0)])
         checks = [x] + ([x[:, : x.shape[1] * 2 // 3]] if dynamic_len else [])
@@ -204,22 +306,18 @@ def select_backend(module, example, mode: str | None = "auto", *, tolerance: flo
             ref = torch.cat([module(c) for c in checks])
         got = torch.cat([fwd._ort(c) for c in checks])
     except Exception as exc:
-        if source != "auto":
-            raise ValueError(f"ONNX Runtime could not run this model ({type(exc).__name__}: {exc})") from exc
-        return Forward(module, "torch", f"torch: ONNX Runtime could not run the model ({type(exc).__name__}: {exc})")
+        return None, f"{lib} could not run this model ({type(exc).__name__}: {exc})"
     prob = torch.sigmoid if multi_label else (lambda t: torch.softmax(t, dim=-1))
+    tol = BF16_TOLERANCE if precision == "bf16" else tolerance
     if not torch.isfinite(got).all():
         diff = float("inf")
     else:
         diff = float((prob(got) - prob(ref)).abs().max())
-    if diff > tolerance:
-        reason = f"torch: ONNX Runtime differed by {diff:.1e} in probability in the self-check (tolerance {tolerance:g})"
-        if source != "auto":
-            raise ValueError(reason)
-        log.warning(reason)
-        return Forward(module, "torch", reason)
+    if diff > tol or (precision == "bf16" and not bool((got.argmax(-1) == ref.argmax(-1)).all())):
+        problem = f"{label} differed by {diff:.1e} in probability in the self-check (tolerance {tol:g})"
+        log.warning(problem)
+        return None, problem
     fwd.check_diff = diff
     for i in range((fwd.chunk or 0).bit_length()):  # each batch size it will see (1, 2, 4), once: the arena
         fwd(example[:1].expand(1 << i, *example.shape[1:]))  # reaches its working size at load, not mid-stream
-    log.info("inference: %s", fwd.reason)
-    return fwd
+    return fwd, ""

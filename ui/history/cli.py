@@ -1,11 +1,13 @@
 """`genre-history` (also `python -m ui.history`): what played when, from a history file.
 
     genre-history FILE                                   # the streams recorded, first and last minute
-    genre-history FILE --name shop --day 2026-12-01      # a table per hour, and shop-2026-12-01.png
+    genre-history FILE --name shop --day 2026-12-01      # a table per hour
+    genre-history FILE --name shop --day 2026-12-01 --png shop.png   # and the day as a chart
     genre-history FILE --name shop --from 2026-12-01T08:00Z --to 2026-12-01T20:00Z --step minute --json
 
-The day chart stacks each hour's genre shares (of the time music played in it) in the page's
-genre colours (ui/colours.py), so a genre looks the same on the page and in the chart.
+The day chart (--png) gives each hour a bar as tall as the minutes heard in it: the genres'
+minutes stacked in the page's genre colours (ui/colours.py, so a genre looks the same on the
+page and in the chart), then minutes without music, then silence in grey.
 Exit codes: 0 done, 2 bad arguments or a file that cannot be read (missing, not a history,
 damaged, written by a newer version, locked), 3 nothing recorded for that stream and time.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
@@ -45,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "[default hour]")
     p.add_argument("--tz", default="UTC", help="time zone of --day, of times without one and of the table's "
                    "hours, e.g. Europe/Berlin [default UTC]")
-    p.add_argument("--png", metavar="PATH", help="day chart file [default NAME-DAY.png; only with --day]")
-    p.add_argument("--no-png", action="store_true", help="print the table only")
+    p.add_argument("--png", metavar="PATH", help="also draw the day as a chart into this PNG file (only with "
+                   "--day); without it nothing is written")
+    p.add_argument("--no-png", action="store_true", help=argparse.SUPPRESS)  # the old default's opt-out: a no-op
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     return p
 
@@ -84,54 +88,99 @@ def table(rows: list[Bucket], step: str, tz: tzinfo) -> str:
     return "\n".join(lines)
 
 
-def day_chart(path: Path, hours: list[Bucket], day_start: float, tz: tzinfo, order: list[str], title: str) -> None:
-    """The day as 24 bars, each hour's genre shares stacked (largest at the bottom) in the
-    genres' colours, over the time with sound: the grey part on top is the hour's time without
-    music (talk, noise); a thin grey strip under a bar is the hour's silence."""
+def _font(px: int):
+    from PIL import ImageFont  # inside: Pillow is no declared dependency; only the chart needs it
+
+    try:
+        return ImageFont.load_default(size=px)  # Pillow >= 10.1 with FreeType: a scalable font
+    except (TypeError, OSError, ImportError):  # older Pillow: its small bitmap font
+        return ImageFont.load_default()
+
+
+CHART_W, CHART_H = 1280, 640  # px: reads at 100 % on a laptop screen (1366 or 1440 wide)
+
+
+@dataclass(frozen=True)
+class ChartLayout:
+    """Where `day_chart` draws: hour h's bar spans x0(h) .. x0(h) + bar - 1; a minute is
+    `px_per_min` px tall, the axis (0 min) at y = bottom."""
+
+    left: int
+    bar: int
+    gap: int
+    bottom: int
+    px_per_min: float
+    size: tuple
+
+    def x0(self, hour: int) -> int:
+        return self.left + hour * (self.bar + self.gap)
+
+    def y(self, minutes: float) -> float:
+        return self.bottom - minutes * self.px_per_min
+
+
+def hour_parts(b: Bucket, colours: dict) -> list[tuple[str, float]]:
+    """An hour's bar from the bottom: (colour, minutes) per genre (largest first), then minutes
+    without music (when the history counts them), then silence."""
+    parts = [(colours[g], b.classified_s * share / 60) for g, share in b.genre_shares.items()]
+    parts.append((NO_MUSIC_COLOUR, b.no_music_s / 60))
+    parts.append((SILENCE_COLOUR, b.silent_s / 60))
+    return [(c, m) for c, m in parts if m > 0]
+
+
+def day_chart(path: Path, hours: list[Bucket], day_start: float, tz: tzinfo, order: list[str],
+              title: str) -> ChartLayout:
+    """The day as 24 bars, one per hour, each as tall as the minutes heard in it (a full hour
+    reaches 60): the genres' minutes stacked in the page's colours (largest at the bottom),
+    then minutes without music, then silence in grey; an hour nothing was recorded stays
+    empty. Returns where it drew (the tests read the bars there)."""
     # inside: Pillow is no declared dependency (Gradio brings it); only the chart needs it
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     genres = sorted({g for b in hours for g in b.genre_shares}, key=lambda g: (order.index(g) if g in order else 99, g))
     colours: dict = {}
     for g in genres:  # (genres the table does not name: spare colours, none twice in one chart)
         colours[g] = genre_colour(g, order, taken=colours.values())
-    bar, gap, left, top, height = 26, 6, 44, 34, 240
-    legend_rows = (len(genres) + 4) // 4  # (+ "no music")
-    img = Image.new("RGB", (left + 24 * (bar + gap) + 16, top + height + 40 + 18 * legend_rows), "white")
+    font, small = _font(18), _font(15)
+    keys = [(colours[g], g) for g in genres]
+    if any(b.no_music_s for b in hours):
+        keys.append((NO_MUSIC_COLOUR, "no music"))
+    keys.append((SILENCE_COLOUR, "silence"))
+    per_row = 6
+    legend_rows = (len(keys) + per_row - 1) // per_row
+    left, top, gap = 76, 56, 8
+    bottom = CHART_H - 60 - 30 * legend_rows
+    bar = (CHART_W - left - 24 - 23 * gap) // 24
+    lay = ChartLayout(left=left, bar=bar, gap=gap, bottom=bottom, px_per_min=(bottom - top) / 60,
+                      size=(CHART_W, CHART_H))
+    img = Image.new("RGB", lay.size, "white")
     d = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    d.text((8, 8), title, fill="black", font=font)
-    for pct in (0, 50, 100):
-        y = top + height - height * pct // 100
-        d.line([(left - 4, y), (left + 24 * (bar + gap), y)], fill=(225, 225, 225))
-        d.text((6, y - 6), f"{pct:>3}%", fill="black", font=font)
+    d.text((16, 14), title, fill="black", font=font)
+    right = lay.x0(23) + bar
+    for m in (0, 15, 30, 45, 60):
+        y = round(lay.y(m))
+        d.line([(left - 6, y), (right, y)], fill=(200, 200, 200) if m else (120, 120, 120))
+        d.text((left - 10, y), f"{m} min", fill="black", font=small, anchor="rm")
     by_hour = {int((b.t - day_start) // 3600): b for b in hours}
     for h in range(24):
-        x = left + h * (bar + gap)
+        x = lay.x0(h)
         if h % 3 == 0:
-            d.text((x, top + height + 10), f"{h:02d}", fill="black", font=font)
+            d.text((x + bar // 2, bottom + 8), f"{h:02d}:00", fill="black", font=small, anchor="mt")
         b = by_hour.get(h)
         if b is None:
             continue
-        y = float(top + height)
-        heard = b.classified_s + b.no_music_s
-        music = b.classified_s / heard if heard else 1.0
-        for g, share in b.genre_shares.items():  # highest first: the largest share at the bottom
-            y0 = y - share * music * height
-            d.rectangle([x, round(y0), x + bar - 1, round(y) - 1], fill=colours[g])
-            y = y0
-        if b.no_music_s:
-            d.rectangle([x, round(y - (1 - music) * height), x + bar - 1, round(y) - 1], fill=NO_MUSIC_COLOUR)
-        if b.silent_s:
-            strip = max(1, round(6 * b.silent_s / (b.silent_s + b.classified_s)))
-            d.rectangle([x, top + height + 2, x + bar - 1, top + height + 1 + strip], fill=SILENCE_COLOUR)
-    if any(b.no_music_s for b in hours):
-        colours, genres = {**colours, "no music": NO_MUSIC_COLOUR}, genres + ["no music"]
-    for i, g in enumerate(genres):
-        x, y = 8 + (i % 4) * 200, top + height + 30 + 18 * (i // 4)
-        d.rectangle([x, y, x + 14, y + 12], fill=colours[g])
-        d.text((x + 20, y), g, fill="black", font=font)
+        done = 0.0
+        for colour, minutes in hour_parts(b, colours):
+            y0, y1 = lay.y(min(60.0, done + minutes)), lay.y(done)
+            if round(y0) < round(y1):
+                d.rectangle([x, round(y0), x + bar - 1, round(y1) - 1], fill=colour)
+            done += minutes
+    for i, (colour, name) in enumerate(keys):
+        x, y = 16 + (i % per_row) * 205, bottom + 40 + 30 * (i // per_row)
+        d.rectangle([x, y, x + 18, y + 18], fill=colour)
+        d.text((x + 26, y + 9), name, fill="black", font=small, anchor="lm")
     img.save(path)
+    return lay
 
 
 def list_streams(reader: HistoryReader) -> int:
@@ -164,11 +213,11 @@ def report(reader: HistoryReader, args, tz: tzinfo, start: float, end: float, da
         print(f"{args.name}, {when} ({args.tz}): {hms(music)} of music, {without}{hms(silent)} silent, "
               f"{len(sessions)} session{'s' if len(sessions) != 1 else ''}")
         print(table(rows, args.step, tz))
-    if day is not None and not args.no_png:
+    if args.png:
         hours = rows if args.step == "hour" else reader.buckets(args.name, start, end, "hour", tz)
-        path = Path(args.png or f"{args.name}-{day}.png")
+        path = Path(args.png)
         day_chart(path, hours, start, tz, reader.genres(args.name),
-                  f"{args.name} - {day} ({args.tz}): genre shares per hour")
+                  f"{args.name}, {day} ({args.tz}): minutes heard per hour, by genre")
         print(f"chart: {path}", file=sys.stderr)
     return EXIT_OK
 

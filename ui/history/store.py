@@ -26,7 +26,6 @@ import collections
 import json
 import logging
 import math
-import os
 import queue
 import secrets
 import sqlite3
@@ -42,7 +41,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x474E5248  # "GNRH": PRAGMA application_id, this program's mark in the file header
-MINUTE_S_ENV = "GENRE_HISTORY_MINUTE_S"  # tests only: a shorter "minute" so tests need not wait minutes
+# The stored "minute", in seconds of wall clock. End-to-end tests start their processes with a
+# shorter one (tests/short_minute/) so that they see several rows in seconds, not minutes.
+MINUTE_S = 60
 STEPS = {"minute": 60, "hour": 3600, "day": 86400}
 NAME_MAX = 64
 DAY_S = 86400.0
@@ -224,17 +225,11 @@ def bucket_start(t: float, step: str, tz: tzinfo = timezone.utc, minute_s: int =
     return int(local.timestamp())
 
 
-def _minute_s() -> int:
-    """The store's minute: 60 s, or (tests only) GENRE_HISTORY_MINUTE_S."""
-    text = os.environ.get(MINUTE_S_ENV)
-    if not text:
-        return 60
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if not 1 <= v <= 60 or 60 % v:
-        raise HistoryError(f"{MINUTE_S_ENV}={text!r}: give a divisor of 60 (tests only), or unset it")
+def _minute(minute_s: int | None) -> int:
+    """The store's minute: `minute_s`, else MINUTE_S; a divisor of 60 (rows must tile an hour)."""
+    v = MINUTE_S if minute_s is None else minute_s
+    if not (isinstance(v, int) and 1 <= v <= 60 and 60 % v == 0):
+        raise ValueError(f"a history minute of {v!r} s: give a divisor of 60")
     return v
 
 
@@ -304,8 +299,9 @@ def _check_schema(con: sqlite3.Connection, path: str, *, writing: bool, known: i
     return version
 
 
-def _migrate(con: sqlite3.Connection, version: int, migrations) -> int:
-    """Bring the file up to len(migrations), one transaction (a failure leaves it as it was)."""
+def _migrate(con: sqlite3.Connection, version: int, migrations, path: str = "") -> int:
+    """Bring the file up to len(migrations), one transaction (a failure leaves it as it was).
+    A new file (version 0) is logged as created, not as migrated."""
     con.execute("BEGIN IMMEDIATE")  # the write lock now: a file locked by another program fails here
     try:
         if version == 0:
@@ -313,7 +309,10 @@ def _migrate(con: sqlite3.Connection, version: int, migrations) -> int:
         for v in range(version, len(migrations)):
             for statement in migrations[v]:
                 con.execute(statement)
-            log.info("history: schema version %d -> %d", v, v + 1)
+            if version > 0:
+                log.info("history: %s migrated from schema version %d to %d", path, v, v + 1)
+        if version == 0:
+            log.info("history: created %s (schema version %d)", path, len(migrations))
         con.execute(f"PRAGMA user_version = {len(migrations)}")
         con.execute("COMMIT")
     except BaseException:
@@ -331,7 +330,7 @@ class HistoryReader:
                  check: bool = True):
         self.path = str(path)
         self.timeout_s = timeout_s
-        self.minute_s = minute_s or _minute_s()
+        self.minute_s = _minute(minute_s)
         if not Path(self.path).is_file():
             raise HistoryError(f"history file {self.path} does not exist; record one with --history {self.path}")
         try:
@@ -554,7 +553,7 @@ class HistoryStore:
         self.retention_days = float(retention_days)
         self.clock = clock
         self.timeout_s = timeout_s
-        self.minute_s = minute_s or _minute_s()
+        self.minute_s = _minute(minute_s)
         self._open_file()
         self._con = self._writer_connection()
         self.reader = HistoryReader(self.path, timeout_s=timeout_s, minute_s=self.minute_s,
@@ -583,7 +582,7 @@ class HistoryStore:
                 raise HistoryError(f"history file {self.path}: SQLite refused WAL mode here (a network file "
                                    "system?); put the file on a local disk")
             if version < len(self.MIGRATIONS):
-                _migrate(con, version, self.MIGRATIONS)
+                _migrate(con, version, self.MIGRATIONS, self.path)
             else:  # take the write lock once anyway: a file another program locks is refused now
                 con.execute("BEGIN IMMEDIATE")
                 con.execute("COMMIT")

@@ -7,7 +7,7 @@ ServerOps), `metrics` (the Prometheus metrics), `logs` (text or JSON log lines, 
 `history` (a stream's recorder in --history, GET /v1/history),
 `cli` (its command line: `genre-serve`, `python -m ui.net`; the drain on SIGTERM),
 `ray_model` (a model as a Ray Serve deployment), `ray_ingress` (the app as a Ray Serve ingress in
-front of it), `ray_cli` (`genre-serve-ray`: deploy a model), `client` (`RemoteEngine`, the Python
-client that looks like a StreamEngine). Imports run cli -> ray_ingress -> api, ray_model ->
-stream/; the client needs only the engine. Importing this package imports nothing.
+front of it), `ray_cli` (`genre-serve-ray`: deploy a model). Imports run cli -> ray_ingress -> api,
+ray_model -> stream/. The Python client of this API is a library module, `stream.client`
+(`RemoteEngine`). Importing this package imports nothing.
 """

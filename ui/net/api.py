@@ -8,6 +8,7 @@ Protocol (also in README.md):
   GET / the kiosk screen (ui/net/kiosk.py); GET /v1/history (ui/net/history.py, --history)
   WS  /v1/listen?sample_rate=48000&channels=2&format=s16le[&window=&hop=&smoothing=&top_k=&name=]
   WS  /v1/watch?name=NAME: a named stream's events, for screens (ui/net/watch.py)
+  POST /v1/device/readouts?name=NAME: a device screen's readouts, JSON only (ui/net/device_readouts.py)
       client -> server: binary frames of interleaved little-endian PCM (any length, at most
                         `max_frame_bytes`; a frame may end mid-sample), text {"event": "end"}
       server -> client: text frames, one JSON object each: ready, result..., error, summary
@@ -38,26 +39,25 @@ import numpy as np
 from fastapi import FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from stream.audio import MAX_CHANNELS, validate_rate
 from stream.engine import EngineConfig, Result, StreamEngine
 from stream.models import AudioModel, load_model
 from ui.colours import genre_colours
-from ui.options import span_text
 from ui.report import dumps
 
 from .access import BAD_PARAMETER, NAME_IN_USE, REFUSALS, check_access, client_of, fit_close, refuse, token_ok
+from .device_readouts import device_readouts_router
 from .history import history_router, stream_recorder
 from .kiosk import kiosk_router
 from .logs import event, stream_id
 from .ops import ServerOps
 from .ops import router as ops_router
-from .settings import ServerSettings
+from .settings import (PCM_FORMATS, QUERY_PARAMS, BadParameter, ServerSettings,  # noqa: F401  (QUERY_PARAMS and
+                       parse_stream_params)  # BadParameter: the protocol's, re-exported here where it is served)
 from .watch import SendQueue, WatchHub, check_stream_name, watch_router
 
 log = logging.getLogger("ui.net.server")
 
-FORMATS = {"s16le": np.dtype("<i2"), "s32le": np.dtype("<i4"), "f32le": np.dtype("<f4")}
-QUERY_PARAMS = ("sample_rate", "channels", "format", "window", "hop", "smoothing", "top_k", "token", "name")
+FORMATS = {name: np.dtype(code) for name, code in PCM_FORMATS.items()}
 
 # WebSocket close codes (RFC 6455 section 7.4.1)
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_TRY_LATER = (
@@ -67,74 +67,6 @@ FINISH = {"end of stream": (CLOSE_NORMAL, "ended"), "idle timeout": (CLOSE_NORMA
           "max_session": (CLOSE_NORMAL, "max_session"), "shutdown": (CLOSE_GOING_AWAY, "shutdown")}
 FINISH_DRAIN_S = 30.0  # the last window's result is awaited this long at most (less when draining)
 SEND_DRAIN_S = 10.0  # queued events are delivered this long at most: a client that does not read cannot hold us
-
-
-class BadParameter(ValueError):
-    pass
-
-
-def parse_stream_params(query, base: EngineConfig) -> tuple[int, int, str, EngineConfig]:
-    """(sample_rate, channels, format, EngineConfig) from the query string; BadParameter names
-    the parameter and what is accepted."""
-    unknown = sorted(set(query.keys()) - set(QUERY_PARAMS))
-    if unknown:
-        shown = [u if len(u) <= 40 else u[:40] + "..." for u in unknown[:5]]
-        raise BadParameter(f"unknown query parameter(s) {shown}; accepted: {', '.join(QUERY_PARAMS)}")
-
-    def one(name):
-        values = query.getlist(name)
-        if len(values) > 1:
-            raise BadParameter(f"{name} is given {len(values)} times; give it once")
-        return values[0] if values else None
-
-    def number(name, kind, what):
-        text = one(name)
-        if text is None:
-            return None
-        shown = repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text)} characters)"
-        try:
-            v = kind(text)
-        except ValueError:
-            raise BadParameter(f"{name}={shown} is not {what}") from None
-        if kind is float and not np.isfinite(v):
-            raise BadParameter(f"{name}={shown} is not {what}")
-        return v
-
-    rate = number("sample_rate", int, "an integer number of Hz")
-    if rate is None:
-        raise BadParameter("sample_rate is required: the rate of the PCM you send, e.g. sample_rate=48000")
-    try:
-        rate = validate_rate(rate)
-    except ValueError as exc:
-        raise BadParameter(f"sample_rate: {exc}") from None
-    channels = number("channels", int, "an integer")
-    channels = 1 if channels is None else channels
-    if not 1 <= channels <= MAX_CHANNELS:
-        raise BadParameter(f"channels={channels} is out of range; accepted: 1..{MAX_CHANNELS}")
-    fmt = one("format")
-    fmt = "s16le" if fmt is None else fmt  # (an empty format= is an error, not the default)
-    if fmt not in FORMATS:
-        raise BadParameter(f"format={fmt!r} is not supported; accepted: {', '.join(FORMATS)}")
-    cfg = EngineConfig(**vars(base))
-    window = number("window", float, "a number of seconds")
-    if window is not None:
-        cfg.window_s, cfg.min_window_s = window, min(cfg.min_window_s, window)
-    hop = number("hop", float, "a number of seconds")
-    if hop is not None:
-        cfg.hop_s = hop
-    smoothing = number("smoothing", float, "a number of seconds")
-    if smoothing is not None:
-        cfg.smoothing_s = smoothing
-    top_k = number("top_k", int, "an integer")
-    if top_k is not None:
-        cfg.top_k = top_k
-    # the ranges every front end accepts (the page, the listener): one refusal per value
-    bad = EngineConfig.out_of_range(window_s=window, hop_s=hop, smoothing_s=smoothing, top_k=top_k)
-    if bad:
-        said = [(name.removesuffix("_s"), v, lo, hi) for name, v, (lo, hi) in bad]  # (by the query's names)
-        raise BadParameter("; ".join(f"{key}={v:g} is out of range; accepted: {span_text(key, lo, hi)}"
-                                     for key, v, lo, hi in said))
-    return rate, channels, fmt, cfg
 
 
 class _Stream:
@@ -156,6 +88,7 @@ class _Stream:
         self.stop_deadline: float | None = None  # time.monotonic() by which a drain wants it closed
         self.recorder = None  # --history: this stream's session there (ui/net/history.py)
         self.tee = None  # a named stream's watchers (ui/net/watch.py: Channel.publish)
+        self.name: str | None = None  # ?name=: its own metrics series (last readout, last music)
 
     def request_stop(self, reason: str, deadline: float | None = None) -> None:
         """Finish this stream soon (last results, summary with `reason`); on the event loop."""
@@ -193,6 +126,8 @@ class _Stream:
         if not res.silent:
             self.metrics.inference_seconds.observe(res.inference_ms / 1000.0)
         self.count_skipped()
+        if self.name is not None:
+            self.metrics.named_result(self.name, res)
         record = res.to_json()
         if self.out.put("result", record):  # the oldest waiting result made room
             self.metrics.results_dropped_total.inc()
@@ -263,9 +198,10 @@ def create_app(model_or_factory, settings: ServerSettings | None = None, history
     app.state.ops = ops
     app.state.streams = ops.streams
     app.include_router(ops_router)  # /livez, /readyz, /healthz, /metrics
-    app.state.watch = hub = WatchHub(settings)
+    app.state.watch = ops.hub = hub = WatchHub(settings)
     app.include_router(kiosk_router(model, settings))
     app.include_router(watch_router(hub, settings))
+    app.include_router(device_readouts_router(model, settings, hub, history))  # device screens: readouts, no audio
 
     @app.websocket("/v1/listen")
     async def listen(ws: WebSocket):
@@ -317,6 +253,9 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, ops: ServerOps
                                                  "choose another name, or stop that source")
         st.tee = channel.publish
     st.recorder = stream_recorder(history, ws.query_params, st.engine)
+    if name is not None:
+        st.name = name
+        ops.metrics.named_stream(name)
     ops.streams.add(st)
     ops.metrics.stream_opened()
     event(log, "open", f"{rate} Hz, {channels} ch, {fmt}", stream=st.id, client=st.client)

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end a stream after S seconds (summary reason max_session, close 1000; default: no limit)")
     p.add_argument("--drain-timeout", type=float, default=10.0, metavar="S",
                    help="on SIGTERM, give open streams this long for their last results (default 10)")
+    p.add_argument("--kiosk-compute", choices=["server", "device"], default="server",
+                   help="what the kiosk page at / does: 'server' streams its microphone here (default); 'device' "
+                        "classifies on the screen itself and posts only readouts (?compute= on the page overrides)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="text", choices=["text", "json"],
                    help="json: one object per line (time, level, event, stream, client, ...) for log shippers")
@@ -130,7 +133,8 @@ def settings_from_args(args) -> ServerSettings:
                           send_queue=args.send_queue, token=args.token or None,
                           allow_origins=tuple(o.rstrip("/") for o in args.allow_origin), engine=engine_config(args),
                           max_watchers=args.max_watchers, max_watchers_per_name=args.max_watchers_per_name,
-                          max_session_s=args.max_session, drain_timeout_s=args.drain_timeout)
+                          max_session_s=args.max_session, drain_timeout_s=args.drain_timeout,
+                          kiosk_compute=args.kiosk_compute)
 
 
 def main(argv=None) -> int:

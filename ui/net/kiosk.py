@@ -10,6 +10,10 @@ summary still colours it right; every stream's `ready` event carries its own as 
 
 Settings in the page's URL: token (passed on to the WebSocket), window, hop, smoothing, top_k,
 watch, mic (a substring of the microphone's label). README: "Kiosk".
+
+With ?compute=device (or the server's --kiosk-compute device) the page classifies on the device
+itself and sends no audio: the files it needs (the engine in JavaScript, the model Worker, the
+vendored onnxruntime-web, the ONNX graphs) are served under /kiosk/device/ (ui/net/kiosk_device.py).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from fastapi.responses import HTMLResponse, Response
 from stream.engine import StreamEngine
 from ui.colours import SILENCE_COLOUR, genre_colours
 
+from .kiosk_device import device_router
 from .settings import ServerSettings
 
 ASSETS = Path(__file__).with_name("kiosk_assets")
@@ -42,6 +47,8 @@ def genre_order(model, settings: ServerSettings) -> list[str]:
 
 def page_html(model, settings: ServerSettings) -> str:
     config = {"colours": genre_colours(order := genre_order(model, settings), order), "silence": SILENCE_COLOUR}
+    if getattr(settings, "kiosk_compute", "server") == "device":  # the default for / (?compute= overrides)
+        config.update(compute="device", device_report=True)
     # "</" cannot end the script element early: the JSON sits inside <script type=application/json>
     embedded = json.dumps(config).replace("</", "<\\/")
     return (ASSETS / "index.html").read_text(encoding="utf-8").replace("{{CONFIG}}", embedded)
@@ -66,4 +73,5 @@ def kiosk_router(model, settings: ServerSettings) -> APIRouter:
             raise HTTPException(404, f"no such kiosk file {name!r}")
         return Response(assets[name], media_type=FILES[name], headers=NO_STORE)
 
+    router.include_router(device_router(model, settings))
     return router

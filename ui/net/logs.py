@@ -41,6 +41,22 @@ class RedactToken(logging.Filter):
         return True
 
 
+PROBES = ("/livez", "/readyz", "/healthz", "/metrics")
+
+
+class ProbesAtDebug(logging.Filter):
+    """uvicorn logs every request at INFO; probes and scrapes come every few seconds and would
+    flood the log, so their lines are DEBUG (shown with --log-level debug). On uvicorn.access."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        path = args[2].split("?", 1)[0] if len(args) >= 3 and isinstance(args[2], str) else None
+        if path not in PROBES or record.levelno != logging.INFO:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time (UTC, ISO 8601, ms), level, event, logger, message,
     then the event's fields."""
@@ -85,4 +101,7 @@ def setup_logging(fmt: str = "text", level: str = "info") -> logging.Handler:
         lg.handlers.clear()
         lg.propagate = True
         lg.setLevel(level.upper())
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, ProbesAtDebug) for f in access.filters):
+        access.addFilter(ProbesAtDebug())
     return handler

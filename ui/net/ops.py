@@ -11,8 +11,9 @@ state behind them (ready, draining, the open streams).
 `ServerOps` is the app's operational state (`app.state.ops`): the stream routes register
 their streams there and ask `refusal()` before admitting one; `drain()` is what SIGTERM runs
 (ui/net/cli.py): readiness turns 503 at once, every open stream is asked to finish (last
-results, a summary with reason "shutdown", close 1001) and the call returns when all have
-closed or the timeout passed.
+results, a summary with reason "shutdown", close 1001), then every watcher is closed (1001,
+after its source's summary: ui/net/watch.py), and the call returns when all have closed or the
+timeout passed.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from .metrics import ServerMetrics, backend_of
 
 log = logging.getLogger("ui.net.server")
 
+WATCHER_CLOSE_S = 2.0  # a drain waits at least this long for its watchers' closes
 WARMUP_TIMEOUT_S = 120.0  # a first forward slower than this leaves the server unready, with the reason
 
 
@@ -47,6 +49,7 @@ class ServerOps:
         self.ready = False
         self.not_ready = "warming up"  # why /readyz says 503 (None once ready)
         self.draining = False
+        self.hub = None  # the app's WatchHub (ui/net/watch.py), drained after the streams
 
     # ---- readiness ---------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -108,8 +111,15 @@ class ServerOps:
             st.request_stop("shutdown", deadline)
         while self.streams and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        left = len(self.streams)
-        event(log, "drain", "all streams closed" if not left else f"{left} stream(s) still open at the timeout",
+        if self.hub is not None:  # the sources' summaries are queued for their watchers by now
+            self.hub.close_all()
+            # (a watcher's close is quick; one that will not read gets a moment even past the deadline)
+            until = max(deadline, time.monotonic() + WATCHER_CLOSE_S)
+            while self.hub.watchers and time.monotonic() < until:
+                await asyncio.sleep(0.05)
+        left = len(self.streams) + (self.hub.watchers if self.hub is not None else 0)
+        event(log, "drain", "all streams closed" if not left
+              else f"{left} stream(s) or watcher(s) still open at the timeout",
               level=logging.INFO if not left else logging.WARNING, reason="done" if not left else "timeout")
         return not left
 

@@ -18,6 +18,7 @@ import threading
 
 from stream.errors import ModelLoadError
 from stream.models.remote import DEFAULT_APP, import_ray, quiet_serve_logs
+from ui.options import add_model_flag
 
 from .ray_model import SPEC_HINT, deploy
 
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     """Console entry point (`genre-serve-ray`)."""
     p = argparse.ArgumentParser(prog="genre-serve-ray", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="musicnn", help="any load_model spec (default: musicnn)")
+    add_model_flag(p, default="musicnn")
     p.add_argument("--name", default=DEFAULT_APP, help=f"Serve application name; edges use ray://NAME (default {DEFAULT_APP})")
     p.add_argument("--replicas", type=int, default=1, help="fixed replica count (default 1)")
     p.add_argument("--autoscale", metavar="MIN:MAX", help="autoscale between MIN and MAX replicas instead")

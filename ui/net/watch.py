@@ -7,6 +7,9 @@ source's ready / result / summary events and sends nothing. Any number of watche
 that joins mid-stream gets the source's `ready` and latest `result` at once; when the source
 ends (or its connection drops) the watchers get its summary and stay, waiting for the next
 source of that name. A second source of a live name is refused ("name_in_use", 1008).
+On SIGTERM (ServerOps.drain) watchers are drained like streams: the live sources finish first
+(their watchers get the summary, reason "shutdown"), then every watcher is closed with 1001, and
+new ones are refused ("draining", 1013).
 
 Everything here runs on the server's event loop: the source's events arrive there already
 (ui/net/api.py hands results over from the inference thread), so there are no locks. Each
@@ -27,7 +30,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from ui.report import dumps
 
-from .access import BAD_PARAMETER, WATCHERS, check_access, refuse
+from .access import BAD_PARAMETER, DRAINING, WATCHERS, check_access, refuse
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 NAME_RULE = "1-64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
 WATCH_PARAMS = ("name", "token")
 SHARED_EVENTS = ("ready", "result", "summary")  # what a source's watchers receive
+CLOSE_GOING_AWAY = 1001  # the server is shutting down (the code a drained stream gets too)
 
 
 def check_stream_name(name: str | None) -> str:
@@ -99,9 +103,16 @@ class Watcher:
         """Queue `record`; `text` is its JSON when the caller made it already (once for all watchers)."""
         self.out.put(record["event"], text if text is not None else dumps(record))
 
+    def close(self, code: int, reason: str) -> None:
+        """Close once everything queued before has been sent."""
+        self.out.put("close", (code, reason))
+
     async def sender(self) -> None:
         while True:
-            _, text = await self.out.get()
+            kind, text = await self.out.get()
+            if kind == "close":
+                code, reason = text
+                return await self.ws.close(code=code, reason=reason)
             await self.ws.send_text(text)
 
 
@@ -148,6 +159,7 @@ class WatchHub:
     def __init__(self, settings: ServerSettings):
         self.settings = settings
         self.channels: dict[str, Channel] = {}
+        self.draining = False
 
     @property
     def watchers(self) -> int:
@@ -193,6 +205,17 @@ class WatchHub:
             watcher.push(record)
         return None
 
+    def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutting down") -> int:
+        """Refuse new watchers and close every one after what is queued for it (a drain: the
+        sources' summaries first); how many were asked to close."""
+        self.draining = True
+        n = 0
+        for ch in self.channels.values():
+            for w in ch.watchers:
+                w.close(code, reason)
+                n += 1
+        return n
+
     def leave(self, name: str, watcher: Watcher) -> None:
         ch = self.channels.get(name)
         if ch is not None:
@@ -222,6 +245,8 @@ async def _watch(ws: WebSocket, hub: WatchHub, settings: ServerSettings) -> None
         name = check_stream_name(q.get("name"))
     except ValueError as exc:
         return await refuse(ws, BAD_PARAMETER, str(exc))
+    if hub.draining:
+        return await refuse(ws, DRAINING, "the server is shutting down; connect to another instance or retry shortly")
     watcher = Watcher(ws, settings.send_queue)
     if (why := hub.join(name, watcher)) is not None:
         return await refuse(ws, WATCHERS, why)

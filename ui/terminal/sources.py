@@ -181,7 +181,7 @@ class FileSource:
             self._thread.join(timeout=10.0)
 
 
-def too_short(model, seconds: float) -> str | None:
-    """Why `seconds` of audio give no readout, when they are fewer than `model` needs (None: --server)."""
-    min_s = model.min_samples / model.sample_rate if model is not None else 0.0
-    return f"{model.name} needs at least {min_s:.2f} s" if seconds < min_s else None
+def too_short(name: str | None, min_s: float, seconds: float) -> str | None:
+    """Why `seconds` of audio give no readout, when they are fewer than model `name` needs
+    (`min_s`; 0 where not known: a server's model)."""
+    return f"{name} needs at least {min_s:.2f} s" if seconds < min_s else None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
@@ -31,11 +30,11 @@ from gradio.components.label import LabelConfidence, LabelData
 
 from stream import AudioDecodeError, EngineClosedError, EngineConfig, analyze_file
 from stream.files import read_segment
-from ui.options import RANGES
+from stream import registry
 from ui.report import model_line, summary_text
 
 from . import render, uploads
-from .session import LiveSession, LiveSettings
+from .session import PAGE_SETTINGS, LiveSession, LiveSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,9 @@ MUSIC_MIC_JS = Path(__file__).with_name("music_mic.js").read_text()
 FILE_LIMIT_JS = Path(__file__).with_name("file_limit.js").read_text()
 CSS = Path(__file__).with_name("page.css").read_text()
 EMPTY_PLOT = None  # (an empty DataFrame as a plot's first value breaks its colour legend in Gradio 6)
+# Words Gradio's front end announces to screen readers (its status tracker's live region) but
+# has no English text for: without these a screen reader says "common.complete".
+I18N = gr.I18n(en={"common.complete": "done", "common.error": "error", "common.loading": "loading"})
 
 
 class Setup:
@@ -74,14 +76,17 @@ class Setup:
                    float(args.max_file_mb))
 
     def file_label(self) -> str:
-        """The upload's label: what it takes, and both limits, before anyone uploads."""
+        """The upload's label: one short word, clear of the component's icons at its right."""
+        return "Recording"
+
+    def file_limits(self) -> str:
+        """What the upload takes, and both limits, before anyone uploads (a line under it)."""
         limits = [f"up to {self.max_file_s / 60:g} min"] + ([f"{self.max_file_mb:g} MB"] if self.max_file_mb else [])
-        return f"Recording (wav, mp3, flac, ogg, opus; {' and '.join(limits)})"
+        return f"wav, mp3, flac, ogg, opus; {' and '.join(limits)}"
 
     def settings(self, window, hop, smoothing, top_k) -> LiveSettings:
         """The sliders' values as the next recording's settings."""
-        return dataclasses.replace(self.defaults, window_s=float(window), hop_s=float(hop),
-                                   smoothing_s=float(smoothing), top_k=int(top_k))
+        return self.defaults.with_controls(window, hop, smoothing, top_k)
 
 
 class LeaderLabel(gr.Label):
@@ -353,8 +358,15 @@ def _analysis(setup: Setup, path: str, window: float, top_k: int, request, progr
     # such as `color_map` changes: so the map holds exactly the plotted genres, each in the
     # colour the live plot gives it
     colours = render.genre_styles({}, top, fa.genres)
-    timeline = gr.LinePlot(value=rows, color_map={g: colours[g][0] for g in top})
+    timeline = gr.LinePlot(value=rows, color_map={g: colours[g][0] for g in top}, y_lim=[0, plot_top(rows["score"])])
     return {g: fa.genre_scores[g] for g in top}, timeline, _segment(path, fa.segment), md
+
+
+def plot_top(scores) -> float:
+    """The score plot's upper bound: above the highest score by a margin (the plot clamps a
+    line at its top edge, where peaks flatten), on a 0.05 step, 1.05 at most."""
+    high = float(np.nanmax(scores)) if len(scores) else 0.0
+    return float(min(1.05, np.ceil((high * 1.05 + 0.01) / 0.05) * 0.05))
 
 
 def _tab(request: gr.Request | None):
@@ -437,22 +449,27 @@ def _readable(exc: Exception, path: str) -> str:
 
 # ---- the layout ---------------------------------------------------------------------------------------
 def _sliders(d: LiveSettings):
-    """The settings accordion: window, hop, smoothing, top-k (a model default outside the
-    usual range widens it)."""
-    (w_lo, w_hi), (h_lo, h_hi) = RANGES["window"], RANGES["hop"]
+    """The settings accordion: a slider per setting the table gives a page control (window, hop,
+    smoothing, top-k; a model default outside the usual range widens it), and the models this
+    page could run (chosen with -m when it starts)."""
     with gr.Accordion("Settings", open=False):
         with gr.Row():
-            window = gr.Slider(min(w_lo, d.window_s), max(w_hi, d.window_s), value=d.window_s, step=0.5,
-                               label="Window (s)", info="audio per classification; longer is steadier but reacts later",
-                               elem_id="set-window")
-            hop = gr.Slider(min(h_lo, d.hop_s), max(h_hi, d.hop_s), value=d.hop_s, step=0.25, label="Hop (s)",
-                            info="time between readouts; compute grows as hop shrinks", elem_id="set-hop")
-            smoothing = gr.Slider(*RANGES["smoothing"], value=d.smoothing_s, step=0.5, label="Smoothing (s)",
-                                  info="time constant of the live readout (0 = off)", elem_id="set-smoothing")
-            top_k = gr.Slider(*RANGES["top_k"], value=d.top_k, step=1, label="Genres shown (top-k)",
-                              info="0 = all", elem_id="set-topk")
+            sliders = [_slider(s, getattr(d, s.field)) for s in PAGE_SETTINGS]
         gr.Markdown("Live settings apply from the next **Record**.")
-    return window, hop, smoothing, top_k
+        gr.Markdown(models_text(), elem_id="set-models")
+    return sliders
+
+
+def _slider(s, value) -> gr.Slider:
+    lo, hi = s.span
+    return gr.Slider(min(lo, value), max(hi, value), value=value, step=s.control.step, label=s.control.label,
+                     info=s.help, elem_id=s.control.elem_id)
+
+
+def models_text() -> str:
+    """The models the page can run (`genre-app -m NAME`), one line each, and which to pick."""
+    lines = "\n".join(f"- {name}: {line}" for name, line in registry.listed())
+    return f"Models (start the page with `-m NAME`):\n{lines}\n\n{registry.ADVICE}"
 
 
 def build_demo(model, args, history=None) -> gr.Blocks:
@@ -487,7 +504,8 @@ def build_demo(model, args, history=None) -> gr.Blocks:
                     with gr.Column(scale=2):
                         file_in = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                            label=setup.file_label(), elem_id="file-in")
-                        file_limit = gr.HTML("", elem_id="file-limit", js_on_load=FILE_LIMIT_JS.replace(
+                        file_limit = gr.HTML(f"<div class='file-limits'>{escape(setup.file_limits())}</div>",
+                                             elem_id="file-limit", js_on_load=FILE_LIMIT_JS.replace(
                             "__MAX_MB__", repr(float(setup.max_file_mb or 0))))
                         analyse_btn = gr.Button("Analyse", variant="primary", elem_id="analyse")
                         file_label = gr.Label(label="Average genre scores", num_top_classes=10, elem_id="file-label")
@@ -529,5 +547,10 @@ def launch(demo: gr.Blocks, args) -> None:
     Raises OSError when the port cannot be used."""
     logging.getLogger("uvicorn.error").addFilter(uploads.BrowserGone())
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share,
-                max_file_size=int(args.max_file_mb * 1024 * 1024), show_error=True, css=CSS, theme=gr.themes.Soft())
+    # quiet: Gradio's own lines would advise `share=True` in `launch()`; this page's flag is --share
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, quiet=True, prevent_thread_lock=True,
+                max_file_size=int(args.max_file_mb * 1024 * 1024), show_error=True, css=CSS, theme=gr.themes.Soft(),
+                i18n=I18N)
+    print(f"Page: {demo.local_url}" + (f"  public link: {demo.share_url}" if demo.share_url else
+                                      "  (--share for a temporary public link)"), flush=True)
+    demo.block_thread()

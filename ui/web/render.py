@@ -134,7 +134,7 @@ def style_html(res) -> str:
         return f"<div class='live-style'>{sure_html[3:]}</div>"
     score = res.scores.get(res.label) if not sure else None  # the raw tag score only without a calibration
     return (f"<div class='live-style' data-style='{escape(res.label, quote=True)}'>style: "
-            f"<b>{escape(res.label)}</b>{f' {score:.2f}' if score is not None else ''}{sure_html}</div>")
+            f"<b>{escape(res.label)}</b>{f' {score:.0%}' if score is not None else ''}{sure_html}</div>")  # as the bars: 39%
 
 
 # ---- the live plot -------------------------------------------------------------------------
@@ -295,10 +295,10 @@ def file_markdown(fa, name: str, window_s: float) -> str:
                "(play it below)." if fa.segment else "")
     genre = fa.top_genre or fa.top_label
     score = fa.genre_scores.get(genre, fa.scores.get(genre, 0.0))
-    style = f", style **{fa.top_style}** ({fa.scores[fa.top_style]:.2f})" if fa.top_style else ""
+    style = f", style **{fa.top_style}** {fa.scores[fa.top_style]:.0%}" if fa.top_style else ""  # (% as the bars)
     return (f"**{escape(name)}**: {duration(fa.duration_s)}, {fa.n_windows} windows of {window_s:g} s{every}"
             f"{f' ({silent} silent)' if silent else ''}. Top genre: **{genre}** "
-            f"(mean score {score:.2f}{style}).{segment}")
+            f"(mean score {score:.0%}{style}).{segment}")
 
 
 def file_error_html(message: str) -> str:
@@ -306,8 +306,10 @@ def file_error_html(message: str) -> str:
 
 
 def file_busy_html(name: str) -> str:
-    """The File tab's text while `name` is analysed (the previous file's results are gone)."""
-    return f"<div class='file-busy' data-file='{escape(name, quote=True)}'>Analysing <b>{escape(name)}</b>…</div>"
+    """The File tab's text while `name` is analysed (the previous file's results are gone):
+    empty, a marker only, since Gradio's progress over it names the file and how far it is
+    (one progress text, not two)."""
+    return f"<div class='file-busy' data-file='{escape(name, quote=True)}'></div>"
 
 
 def no_audio_html(after_s: float) -> str:

@@ -12,22 +12,24 @@ import asyncio
 import collections
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import AsyncIterator, NamedTuple
 
 import numpy as np
 
 from stream import EngineClosedError, EngineConfig, EngineStats, Result, SessionSummary, StreamEngine
+from stream.config import SETTINGS, configure
 from ui.history.store import HistoryStore
 
 PLOT_SPAN_S = 60.0  # readouts kept for the live plot: the last minute
 IDLE_STOP_S = 30.0  # a "recording" that sends nothing for this long is considered gone
 FLUSH_WAIT_S = 2.0  # how long Stop waits for the last window's result
+PAGE_SETTINGS = tuple(s for s in SETTINGS if s.control is not None)  # the settings' sliders, in order
 
 
 @dataclass(frozen=True)
 class LiveSettings:
-    """The settings sliders' values for one recording."""
+    """One recording's settings: the sliders' values (`PAGE_SETTINGS`) and the silence gate."""
 
     window_s: float
     hop_s: float
@@ -38,8 +40,12 @@ class LiveSettings:
     def engine_config(self) -> EngineConfig:
         # every genre's score (top_k=0): the plot keeps the lines of genres that left the top;
         # the page shows `top_k` of them
-        return EngineConfig(window_s=self.window_s, hop_s=self.hop_s, smoothing_s=self.smoothing_s,
-                            top_k=0, silence_dbfs=self.silence_dbfs)
+        return configure(window=self.window_s, hop=self.hop_s, smoothing=self.smoothing_s, top_k=0,
+                         silence_dbfs=self.silence_dbfs)
+
+    def with_controls(self, *values) -> LiveSettings:
+        """These settings with the sliders' values, in `PAGE_SETTINGS` order."""
+        return replace(self, **{s.field: s.kind(v) for s, v in zip(PAGE_SETTINGS, values, strict=True)})
 
 
 class Readout(NamedTuple):

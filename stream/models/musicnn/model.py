@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from ...errors import ModelLoadError
 from ...genres import load_genre_file
+from ...registry import BUNDLED
 from ..backends import Forward, select_backend
 from ..base import AudioModel
 from .frontend import PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, LogMel, patch_starts
@@ -21,22 +22,12 @@ WEIGHTS_DIR = PACKAGE_DIR / "weights"
 TAGS_PATH = PACKAGE_DIR / "tags.json"
 GENRES_PATH = PACKAGE_DIR / "genres.json"  # each genre tag's top-level genre (and why, where arguable)
 
-# spec -> checkpoints it runs. Each checkpoint is "<DATASET>_<arch>"; its tag list is
-# "<DATASET>_LABELS" in tags.json.
-SPECS: dict[str, tuple[str, ...]] = {
-    "musicnn": ("MTT_musicnn", "MSD_musicnn"),
-    "musicnn-original": ("MTT_musicnn", "MSD_musicnn"),
-    "musicnn-room": ("MTT_musicnn", "MSD_musicnn"),
-    "musicnn-mtt": ("MTT_musicnn",),
-    "musicnn-msd": ("MSD_musicnn",),
-    "vgg-mtt": ("MTT_vgg",),
-    "vgg-msd": ("MSD_vgg",),
-}
-
-# Specs whose weights are not the converted originals: spec -> folder under weights/ (a model card
-# beside them). "musicnn-room" is the room-robust student of tools/train_robust.py: opt-in, because it
-# misses issue 18's targets for the default (bench/README.md, "Room-robust model").
-TRAINED: dict[str, str] = {"musicnn-room": "robust"}
+# spec -> checkpoints it runs, and the specs whose weights are not the converted originals: spec ->
+# folder under weights/ (a model card beside them); both from the one list of models (stream/registry.py).
+# "musicnn-room" is the room-robust student of tools/train_robust.py: opt-in, because it misses
+# issue 18's targets for the default (bench/README.md, "Room-robust model").
+SPECS: dict[str, tuple[str, ...]] = {name: b.checkpoints for name, b in BUNDLED.items()}
+TRAINED: dict[str, str] = {name: b.weights for name, b in BUNDLED.items() if b.weights}
 
 # Tags (display form, lower case) that name a genre or style. The genre view is this set
 # *intersected with the tags the loaded checkpoints really output*, so a label is never
@@ -115,9 +106,11 @@ class MusicnnModel(AudioModel):
     # 4, 20+ for 8-16); ONNX Runtime's stays flat, so it takes bigger calls (set in
     # __init__; `python bench/backends.py`). Also bounds memory (~9 MB per patch and branch).
     max_patches_per_forward = 2
-    # Engines' jobs per worker call: live, each is one new patch, so 16 streams due at once
-    # share one front-end call and (under ONNX Runtime) one network call per checkpoint.
-    max_batch = 16
+    # Engines' jobs per worker call: live, each is one new patch, so up to 64 streams due at once
+    # share one predict call (the kernels cut it into the few batch shapes they run, Forward.chunk:
+    # per patch ONNX Runtime and OpenVINO cost the same at 1 or 4 rows, so a bigger call only saves
+    # per-call overhead; at ~10 ms per patch 64 patches still come back within the hop).
+    max_batch = 64
 
     def __init__(self, name: str, checkpoints: dict[str, torch.nn.Module], tag_lists: dict[str, list[str]],
                  device: str | torch.device = "cpu", align: str = "end", backend: str = "auto") -> None:
@@ -159,15 +152,18 @@ class MusicnnModel(AudioModel):
         self.default_labels = [t for t in labels if t in GENRE_TAGS]
         self.genres = {t: g for t, g in load_genre_file(GENRES_PATH).items() if t in index}
         # Each network's forward: torch, or the same float32 function under ONNX Runtime where
-        # installed and checked (backends.py; backend="torch" or STREAM_BACKEND=torch turns it off).
+        # installed and checked, or OpenVINO bf16 on a CPU with AMX (backends.py: checked at load
+        # against torch; backend="torch" or STREAM_BACKEND=torch turns it off).
         if self.device.type != "cpu":
             self.kernels = {k: Forward(net, "torch", f"torch (device {self.device})") for k, net in self.nets.items()}
         else:
             noise = np.random.default_rng(0).standard_normal((1, PATCH_SAMPLES)).astype(np.float32)
             example = self.logmel(0.1 * noise)[:, :PATCH_FRAMES]
-            self.kernels = {k: select_backend(net, example, backend) for k, net in self.nets.items()}
+            self.kernels = {k: select_backend(net, example, backend, lower_precision=True)
+                            for k, net in self.nets.items()}
         self.backend = ", ".join(sorted({f.backend for f in self.kernels.values()}))
-        if all(f.backend == "onnxruntime" for f in self.kernels.values()):
+        self.precision = ", ".join(sorted({f.precision for f in self.kernels.values()}))
+        if all(f.backend != "torch" for f in self.kernels.values()):
             self.max_patches_per_forward = 16
 
     # -- pieces, exposed for tests and tools ------------------------------------------

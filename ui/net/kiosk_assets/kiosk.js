@@ -9,29 +9,56 @@ const $ = (id) => document.getElementById(id);
 const HISTORY_S = 600;           // the strip: the last 10 minutes, one slot a second
 const STALE_HOPS = 3;            // no result for this many hops (after the first): "stale"
 const BACKOFF_S = [0.5, 30];     // first retry delay, largest delay (doubling, with jitter)
+const PROBE_S = [1, 2];          // while the server is down: GET readyz this often (jittered), connect once it answers
+const DIM_AFTER_S = 4;           // no readout for this long (and not listening): the headline and strip turn grey
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;  // the server's stream-name rule (ui/net/watch.py)
 const PERMANENT = new Set([1008, 4401, 4403]);  // refusals that retrying cannot fix
 const MAX_BUFFERED = 1 << 20;    // bytes waiting in the socket: past this, audio is dropped
 const ENGINE_PARAMS = ["window", "hop", "smoothing", "top_k"];
 const watchName = params.get("watch");
+const screenName = watchName ? null : ownName();
+// ?compute=device: classify on this device, send no audio (device/device.js)
+const device = !watchName && (params.get("compute") ?? config.compute) === "device"
+  ? (await import("./device/device.js")).create(params, config) : null;
 
 // What the page is doing, for diagnostics (and the tests); every part of it is bounded.
 const k = window.kiosk = {
   state: "starting", detail: "", micRequests: 0, connects: 0, opens: 0, results: 0, summaries: 0,
   refusal: null, summary: null, lastResults: [], framesSent: 0, framesDropped: 0, wakeLock: "none",
-  sampleRate: null, micLabel: null, mode: watchName ? "watch" : "listen",
+  sampleRate: null, micLabel: null, mode: watchName ? "watch" : device ? "device" : "listen", name: screenName,
+  probes: 0, rollovers: 0, dimmed: false,
 };
 
 let colours = config.colours || {};
 let sock = null, session = null;  // the open WebSocket and what it said (ready, when)
 let attempt = 0, retryAt = 0, retryTimer = 0, busy = false;
+// rollover: until when a --max-session reconnect stays unseen; nameTaken: our own name was refused as in use
+let probeTimer = 0, serverDown = false, rollover = 0, nameTaken = false;
 let ctx = null, worklet = null, source = null, micStream = null, micProblem = null;
 let lastResult = null, lastResultAt = 0, levelDb = null;
 
 // ---- settings from the URL ---------------------------------------------------------------
+// An own-microphone screen streams under one name for good (its history stays in one place):
+// ?name= sets it, else the one made on the first visit, both kept in localStorage.
+function ownName() {
+  let name = params.get("name");
+  if (name) {
+    if (NAME_RE.test(name)) localStorage.setItem("kiosk.name", name);
+    return name;  // an invalid one is refused by the server, which says what a name may be
+  }
+  name = localStorage.getItem("kiosk.name");
+  if (!name || !NAME_RE.test(name)) {
+    const hex = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, "0")).join("");
+    name = `screen-${hex}`;
+    localStorage.setItem("kiosk.name", name);
+  }
+  return name;
+}
+
 function query(extra) {
   const q = new URLSearchParams(extra);
   for (const name of ENGINE_PARAMS) if (params.has(name) && !watchName) q.set(name, params.get(name));
-  if (params.has("name") && !watchName) q.set("name", params.get("name"));
+  if (screenName) q.set("name", screenName);
   if (params.has("token")) q.set("token", params.get("token"));
   return q;
 }
@@ -46,7 +73,9 @@ function socketUrl(path, q) {
 // ---- the connection ---------------------------------------------------------------------
 function connect() {
   clearTimeout(retryTimer);
+  clearTimeout(probeTimer);
   retryAt = 0;
+  serverDown = false;
   const url = watchName
     ? socketUrl("v1/watch", query({ name: watchName }))
     : socketUrl("v1/listen", query({ sample_rate: ctx.sampleRate, channels: 1, format: "s16le" }));
@@ -65,17 +94,52 @@ function onClose(e) {
   const said = session && session.error;  // the error event a refusal sends before closing
   sock = null;
   session = null;
-  if (PERMANENT.has(e.code)) {
+  // this screen's own name still held by its previous connection (the server has not seen it
+  // drop yet) or by another tab: worth retrying, unlike the other refusals
+  nameTaken = !watchName && e.code === 1008 && (e.reason || "").startsWith("name_in_use:");
+  if (PERMANENT.has(e.code) && !nameTaken) {
     k.refusal = { code: e.code, reason: e.reason || (said && said.message) || "" };
     return render();
   }
+  if (performance.now() < rollover && e.code === 1000) {  // --max-session: the next session at once, unseen
+    k.rollovers++;
+    attempt = 0;
+    return connect();
+  }
+  rollover = 0;
   busy = e.code === 1013;
   // jitter: screens that lost the same server do not all come back in the same instant
   const delay = Math.min(BACKOFF_S[1], BACKOFF_S[0] * 2 ** attempt * (0.75 + 0.5 * Math.random()));
   attempt++;
   retryAt = performance.now() + delay * 1000;
-  retryTimer = setTimeout(connect, delay * 1000);
+  retryTimer = setTimeout(() => { if (!serverDown) connect(); }, delay * 1000);  // down: the probe connects
+  if (!busy && !nameTaken) probe();
   render();
+}
+
+// While the connection is lost, a cheap GET readyz every 1-2 s: a server seen down (no answer,
+// or 503 while it drains or warms up) is reconnected to as soon as it says ready, however long
+// the back-off grew meanwhile. Any other answer (a proxy without the route) leaves the back-off in charge.
+function probe() {
+  clearTimeout(probeTimer);
+  const wait = PROBE_S[0] + (PROBE_S[1] - PROBE_S[0]) * Math.random();
+  probeTimer = setTimeout(async () => {
+    if (!retryAt || sock) return;
+    k.probes++;
+    let status = 0;
+    try {
+      // (a bounded wait: a hung server must not stop the probing)
+      const answer = await fetch(new URL("readyz", location.href),
+                                 { cache: "no-store", signal: AbortSignal.timeout(5000) });
+      status = answer.status;
+    } catch (e) { /* no answer: down */ }
+    if (!retryAt || sock) return;
+    if (status === 200 && serverDown) return connect();
+    serverDown = status === 0 || status === 503;
+    if (serverDown) retryAt = Math.max(retryAt, performance.now() + 1000);  // never "reconnecting in 0 s"
+    probe();
+    render();
+  }, wait * 1000);
 }
 
 function onEvent(msg) {
@@ -87,6 +151,7 @@ function onEvent(msg) {
     case "ready":
       session.ready = msg;
       session.readyAt = performance.now();
+      k.readyAt = Date.now();  // (wall clock: diagnostics compare it with the server's readiness)
       if (msg.colours) colours = msg.colours;
       $("model").textContent = `model ${msg.model} · window ${msg.window_s} s · hop ${msg.hop_s} s`;
       attempt = 0;
@@ -100,7 +165,8 @@ function onEvent(msg) {
       k.summaries++;
       k.summary = msg;
       if (session) session.ready = null;  // a watched source ended; a new one sends ready
-      showSummary(msg);
+      if (watchName) showSummary(msg);  // an own-mic screen goes on listening: no "last source" line
+      else if (msg.reason === "max_session") rollover = performance.now() + 10000;
       break;
     case "error":
       session.error = msg;
@@ -225,12 +291,19 @@ function stateNow() {
   }
   if (micProblem) return ["no-microphone", `no microphone: ${MIC_HELP[micProblem] || micProblem}`];
   if (ctx && ctx.state !== "running") return ["paused", "paused: click or press a key to start listening"];
+  if (device) return device.state();
   if (retryAt) {
+    if (serverDown) return ["reconnecting", "connection lost: waiting for the server"];
     const left = Math.max(1, Math.ceil((retryAt - performance.now()) / 1000));
-    return ["reconnecting", `${busy ? "server busy" : "connection lost"}: reconnecting in ${left} s`];
+    const why = busy ? "server busy"
+      : nameTaken ? `the name “${screenName}” is in use (another tab?)` : "connection lost";
+    return ["reconnecting", `${why}: reconnecting in ${left} s`];
   }
+  const ready = session && sock.readyState === WebSocket.OPEN ? session.ready : null;
+  // a --max-session rollover: the screen reads on as before until the new session's readouts are late
+  const rolling = performance.now() < rollover;
+  if (rolling && (!ready || lastResultAt < session.readyAt)) return ["listening", "listening"];
   if (!sock || sock.readyState !== WebSocket.OPEN) return ["connecting", "connecting"];
-  const ready = session.ready;
   if (watchName && !ready) {
     const ended = k.summary ? "the source ended; " : "";
     return ["waiting", `${ended}waiting for a source named “${watchName}”`];
@@ -250,6 +323,16 @@ function render() {
   const el = $("state");
   if (el.textContent !== text) el.textContent = text;
   $("start").hidden = state !== "paused";
+  // a headline that is not being renewed must not look live from across the room
+  const age = lastResultAt ? (performance.now() - lastResultAt) / 1000 : 0;
+  const dim = !!lastResult && state !== "listening" && state !== "quiet" && age > DIM_AFTER_S;
+  if (dim !== k.dimmed) { k.dimmed = dim; document.body.classList.toggle("dim", dim); }
+  const ageText = dim ? `last readout ${ago(age)} ago` : "";
+  if ($("age").textContent !== ageText) $("age").textContent = ageText;
+}
+
+function ago(s) {
+  return s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${Math.round(s / 3600)} h`;
 }
 
 function tick() {
@@ -306,7 +389,8 @@ async function startMic() {
   if (ctx.state !== "running") ctx.resume().catch(() => {});  // allowed by autoplay policy, or waits for a click
   await listMics();
   navigator.mediaDevices.addEventListener("devicechange", listMics);
-  connect();
+  if (device) device.start(k, showResult, render);
+  else connect();
 }
 
 function useStream(stream) {
@@ -353,6 +437,7 @@ function onBlock(block) {
   for (let i = 0; i < block.length; i++) sum += block[i] * block[i];
   peakDb = Math.max(peakDb, 10 * Math.log10(sum / block.length + 1e-12));
   if (performance.now() - levelAt > 100) { levelDb = peakDb; peakDb = -120; levelAt = performance.now(); }
+  if (device) return device.feed(block, ctx.sampleRate);
   for (let i = 0; i < block.length; i++) {
     frame[frameN++] = Math.max(-32768, Math.min(32767, Math.round(block[i] * 32767)));
     if (frameN === frame.length) { sendFrame(); frameN = 0; }
@@ -391,6 +476,7 @@ window.addEventListener("resize", () => { if (lastResult) fit($("genre")); });
 $("start-button").addEventListener("click", () => ctx && ctx.resume());
 
 k.render = draw;  // draws a result record as the screen would (diagnostics: layout checks)
+if (screenName) $("name").textContent = screenName;
 keepAwake();
 setInterval(tick, 250);
 tick();

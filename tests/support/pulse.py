@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import stop_process
+from harness.proc import stop_process
 
 SINK = "v"
 REQUIRED_TOOLS = ("pulseaudio", "pactl", "paplay")

@@ -1,137 +1,46 @@
-"""Helpers for the network-API tests and benchmark: the server as a real subprocess on a free
-port, real music as PCM bytes in any rate/format, and a real WebSocket client (the
-`websockets` library) that streams in real time and records what comes back."""
+"""The network-API tests' side of the server: a running server per fixture (`served`), real
+WebSocket clients (the `websockets` library, and a bare-socket one for what a library will not
+do) that stream real music in real time and record what comes back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import pytest
-from conftest import stop_process
 
-ROOT = Path(__file__).resolve().parents[1]
-MUSIC_DIR = Path("/usr/share/games/asc/music")  # Debian asc-music, GPL-2+, electronic
-TRACKS = ["machine_wars.mp3", "frontiers.mp3", "time_to_strike.mp3"]
-FORMAT_DTYPES = {"s16le": ("<i2", 32767.0), "s32le": ("<i4", 2147483647.0), "f32le": ("<f4", 1.0)}
-# every server test streams these tracks: `pytestmark = needs_music` in its module
-needs_music = pytest.mark.skipif(not (MUSIC_DIR / TRACKS[0]).is_file(),
-                                 reason=f"{MUSIC_DIR} missing: apt-get install asc-music")
+from harness.server import (FORMAT_DTYPES, ROOT, ServerProcess, http_get, metric, metric_samples, pcm,  # noqa: F401
+                            scrape)
+from support.music import TRACKS, music
+from support.polling import wait_for
+
+
+@contextlib.contextmanager
+def served(*args, timeout: float = 120.0, clean_log: bool = True, **kw):
+    """A server (`ServerProcess(*args, **kw)`) from ready to stopped; with clean_log its log
+    must hold no traceback. A fixture is then `with served(...) as srv: yield srv`."""
+    srv = ServerProcess(*args, **kw).wait_ready(timeout)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+    if clean_log:
+        assert "Traceback" not in srv.log, srv.log
 
 
 def run_async(coro):
     return asyncio.run(coro)
 
 
-class ServerProcess:
-    """`python -m ui.net ... --port 0` (genre-serve) as a subprocess; `port` is read from its
-    'Listening on ws://HOST:PORT' line. Everything it logs is kept in `log`."""
-
-    def __init__(self, *args, env=None, port=0):
-        self.args = ["--model", "musicnn", "--port", str(port), "--log-level", "warning", *args]
-        cmd = [sys.executable, "-m", "ui.net", *self.args]
-        env = dict(os.environ if env is None else env, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self.port: int | None = None
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            m = re.search(r"Listening on ws://[^:]+:(\d+)/", line)
-            if m:
-                self.port = int(m.group(1))
-                self._ready.set()
-        self._ready.set()
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_ready(self, timeout=120.0) -> "ServerProcess":
-        self._ready.wait(timeout)
-        if self.port is None:
-            self.stop()
-            raise RuntimeError(f"server did not start (exit {self.proc.poll()}):\n{self.log}")
-        return self
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def url(self, **params) -> str:
-        from urllib.parse import urlencode
-
-        return f"{self.ws_url}/v1/listen?{urlencode(params)}"
-
-    def healthz(self, token=None) -> dict:
-        import urllib.request
-
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/healthz")
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, kill=False):
-        stop_process(self.proc, 15, kill)
-
-
-_decoded: dict = {}
-
-
-def music(track: str, start_s: float, seconds: float) -> tuple[np.ndarray, int]:
-    """float32 (n, 2) of a real recording, and its rate."""
-    import soundfile as sf
-
-    key = (track, start_s, seconds)
-    if key not in _decoded:
-        with sf.SoundFile(str(MUSIC_DIR / track)) as f:
-            f.seek(int(start_s * f.samplerate))
-            _decoded[key] = (f.read(int(seconds * f.samplerate), dtype="float32", always_2d=True), f.samplerate)
-    return _decoded[key]
-
-
-def music_wav_file(folder: Path, seconds: float) -> Path:
-    """A 16-bit WAV of `seconds` of the first track from 18 s on (for the command-line clients)."""
-    import soundfile as sf
-
-    audio, sr = music(TRACKS[0], 18, seconds)
-    path = folder / f"{Path(TRACKS[0]).stem}_{seconds:g}s.wav"
-    sf.write(str(path), audio, sr, subtype="PCM_16")
-    return path
-
-
 def parse_json_lines(stdout: str) -> tuple[list[dict], list[dict]]:
     """(results, summaries) of a client's --json output."""
     objs = [json.loads(line) for line in stdout.splitlines() if line.strip()]
     return [o for o in objs if o["event"] == "result"], [o for o in objs if o["event"] == "summary"]
-
-
-def pcm(audio: np.ndarray, rate: int, to_rate: int, channels: int, fmt: str) -> bytes:
-    """Resample (soxr, offline), pick channels and encode as interleaved little-endian PCM."""
-    import soxr
-
-    x = soxr.resample(audio, rate, to_rate) if to_rate != rate else audio
-    x = x[:, :channels] if channels <= x.shape[1] else np.repeat(x[:, :1], channels, axis=1)
-    dtype, scale = FORMAT_DTYPES[fmt]
-    x = np.clip(x, -1.0, 1.0) * scale
-    return np.ascontiguousarray(x.astype(dtype)).tobytes()
 
 
 @dataclass
@@ -294,57 +203,9 @@ def eight_clients(server) -> tuple[list[StreamRun], dict]:
 
 
 # ---------------------------------------------------------------- operations (issue 21) -
-def http_get(port: int, path: str, token=None, timeout=30.0) -> tuple[int, str]:
-    """(status, body) of GET http://127.0.0.1:PORT/PATH; errors are statuses, not exceptions.
-    token: sent as `Authorization: Bearer`."""
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def metric_samples(text: str) -> dict:
-    """The Prometheus text, parsed by prometheus_client's own parser: {(sample name,
-    ((label, value), ...)): value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def scrape(server, token=None) -> dict:
-    status, body = http_get(server.port, "/metrics", token)
-    assert status == 200, (status, body)
-    return metric_samples(body)
-
-
-def metric(samples: dict, name: str, **labels) -> float:
-    return samples[(name, tuple(sorted((k, str(v)) for k, v in labels.items())))]
-
-
-def poll(check, timeout=120.0, interval=0.1):
-    """check() until it returns something truthy or `timeout` passes; returns the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
 def wait_ready(server, timeout=120.0) -> None:
     """Until /readyz says 200 (the model is warmed up)."""
-    assert poll(lambda: http_get(server.port, "/readyz")[0] == 200, timeout), http_get(server.port, "/readyz")
+    assert wait_for(lambda: http_get(server.port, "/readyz")[0] == 200, timeout, 0.1), http_get(server.port, "/readyz")
 
 
 class RawClient:

@@ -1,4 +1,5 @@
-"""A client of the network API (ui/net/api.py) that looks like a StreamEngine.
+"""A client of the network API (`genre-serve`) that is an engine like StreamEngine
+(`stream.protocol.Engine`): a front end drives either without knowing which it holds.
 
     engine = RemoteEngine("ws://kiosk-server:8765", {"hop": 1}, on_result=print)
     engine.connect(48000, 2)           # blocks until the server is ready (ServerError if not)
@@ -6,8 +7,9 @@
     engine.flush(); engine.drain()     # end of input: last results and the server's summary
     engine.close()
 
-`feed`, `flush`, `drain`, `close`, `config`, `stats`, `summary()`, `latest` and `on_result`
-mean what they mean on a local engine, so a front end (cli_listen.py) drives either one.
+`feed`, `flush`, `drain`, `close`, `failed()`, `config`, `stats`, `summary()`, `latest` and
+`on_result` mean what they mean on a local engine, so a front end (the terminal listener) drives
+either one.
 Audio travels as f32le (exact, 4 bytes a sample); the server resamples and classifies.
 
 A lost connection is reported by `failed()`; with `reconnect=True` the client instead
@@ -37,7 +39,8 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import connect as ws_connect
 
-from stream.engine import EngineConfig, EngineStats, Result, SessionSummary, ShareTally
+from .config import EngineConfig
+from .records import EngineStats, Result, SessionSummary, ShareTally
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +201,10 @@ class RemoteEngine:
     def _start_session(self, ws, ready):
         self._ws, self.ready = ws, ready
         self.model_name = ready.get("model")
+        d = EngineConfig()  # (a server older than a field of `ready` ran with its default)
         self.config = EngineConfig(window_s=ready["window_s"], hop_s=ready["hop_s"],
-                                   min_window_s=ready.get("min_window_s", 3.0),
-                                   smoothing_s=ready.get("smoothing_s", 4.0), top_k=ready.get("top_k", 5))
+                                   min_window_s=ready.get("min_window_s", d.min_window_s),
+                                   smoothing_s=ready.get("smoothing_s", d.smoothing_s), top_k=ready.get("top_k", d.top_k))
         with self._lock:
             self._offset_s = self._sent_s
             self._last_t = None
@@ -432,6 +436,16 @@ class RemoteEngine:
     @property
     def closed(self) -> bool:
         return self._closing
+
+    @property
+    def genres(self) -> list[str]:
+        """[]: the server's genres come with its results (`Result.genre_scores`)."""
+        return []
+
+    @property
+    def min_audio_s(self) -> float:
+        """0.0: the server's model's minimum is not known here."""
+        return 0.0
 
     @property
     def disconnected(self) -> bool:

@@ -1,0 +1,3 @@
+"""Benchmarks: speed, memory and accuracy targets, measured as ratios within one run.
+Run from the checkout's root as modules: `python -m bench.run_all`, `python -m bench.server`, ...
+(bench/README.md lists them and holds the figures)."""

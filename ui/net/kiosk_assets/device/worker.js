@@ -1,0 +1,63 @@
+// The kiosk's model Worker (device mode): the log-mel front end and the MusiCNN networks as ONNX
+// graphs under onnxruntime-web (WebAssembly, vendored beside this file: no CDN). The page's
+// thread only captures and keeps the engine's state; a forward (~100 ms per network and patch)
+// never blocks it.
+//
+// Messages in:  {type: "load", base}                   base: URL of the folder with model.json
+//               {type: "run", id, patches, nets}        patches: Float32Array[] of 47616 samples
+// Messages out: {type: "loaded", manifest, threads, ms} | {type: "result", id, logits: {net: Float32Array[]}, ms}
+//               | {type: "error", id, message}
+import * as ort from "./ort/ort.wasm.min.mjs";
+
+ort.env.wasm.wasmPaths = new URL("./ort/", import.meta.url).href;
+// WebAssembly threads need a cross-origin isolated page (COOP/COEP headers); else one thread.
+const THREADS = self.crossOriginIsolated ? Math.max(1, Math.min(2, navigator.hardwareConcurrency || 1)) : 1;
+ort.env.wasm.numThreads = THREADS;
+
+let manifest = null, frontend = null;
+const nets = {};
+
+async function session(url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return ort.InferenceSession.create(new Uint8Array(await r.arrayBuffer()),
+                                     { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+}
+
+async function load(base) {
+  const t0 = performance.now();
+  const r = await fetch(new URL("model.json", base));
+  if (!r.ok) throw new Error(`model.json: HTTP ${r.status}`);
+  manifest = await r.json();
+  const [fe, ...loaded] = await Promise.all([session(new URL(manifest.frontend, base)),
+                                             ...manifest.nets.map((e) => session(new URL(e.file, base)))]);
+  frontend = fe;
+  manifest.nets.forEach((e, i) => { nets[e.name] = loaded[i]; });
+  return { manifest, threads: THREADS, ms: performance.now() - t0 };
+}
+
+async function run(patches, which) {
+  const n = manifest.patch_samples, k = patches.length, t0 = performance.now();
+  const audio = new Float32Array(k * n);
+  patches.forEach((p, i) => audio.set(p, i * n));
+  const { logmel } = await frontend.run({ audio: new ort.Tensor("float32", audio, [k, n]) });
+  const logits = {};
+  for (const name of which) {
+    const { y } = await nets[name].run({ x: logmel });
+    const per = y.dims[1];
+    logits[name] = Array.from({ length: k }, (_, i) => y.data.slice(i * per, (i + 1) * per));
+  }
+  return { logits, ms: performance.now() - t0 };
+}
+
+let queue = Promise.resolve();  // one call at a time: two screens' engines share one worker
+self.onmessage = (e) => { queue = queue.then(() => handle(e.data)); };
+
+async function handle(msg) {
+  try {
+    if (msg.type === "load") self.postMessage({ type: "loaded", ...(await load(msg.base)) });
+    else if (msg.type === "run") self.postMessage({ type: "result", id: msg.id, ...(await run(msg.patches, msg.nets)) });
+  } catch (err) {
+    self.postMessage({ type: "error", id: msg.id, message: String(err && err.message || err) });
+  }
+}

@@ -185,8 +185,8 @@ def test_newer_schema_is_refused_with_a_clear_message(tmp_path):
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     con.close()
     for open_ in (lambda: HistoryStore(path), lambda: HistoryReader(path)):
-        with pytest.raises(HistoryError, match=r"written by a newer version of live-genre \(schema version 2; "
-                                               r"this version knows up to 1\): upgrade"):
+        with pytest.raises(HistoryError, match=rf"written by a newer version of live-genre \(schema version "
+                                               rf"{SCHEMA_VERSION + 1}; this version knows up to {SCHEMA_VERSION}\): upgrade"):
             open_()
     r = subprocess.run([sys.executable, "-m", "ui.history", str(path), "--name", "shop", "--day", "2026-12-01"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from harness.checkpoint import make_tiny_checkpoint
+
 ROOT = Path(__file__).resolve().parent.parent
 
 GTZAN = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
@@ -48,13 +50,6 @@ def make_distilhubert_checkpoint(path, seed: int = 0, head_gain: float = 1.0) ->
     return str(path)
 
 
-def make_tiny_checkpoint(path) -> str:
-    """The tests' tiny HuBERT classifier (harness.checkpoint), for accuracy checks."""
-    from harness.checkpoint import make_tiny_checkpoint as make
-
-    return str(make(path))
-
-
 _tmpdirs: list = []
 
 
@@ -64,8 +59,8 @@ def temp_checkpoint(kind: str = "distilhubert", **kw) -> str:
     _tmpdirs.append(d)
     if kind == "distilhubert":
         return make_distilhubert_checkpoint(d.name, **kw)
-    if kind == "tiny":
-        return make_tiny_checkpoint(d.name)
+    if kind == "tiny":  # the tests' tiny HuBERT classifier, for accuracy checks
+        return str(make_tiny_checkpoint(d.name))
     raise ValueError(kind)
 
 

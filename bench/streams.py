@@ -320,7 +320,9 @@ def capacity(args, audio, seconds: float) -> dict:
     from stream.models.backends import openvino_available
     from stream.models.musicnn import load_bundled
 
-    models = {"fp32 ONNX Runtime": load_bundled("musicnn", backend="onnxruntime")}
+    before = load_bundled("musicnn", backend="onnxruntime")
+    before.frontend.forward = before.frontend._logmel  # the front end as it was: batched, torch's threads
+    models = {"before (fp32 ORT)": before, "fp32 ONNX Runtime": load_bundled("musicnn", backend="onnxruntime")}
     if openvino_available()[0]:
         models["OpenVINO " + ("bf16" if load_bundled("musicnn-mtt", backend="openvino").precision == "bf16" else "fp32")] = \
             load_bundled("musicnn", backend="openvino")
@@ -346,6 +348,16 @@ def capacity(args, audio, seconds: float) -> dict:
     for k, v in ms.items():
         out["per_hop"][k] = C.med(v)
         print(f"  {k:18s} {C.med(v):6.1f} CPU ms per hop", flush=True)
+    if args.fixed:  # a loaded machine holds too few streams to compare: the cost per readout at fixed N instead
+        print("\nfixed N, real time (what a readout costs the process, all threads, batching included):")
+        out["fixed"] = {}
+        for n in args.fixed:
+            for name, m in models.items():
+                r = run(m, n, seconds, audio, cfg=cfg)
+                out["fixed"][(name, n)] = r
+                print(trial_line(name, r) + f"; {r['cpu_ms_per_result']:.1f} CPU ms per readout", flush=True)
+        print(C.load_note().replace(" at start", " now"))
+        return out
     cap = args.cap
     held, trials = held_interleaved({k: (m, cfg) for k, m in models.items()}, audio, seconds, cap,
                                     1 if args.quick else 3, lambda name, r: print(trial_line(name, r), flush=True))
@@ -405,6 +417,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--cap", type=int, default=48, help="largest N tried")
     ap.add_argument("--only", nargs="+", default=["cpu", "bundled", "distilhubert"],
                     choices=["cpu", "bundled", "distilhubert", "capacity"])
+    ap.add_argument("--fixed", type=int, nargs="+", default=None,
+                    help="--only capacity: fixed stream counts instead of the streams-held search")
     ap.add_argument("--ghz", type=float, default=None, help="core clock for the peak (default: /proc/cpuinfo's)")
     ap.add_argument("--quality", action="store_true", help="also compare patch-grid and whole-window readouts")
     args = ap.parse_args(argv)

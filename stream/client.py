@@ -371,7 +371,7 @@ class RemoteEngine:
         else:
             self._n_classified += 1
             self._infer_ms.append(res.inference_ms)
-            self._shares.add(dt, res.genre, res.label)
+            self._shares.add(dt, res.genre, res.label, res.no_music)
 
     def _notify(self, message: str):
         if self.on_event is not None:
@@ -463,7 +463,8 @@ class RemoteEngine:
         if s is not None:
             return SessionSummary(duration_s=s["duration_s"], silent_s=s["silent_s"], shares=dict(s["shares"]),
                                   dominant=s["dominant"], genre_shares=dict(s.get("genre_shares") or {}),
-                                  dominant_genre=s.get("dominant_genre"), styles=dict(s.get("styles") or {}))
+                                  dominant_genre=s.get("dominant_genre"), styles=dict(s.get("styles") or {}),
+                                  no_music_s=s.get("no_music_s") or 0.0)
         with self._lock:
             return self._shares.summary()
 

@@ -79,6 +79,12 @@ class EngineConfig:
         window needs them, so every readout is the mean of its own grid patches. Models
         without patches (Hugging Face checkpoints) always score whole windows. False scores
         whole windows every hop (the behaviour before this option).
+    music_detector: each hop also asks a small music/speech detector (stream/presence.py)
+        whether music plays; without music for ~3 s the headline is "no music" (genre and
+        label None; the genre scores are still computed and kept), and it names a genre again
+        once music has played ~1.5 s. False names a genre for any sound (a voice, a fan).
+        None: on, unless the environment says STREAM_MUSIC_DETECTOR=off (the test suite's toy
+        models hear tones, which are no music).
     """
 
     window_s: float | None = None
@@ -93,6 +99,7 @@ class EngineConfig:
     switch_margin: float = 0.1
     patch_reuse: bool = True
     genres: Mapping[str, str] | str | os.PathLike | None = None
+    music_detector: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,11 @@ class Setting:
     def default(self):
         """EngineConfig's default (None: the model's own)."""
         return getattr(EngineConfig, self.field)
+
+    @property
+    def noun(self) -> str:
+        """What a value is, for a refusal of text that is none: "a number of seconds"."""
+        return "an integer" if self.kind is int else "a number of seconds" if self.unit == "s" else "a number"
 
     def span_text(self, lo: float, hi: float) -> str:
         """A range as the refusals and --help say it: "3..30 s", "0..10 (0 = all)"."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -13,9 +14,11 @@ import numpy as np
 
 from .audio import rms_dbfs, to_float_mono, validate_rate, validate_samples
 from .buffer import RingBuffer
+from .calibration import load as load_calibration
 from .config import SETTINGS, EngineConfig
 from .errors import EngineClosedError
 from .genres import GenreLevel, genre_level, genre_mapping
+from .presence import CONTEXT_S, PresenceTracker, shared_detector
 from .records import EngineStats, Result, SessionSummary, ShareTally, iso_utc  # noqa: F401  (re-exported)
 from .resample import StreamingResampler
 from .smoothing import ScoreSmoother
@@ -42,6 +45,7 @@ class _WindowMeta(NamedTuple):
     level_dbfs: float
     duration_s: float
     recent: np.ndarray | None  # the newest min_window_s, the change evidence (None: not needed)
+    presence: np.ndarray | None = None  # the newest hop (+ context) for the music detector
 
 
 @dataclass
@@ -100,6 +104,10 @@ class StreamEngine:
         self._genre_smoother = ScoreSmoother(c.smoothing_s, c.switch_margin, c.change_s, self._min / rate)
         self._smoother = ScoreSmoother(c.smoothing_s, c.switch_margin, 0.0, self._min / rate)
         self._anchor: int | None = None  # stream sample where the current music began (a detected change)
+        # is music playing? (None: the detector is off; then every sound gets a genre)
+        self._detector = shared_detector() if c.music_detector else None
+        self._presence = PresenceTracker() if c.music_detector else None
+        self._calibrator = load_calibration(getattr(model, "name", ""), self.genre_level.genres)
         self._closed = False
         self._gen = 0  # bumped by reset(): results of older windows are dropped
         self._seq = 0
@@ -128,7 +136,10 @@ class StreamEngine:
         bad default fails there, not on every stream."""
         c = replace(c,
                     window_s=float(model.default_window_s if c.window_s is None else c.window_s),
-                    hop_s=float(model.default_hop_s if c.hop_s is None else c.hop_s))
+                    hop_s=float(model.default_hop_s if c.hop_s is None else c.hop_s),
+                    music_detector=(os.environ.get("STREAM_MUSIC_DETECTOR", "on").strip().lower()
+                                    not in ("0", "off", "false", "no")) if c.music_detector is None
+                    else bool(c.music_detector))
         problems = [p for s in SETTINGS if (p := s.engine_problem(getattr(c, s.field))) is not None]
         if problems:
             raise ValueError("invalid EngineConfig: " + "; ".join(problems))
@@ -263,8 +274,11 @@ class StreamEngine:
         c = self.config
         if c.change_s > 0 and c.smoothing_s > 0 and n >= 2 * self._min and level >= c.silence_dbfs:
             recent = self._ring.newest(self._min).copy()
+        presence = None
+        if self._detector is not None and level >= c.silence_dbfs:
+            presence = self._ring.newest(min(len(self._ring), self._hop + int(CONTEXT_S * self.rate))).copy()
         self._seq += 1
-        meta = _WindowMeta(self._gen, self._seq, t_end, level, len(window) / self.rate, recent)
+        meta = _WindowMeta(self._gen, self._seq, t_end, level, len(window) / self.rate, recent, presence)
         if level < self.config.silence_dbfs:
             if self._worker is not None and self._worker.cancel(self):
                 self._skipped()
@@ -413,13 +427,13 @@ class StreamEngine:
         self._delivered_seq = meta.seq
         return True
 
-    def _tally(self, t_end: float, genre: str | None, label: str | None) -> None:
+    def _tally(self, t_end: float, genre: str | None, label: str | None, no_music: bool = False) -> None:
         dt = self.config.hop_s if self._last_result_t is None else max(t_end - self._last_result_t, 0.0)
         self._last_result_t = t_end
-        self._tally_time.add(dt, genre, label)
+        self._tally_time.add(dt, genre, label, no_music)
 
     def _deliver_silent(self, meta: _WindowMeta) -> None:
-        _, seq, t_end, level, dur, _ = meta
+        _, seq, t_end, level, dur, _, _ = meta
         with self._result_lock:
             if not self._accept(meta):
                 self._done_seq = max(self._done_seq, seq)
@@ -428,13 +442,21 @@ class StreamEngine:
             self._genre_smoother.reset()
             self._n_silent += 1
             self._tally(t_end, None, None)
-            res = Result({}, {}, None, t_end, True, level, dur, 0.0, 0.0, at=time.time())
+            pr = self._presence.silent(t_end, self.config.hop_s) if self._presence is not None else None
+            res = Result({}, {}, None, t_end, True, level, dur, 0.0, 0.0, at=time.time(),
+                         music=None if pr is None else pr.music, no_music=bool(pr and pr.no_music))
             self.latest = res
         self._post(res, seq)
 
     def _deliver(self, job: Job, probs, infer_ms: float, err) -> None:
-        _, seq, t_end, level, dur, recent = job.meta
+        _, seq, t_end, level, dur, recent, presence = job.meta
         recent_probs = None
+        heard = None  # (music, speech) of the newest hop: the detector runs where the model does
+        if presence is not None and err is None and job.meta.gen == self._gen and not self._closed:
+            try:
+                heard = self._detector.hop(presence, self.rate, min(self.config.hop_s, len(presence) / self.rate))
+            except Exception as exc:
+                err = exc
         # patch models already scored the newest patch (the newest ~3 s): no extra forward for them
         if (recent is not None and not isinstance(job, _PatchJob) and err is None and job.meta.gen == self._gen
                 and not self._closed):
@@ -459,6 +481,18 @@ class StreamEngine:
             vis = self._visible
             gl = self.genre_level
             gs = self._genre_smoother
+            pr = None
+            if self._presence is not None:
+                was_off = self._presence.no_music
+                pr = self._presence.update(*(heard or (0.0, 0.0)), t_end, self.config.hop_s)
+                if was_off and not pr.no_music:
+                    # music is back: start the readout from it, not from what the voice scored
+                    self._smoother.reset()
+                    gs.reset()
+                    since = self._presence.music_since
+                    if since is not None:
+                        self._anchor = max(int(round(since * self.rate)), 0)
+                    recent_probs = None
             g_smooth = gs.update(gl.scores(probs), t_end, None,
                                  None if recent_probs is None else gl.scores(recent_probs))
             if gs.changed_at is not None:
@@ -473,12 +507,19 @@ class StreamEngine:
             raw = {labels[i]: float(probs[i]) for i in raw_order}
             leader = labels[self._smoother.leader]
             genre = gl.genres[gs.leader]
+            conf = alt = None
+            if pr is not None and pr.no_music:
+                leader = genre = None  # the headline is "no music"; the scores stay in the record
+            elif self._calibrator is not None:
+                cf = self._calibrator(g_smooth, gs.leader, gl.genres)
+                conf, alt = cf.value, cf.alternative
             self._infer_ms.append(infer_ms)
             self._n_classified += 1
-            self._tally(t_end, genre, leader)
+            self._tally(t_end, genre, leader, bool(pr and pr.no_music))
             latency = (time.perf_counter() - job.submitted) * 1000.0
             res = Result(scores, raw, leader, t_end, False, level, dur, infer_ms, latency, genre, genre_scores,
-                         time.time())
+                         time.time(), music=None if pr is None else pr.music, no_music=bool(pr and pr.no_music),
+                         talk=bool(pr and pr.talk), confidence=conf, alternative=alt)
             self.latest = res
         self._post(res, seq)
 
@@ -543,6 +584,8 @@ class StreamEngine:
             self._smoother.reset()
             self._genre_smoother.reset()
             self._anchor = None
+            if self._presence is not None:
+                self._presence.reset()
             self.latest = None
             self._last_result_t = None
             self._tally_time.clear()

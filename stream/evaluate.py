@@ -41,6 +41,7 @@ import numpy as np
 from .engine import EngineConfig, StreamEngine
 from .errors import AudioDecodeError
 from .files import analyze_file, decode_blocks
+from .presence import DetectorUnavailable, shared_detector
 
 AUDIO_EXT = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".au", ".aiff", ".aif", ".m4a", ".webm"}
 LIVE_CHUNK_S = 0.1
@@ -67,6 +68,8 @@ class FileResult:
     live: str | None  # folder genre of the live readout at the end of the file
     live_label: str | None
     seconds: float  # wall time for this file (file + live)
+    music_share: float | None = None  # share of the file's seconds the music detector heard music in
+    no_music: bool = False  # judged "no music" (talk, noise: under half of it music): listed apart
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,11 @@ class FolderScores:
     genres: list[str]
     skipped: list[str] = field(default_factory=list)
     scoring: Scoring | None = None
+
+    @property
+    def no_music(self) -> list[FileResult]:
+        """The files judged "no music" (their genre is still scored, and counted in the matrix)."""
+        return [r for r in self.results if r.no_music]
 
 
 def _norm(name: str) -> str:
@@ -237,6 +245,24 @@ def stream_file(path: Path, model, config) -> tuple[dict, str | None, str | None
     return last.scores, last.label, last.genre
 
 
+def music_share(path: Path) -> float | None:
+    """Share of the file's 1 s stretches in which the music detector (stream/presence.py) hears
+    music; None where it is not installed."""
+    try:
+        det = shared_detector()
+    except DetectorUnavailable:
+        return None
+    frames = []
+    for block, rate in decode_blocks(path):
+        mono = block.mean(axis=1) if block.ndim == 2 else block
+        p = det.frames(mono, rate)
+        frames.append(np.maximum(p[:, 1], p[:, 2]))
+    f = np.concatenate(frames) if frames else np.zeros(0)
+    per_s = int(round(1 / det.frame_s))
+    secs = f[: len(f) // per_s * per_s].reshape(-1, per_s).mean(axis=1) if len(f) >= per_s else f[None].mean(axis=1)
+    return float(np.mean(secs >= 0.5)) if len(secs) else None
+
+
 def confusion(results: list[FileResult], genres: list[str]) -> np.ndarray:
     """rows = true genre, columns = predicted genre (+ a last column: "(other)", a verdict with
     no folder of its own, or none)."""
@@ -282,7 +308,9 @@ def score_folder(root, model, mapping_spec: str | None = None, *, live: bool = T
             final, live_label, live_head = stream_file(path, model, EngineConfig(top_k=0, **view))
             live_genre = {"map": lambda: decide(final, mapping), "genre": lambda: scoring.folder(live_head),
                           "style": lambda: scoring.folder(live_label)}[scoring.level]()
-        r = FileResult(str(path), truth, pred, fa.top_label, live_genre, live_label, time.perf_counter() - t0)
+        share = music_share(path)
+        r = FileResult(str(path), truth, pred, fa.top_label, live_genre, live_label, time.perf_counter() - t0,
+                       share, share is not None and share < 0.5)
         scores.results.append(r)
         if on_file is not None:
             on_file(done, len(files), path, r)

@@ -10,6 +10,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from .calibration import words as confidence_words
+
 
 def _num(x, nd: int = 4):
     """Rounded float, or None for None/NaN/inf (JSON has no NaN)."""
@@ -57,6 +59,13 @@ class Result:
         scores as its best style), `genre` first, then the others, highest first; `top_k` of them.
     at: wall-clock time (Unix seconds) the readout was ready: `time_s` counts audio, so it
         cannot say what played when in a kiosk's day; records carry it as ISO-8601 UTC.
+    music: smoothed presence of music, 0-1 (stream/presence.py); None without the detector.
+    no_music: no music for ~3 s (a voice, a crowd, a fan): the headline is "no music", so
+        `genre` and `label` are None; `scores`/`genre_scores` are still the model's.
+    talk: speech heard in the newest hop, with or without music.
+    confidence: calibrated chance that `genre` is the genre of the track as a whole
+        (stream/calibration.py); None where no calibration exists for the model, or no genre.
+    alternative: a genre close to `genre` ("X or Y"), else None.
     """
 
     scores: dict
@@ -71,6 +80,11 @@ class Result:
     genre: str | None = None
     genre_scores: dict = field(default_factory=dict)
     at: float | None = None
+    music: float | None = None
+    no_music: bool = False
+    talk: bool = False
+    confidence: float | None = None
+    alternative: str | None = None
 
     def to_json(self, **extra) -> dict:
         """This readout as a JSON-ready record (`"event": "result"`, numbers rounded, NaN as
@@ -91,6 +105,12 @@ class Result:
             "genre": self.genre,
             "genre_scores": {k: _num(v) for k, v in self.genre_scores.items()},
             "at": iso_utc(time.time() if self.at is None else self.at),  # (fields are only ever added)
+            "music": _num(self.music, 3),
+            "no_music": self.no_music,
+            "talk": self.talk,
+            "confidence": _num(self.confidence, 3),
+            "certainty": confidence_words(self.confidence),  # sure / likely / unsure
+            "alternative": self.alternative,
         }
         rec.update(extra)
         return rec
@@ -103,7 +123,9 @@ class Result:
         return cls(scores=dict(rec.get("scores") or {}), raw_scores={}, label=rec.get("label"),
                    time_s=f("time_s") + offset_s, silent=bool(rec.get("silent")), level_dbfs=f("level_dbfs"),
                    window_s=f("window_s"), inference_ms=f("inference_ms"), latency_ms=f("latency_ms"),
-                   genre=rec.get("genre"), genre_scores=dict(rec.get("genre_scores") or {}), at=_unix(rec.get("at")))
+                   genre=rec.get("genre"), genre_scores=dict(rec.get("genre_scores") or {}), at=_unix(rec.get("at")),
+                   music=rec.get("music"), no_music=bool(rec.get("no_music")), talk=bool(rec.get("talk")),
+                   confidence=rec.get("confidence"), alternative=rec.get("alternative"))
 
 
 @dataclass(frozen=True)
@@ -130,6 +152,8 @@ class SessionSummary:
     genre_shares / dominant_genre: per leading genre (the headline).
     styles: per genre, the shares of its leading styles (of the whole non-silent time, so a
         genre's styles add up to its own share); empty for a model without a style level.
+    no_music_s: time shown as "no music" (talk, noise): counted apart, like silence, so the
+        shares are of the time music played.
     """
 
     duration_s: float
@@ -139,6 +163,7 @@ class SessionSummary:
     genre_shares: dict = field(default_factory=dict)
     dominant_genre: str | None = None
     styles: dict = field(default_factory=dict)
+    no_music_s: float = 0.0
 
     def to_json(self, stats: EngineStats, reason: str, **extra) -> dict:
         """This summary plus the engine's `stats` counters as a JSON-ready record
@@ -165,6 +190,7 @@ class SessionSummary:
             "genre_shares": {k: _num(v) for k, v in self.genre_shares.items()},
             "styles": {g: {k: _num(v) for k, v in inner.items()} for g, inner in self.styles.items()},
             "at": iso_utc(time.time()),
+            "no_music_s": _num(self.no_music_s, 2),
         }
         rec.update(extra)
         return rec
@@ -181,9 +207,12 @@ class ShareTally:
     def clear(self) -> None:
         self.time: dict[tuple, float] = collections.defaultdict(float)
         self.silent_s = 0.0
+        self.no_music_s = 0.0
 
-    def add(self, dt: float, genre: str | None, label: str | None) -> None:
-        if label is None and genre is None:
+    def add(self, dt: float, genre: str | None, label: str | None, no_music: bool = False) -> None:
+        if no_music and label is None and genre is None:
+            self.no_music_s += dt
+        elif label is None and genre is None:
             self.silent_s += dt
         else:
             self.time[(genre if genre is not None else label, label)] += dt
@@ -191,7 +220,7 @@ class ShareTally:
     def summary(self) -> SessionSummary:
         total = sum(self.time.values())
         if not total:
-            return SessionSummary(self.silent_s, self.silent_s, {}, None)
+            return SessionSummary(self.silent_s + self.no_music_s, self.silent_s, {}, None, no_music_s=self.no_music_s)
         by_label, by_genre = collections.defaultdict(float), collections.defaultdict(float)
         for (g, l), t in self.time.items():
             by_label[l] += t / total
@@ -202,5 +231,5 @@ class ShareTally:
         if any(g != l for g, l in self.time):
             for g in genre_shares:
                 styles[g] = first({l: t / total for (gg, l), t in self.time.items() if gg == g})
-        return SessionSummary(total + self.silent_s, self.silent_s, shares, next(iter(shares)),
-                              genre_shares, next(iter(genre_shares)), styles)
+        return SessionSummary(total + self.silent_s + self.no_music_s, self.silent_s, shares, next(iter(shares)),
+                              genre_shares, next(iter(genre_shares)), styles, self.no_music_s)

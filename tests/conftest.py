@@ -14,6 +14,8 @@ os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
 # normal priority a replica got ~2 % of a core, and the Ray cases timed out on a loaded CI machine
 # (model load > 120 s). The tests check what Ray computes, not its priority: equal priority.
 os.environ.setdefault("RAY_worker_niceness", "0")
+# the toy models hear tones, which are no music: tests of presence turn the detector on themselves
+os.environ.setdefault("STREAM_MUSIC_DETECTOR", "off")
 import pytest
 
 from harness.checkpoint import make_tiny_checkpoint

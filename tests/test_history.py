@@ -185,8 +185,8 @@ def test_newer_schema_is_refused_with_a_clear_message(tmp_path):
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     con.close()
     for open_ in (lambda: HistoryStore(path), lambda: HistoryReader(path)):
-        with pytest.raises(HistoryError, match=r"written by a newer version of live-genre \(schema version 2; "
-                                               r"this version knows up to 1\): upgrade"):
+        with pytest.raises(HistoryError, match=rf"written by a newer version of live-genre \(schema version "
+                                               rf"{SCHEMA_VERSION + 1}; this version knows up to {SCHEMA_VERSION}\): upgrade"):
             open_()
     r = subprocess.run([sys.executable, "-m", "ui.history", str(path), "--name", "shop", "--day", "2026-12-01"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -457,7 +457,8 @@ def test_cli_listen_records_its_session_per_wall_clock_minute(tmp_path):
     5 s "minute": a row per wall-clock 5 s, their seconds and shares add up to the printed
     summary, and the session row says why it ended. A file it cannot use: exit 2 at start."""
     path = tmp_path / "h.sqlite"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GENRE_HISTORY_MINUTE_S="5", PYTHONPATH=str(ROOT))
+    short_minute = str(ROOT / "tests" / "short_minute")  # (its sitecustomize.py: 5 s history minutes)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join([short_minute, str(ROOT)]))
     t0 = time.time()
     r = subprocess.run([sys.executable, str(ROOT / "cli_listen.py"), "--file", str(MUSIC_DIR / "machine_wars.mp3"),
                         "--duration", "20", "--hop", "1", "--json", "--model", "musicnn", "--history", str(path),

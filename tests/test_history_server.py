@@ -2,7 +2,7 @@
 real subprocess, real WebSocket clients streaming real music in real time, GET /v1/history, a
 SIGKILL mid-stream, a full disk (a tiny tmpfs) and files it must refuse at start.
 
-The server runs with the test-only GENRE_HISTORY_MINUTE_S=5 (README 'History'): its "minutes"
+The server runs with 5 s history "minutes" (tests/short_minute/sitecustomize.py): its "minutes"
 are 5 s of wall clock, so a test sees several rows in seconds instead of minutes; rows are still
 per wall-clock period, exactly as with 60 s."""
 from __future__ import annotations
@@ -26,7 +26,8 @@ from support.server import ROOT, ServerProcess, events_until_close, pcm, served,
 
 TOKEN = "hist-token"
 MINUTE_S = 5
-ENV = dict(os.environ, GENRE_HISTORY_MINUTE_S=str(MINUTE_S))
+# the server's history in 5 s minutes: its Python starts with tests/short_minute/sitecustomize.py
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "short_minute"), str(ROOT)]))
 
 pytestmark = [needs_music, pytest.mark.server]
 

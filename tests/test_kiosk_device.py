@@ -109,8 +109,11 @@ def test_graphs_give_the_models_probabilities_on_real_music(model, files):
     err = float(np.abs(got - want).max())
     print(f"\ngraphs vs model.predict: max |diff| {err:.2e} in probability")
     assert err <= 1e-4, err
-    top = [model.labels[i] for i in np.argmax(want, axis=1)]
-    assert [model.labels[i] for i in np.argmax(got, axis=1)] == top
+    # the leading tag the same wherever the model's lead exceeds what the two paths may differ by
+    top2 = np.sort(want, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * 1e-4
+    assert clear.sum() >= len(want) // 2, top2  # never vacuous
+    assert (np.argmax(got, axis=1)[clear] == np.argmax(want, axis=1)[clear]).all()
 
 
 def test_manifest_is_the_engines_configuration(model):

@@ -305,3 +305,44 @@ def test_no_long_functions_in_shells_or_ui():
                 if n > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
     assert not long, long
+
+
+# ---------------------------------------------------------------- tests, bench, tools ------
+def _top_level_defs(path: Path) -> set[str]:
+    """Functions and classes defined at the top of a file, fixtures left out (a fixture named like
+    a helper is a value of the test's own, not a second copy of the helper)."""
+    out = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if not any("fixture" in ast.unparse(d) for d in node.decorator_list):
+                out.add(node.name)
+    return out
+
+
+def test_shared_test_helpers_are_defined_once():
+    shared = {}
+    for path in sorted((ROOT / "tests" / "support").glob("*.py")) + sorted((ROOT / "harness").glob("*.py")):
+        for name in _top_level_defs(path):
+            assert name not in shared, f"{name} is defined in {shared[name]} and {path.relative_to(ROOT)}"
+            shared[name] = path.relative_to(ROOT)
+    assert {"free_port", "wait_for", "served", "ServerProcess", "browser_page", "make_tiny_checkpoint"} <= set(shared)
+    again = [f"{path.relative_to(ROOT)}: {name} (see {shared[name]})"
+             for folder in ("tests", "bench", "tools") for path in sorted((ROOT / folder).glob("*.py"))
+             for name in sorted(_top_level_defs(path) & set(shared))]
+    assert not again, "helpers defined again instead of imported:\n" + "\n".join(again)
+
+
+@pytest.mark.parametrize("folder", ["bench", "tools"])
+def test_bench_and_tools_are_packages_that_use_no_test_code(folder):
+    """Run as `python -m bench.x` / `python -m tools.y` from the root: no sys.path edits, and
+    nothing from tests/ (what they share with the tests lives in harness/)."""
+    assert (ROOT / folder / "__init__.py").is_file()
+    bad = []
+    for path in sorted((ROOT / folder).glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if "sys.path" in text:
+            bad.append(f"{path.relative_to(ROOT)}: edits sys.path")
+        names = {name.split(".")[0] for name, _, _ in imports_of(path, f"{folder}.{path.stem}")}
+        if names & {"tests", "conftest", "support"}:
+            bad.append(f"{path.relative_to(ROOT)}: imports {sorted(names & {'tests', 'conftest', 'support'})}")
+    assert not bad, bad

@@ -220,6 +220,7 @@ def labelled(root: Path, names: dict, extra: dict | None = None) -> Path:
     return root
 
 
+@pytest.mark.slow
 @needs_both_packages
 def test_evaluate_scores_the_page_genre_names_at_the_genre_level(tmp_path, musicnn):
     """Folders named as the page names genres ("Electronic", "Folk & Country"): each file's verdict
@@ -245,6 +246,7 @@ def test_evaluate_scores_the_page_genre_names_at_the_genre_level(tmp_path, music
     assert "(9-way, genre level)" in report
 
 
+@pytest.mark.slow
 @needs_both_packages
 def test_evaluate_scores_style_folders_at_the_style_level_and_says_so(tmp_path, musicnn):
     from stream.evaluate import score_folder
@@ -260,6 +262,7 @@ def test_evaluate_scores_style_folders_at_the_style_level_and_says_so(tmp_path, 
         assert r.predicted == r.top_label, r
 
 
+@pytest.mark.slow
 @needs_both_packages
 def test_evaluate_says_when_a_map_makes_it_a_two_way_comparison(tmp_path, musicnn):
     from ui.evaluate import evaluate
@@ -272,6 +275,7 @@ def test_evaluate_says_when_a_map_makes_it_a_two_way_comparison(tmp_path, musicn
     assert "(2-way among the folders only: not genre accuracy)" in report
 
 
+@pytest.mark.slow
 @needs_both_packages
 def test_evaluate_command_line_prints_the_level_and_warns(tmp_path):
     root = labelled(tmp_path / "d", {"electronic": "Electronic", "classical": "Classical"}, {"Muzak": 1})
@@ -292,6 +296,7 @@ def embedding_example() -> str:
     return blocks[0]
 
 
+@pytest.mark.slow
 def test_embedding_example_runs_as_written_on_a_microphone(tmp_path):
     """The docs' live example, unchanged, as a program: a real PulseAudio null sink is the
     default microphone (PortAudio -> ALSA -> PulseAudio), real electronic music is played into

@@ -27,6 +27,8 @@ from stream.models.musicnn.frontend import PATCH_SAMPLES  # noqa: E402
 
 HAVE_ORT = onnxruntime_available()[0]
 HAVE_OV = openvino_available()[0]
+# what this CPU really has (the tests below inject others): OpenVINO may refuse a bf16 hint without it
+REAL_BF16 = any(f in accel.cpu_flags() for f in accel.BF16_FLAGS)
 ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})
 SAPPHIRE_RAPIDS = ZEN4 | {"amx_bf16", "amx_tile", "amx_int8"}
 AVX2 = frozenset({"avx2", "fma"})
@@ -52,6 +54,9 @@ def test_load_picks_by_cpu_and_stream_backend_overrides(monkeypatch, tmp_path, f
     monkeypatch.setattr(accel, "cpu_flags", lambda: flags)
     m = load_bundled("musicnn-mtt")
     fwd = m.kernels["MTT_musicnn"]
+    if precision == "bf16" and not REAL_BF16 and m.backend == "onnxruntime":  # OpenVINO refused bf16 here
+        assert "OpenVINO" in fwd.reason and m.precision == "fp32", fwd.reason
+        return
     assert (m.backend, m.precision) == (backend, precision), fwd.reason
     if precision == "bf16":
         assert "AMX" in fwd.reason and 0 < fwd.check_diff <= BF16_TOLERANCE
@@ -81,10 +86,11 @@ def test_bf16_that_fails_the_load_time_check_is_not_used(monkeypatch, tmp_path):
     monkeypatch.delenv("STREAM_BACKEND", raising=False)
     monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
     monkeypatch.setattr(accel, "cpu_flags", lambda: SAPPHIRE_RAPIDS)
-    monkeypatch.setattr(backends, "BF16_TOLERANCE", 1e-6)
+    monkeypatch.setattr(backends, "BF16_TOLERANCE", 1e-9)
     m = load_bundled("musicnn-mtt")
-    assert m.backend == "onnxruntime" and "bfloat16 differed" in m.kernels["MTT_musicnn"].reason
-    with pytest.raises(ModelLoadError, match="differed"):
+    reason = m.kernels["MTT_musicnn"].reason
+    assert m.backend == "onnxruntime" and ("bfloat16 differed" in reason or not REAL_BF16), reason
+    with pytest.raises(ModelLoadError, match="differed" if REAL_BF16 else "OpenVINO"):
         load_bundled("musicnn-mtt", backend="openvino")
 
 

@@ -3,7 +3,7 @@ client both are one, so the terminal listener drives either without asking which
 import ast
 from pathlib import Path
 
-from conftest import BandModel
+from support.models import BandModel
 
 from stream import EngineConfig, StreamEngine
 from stream.client import RemoteEngine

@@ -14,16 +14,12 @@ import pytest
 
 from support.music import TRACKS, music, needs_music
 from support.polling import wait_for
-from support.server import (RawClient, ServerProcess, events_until_close, http_get, metric, never_reads, pcm, scrape,
-                            stream, wait_ready)
+from support.server import (RawClient, ServerProcess, events_until_close, http_get, metric, never_reads, pcm, run_async,
+                            scrape, stream, wait_ready)
 
 pytestmark = [needs_music, pytest.mark.server]
 
 OUTCOMES = ("ended", "idle", "max_session", "shutdown", "error", "client_gone")
-
-
-def run_async(coro):
-    return asyncio.run(coro)
 
 
 def _deltas(before, after, name, label, values):

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The README's picture of the kiosk screen, made from real music.
 
-    python tools/kiosk_screenshot.py                     # -> docs/kiosk.png (about 2.5 min)
-    python tools/kiosk_screenshot.py --seconds 300 --out /tmp/kiosk.png
+    python -m tools.kiosk_screenshot                     # -> docs/kiosk.png (about 2.5 min)
+    python -m tools.kiosk_screenshot --seconds 300 --out /tmp/kiosk.png
 
 Starts `genre-serve` (bundled MusiCNN, offline) on a free port and headless Chromium at 1920x1080
 with a fake microphone playing asc-music (Debian package asc-music: "Frontiers", whose opening
@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.browser import browser_page
+from harness.music import at_level, loopable, music_excerpt, write_wav
+from harness.server import ServerProcess
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from harness.browser import browser_page  # noqa: E402
-from harness.music import at_level, loopable, music_excerpt, write_wav  # noqa: E402
-from harness.server import ServerProcess  # noqa: E402
 
 
 def main() -> int:

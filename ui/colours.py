@@ -32,6 +32,7 @@ NAMED = {
 }
 # Silence (no genre heard): the lead band's and the kiosk strip's gaps.
 SILENCE_COLOUR = "#b8b8b8"
+NO_MUSIC_COLOUR = "#8a8f98"  # "no music" (talk, noise): a grey of its own, no genre's colour
 # For genres not named above: distinct from the named colours and from each other.
 SPARE = ["#8c1c13", "#6a3d9a", "#1b9e77", "#e7298a", "#a6761d", "#1f3a93", "#fdbf6f", "#bab0ac", "#66a61e",
          "#d95f02", "#7570b3", "#e6ab02"]

@@ -207,6 +207,10 @@ def evaluate(root, model, mapping_spec: str | None = None, live: bool = True, fi
             bar.stop()
     results, genres = scores.results, scores.genres
     report = format_report(results, genres, live, Path(root), scores.scoring)
+    if scores.no_music:  # talk, noise: the genre named for them says nothing about the model
+        report += (f"\n\njudged \"no music\" {len(scores.no_music)} file(s) (the music detector heard music in "
+                   "under half of each; still counted above):\n  "
+                   + "\n  ".join(f"{r.path} (music {100 * r.music_share:.0f} %)" for r in scores.no_music))
     if scores.skipped:
         report += f"\n\nskipped {len(scores.skipped)} file(s):\n  " + "\n  ".join(scores.skipped)
     if out is not None:

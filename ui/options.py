@@ -72,11 +72,6 @@ def problems(args: argparse.Namespace, ranges: dict = RANGES) -> list[str]:
     return out
 
 
-def span_text(key: str, lo: float, hi: float) -> str:
-    """A range as the refusals say it: "3..30 s", "0..10 (0 = all)"."""
-    return BY_KEY[key].span_text(lo, hi)
-
-
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The EngineConfig the flags describe (`stream.config.configure`: a short window also
     shortens the first readout's `min_window_s`)."""

@@ -48,6 +48,32 @@ def headline(genre: str | None, label: str | None) -> str:
     return f"{genre} ({label})"
 
 
+NO_MUSIC = "no music"
+
+
+def shown(res) -> str:
+    """What a face shows as the headline of a readout: "(silence)", "no music" (a voice, a
+    crowd, a fan: the engine's music detector heard no music for a few seconds) or the genre."""
+    if res.silent:
+        return "(silence)"
+    if getattr(res, "no_music", False):
+        return NO_MUSIC
+    return headline(res.genre, res.label)
+
+
+def confidence(res, percent: bool = False) -> str:
+    """The calibrated confidence under a headline: "sure", "likely", "unsure" (percent=True:
+    "likely, 64 %"), with a close runner-up as "Electronic or Rock?"; "" where there is none
+    (no music, silence, a model without a calibration). Never the raw tag score."""
+    c = getattr(res, "confidence", None)
+    if c is None or res.silent or getattr(res, "no_music", False):
+        return ""
+    from stream.calibration import words  # inside: ui.report stays free of numpy (front ends' --help)
+    text = words(c) + (f", {100 * c:.0f} %" if percent else "")
+    alt = getattr(res, "alternative", None)
+    return f"{text} ({res.genre} or {alt}?)" if alt else text
+
+
 def model_line(model) -> str:
     """One line naming the model (and, for "auto", why): `load_model` always sets `notice`."""
     return getattr(model, "notice", None) or f"Model: {model.name}."
@@ -82,10 +108,16 @@ def summary_text(summary, stats=None, reason: str | None = None, *, received_s: 
     else:
         covered = f"{duration(summary.duration_s)} classified"
         heard = f"{received}, {covered}" if received else covered
-        if not summary.shares:
+        no_music_s = getattr(summary, "no_music_s", 0.0) or 0.0
+        if not summary.shares and no_music_s > 0:
+            body = f"{heard}, no music ({duration(no_music_s)} without music" + (
+                f", {duration(summary.silent_s)} silent)." if summary.silent_s > 0 else ").")
+        elif not summary.shares:
             body = f"{heard}, all of it silence."
         else:
-            silent = f" ({duration(summary.silent_s)} of it silent)" if summary.silent_s > 0 else ""
+            quiet = [f"{duration(summary.silent_s)} of it silent"] if summary.silent_s > 0 else []
+            quiet += [f"{duration(no_music_s)} without music"] if no_music_s > 0 else []
+            silent = f" ({', '.join(quiet)})" if quiet else ""
             dominant = getattr(summary, "dominant_genre", None) or summary.dominant
             body = (f"{heard}{silent}. Dominant genre: {strong(dominant)}. "
                     f"Share of the classified time per leading genre: {genre_shares(summary)}.")
@@ -105,7 +137,9 @@ def result_line(res, stats=None, **counters) -> str:
         what = "(silence)"
     else:
         ranked = res.genre_scores or res.scores
-        what = f"{headline(res.genre, res.label):<14}  " + "  ".join(f"{k} {v:.2f}" for k, v in ranked.items())
+        sure = confidence(res)
+        what = (f"{shown(res):<14}  " + (f"[{sure}]  " if sure else "")
+                + "  ".join(f"{k} {v:.2f}" for k, v in ranked.items()))
     line = f"{res.time_s:7.1f}s  {what}  | level {res.level_dbfs:6.1f} dBFS  infer {res.inference_ms:4.0f} ms"
     if stats is not None:
         line += f"  rtf {stats.real_time_factor:.2f}  silent {stats.windows_silent}"

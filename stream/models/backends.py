@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .accel import BF16_FLAGS, cpu_flags  # (one reader of /proc/cpuinfo)
+import stream.models.accel as accel  # its cpu_flags through the module: one reader of /proc/cpuinfo, injectable in tests
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,13 @@ def onnxruntime_available() -> tuple[bool, str]:
 
 
 def openvino_available() -> tuple[bool, str]:
-    try:  # inside: OpenVINO is an optional extra (pip install "live-genre[openvino]")
+    try:  # inside: OpenVINO is optional (a default dependency, but float32 runs without it)
         import onnx  # noqa: F401  (the exporter needs it)
         import openvino
     except ImportError as exc:
         return False, f"{exc.name} is not installed (pip install openvino onnx)"
-    return True, "openvino " + openvino.get_version().split("-")[0]
+    version = getattr(openvino, "__version__", None) or openvino.get_version()
+    return True, "openvino " + str(version).split("-")[0]
 
 
 def preferred_backend(flags: frozenset | None = None) -> tuple[str, str]:
@@ -90,7 +91,7 @@ def preferred_backend(flags: frozenset | None = None) -> tuple[str, str]:
     for tests). Where the CPU computes bf16 natively, OpenVINO bf16: 3.7x ONNX Runtime float32
     per patch with AMX (Intel Xeon), 1.6-1.7x with AVX512-BF16 alone (AMD Zen 4; bench/README.md
     "Lower precision"). Elsewhere ONNX Runtime float32 (OpenVINO float32 is no faster)."""
-    flags = cpu_flags() if flags is None else flags
+    flags = accel.cpu_flags() if flags is None else flags
     if "amx_bf16" in flags:
         return "openvino", "the CPU has AMX-bf16"
     if "avx512_bf16" in flags:
@@ -101,8 +102,8 @@ def preferred_backend(flags: frozenset | None = None) -> tuple[str, str]:
 def openvino_precision(flags: frozenset | None = None) -> str:
     """bf16 where the CPU computes it natively (AMX or AVX512-BF16), else f32 (emulated bf16
     would be slower than float32)."""
-    flags = cpu_flags() if flags is None else flags
-    return "bf16" if any(f in flags for f in BF16_FLAGS) else "f32"
+    flags = accel.cpu_flags() if flags is None else flags
+    return "bf16" if any(f in flags for f in accel.BF16_FLAGS) else "f32"
 
 
 class _OpenVINOSession:

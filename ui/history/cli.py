@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
-from ui.colours import SILENCE_COLOUR, genre_colour
+from ui.colours import NO_MUSIC_COLOUR, SILENCE_COLOUR, genre_colour
 from ui.report import shares
 
 from .store import STEPS, Bucket, HistoryError, HistoryReader, iso, parse_time, zone
@@ -78,10 +78,12 @@ def time_range(args, tz: tzinfo, now: float) -> tuple[float, float, str | None]:
 def table(rows: list[Bucket], step: str, tz: tzinfo) -> str:
     """One line per minute/hour/day: when, music, silence, the genres' shares."""
     fmt = {"minute": "%H:%M", "hour": "%H:00", "day": "%Y-%m-%d"}[step]
-    lines = [f"{'time':<10} {'music':>8} {'silent':>8}  genres"]
+    none = any(b.no_music_s for b in rows)  # the column appears once some time had no music
+    lines = [f"{'time':<10} {'music':>8}{' no music' if none else ''} {'silent':>8}  genres"]
     for b in rows:
         when = datetime.fromtimestamp(b.t, tz).strftime(fmt)
-        lines.append(f"{when:<10} {hms(b.classified_s):>8} {hms(b.silent_s):>8}  "
+        lines.append(f"{when:<10} {hms(b.classified_s):>8}{f' {hms(b.no_music_s):>8}' if none else ''} "
+                     f"{hms(b.silent_s):>8}  "
                      f"{shares(b.genre_shares, 5) or '-'}")
     return "\n".join(lines)
 
@@ -95,7 +97,6 @@ def _font(px: int):
         return ImageFont.load_default()
 
 
-NO_MUSIC_COLOUR = "#6f6f6f"  # minutes heard without music: darker than silence, no genre's colour
 CHART_W, CHART_H = 1280, 640  # px: reads at 100 % on a laptop screen (1366 or 1440 wide)
 
 
@@ -122,7 +123,7 @@ def hour_parts(b: Bucket, colours: dict) -> list[tuple[str, float]]:
     """An hour's bar from the bottom: (colour, minutes) per genre (largest first), then minutes
     without music (when the history counts them), then silence."""
     parts = [(colours[g], b.classified_s * share / 60) for g, share in b.genre_shares.items()]
-    parts.append((NO_MUSIC_COLOUR, getattr(b, "no_music_s", 0.0) / 60))
+    parts.append((NO_MUSIC_COLOUR, b.no_music_s / 60))
     parts.append((SILENCE_COLOUR, b.silent_s / 60))
     return [(c, m) for c, m in parts if m > 0]
 
@@ -142,7 +143,7 @@ def day_chart(path: Path, hours: list[Bucket], day_start: float, tz: tzinfo, ord
         colours[g] = genre_colour(g, order, taken=colours.values())
     font, small = _font(18), _font(15)
     keys = [(colours[g], g) for g in genres]
-    if any(getattr(b, "no_music_s", 0.0) for b in hours):
+    if any(b.no_music_s for b in hours):
         keys.append((NO_MUSIC_COLOUR, "no music"))
     keys.append((SILENCE_COLOUR, "silence"))
     per_row = 6
@@ -207,7 +208,9 @@ def report(reader: HistoryReader, args, tz: tzinfo, start: float, end: float, da
         return EXIT_EMPTY
     if not args.json:
         music, silent = sum(b.classified_s for b in rows), sum(b.silent_s for b in rows)
-        print(f"{args.name}, {when} ({args.tz}): {hms(music)} of music, {hms(silent)} silent, "
+        no_music = sum(b.no_music_s for b in rows)
+        without = f"{hms(no_music)} without music, " if no_music else ""
+        print(f"{args.name}, {when} ({args.tz}): {hms(music)} of music, {without}{hms(silent)} silent, "
               f"{len(sessions)} session{'s' if len(sessions) != 1 else ''}")
         print(table(rows, args.step, tz))
     if args.png:

@@ -26,7 +26,6 @@ import collections
 import json
 import logging
 import math
-import os
 import queue
 import secrets
 import sqlite3
@@ -40,9 +39,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x474E5248  # "GNRH": PRAGMA application_id, this program's mark in the file header
-MINUTE_S_ENV = "GENRE_HISTORY_MINUTE_S"  # tests only: a shorter "minute" so tests need not wait minutes
+# The stored "minute", in seconds of wall clock. End-to-end tests start their processes with a
+# shorter one (tests/short_minute/) so that they see several rows in seconds, not minutes.
+MINUTE_S = 60
 STEPS = {"minute": 60, "hour": 3600, "day": 86400}
 NAME_MAX = 64
 DAY_S = 86400.0
@@ -51,13 +52,15 @@ DAY_S = 86400.0
 @dataclass(frozen=True)
 class MinuteRow:
     """One stream's minute as the writer stores it. t: Unix seconds (UTC) of the minute's start;
-    genre_s: seconds per leading genre (they add up to classified_s)."""
+    genre_s: seconds per leading genre (they add up to classified_s); no_music_s: seconds shown
+    as "no music" (talk, noise), counted apart like silence, never as a genre."""
 
     stream: str
     t: int
     classified_s: float
     silent_s: float
     genre_s: dict
+    no_music_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,13 @@ class Bucket:
     classified_s: float
     silent_s: float
     genre_shares: dict
+    no_music_s: float = 0.0
 
     def to_json(self) -> dict:
         return {"t": iso(self.t), "unix": self.t, "classified_s": round(self.classified_s, 2),
                 "silent_s": round(self.silent_s, 2),
                 "genre_shares": {g: round(v, 4) for g, v in self.genre_shares.items()},
-                "dominant_genre": next(iter(self.genre_shares), None)}
+                "dominant_genre": next(iter(self.genre_shares), None), "no_music_s": round(self.no_music_s, 2)}
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,13 @@ class SessionRow:
     duration_s: float | None
     silent_s: float | None
     genre_shares: dict = field(default_factory=dict)
+    no_music_s: float | None = None
 
     def to_json(self) -> dict:
         return {"id": self.id, "start": iso(self.start), "end": iso(self.end) if self.end is not None else None,
                 "reason": self.reason, "duration_s": self.duration_s, "silent_s": self.silent_s,
-                "genre_shares": self.genre_shares, "dominant_genre": next(iter(self.genre_shares), None)}
+                "genre_shares": self.genre_shares, "dominant_genre": next(iter(self.genre_shares), None),
+                "no_music_s": self.no_music_s}
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,7 @@ class _Close(NamedTuple):  # a session ended
     duration_s: float
     silent_s: float
     genre_shares: dict
+    no_music_s: float = 0.0
 
 
 # The schema, step by step: MIGRATIONS[v] brings a file from version v to v + 1.
@@ -151,6 +158,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE sessions (id TEXT PRIMARY KEY, stream INTEGER NOT NULL REFERENCES streams(id), "
         "start REAL NOT NULL, end REAL, reason TEXT, duration_s REAL, silent_s REAL, genre_shares TEXT)",
         "CREATE INDEX sessions_by_stream ON sessions (stream, start)",
+    ),
+    (  # 1 -> 2: time shown as "no music" (talk, noise), apart from silence and the genres
+        "ALTER TABLE minutes ADD COLUMN no_music_s REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN no_music_s REAL",
     ),
 )
 
@@ -214,17 +225,11 @@ def bucket_start(t: float, step: str, tz: tzinfo = timezone.utc, minute_s: int =
     return int(local.timestamp())
 
 
-def _minute_s() -> int:
-    """The store's minute: 60 s, or (tests only) GENRE_HISTORY_MINUTE_S."""
-    text = os.environ.get(MINUTE_S_ENV)
-    if not text:
-        return 60
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if not 1 <= v <= 60 or 60 % v:
-        raise HistoryError(f"{MINUTE_S_ENV}={text!r}: give a divisor of 60 (tests only), or unset it")
+def _minute(minute_s: int | None) -> int:
+    """The store's minute: `minute_s`, else MINUTE_S; a divisor of 60 (rows must tile an hour)."""
+    v = MINUTE_S if minute_s is None else minute_s
+    if not (isinstance(v, int) and 1 <= v <= 60 and 60 % v == 0):
+        raise ValueError(f"a history minute of {v!r} s: give a divisor of 60")
     return v
 
 
@@ -325,7 +330,7 @@ class HistoryReader:
                  check: bool = True):
         self.path = str(path)
         self.timeout_s = timeout_s
-        self.minute_s = minute_s or _minute_s()
+        self.minute_s = _minute(minute_s)
         if not Path(self.path).is_file():
             raise HistoryError(f"history file {self.path} does not exist; record one with --history {self.path}")
         try:
@@ -374,12 +379,12 @@ class HistoryReader:
         with self._con() as con:
             sid = con.execute("SELECT id FROM streams WHERE name = ?", (name,)).fetchone()
             rows = [] if sid is None else con.execute(
-                "SELECT t, classified_s, silent_s, shares FROM minutes WHERE stream = ? AND t >= ? AND t < ? "
+                "SELECT t, classified_s, silent_s, shares, no_music_s FROM minutes WHERE stream = ? AND t >= ? AND t < ? "
                 "ORDER BY t", (sid[0], math.floor(start), math.ceil(end))).fetchall()
         acc: dict = {}
         starts: dict = {}  # quarter hour -> its hour's or day's start (zone offsets are whole quarters)
         loads = json.loads
-        for t, classified, silent, shares in rows:
+        for t, classified, silent, shares, no_music in rows:
             if step == "minute":
                 key = t
             else:
@@ -388,16 +393,18 @@ class HistoryReader:
                     key = starts[t // 900] = bucket_start(t, step, tz, self.minute_s)
             b = acc.get(key)
             if b is None:
-                b = acc[key] = [0.0, 0.0, collections.defaultdict(float)]
+                b = acc[key] = [0.0, 0.0, collections.defaultdict(float), 0.0]
             b[0] += classified
             b[1] += silent
+            b[3] += no_music
             genre_s = b[2]
             for g, v in loads(shares).items():
                 genre_s[g] += v * classified
         out = []
-        for t, (classified, silent, genre_s) in acc.items():
+        for t, (classified, silent, genre_s, no_music) in acc.items():
             order = sorted(genre_s.items(), key=lambda kv: -kv[1])
-            out.append(Bucket(t, classified, silent, {g: s / classified for g, s in order} if classified else {}))
+            out.append(Bucket(t, classified, silent, {g: s / classified for g, s in order} if classified else {},
+                              no_music))
         return out
 
     def sessions(self, name: str, start: float, end: float) -> list[SessionRow]:
@@ -406,10 +413,11 @@ class HistoryReader:
             return []
         with self._con() as con:
             rows = con.execute(
-                "SELECT sessions.id, start, end, reason, duration_s, silent_s, genre_shares FROM sessions "
+                "SELECT sessions.id, start, end, reason, duration_s, silent_s, genre_shares, no_music_s FROM sessions "
                 "JOIN streams ON streams.id = sessions.stream WHERE name = ? AND start < ? "
                 "AND (end IS NULL OR end >= ?) ORDER BY start", (name, end, start)).fetchall()
-        return [SessionRow(i, name, s, e, r, d, si, json.loads(g) if g else {}) for i, s, e, r, d, si, g in rows]
+        return [SessionRow(i, name, s, e, r, d, si, json.loads(g) if g else {}, nm)
+                for i, s, e, r, d, si, g, nm in rows]
 
 
 class _Closing:
@@ -436,10 +444,10 @@ class Recorder:
         self.start = store.clock()
         self._lock = threading.Lock()
         self._minute: int | None = None
-        self._classified = self._silent = 0.0
+        self._classified = self._silent = self._no_music = 0.0
         self._genre_s: dict = collections.defaultdict(float)
         self._total: dict = collections.defaultdict(float)  # the session's seconds per genre
-        self._total_silent = 0.0
+        self._total_silent = self._total_no_music = 0.0
         self._last_t: float | None = None
         self.closed = False
         store._put(_Open(self.id, self.name, self.start, list(genres)))
@@ -448,8 +456,10 @@ class Recorder:
         """A readout: a `Result` or its `to_json()` record."""
         if isinstance(res, dict):
             t, silent, genre = res.get("time_s"), res.get("silent"), res.get("genre") or res.get("label")
+            no_music = bool(res.get("no_music"))
         else:
             t, silent, genre = res.time_s, res.silent, res.genre if res.genre is not None else res.label
+            no_music = bool(getattr(res, "no_music", False))
         if t is None or not math.isfinite(t):
             return
         minute = self.store.minute_of(self.store.clock())
@@ -462,7 +472,10 @@ class Recorder:
             if self._minute is not None and minute != self._minute:
                 done = self._take()
             self._minute = minute
-            if silent or genre is None:
+            if no_music and not silent:  # talk, noise: counted as such, not as a genre
+                self._no_music += dt
+                self._total_no_music += dt
+            elif silent or genre is None:
                 self._silent += dt
                 self._total_silent += dt
             else:
@@ -484,17 +497,19 @@ class Recorder:
         if done is not None:
             self.store._put(done)
         total = sum(self._total.values())
-        shares, duration, silent = {}, total + self._total_silent, self._total_silent
+        shares, silent, no_music = {}, self._total_silent, self._total_no_music
+        duration = total + silent + no_music
         if summary is not None:
             get = summary.get if isinstance(summary, dict) else lambda k: getattr(summary, k, None)
             shares = dict(get("genre_shares") or get("shares") or {})
             duration = get("duration_s") if get("duration_s") is not None else duration
             silent = get("silent_s") if get("silent_s") is not None else silent
+            no_music = get("no_music_s") if get("no_music_s") is not None else no_music
         elif total:
             shares = {g: s / total for g, s in sorted(self._total.items(), key=lambda kv: -kv[1])}
         shares = {g: round(float(v), 4) for g, v in shares.items()}
         self.store._put(_Close(self.id, self.name, self.start, self.store.clock(), reason,
-                               round(float(duration), 2), round(float(silent), 2), shares))
+                               round(float(duration), 2), round(float(silent), 2), shares, round(float(no_music), 2)))
         self.store._forget(self)
 
     def _due(self, minute: int) -> MinuteRow | None:
@@ -505,11 +520,11 @@ class Recorder:
             return self._take()
 
     def _take(self) -> MinuteRow | None:  # under the lock
-        if self._minute is None or not (self._classified or self._silent):
+        if self._minute is None or not (self._classified or self._silent or self._no_music):
             self._minute = None
             return None
-        row = MinuteRow(self.name, self._minute, self._classified, self._silent, dict(self._genre_s))
-        self._minute, self._classified, self._silent = None, 0.0, 0.0
+        row = MinuteRow(self.name, self._minute, self._classified, self._silent, dict(self._genre_s), self._no_music)
+        self._minute, self._classified, self._silent, self._no_music = None, 0.0, 0.0, 0.0
         self._genre_s.clear()
         return row
 
@@ -538,7 +553,7 @@ class HistoryStore:
         self.retention_days = float(retention_days)
         self.clock = clock
         self.timeout_s = timeout_s
-        self.minute_s = minute_s or _minute_s()
+        self.minute_s = _minute(minute_s)
         self._open_file()
         self._con = self._writer_connection()
         self.reader = HistoryReader(self.path, timeout_s=timeout_s, minute_s=self.minute_s,
@@ -706,24 +721,25 @@ class HistoryStore:
                     c = item.classified_s
                     shares = {g: round(s / c, 4) for g, s in sorted(item.genre_s.items(), key=lambda kv: -kv[1])} if c else {}
                     con.execute(
-                        "INSERT INTO minutes (stream, t, classified_s, silent_s, shares) VALUES (?, ?, ?, ?, ?) "
+                        "INSERT INTO minutes (stream, t, classified_s, silent_s, shares, no_music_s) "
+                        "VALUES (?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (stream, t) DO UPDATE SET shares = merge_shares(shares, classified_s, "
                         "excluded.shares, excluded.classified_s), classified_s = classified_s + excluded.classified_s, "
-                        "silent_s = silent_s + excluded.silent_s",
+                        "silent_s = silent_s + excluded.silent_s, no_music_s = no_music_s + excluded.no_music_s",
                         (self._stream_id(con, ids, item.stream), item.t, round(c, 3), round(item.silent_s, 3),
-                         _dumps(shares)))
+                         _dumps(shares), round(item.no_music_s, 3)))
                 elif isinstance(item, _Open):
                     sid = self._stream_id(con, ids, item.stream, item.genres)
                     con.execute("INSERT OR IGNORE INTO sessions (id, stream, start) VALUES (?, ?, ?)",
                                 (item.id, sid, item.start))
                 elif isinstance(item, _Close):
                     con.execute(
-                        "INSERT INTO sessions (id, stream, start, end, reason, duration_s, silent_s, genre_shares) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET end = excluded.end, "
+                        "INSERT INTO sessions (id, stream, start, end, reason, duration_s, silent_s, genre_shares, "
+                        "no_music_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET end = excluded.end, "
                         "reason = excluded.reason, duration_s = excluded.duration_s, silent_s = excluded.silent_s, "
-                        "genre_shares = excluded.genre_shares",
+                        "genre_shares = excluded.genre_shares, no_music_s = excluded.no_music_s",
                         (item.id, self._stream_id(con, ids, item.stream), item.start, item.end, item.reason,
-                         item.duration_s, item.silent_s, _dumps(item.genre_shares)))
+                         item.duration_s, item.silent_s, _dumps(item.genre_shares), item.no_music_s))
             con.execute("COMMIT")
             self._written += len(items)
         except sqlite3.Error as exc:

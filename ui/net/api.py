@@ -51,7 +51,8 @@ from .kiosk import kiosk_router
 from .logs import event, stream_id
 from .ops import ServerOps
 from .ops import router as ops_router
-from .settings import PCM_FORMATS, QUERY_PARAMS, BadParameter, ServerSettings, parse_stream_params  # noqa: F401
+from .settings import (PCM_FORMATS, QUERY_PARAMS, BadParameter, ServerSettings,  # noqa: F401  (QUERY_PARAMS and
+                       parse_stream_params)  # BadParameter: the protocol's, re-exported here where it is served)
 from .watch import SendQueue, WatchHub, check_stream_name, watch_router
 
 log = logging.getLogger("ui.net.server")

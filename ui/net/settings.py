@@ -110,8 +110,7 @@ def parse_stream_params(query, base: EngineConfig) -> tuple[int, int, str, Engin
     fmt = "s16le" if fmt is None else fmt  # (an empty format= is an error, not the default)
     if fmt not in PCM_FORMATS:
         raise BadParameter(f"format={fmt!r} is not supported; accepted: {', '.join(PCM_FORMATS)}")
-    values = {s.key: number(s.key, s.kind, "a number of seconds" if s.unit == "s" else "an integer")
-              for s in QUERY_SETTINGS}
+    values = {s.key: number(s.key, s.kind, s.noun) for s in QUERY_SETTINGS}
     # the ranges every face accepts: one refusal per value
     bad = [p for s in QUERY_SETTINGS if values[s.key] is not None
            and (p := s.problem(values[s.key], outside="is out of range; accepted:", span_first=True))]

@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ui.report import dumps, result_line, summary_text
+from ui.report import confidence, dumps, result_line, summary_text
 
 REDRAW_S = 0.2  # the panel redraws at most this often
 STALE_S = 2.0  # the level meter says "no audio" after this long without a block
@@ -189,6 +189,9 @@ class LiveView(Lines):
             return Text("listening… (first readout after a few seconds of audio)", style="dim", **line), rows, None
         if res.silent:
             return Text(f"silence ({res.level_dbfs:.0f} dBFS): no genre claimed", style="yellow", **line), rows, None
+        if getattr(res, "no_music", False):  # a voice, a crowd, a fan: no genre named
+            talk = "  (someone is talking)" if res.talk else ""
+            return Text.assemble(("no music", "bold grey50"), (talk, "grey50"), **line), rows, None
         by_genre = bool(res.genre_scores)
         items, more = list((res.genre_scores if by_genre else res.scores).items()), None  # the leader first
         leader = res.genre if by_genre else res.label
@@ -204,6 +207,9 @@ class LiveView(Lines):
         head = [("Leading genre: ", "bold"), (leader or "-", "bold green")]
         if style:
             head += [("   style: ", "bold"), (style, "green")]
+        sure = confidence(res)
+        if sure:
+            head += [(f"   {sure}", "dim")]
         return Text.assemble(*head, **line), rows, more
 
     def _level(self, bar_w: int):

@@ -9,7 +9,7 @@ import time
 from html import escape
 
 from ui.colours import SILENCE_COLOUR, genre_colour
-from ui.report import duration
+from ui.report import NO_MUSIC, confidence, duration
 
 from .session import PLOT_SPAN_S, LiveStatus, Readout
 
@@ -112,6 +112,8 @@ def label_value(res, top_k: int):
     top_k = top_k or 10 ** 6
     if res.silent:
         return "silence"
+    if getattr(res, "no_music", False):  # a voice, a crowd, a fan: no genre named
+        return NO_MUSIC
     lead, scores = headline_of(res)
     if lead is None:
         return dict(list(scores.items())[:top_k])
@@ -122,11 +124,17 @@ def label_value(res, top_k: int):
 def style_html(res) -> str:
     """The line under the headline: the leading style inside the leading genre and its score
     (nothing for a model without a style level, whose genre is its label)."""
+    if res is not None and getattr(res, "no_music", False) and not res.silent:
+        talk = " (someone is talking)" if res.talk else ""
+        return f"<div class='live-style no-music' data-no-music='1'>no music heard{talk}</div>"
+    sure = confidence(res, percent=True) if res is not None else ""
+    sure_html = (f" · <span class='confidence' data-confidence='{res.confidence:.3f}'>{escape(sure)}</span>"
+                 if sure else "")
     if res is None or res.silent or res.label is None or headline_of(res)[0] in (None, res.label):
-        return "<div class='live-style'></div>"
-    score = res.scores.get(res.label)
+        return f"<div class='live-style'>{sure_html[3:]}</div>"
+    score = res.scores.get(res.label) if not sure else None  # the raw tag score only without a calibration
     return (f"<div class='live-style' data-style='{escape(res.label, quote=True)}'>style: "
-            f"<b>{escape(res.label)}</b>{f' {score:.0%}' if score is not None else ''}</div>")  # as the bars: 39%
+            f"<b>{escape(res.label)}</b>{f' {score:.0%}' if score is not None else ''}{sure_html}</div>")  # as the bars: 39%
 
 
 # ---- the live plot -------------------------------------------------------------------------

@@ -106,9 +106,11 @@ class MusicnnModel(AudioModel):
     # 4, 20+ for 8-16); ONNX Runtime's stays flat, so it takes bigger calls (set in
     # __init__; `python bench/backends.py`). Also bounds memory (~9 MB per patch and branch).
     max_patches_per_forward = 2
-    # Engines' jobs per worker call: live, each is one new patch, so 16 streams due at once
-    # share one front-end call and (under ONNX Runtime) one network call per checkpoint.
-    max_batch = 16
+    # Engines' jobs per worker call: live, each is one new patch, so up to 64 streams due at once
+    # share one predict call (the kernels cut it into the few batch shapes they run, Forward.chunk:
+    # per patch ONNX Runtime and OpenVINO cost the same at 1 or 4 rows, so a bigger call only saves
+    # per-call overhead; at ~10 ms per patch 64 patches still come back within the hop).
+    max_batch = 64
 
     def __init__(self, name: str, checkpoints: dict[str, torch.nn.Module], tag_lists: dict[str, list[str]],
                  device: str | torch.device = "cpu", align: str = "end", backend: str = "auto") -> None:

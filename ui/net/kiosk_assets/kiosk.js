@@ -177,6 +177,8 @@ function onEvent(msg) {
 }
 
 // ---- what the screen shows -----------------------------------------------------------------
+const NO_MUSIC_GREY = "#8a8f98";  // "no music" (a voice, a crowd, a fan): no genre's colour
+
 function colourOf(genre) {
   return colours[genre] || config.silence;
 }
@@ -188,26 +190,36 @@ function showResult(r) {
   if (watchName && typeof r.level_dbfs === "number") levelDb = r.level_dbfs;
   const lead = r.genre ?? r.label;
   k.lastResults.push({ time_s: r.time_s, genre: lead, label: r.label, silent: r.silent, level: r.level_dbfs,
-                      at: Date.now() });
+                      no_music: !!r.no_music, at: Date.now() });
   if (k.lastResults.length > 300) k.lastResults.shift();
-  stripMark(r.silent ? config.silence : colourOf(lead), session && session.ready ? session.ready.hop_s : 1);
+  // without music the strip shows a gap (null: the slot stays dark)
+  stripMark(r.silent ? config.silence : r.no_music ? null : colourOf(lead), session && session.ready ? session.ready.hop_s : 1);
   draw(r);
 }
 
 function draw(r) {
   const genre = $("genre");
   const scores = r.genre_scores && Object.keys(r.genre_scores).length ? r.genre_scores : r.scores;
-  const lead = r.silent ? null : (r.genre ?? r.label);
-  genre.textContent = lead ?? "quiet";
+  const none = !r.silent && !!r.no_music;
+  const lead = r.silent || none ? null : (r.genre ?? r.label);
+  genre.textContent = lead ?? (none ? "no music" : "quiet");
   genre.dataset.genre = lead ?? "";
+  genre.dataset.noMusic = none ? "1" : "";
   genre.dataset.resultS = r.time_s;
-  genre.style.color = lead ? colourOf(lead) : config.silence;
+  genre.style.color = lead ? colourOf(lead) : none ? NO_MUSIC_GREY : config.silence;
   fit(genre);
   const score = lead ? (scores[lead] ?? 0) : 0;
   const style = lead && r.label && r.label !== lead ? ` · style: ${r.label}` : "";
-  $("style").textContent = lead ? `${Math.round(100 * score)} %${style}` : "\u00a0";
+  // the calibrated confidence (sure / likely / unsure, a close runner-up) where the server has
+  // one, else the raw score as before
+  const sure = typeof r.confidence === "number" && r.certainty
+    ? `${r.certainty}${r.alternative ? ` (or ${r.alternative})` : ""}` : null;
+  $("style").textContent = lead ? `${sure ?? `${Math.round(100 * score)} %`}${style}`
+    : none && r.talk ? "someone is talking" : "\u00a0";
+  const shown = sure ? r.confidence : score;
+  $("bar").dataset.confidence = sure ? r.confidence.toFixed(3) : "";
   const fill = $("bar-fill");
-  fill.style.width = `${Math.round(100 * Math.max(0, Math.min(1, score)))}%`;
+  fill.style.width = `${Math.round(100 * Math.max(0, Math.min(1, shown)))}%`;
   fill.style.background = lead ? colourOf(lead) : config.silence;
   $("bar").dataset.score = score.toFixed(3);
   const rest = lead ? Object.entries(scores).filter(([g]) => g !== lead).sort((a, b) => b[1] - a[1]).slice(0, 2) : [];
@@ -255,7 +267,7 @@ function drawStrip() {
   g.fillRect(0, 0, HISTORY_S, 1);
   for (let i = 0; i < HISTORY_S; i++) {
     const s = now - HISTORY_S + 1 + i, slot = slots[s % HISTORY_S];
-    if (slot && slot[0] === s) { g.fillStyle = slot[1]; g.fillRect(i, 0, 1, 1); }
+    if (slot && slot[0] === s && slot[1]) { g.fillStyle = slot[1]; g.fillRect(i, 0, 1, 1); }
   }
 }
 

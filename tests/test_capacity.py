@@ -1,0 +1,49 @@
+"""Less CPU per hop, same numbers: the musicnn front end runs one thread, row by row (torch's
+batched float64 STFT and its spinning intra-op threads cost several times more CPU), and gives
+what the batched front end gives; torch's thread count is left as it was."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from stream.models.musicnn.frontend import PATCH_SAMPLES, LogMel
+
+REAL = Path(__file__).parent / "data" / "musicnn" / "real.wav"
+
+
+@pytest.fixture(scope="module")
+def patches() -> torch.Tensor:
+    y, _ = sf.read(REAL, dtype="float32")
+    starts = np.linspace(0, len(y) - PATCH_SAMPLES, 5).astype(int)
+    return torch.from_numpy(np.stack([y[s:s + PATCH_SAMPLES] for s in starts]))
+
+
+def test_front_end_row_by_row_equals_the_batched_one(patches):
+    lm = LogMel().eval()
+    with torch.inference_mode():
+        got = lm(patches)
+        batched = lm._logmel(patches)  # torch's batched path, as before
+        alone = torch.cat([lm(p[None]) for p in patches])
+    assert got.shape == batched.shape == (len(patches), 187, 96)
+    scale = float(batched.abs().max())
+    assert float((got - batched).abs().max()) <= 1e-6 * scale
+    assert torch.equal(got, alone)  # a row's log-mel does not depend on its batch
+
+
+def test_front_end_leaves_torch_threads_as_they_were(patches):
+    lm = LogMel().eval()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with torch.inference_mode():
+            lm(patches[:2])
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), torch.inference_mode():
+            lm(patches[:2, :100].reshape(2, 10, 10))  # 3-D audio: torch.stft refuses; threads restored anyway
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

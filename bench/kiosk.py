@@ -3,14 +3,15 @@
 fake microphone playing real music, for --minutes, with one server restart in the middle.
 
     python -m bench.kiosk --minutes 60      # the target run
-    python -m bench.kiosk --minutes 10      # what bench/README.md reports so far
+    python -m bench.kiosk --minutes 10      # a shorter look
 
 Every minute: the page's JS heap after a forced garbage collection (CDP
 HeapProfiler.collectGarbage, then Performance.getMetrics JSHeapUsedSize), the server's RSS
 (psutil; the restarted server is a new process, so its growth is counted from its own start),
 results received in that minute, the page's state. At the middle the server is killed (SIGKILL)
-and started again on the same port: recovery = kill -> first result of the new server, and
-new server listening -> first result (the page's backoff wait + the first window).
+and started again on the same port: recovery = kill -> first result of the new server, split
+into kill -> /readyz 200 (the server's own start), ready -> the page's new session (its readiness
+probe) and ready -> first result (+ the first window). The load average is sampled every minute.
 
 Targets (issue 20): heap and RSS growth <= 5 MB per hour (slope of a least-squares line over
 the minutes after the first two), recovery <= 35 s, no minute without results except the

@@ -25,7 +25,8 @@ from support.models import BandModel
 # real part; modules that start servers or Ray inline say so with `pytestmark`. Whatever needs a
 # browser, a server or Ray is also `slow`, and so is what a module or test marks slow by hand
 # (real-time streams of real music, model builds): `pytest -m "not slow"` is the quick tier.
-FIXTURE_MARKS = {"pw": ("browser",), "pulse": ("slow",), "ray_app": ("ray",), "wheel": ("slow",)}
+FIXTURE_MARKS = {"pw": ("browser",), "pulse": ("slow",), "ray_app": ("ray",), "wheel": ("slow",),
+                 "musicnn": ("slow",)}  # the bundled model: seconds to load, real music through it
 SLOW_PARTS = ("browser", "server", "ray")
 
 
@@ -103,6 +104,15 @@ def tiny_model(tiny_ckpt):
     from stream import load_model
 
     return load_model(tiny_ckpt)
+
+
+@pytest.fixture(scope="session")
+def musicnn():
+    """The bundled model as `load_model("musicnn")` gives it, loaded once: a load takes seconds
+    (several under load). Tests read it and never change it."""
+    from stream import load_model
+
+    return load_model("musicnn")
 
 
 @pytest.fixture

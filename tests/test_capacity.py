@@ -47,3 +47,45 @@ def test_front_end_leaves_torch_threads_as_they_were(patches):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_64_streams_due_at_once_share_one_predict_call():
+    """The worker gives every due stream's new patch to one predict call, up to 64 (max_batch):
+    while one call runs, 64 streams reach a hop; the next call scores all 64 patches, and each
+    stream gets its own readout."""
+    import threading
+
+    from stream import EngineConfig, StreamEngine
+    from stream.models.musicnn import load_bundled
+
+    m = load_bundled("musicnn-mtt")
+    assert m.max_batch == 64
+    calls, gate = [], threading.Event()
+    predict = m.predict
+
+    def gated(x):
+        calls.append(len(x))
+        gate.wait(120)
+        return predict(x)
+
+    m.predict = gated
+    y, _ = sf.read(REAL, dtype="float32")
+    got = [[] for _ in range(65)]
+    engines = [StreamEngine(m, EngineConfig(min_window_s=3.0), on_result=got[i].append) for i in range(65)]
+    try:
+        engines[0].feed(y[:48000], 16000)  # 3 s: one hop boundary with a full window; it holds the worker
+        for _ in range(600):
+            if calls:
+                break
+            threading.Event().wait(0.05)
+        for i, e in enumerate(engines[1:], 1):
+            e.feed(np.roll(y, 997 * i)[:48000], 16000)
+        gate.set()
+        assert all(e.drain(300) for e in engines)
+    finally:
+        gate.set()
+        for e in engines:
+            e.close()
+    assert calls == [1, 64], calls
+    assert all(len(r) == 1 and not r[0].silent for r in got)
+    assert len({tuple(r[0].raw_scores.values()) for r in got[1:]}) > 1  # each its own window

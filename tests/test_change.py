@@ -8,7 +8,7 @@ import pytest
 
 from support.music import MACHINE_WARS, MINSTRELS, needs_both_packages
 from support.models import BandModel, tone
-from stream import EngineConfig, StreamEngine, load_model
+from stream import EngineConfig, StreamEngine
 
 pytestmark = pytest.mark.slow
 
@@ -47,11 +47,6 @@ def run(model, audio, chunk_s=0.02, config=None):
 def favours(r, fam, other):
     best = lambda names: max((v for k, v in r.scores.items() if k in names), default=0.0)
     return best(fam) > best(other)
-
-
-@pytest.fixture(scope="module")
-def musicnn():
-    return load_model("musicnn")
 
 
 @pytest.fixture(scope="module")

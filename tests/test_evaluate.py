@@ -9,7 +9,6 @@ import pytest
 import soundfile as sf
 
 from support.music import MUSIC_DIR, WESNOTH_DIR, needs_both_packages
-from stream import load_model
 from stream.evaluate import find_files, load_map
 from ui.evaluate import evaluate
 
@@ -33,11 +32,6 @@ def make_folder(root: Path, names=None, seconds=10.0):
             # one WAV and one FLAC per genre: any format the engine decodes will do
             sf.write(d / f"{Path(src).stem}.{'wav' if i == 0 else 'flac'}", y, sr)
     return root
-
-
-@pytest.fixture(scope="module")
-def musicnn():
-    return load_model("musicnn")
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,6 @@ from ui import report
 real = needs_both_packages
 
 
-@pytest.fixture(scope="module")
-def musicnn():
-    return load_model("musicnn")
-
-
 def check_consistent(results, engine):
     """Every readout: the style lies in the genre, both lead their lists, and each genre's score
     lies between its best style's score and the sum of its styles' (max and sum pooling both:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.proc import free_port
 from support.music import MUSIC_DIR, needs_music
 from support.polling import wait_for
 from ui.colours import genre_colour
@@ -77,13 +78,13 @@ def write_day(path, clock, name="shop", genres=("Electronic", "Rock", "Jazz"), p
 
 # ---------------------------------------------------------------- a real engine --------------
 @needs_music
-def test_minutes_of_a_real_stream_add_up_to_its_summary(tmp_path):
+def test_minutes_of_a_real_stream_add_up_to_its_summary(tmp_path, musicnn):
     """Real music through a real engine (two tracks, with a stretch of silence between), the
     wall clock moving with the audio: one row per wall-clock minute, each holding the seconds
     that arrived in it, and the minutes together give the summary's genre shares."""
     import soundfile as sf
 
-    from stream import EngineConfig, StreamEngine, load_model
+    from stream import EngineConfig, StreamEngine
 
     parts = []
     for track, start in (("machine_wars.mp3", 30), ("frontiers.mp3", 60)):
@@ -95,7 +96,7 @@ def test_minutes_of_a_real_stream_add_up_to_its_summary(tmp_path):
     audio = np.concatenate(parts)
     clock = Clock(T0 + 37.0)  # starts mid-minute
     store = HistoryStore(tmp_path / "h.sqlite", clock=clock)
-    model = load_model("musicnn")
+    model = musicnn
     engine = StreamEngine(model, EngineConfig(hop_s=1.0), background=False)
     rec = store.recorder("shop", engine.config.hop_s, engine.genres)
     engine.on_result = rec.add
@@ -498,13 +499,12 @@ def shares_of(rows):
 
 
 @needs_music
-def test_page_sessions_record_each_recording(tmp_path):
+def test_page_sessions_record_each_recording(tmp_path, musicnn):
     """The page's per-tab session (ui/web/session.py, no browser needed) with --history: each
     recording is a session of the stream `page` ("stopped", "new recording", "tab closed"), and
     its minutes give its summary's genre shares."""
     import soundfile as sf
 
-    from stream import load_model
     from ui.web.session import LiveSession, LiveSettings
 
     with sf.SoundFile(str(MUSIC_DIR / "machine_wars.mp3")) as f:
@@ -512,7 +512,7 @@ def test_page_sessions_record_each_recording(tmp_path):
         audio, rate = f.read(16 * f.samplerate, dtype="float32", always_2d=True), f.samplerate
     clock = Clock(T0)
     store = HistoryStore(tmp_path / "h.sqlite", clock=clock)
-    s = LiveSession(load_model("musicnn"), LiveSettings(9.0, 1.0, 4.0, 5, -55.0), store, "shop-screen")
+    s = LiveSession(musicnn, LiveSettings(9.0, 1.0, 4.0, 5, -55.0), store, "shop-screen")
     summaries = []
     for take in range(3):
         clock.t = T0 + 120 * take  # each recording in minutes of its own
@@ -546,12 +546,9 @@ def test_page_sessions_record_each_recording(tmp_path):
     store.close()
 
 
+@pytest.mark.slow  # app.py imports Gradio before it refuses
 def test_page_refuses_an_unusable_history_file_before_the_model_loads(tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # (a free port: the port is checked first)
+    port = free_port()  # (a free port: the port is checked first)
     bad = tmp_path / "h.sqlite"
     bad.write_text("not a database\n" * 100)
     r = subprocess.run([sys.executable, str(ROOT / "app.py"), "--history", str(bad), "--model", "no-such-model",
@@ -562,20 +559,19 @@ def test_page_refuses_an_unusable_history_file_before_the_model_loads(tmp_path):
 
 
 @needs_music
-def test_the_page_gives_every_tab_the_history_of_its_command_line(tmp_path):
+def test_the_page_gives_every_tab_the_history_of_its_command_line(tmp_path, musicnn):
     """app.py's flags -> Setup -> the tab's session (page.new_session): a recording made in a tab
     lands in the file under --history-name."""
     import soundfile as sf
 
     import app
-    from stream import load_model
     from ui.history.flags import open_history
     from ui.web.page import Setup, new_session
 
     args = app.parse_args(["--history", str(tmp_path / "h.sqlite"), "--history-name", "screen", "--hop", "1"])
     store = open_history(args)
     try:
-        setup = Setup.from_args(load_model("musicnn"), args, store)
+        setup = Setup.from_args(musicnn, args, store)
         session, _ = new_session(setup, None)
         with sf.SoundFile(str(MUSIC_DIR / "frontiers.mp3")) as f:
             f.seek(60 * f.samplerate)

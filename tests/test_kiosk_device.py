@@ -306,6 +306,7 @@ def _readout(t: float, genre: str = "Electronic") -> dict:
 @pytest.mark.server
 def test_device_readouts_reach_watchers_and_history_and_no_audio_is_counted(tmp_path):
     import asyncio
+    import concurrent.futures
 
     import websockets
 
@@ -334,7 +335,9 @@ def test_device_readouts_reach_watchers_and_history_and_no_audio_is_counted(tmp_
                 seen.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
                 return seen
 
-        seen = asyncio.run(watch_while_posting())
+        # in a thread of its own: Playwright's driver (the module's browser tests) may hold this one's loop
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            seen = pool.submit(asyncio.run, watch_while_posting()).result()
         events = [e["event"] for e in seen]
         assert events == ["watching", "ready", "result", "result", "result", "result", "summary"], events
         assert seen[1]["compute"] == "device" and seen[2]["genre"] == "Electronic"

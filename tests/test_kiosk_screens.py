@@ -205,3 +205,18 @@ def test_own_mic_screen_keeps_one_stream_name(rolling, pw, music_wav):
         assert _watching(rolling.port, "lobby-screen")["live"] is True
         page.goto(url(rolling))
         assert wait_state(page, "kept", lambda s: s["name"] is not None)["name"] == "lobby-screen"
+
+
+def test_a_second_tab_with_the_same_name_waits_and_says_why(rolling, pw, music_wav):
+    """Two tabs of one browser profile share the screen's name: the second is refused as
+    `name_in_use` by the server and, unlike the refusals retrying cannot fix, keeps retrying
+    (the name may be held by this screen's own previous connection) and says so."""
+    with browser_page(pw, music_wav) as first:
+        first.goto(url(rolling))
+        wait_state(first, "a label", lambda s: s["results"] >= 1)
+        second = first.context.new_page()
+        second.goto(url(rolling))
+        st = wait_state(second, "the name in use", lambda s: s["state"] == "reconnecting" and "in use" in s["text"])
+        assert st["name"] in st["text"] and "another tab" in st["text"], st
+        st = wait_state(second, "a retry", lambda s: s["connects"] >= 2 and s["state"] == "reconnecting")
+        assert st["results"] == 0, st

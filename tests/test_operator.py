@@ -198,13 +198,6 @@ def test_every_deployment_example_names_its_model():
 
 
 # ---------------------------------------------------------------- genre-evaluate's levels -------
-@pytest.fixture(scope="module")
-def musicnn():
-    from stream import load_model
-
-    return load_model("musicnn")
-
-
 def labelled(root: Path, names: dict, extra: dict | None = None) -> Path:
     """test_evaluate's folder (real electronic and orchestral cuts, 6 s) under other folder
     names, plus `extra` folders {name: a copy of one electronic cut}."""

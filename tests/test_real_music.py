@@ -5,15 +5,10 @@ import numpy as np
 import pytest
 
 from support.music import MUSIC_DIR, needs_music
-from stream import EngineConfig, StreamEngine, analyze_file, decode_blocks, load_model
+from stream import EngineConfig, StreamEngine, analyze_file, decode_blocks
 
 ELECTRONIC = {"electronic", "techno", "electronica", "electro", "dance", "house", "ambient", "chillout", "experimental"}
 pytestmark = [needs_music, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def musicnn():
-    return load_model("musicnn")
 
 
 def test_live_engine_on_real_music(musicnn):

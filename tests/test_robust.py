@@ -345,6 +345,15 @@ def test_one_trainer_step_on_track_targets_lowers_the_loss_and_a_run_resumes(tmp
     assert best is not None and (tmp_path / "run" / "ema-000002.pt").exists()
     again = tiny_run(tmp_path, banks, p_mask=0.0, dropout=0.0, p_mix=0.0, lr=3e-4, steps=4)
     assert again.step == 2 and again.best["step"] == best["step"]
+    # --export-only writes the best averaged weights in the checkpoint layout, loadable as the bundled pair
+    assert TR.main(["--cache", str(tmp_path), "--tag", "run", "--export-only", "--out", str(tmp_path / "w")]) == 0
+    from safetensors.torch import load_file
+
+    for ck in RT.NETS:
+        net = type(tr.teacher[ck])(load_file(str(tmp_path / "w" / f"{ck}.safetensors"))).eval()
+        want = RL.nets_from(tr.teacher, best["nets"])[ck]
+        with torch.no_grad():
+            assert torch.allclose(net(tr.frontend(x)), want(tr.frontend(x)), atol=1e-4)
 
 
 def test_student_noise_masks_mixes_within_a_family_and_drops_out_only_in_training(banks):

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from harness.proc import free_port
 from support.pulse import PACKAGES, PulseServer, missing_tools
 from support.music import MUSIC_DIR, TRACKS, music, music_wav_file, needs_music
 from support.server import (CLIENTS, ROOT, ServerProcess, eight_clients, events_until_close, parse_json_lines, pcm,
@@ -426,10 +427,7 @@ def test_cli_virtual_microphone_through_the_server(server, tmp_path_factory, mus
 
 
 def test_cli_server_errors_have_clear_messages_and_exit_codes(strict, server):
-    free = socket.socket()
-    free.bind(("127.0.0.1", 0))
-    port = free.getsockname()[1]
-    free.close()  # nothing listens there now
+    port = free_port()  # nothing listens there now
     f = str(MUSIC_DIR / TRACKS[0])
     r = run_cli(["--server", f"ws://127.0.0.1:{port}", "--file", f, "--duration", "2"])
     assert r.returncode == 5 and "cannot reach the server" in r.stderr, r.stderr

@@ -85,16 +85,16 @@ async def refusal(url, origin=None):
 
 
 # ---------------------------------------------------------------- the page's files --------
-def test_kiosk_page_is_served_with_its_files_and_no_internet(server):
+def test_kiosk_page_is_served_with_its_files_and_no_internet(server, musicnn):
     status, kind, body = get(server, "/")
     html = body.decode()
     assert status == 200 and kind.startswith("text/html"), (status, kind)
     assert '<script type="module" src="kiosk/kiosk.js">' in html and "kiosk/kiosk.css" in html
     config = json.loads(re.search(r'<script id="kiosk-config" type="application/json">(.*?)</script>', html).group(1))
-    from stream import EngineConfig, StreamEngine, load_model
+    from stream import EngineConfig, StreamEngine
     from ui.colours import genre_colour, genre_colours
 
-    with StreamEngine(load_model("musicnn"), EngineConfig(hop_s=1), background=False) as engine:
+    with StreamEngine(musicnn, EngineConfig(hop_s=1), background=False) as engine:
         order = engine.genres
     # the page's colours: Electronic is the same blue on the Gradio plot and on the kiosk
     assert config["colours"] == genre_colours(order, order) and config["colours"]["Electronic"] == \

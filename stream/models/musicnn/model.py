@@ -237,10 +237,12 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "aut
     bench/musicnn.py) and score a little lower upstream (ROC-AUC on MTT 0.9030 vs
     0.9067), so they are mainly for comparison. The merged default costs two single
     models' forwards per window (the front end is shared and is ~1% of the time).
-    backend: "auto" runs the networks under ONNX Runtime float32 where it is installed and
-    agrees with torch within 1e-4 in probability (checked at load; 1.3-3x faster per patch
-    here, see stream/models/backends.py), else torch; "torch" (or env STREAM_BACKEND=torch)
-    turns that off; `model.backend` says what runs.
+    backend: "auto" runs the networks under OpenVINO bf16 where the CPU has AMX or AVX512-BF16
+    (within 0.02 of torch in probability with the same leading tag, checked at load; 0.6x the CPU
+    of float32 on Zen 4), else under ONNX Runtime float32 where it is installed and agrees with
+    torch within 1e-4 (1.3-3x faster per patch than torch), else torch; "onnxruntime",
+    "openvino" or "torch" (or env STREAM_BACKEND) choose; `model.backend` and `model.precision`
+    say what runs (stream/models/backends.py).
     Raises `ModelLoadError` for an unknown spec, a missing/corrupt weight file, a bad device
     or a backend that cannot run.
     """

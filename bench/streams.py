@@ -32,6 +32,7 @@ interleaved before/after rounds), the figure streams held scales with.
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 import warnings

@@ -25,7 +25,8 @@ from support.models import BandModel
 # real part; modules that start servers or Ray inline say so with `pytestmark`. Whatever needs a
 # browser, a server or Ray is also `slow`, and so is what a module or test marks slow by hand
 # (real-time streams of real music, model builds): `pytest -m "not slow"` is the quick tier.
-FIXTURE_MARKS = {"pw": ("browser",), "pulse": ("slow",), "ray_app": ("ray",), "wheel": ("slow",),
+FIXTURE_MARKS = {"pw": ("browser",), "server": ("server",), "roomy_server": ("server",), "pulse": ("slow",),
+                 "ray_app": ("ray",), "wheel": ("slow",),
                  "musicnn": ("slow",)}  # the bundled model: seconds to load, real music through it
 SLOW_PARTS = ("browser", "server", "ray")
 

@@ -564,6 +564,7 @@ def test_file_tab_scores_timeline_segment_and_bad_files(server, pw, audio, artif
 
 @browser
 @needs_music
+@pytest.mark.server
 def test_closing_the_tab_cancels_a_file_analysis(tmp_path_factory, model_spec, pw, audio):
     """A long recording is being analysed when its tab closes: the analysis stops (it would
     otherwise keep a core busy, and hold one of the File tab's two slots, for minutes)."""

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from support.browser import ARTIFACTS, AppServer, browser_page, needs_browser
+from support.browser import ARTIFACTS, app_server, browser_page, needs_browser
 from support.music import music_excerpt, needs_music, write_wav
 
-pytestmark = [pytest.mark.browser, needs_browser, needs_music]
+pytestmark = [pytest.mark.browser, pytest.mark.server, needs_browser, needs_music]
 LONG = Path("/usr/share/games/asc/music/machine_wars.mp3")  # 4:51 of electronic music (asc-music, GPL-2+)
 PATIENCE_MS = 300_000
 SHOTS = ARTIFACTS / "page_details"
@@ -41,21 +41,8 @@ PROGRESS_TEXTS_JS = """(name) => [...document.querySelectorAll('#file-status, #f
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = AppServer(tmp_path_factory.mktemp("page-details"), extra_args=["--max-file-minutes", "10"])
-    try:
-        srv.wait_ready()
+    with app_server(tmp_path_factory.mktemp("page-details"), extra_args=["--max-file-minutes", "10"]) as srv:
         yield srv
-    finally:
-        srv.stop()
-    assert "Traceback" not in srv.log(None), srv.log()
-
-
-@pytest.fixture(scope="module")
-def pw():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
 
 
 def test_console_names_the_share_flag_not_gradios_launch_argument(server):

@@ -325,3 +325,27 @@ def test_terminal_panel_and_lines_say_when_a_server_connection_is_down(capsys):
     assert records[0] == {"event": "disconnected", "reason": "connection lost", "time_s": 6.5}
     assert records[1]["event"] == "summary" and records[1]["disconnects"] == 1 and records[1]["audio_lost_s"] == 3.46
     assert "Disconnected 1 time: 3.5 s of audio lost while disconnected." in err
+
+
+def test_live_plot_band_shows_no_music_apart_from_silence():
+    """A stretch the engine read as "no music" (a voice) is its own grey in the page's lead band and
+    legend, not "silence" and not a genre line."""
+    import re
+
+    from ui.colours import NO_MUSIC_COLOUR, SILENCE_COLOUR
+    from ui.report import NO_MUSIC
+    from ui.web.render import live_plot
+    from ui.web.session import Readout
+
+    sc = {"Electronic": 0.4, "Rock": 0.2}
+    hist = [Readout(float(t), sc, NO_MUSIC if 20 < t <= 30 else "Electronic") for t in range(1, 41)]
+    res = Result(scores=sc, raw_scores=sc, label="Electronic", time_s=40.0, silent=False, level_dbfs=-20.0,
+                 window_s=9.0, inference_ms=50.0, latency_ms=60.0, genre="Electronic", genre_scores=sc)
+    html = live_plot(hist, res, 5, 1.0, {})
+    band = re.findall(r"<rect class='lead' data-genre='([^']*)' x='[\d.]+' y='[\d.]+' width='[\d.]+' "
+                      r"height='[\d.]+' fill='([^']+)'", html)
+    assert [g for g, _ in band] == ["Electronic", NO_MUSIC, "Electronic"], band
+    assert band[1][1] == NO_MUSIC_COLOUR != SILENCE_COLOUR
+    legend = re.findall(r"class='legend-item([^']*)'", html)
+    assert " no-music" in legend and " silence" not in legend, legend
+    assert f"data-genre='{NO_MUSIC}'><path" not in html  # no score line for it

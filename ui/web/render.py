@@ -8,7 +8,7 @@ import math
 import time
 from html import escape
 
-from ui.colours import SILENCE_COLOUR, genre_colour
+from ui.colours import NO_MUSIC_COLOUR, SILENCE_COLOUR, genre_colour
 from ui.report import NO_MUSIC, confidence, duration
 
 from .session import PLOT_SPAN_S, LiveStatus, Readout
@@ -165,7 +165,7 @@ def live_plot(readouts: list[Readout], res, top_k: int, hop_s: float, styles: di
     current = list(scores_now)[:k]
     if not current:  # silent now: the genres of the newest readout with scores
         current = next((list(r.scores)[:k] for r in reversed(hist) if r.scores), [])
-    leaders = [r.leader for r in hist if r.leader]
+    leaders = [r.leader for r in hist if r.leader and r.leader != NO_MUSIC]
     genres = list(dict.fromkeys(leaders + current))  # leaders in the order they first led
     return history_svg(hist, genres, genre_styles(styles, genres, order), hop_s, leader_now=lead_now)
 
@@ -259,7 +259,8 @@ def _lead_band_svg(ax: _Axes, hist: list, hop_s: float, styles: dict) -> list[st
     out = [f"<text class='band-label' x='{ax.L - 5}' y='{ax.band_y + ax.BAND_H / 2}' text-anchor='end' "
            f"dominant-baseline='central'>lead</text>"]
     for start, end, leader in segments:
-        fill = styles.get(leader, (DEFAULT_COLOUR, ""))[0] if leader else SILENCE_COLOUR
+        fill = (NO_MUSIC_COLOUR if leader == NO_MUSIC else styles.get(leader, (DEFAULT_COLOUR, ""))[0]) if leader \
+            else SILENCE_COLOUR
         what = escape(leader) if leader else "silence"
         out.append(f"<rect class='lead' data-genre='{escape(leader or '', quote=True)}' x='{ax.x(start):.1f}' "
                    f"y='{ax.band_y}' width='{max(ax.x(end) - ax.x(start), 0.5):.1f}' height='{ax.BAND_H}' "
@@ -278,6 +279,9 @@ def _legend(hist: list, genres: list, styles: dict, leader_now: str | None) -> l
                    f"data-led='{int(led)}'><svg width='22' height='10' style='display:inline;width:22px'>"
                    f"<line x1='1' x2='21' y1='5' y2='5' stroke='{colour}' stroke-width='3' "
                    f"stroke-dasharray='{dash}'/></svg> {escape(g)}{' (leading)' if g == leader_now else ''}</span>")
+    if any(leader == NO_MUSIC for _, _, leader in hist):
+        out.append(f"<span class='legend-item no-music'><svg width='22' height='10' style='display:inline;"
+                   f"width:22px'><rect width='22' height='10' fill='{NO_MUSIC_COLOUR}'/></svg> {NO_MUSIC}</span>")
     if any(leader is None for _, _, leader in hist):
         out.append(f"<span class='legend-item silence'><svg width='22' height='10' style='display:inline;"
                    f"width:22px'><rect width='22' height='10' fill='{SILENCE_COLOUR}'/></svg> silence</span>")

@@ -20,6 +20,7 @@ import numpy as np
 from stream import EngineClosedError, EngineConfig, EngineStats, Result, SessionSummary, StreamEngine
 from stream.config import SETTINGS, configure
 from ui.history.store import HistoryStore
+from ui.report import NO_MUSIC
 
 PLOT_SPAN_S = 60.0  # readouts kept for the live plot: the last minute
 IDLE_STOP_S = 30.0  # a "recording" that sends nothing for this long is considered gone
@@ -280,7 +281,9 @@ class LiveSession:
         if (rec := self._recorder) is not None:
             rec.add(res)
         with self._history_lock:
-            if res.genre_scores or res.genre is not None:
+            if res.no_music and not res.silent:  # the band shows "no music", not silence
+                self._history.append(Readout(res.time_s, dict(res.genre_scores or res.scores), NO_MUSIC))
+            elif res.genre_scores or res.genre is not None:
                 self._history.append(Readout(res.time_s, dict(res.genre_scores), res.genre))
             else:
                 self._history.append(Readout(res.time_s, dict(res.scores), res.label))

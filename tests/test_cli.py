@@ -509,6 +509,7 @@ def in_tmux(tmp_path, cli_args, size=(80, 14), stderr_to=None, timeout=90, join=
     return frames
 
 
+@pytest.mark.slow
 def test_live_panel_in_a_real_terminal_keeps_its_width_and_fits(music_wav, tmp_path):
     """The rich panel in a real 80x14 terminal (tmux): one panel, redrawn in place, the same
     width while listening and with results, and all genres (-k 0: nine) capped to the screen."""

@@ -155,6 +155,7 @@ def test_close_lets_go_of_the_audio_and_the_callback(band_model):
         gc.enable()
 
 
+@pytest.mark.slow
 def test_ten_minute_chunk_bounded_memory():
     m = BandModel()
     x = np.zeros((48000 * 600, 2), np.int16)

@@ -101,6 +101,7 @@ def test_array_input_and_progress():
         analyze_file(np.zeros(100), BandModel())
 
 
+@pytest.mark.slow
 def test_long_file_memory_is_bounded(tmp_path):
     rate = 8000
     path = tmp_path / "long.wav"

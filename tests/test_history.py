@@ -452,6 +452,7 @@ def test_recording_never_waits_for_the_writer(tmp_path):
 
 
 # ---------------------------------------------------------------- the terminal listener -------
+@pytest.mark.slow
 @needs_music
 def test_cli_listen_records_its_session_per_wall_clock_minute(tmp_path):
     """`cli_listen.py --file ... --history FILE` (real time, 20 s of music) with the test-only

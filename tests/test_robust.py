@@ -74,6 +74,7 @@ def test_simulated_room_has_the_asked_reverberation():
     assert measured[1] > measured[0] * 1.5
 
 
+@pytest.mark.slow
 def test_a_simulated_room_is_the_same_in_another_process():
     """The ray tracer's randomness is seeded from the chain's generator: two processes build
     the same room sample for sample (the training bank and bench/robust.py's rooms repeat)."""
@@ -129,6 +130,7 @@ def real_patches(n: int, seed: int = 0) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bce", "logit", "family"])
 def test_one_training_step_lowers_the_loss(banks, kind):
     """One real Adam step of the recipe on a tiny real batch lowers the distillation loss on it
@@ -213,6 +215,7 @@ def test_blend_runs_from_teacher_to_student_and_missing_packages_are_named(tmp_p
         RD.prepare_patches(tmp_path, [missing], "t", 5.0, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not onnxruntime_available()[0], reason="onnxruntime/onnx not installed")
 def test_shipped_room_model_loads_and_runs_under_onnxruntime_as_under_torch(monkeypatch, tmp_path):
     folder = WEIGHTS_DIR / TRAINED["musicnn-room"]
@@ -250,6 +253,7 @@ def validation_excerpts(per_package: int = 5, per_track: int = 8) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_room_model_keeps_its_family_through_a_room_more_often_than_the_original():
     """Real validation excerpts (packages never trained on), each through a seeded draw of the
     full chain with rooms and voices from the validation seeds: the room model's verdict on the

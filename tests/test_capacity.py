@@ -35,6 +35,7 @@ def test_front_end_row_by_row_equals_the_batched_one(patches):
 
 
 def test_front_end_leaves_torch_threads_as_they_were(patches):
+    """The front end never changes torch's thread count (process state: unsafe beside other threads)."""
     lm = LogMel().eval()
     before = torch.get_num_threads()
     try:

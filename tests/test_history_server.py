@@ -8,21 +8,18 @@ per wall-clock period, exactly as with 60 s."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from urllib.parse import urlencode
 
 import pytest
 
 from support.music import TRACKS, music, needs_music
 from support.polling import wait_for
-from support.server import ROOT, ServerProcess, events_until_close, pcm, served, stream
+from support.server import ROOT, ServerProcess, events_until_close, json_request, pcm, served, stream
 
 TOKEN = "hist-token"
 MINUTE_S = 5
@@ -38,14 +35,7 @@ def bearer(token=TOKEN):
 
 def get(server, path="/v1/history", auth=TOKEN, **params):
     """(status, JSON body) of a GET to the server, with `auth` as its bearer token."""
-    req = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}?{urlencode(params)}")
-    if auth:
-        req.add_header("Authorization", f"Bearer {auth}")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+    return json_request(f"http://127.0.0.1:{server.port}{path}?{urlencode(params)}", token=auth)
 
 
 def shares_of(rows):

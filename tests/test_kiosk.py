@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from harness.proc import free_port
-from support.browser import ARTIFACTS, browser_page, needs_browser
+from support.browser import ARTIFACTS, browser_page, needs_browser, poll_state
 from support.music import FAKE_RATE, at_level, loopable, music_excerpt, needs_music, write_wav
 from support.server import ROOT, ServerProcess, served
 
@@ -97,16 +97,7 @@ def kiosk(page) -> dict:
 
 def wait_state(page, what, pred, timeout=PATIENCE_S) -> dict:
     """Poll the page's state until pred(state) holds; the states seen so far on failure."""
-    deadline = time.monotonic() + timeout
-    seen = []
-    while True:
-        st = kiosk(page)
-        if st and pred(st):
-            return st
-        if st and (not seen or seen[-1] != st["text"]):
-            seen.append(st["text"])
-        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}; states seen: {seen[-12:]}"
-        time.sleep(0.1)
+    return poll_state(page, STATE_JS, what, pred, timeout)
 
 
 def page_url(srv, **params) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from support.browser import ARTIFACTS, browser_page, needs_browser
 from support.music import at_level, loopable, music_excerpt, needs_music, write_wav
-from support.server import ServerProcess
+from support.server import ServerProcess, json_request
 
 REPO = Path(__file__).resolve().parents[1]
 PATIENCE_S = 300.0  # the page's model on a loaded 2-core machine: slow, not wrong
@@ -25,6 +25,13 @@ PATIENCE_S = 300.0  # the page's model on a loaded 2-core machine: slow, not wro
 need_ort_web = pytest.mark.skipif(
     not (REPO / "ui/net/kiosk_assets/device/ort/ort-wasm-simd-threaded.wasm").exists(),
     reason="onnxruntime-web is not vendored: python tools/vendor_ort_web.py (scripts/setup.sh runs it)")
+
+
+def in_chromium(test):
+    """The marks of a test that runs the device page in Chromium on real music."""
+    for mark in (pytest.mark.slow, pytest.mark.browser, need_ort_web, needs_browser, needs_music):
+        test = mark(test)
+    return test
 
 
 @pytest.fixture(scope="module")
@@ -188,12 +195,8 @@ def _compare(js: list[dict], py: list[dict]) -> dict:
             "genres": sorted({r["genre"] for r in py if r["genre"]})}
 
 
-@needs_music
-@needs_browser
-@need_ort_web
-@pytest.mark.browser
+@in_chromium
 @pytest.mark.server
-@pytest.mark.slow
 def test_page_engine_gives_the_python_engines_readouts(model, pw, artifacts, tmp_path):
     """The same real music (two tracks: Classical, then Electronic) through the page's engine and
     onnxruntime-web, and through StreamEngine: the headline genre on >= 98 % of hops, the genre
@@ -249,12 +252,8 @@ def _metric(port: int, name: str, token: str | None = None) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-@needs_music
-@needs_browser
-@need_ort_web
-@pytest.mark.browser
+@in_chromium
 @pytest.mark.server
-@pytest.mark.slow
 def test_device_screen_sends_no_audio_and_outlives_the_server(pw, artifacts, tmp_path):
     music = np.concatenate([music_excerpt("frontiers", 40, 20), music_excerpt("time_to_strike", 60, 10)])
     wav = write_wav(tmp_path / "music.wav", at_level(loopable(music), -20.0))
@@ -286,15 +285,7 @@ def test_device_screen_sends_no_audio_and_outlives_the_server(pw, artifacts, tmp
 
 # ---- the server's part: readouts, never audio ---------------------------------------------------
 def _post(port: int, query: str, body: bytes, token: str | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/device/readouts?{query}", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return json_request(f"http://127.0.0.1:{port}/v1/device/readouts?{query}", body, token, timeout=30)
 
 
 def _readout(t: float, genre: str = "Electronic") -> dict:
@@ -352,11 +343,7 @@ def test_device_readouts_reach_watchers_and_history_and_no_audio_is_counted(tmp_
 
 
 # ---- genre-kiosk-export: a screen with no Python server at all -------------------------------------
-@needs_music
-@needs_browser
-@need_ort_web
-@pytest.mark.browser
-@pytest.mark.slow
+@in_chromium
 def test_exported_folder_classifies_from_a_plain_static_server(pw, artifacts, tmp_path):
     import functools
     import http.server
@@ -397,12 +384,8 @@ def test_exported_folder_classifies_from_a_plain_static_server(pw, artifacts, tm
     print(f"\nexported kiosk: first two genres {first_s:.1f} s after opening")
 
 
-@needs_music
-@needs_browser
-@need_ort_web
-@pytest.mark.browser
+@in_chromium
 @pytest.mark.server
-@pytest.mark.slow
 def test_a_device_that_falls_behind_steps_down_and_says_so(pw, tmp_path):
     """A screen asked for a 0.25 s hop, on a CPU slowed down 6x (Chromium's own throttling): the model
     needs more than the hop, so the page moves to a 2 s hop (and to one network if still behind) and the

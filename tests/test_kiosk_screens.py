@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from harness.proc import free_port
-from support.browser import ARTIFACTS, browser_page, needs_browser
+from support.browser import ARTIFACTS, browser_page, needs_browser, poll_state
 from support.music import at_level, loopable, music_excerpt, needs_music, write_wav
 from support.server import ServerProcess, served
 
@@ -64,16 +64,7 @@ def kiosk(page) -> dict:
 
 
 def wait_state(page, what, pred, timeout=PATIENCE_S, every=0.1) -> dict:
-    deadline = time.monotonic() + timeout
-    seen = []
-    while True:
-        st = kiosk(page)
-        if st and pred(st):
-            return st
-        if st and (not seen or seen[-1] != st["text"]):
-            seen.append(st["text"])
-        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}; states seen: {seen[-12:]}"
-        time.sleep(every)
+    return poll_state(page, STATE_JS, what, pred, timeout, every)
 
 
 def url(srv, **params) -> str:

@@ -119,3 +119,17 @@ def app_server(workdir: Path, model: str = "musicnn", extra_args=(), env=None):
         srv.stop()
     log = srv.log_path.read_text(errors="replace")
     assert "Traceback" not in log, log[-4000:]
+
+
+def poll_state(page, state_js: str, what: str, pred, timeout: float, every: float = 0.1) -> dict:
+    """Evaluate `state_js` on the page until pred(state) holds; the state texts seen on failure."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        st = page.evaluate(state_js)
+        if st and pred(st):
+            return st
+        if st and (not seen or seen[-1] != st["text"]):
+            seen.append(st["text"])
+        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}; states seen: {seen[-12:]}"
+        time.sleep(every)

@@ -10,6 +10,8 @@ import os
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -296,3 +298,16 @@ def never_reads(port: int, path: str, stop: threading.Event, chunk: bytes, every
     t.frames, t.error = 0, None
     t.start()
     return t
+
+
+def json_request(url: str, body: bytes | None = None, token: str | None = None, timeout: float = 60.0) -> tuple[int, dict]:
+    """(status, JSON body) of a GET, or of a POST of `body`, with `token` as its bearer token."""
+    req = urllib.request.Request(url, data=body, method="GET" if body is None else "POST",
+                                 headers={} if body is None else {"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")

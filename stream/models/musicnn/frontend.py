@@ -12,7 +12,6 @@ The network input is a "patch" of 187 frames (~3 s); see `patch_starts`.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -77,21 +76,6 @@ def mel_basis(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
     return weights.astype(np.float32)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """torch's intra-op threads set to 1 for the block, then back. (torch keeps the count per
-    thread once a thread has used it, so other threads already running keep theirs.)"""
-    n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 class LogMel(torch.nn.Module):
     """Batch of waveforms (B, N) float32 -> log-mel (B, 1 + N // 256, 96) float32.
 
@@ -110,14 +94,12 @@ class LogMel(torch.nn.Module):
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         if audio.device.type != "cpu":
             return self._logmel(audio)
-        # One thread, row by row: the same numbers for a fraction of the CPU. Torch's float64
-        # STFT costs ~2x more per row in a batch than alone, and on 2 threads its parallel
-        # regions spin: a 16-patch batch cost 5.6 CPU ms per patch on a loaded 2-core Zen 4,
-        # 0.75 like this (the networks' own threads are unaffected).
-        with _one_thread():
-            if audio.shape[0] == 1:
-                return self._logmel(audio)
-            return torch.cat([self._logmel(audio[i:i + 1]) for i in range(audio.shape[0])])
+        # Row by row: the same numbers for less CPU (torch's float64 STFT costs ~2x more per row
+        # in a batch than alone). torch's thread count is left alone: set_num_threads is process
+        # state, and changing it here while other threads run torch ops is not safe.
+        if audio.shape[0] == 1:
+            return self._logmel(audio)
+        return torch.cat([self._logmel(audio[i:i + 1]) for i in range(audio.shape[0])])
 
     def _logmel(self, audio: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(audio.to(torch.float64), n_fft=N_FFT, hop_length=HOP, win_length=N_FFT,

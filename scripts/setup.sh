@@ -26,7 +26,10 @@ fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(libportaudio2 ffmpeg npm)  # npm: fetches onnxruntime-web for the kiosk's device mode (below)
+pkgs=(libportaudio2 ffmpeg)
+# npm fetches onnxruntime-web for the kiosk's device mode (below). A Node.js that brings its own npm (NodeSource's)
+# conflicts with Debian's npm package: install it only where no npm is on PATH.
+command -v npm >/dev/null || pkgs+=(npm)
 if [ "${1:-}" = "--dev" ]; then
   pkgs+=(chromium pulseaudio pulseaudio-utils libasound2-plugins asc-music tmux wesnoth-1.16-music espeak-ng)
 fi

@@ -470,8 +470,9 @@ def test_json_and_plain_lines_lead_with_the_label(pulse):
     assert summaries[0]["dominant_genre"] in {o["genre"] for o in results}
     r = run_cli(["--file", str(MACHINE_WARS), "--fast", "--duration", "8", "--model", MODEL], pulse.env(), timeout=120)
     lines = [l.split("s  ", 1)[1] for l in r.stdout.splitlines() if "dBFS" in l]
-    # "<genre> (<style>)   <genre> 0.27  <other genre> 0.15 ...": the genre's own score comes first
-    assert lines and all(re.match(r"(\S[^(]*?) \(\S[^)]*\)\s+\1 \d\.\d\d", l) for l in lines), lines
+    # "<genre> (<style>)  [likely]  <genre> 0.27  <other genre> 0.15 ...": the genre's own score comes first
+    # (the bracketed certainty where the model has a calibration)
+    assert lines and all(re.match(r"(\S[^(]*?) \(\S[^)]*\)(\s+\[[^\]]+\])?\s+\1 \d\.\d\d", l) for l in lines), lines
 
 
 def _tmux(sock, *args, timeout=10):

@@ -402,7 +402,9 @@ def test_a_device_that_falls_behind_steps_down_and_says_so(pw, tmp_path):
             st = page.evaluate("() => ({hop: kiosk.device.engine.c.hop_s, nets: kiosk.device.engine.nets.length, "
                                "fallback: kiosk.device.fallback, text: document.getElementById('state').textContent})")
             assert st["hop"] == 2 and st["fallback"].startswith("2 s hop"), st
-            assert "this device is slow: 2 s hop" in st["text"], st
+            # the state line is redrawn on the page's next tick after the step down
+            _wait(page, "the state line saying so",
+                  "() => document.getElementById('state').textContent.includes('this device is slow: 2 s hop')")
             n = page.evaluate("() => kiosk.results")
             _wait(page, "readouts after the step down", f"() => kiosk.results >= {n + 2}")
     finally:

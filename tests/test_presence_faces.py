@@ -116,7 +116,7 @@ def test_terminal_and_page_show_no_music_and_the_confidence_in_words():
                   {"Electronic": 0.3, "Rock": 0.25}, music=0.95, confidence=0.62, alternative="Rock")
     assert confidence(song) == "likely (Electronic or Rock?)"
     assert "[likely (Electronic or Rock?)]" in result_line(song)
-    assert "likely, 62 %" in style_html(song) and "0.30" not in style_html(song)  # no raw score under it
+    assert "likely, 62%" in style_html(song) and "0.30" not in style_html(song)  # no raw score under it
 
 
 def test_kiosk_script_handles_no_music_and_the_confidence():

@@ -63,13 +63,13 @@ def shown(res) -> str:
 
 def confidence(res, percent: bool = False) -> str:
     """The calibrated confidence under a headline: "sure", "likely", "unsure" (percent=True:
-    "likely, 64 %"), with a close runner-up as "Electronic or Rock?"; "" where there is none
+    "likely, 64%", as the page's bars), with a close runner-up as "Electronic or Rock?"; "" where there is none
     (no music, silence, a model without a calibration). Never the raw tag score."""
     c = getattr(res, "confidence", None)
     if c is None or res.silent or getattr(res, "no_music", False):
         return ""
     from stream.calibration import words  # inside: ui.report stays free of numpy (front ends' --help)
-    text = words(c) + (f", {100 * c:.0f} %" if percent else "")
+    text = words(c) + (f", {100 * c:.0f}%" if percent else "")  # the page: as its bars, "64%"
     alt = getattr(res, "alternative", None)
     return f"{text} ({res.genre} or {alt}?)" if alt else text
 

@@ -4,6 +4,7 @@ as under torch, and keeps its family verdict through a room better than the orig
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,19 @@ from tools import robust_targets as RT
 from tools import train_robust as TR
 
 ROOT = Path(__file__).resolve().parents[1]
+CHILD = "LIVE_GENRE_TEST_CHILD"
+
+
+def ran_in_own_process(request) -> bool:
+    """Runs the calling test again in a fresh pytest process and returns True in the parent. The
+    suite's long-lived process died (SIGSEGV, no traceback) in these training tests after ~430
+    other tests, in three runs; never alone or in smaller sets. Not understood yet: isolated."""
+    if os.environ.get(CHILD):
+        return False
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid],
+                       cwd=ROOT, env={**os.environ, CHILD: "1"}, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.returncode, r.stdout[-4000:], r.stderr[-2000:])
+    return True
 PRE_ROLL = RD.PRE_ROLL
 
 @pytest.fixture(scope="module")
@@ -295,7 +309,9 @@ def fake_teacher(packages: list[str], tracks: list[str], seed: int = 0):
     return probs, {"package": np.array(packages), "track": np.array(tracks)}, RT.family_columns(tags)
 
 
-def test_track_targets_mix_the_track_mean_deterministically_and_refuse_validation_packages():
+def test_track_targets_mix_the_track_mean_deterministically_and_refuse_validation_packages(request):
+    if ran_in_own_process(request):
+        return
     train = RD.TRAIN[0].name
     probs, patches, cols = fake_teacher([train] * 5 + [RD.TRAIN[1].name] * 3, list("aaaaabbb"))
     t1, m1 = RT.track_targets(probs, patches, cols, mix=0.7)
@@ -331,7 +347,10 @@ def tiny_run(tmp_path, banks, **cfg):
     return RL.Trainer(teacher, frontend, data, val, tags, config, tmp_path / "run")
 
 
-def test_one_trainer_step_on_track_targets_lowers_the_loss_and_a_run_resumes(tmp_path, banks):
+def test_one_trainer_step_on_track_targets_lowers_the_loss_and_a_run_resumes(request, tmp_path):
+    if ran_in_own_process(request):
+        return
+    banks = request.getfixturevalue("banks")
     tr = tiny_run(tmp_path, banks, p_mask=0.0, dropout=0.0, p_mix=0.0, lr=3e-4, steps=4)
     batch = next(iter(RL.Batches(tr.data.audio, tr.data.weights, (tr.data.margin > 0).astype(np.int8),
                                  tr.data.chain, tr.cfg, 0)))
@@ -360,7 +379,10 @@ def test_one_trainer_step_on_track_targets_lowers_the_loss_and_a_run_resumes(tmp
             assert torch.allclose(net(tr.frontend(x)), want(tr.frontend(x)), atol=1e-4)
 
 
-def test_student_noise_masks_mixes_within_a_family_and_drops_out_only_in_training(banks):
+def test_student_noise_masks_mixes_within_a_family_and_drops_out_only_in_training(request):
+    if ran_in_own_process(request):
+        return
+    banks = request.getfixturevalue("banks")
     gen = torch.Generator().manual_seed(0)
     mel = torch.rand(8, 187, 96) + 1
     masked = RL.spec_mask(mel, gen, p=1.0)
@@ -383,9 +405,11 @@ def test_student_noise_masks_mixes_within_a_family_and_drops_out_only_in_trainin
         assert not torch.equal(net(x), net(x))
 
 
-def test_hiss_is_white_noise_under_the_room_and_the_chain_draws_it():
+def test_hiss_is_white_noise_under_the_room_and_the_chain_draws_it(request):
     """The hiss condition is the room condition's reverb with white instead of pink noise (more
     energy above 4 kHz); the chain's hiss draw says so and always puts a room in front."""
+    if ran_in_own_process(request):
+        return
     x = RD.level(np.random.default_rng(0).standard_normal(RC.RATE * 2).astype(np.float32) * 0.0 +
                  np.sin(np.arange(RC.RATE * 2) * 2 * np.pi * 220 / RC.RATE).astype(np.float32))
     room, hiss = (RC.condition(c, x, seed=3) for c in ("room", "hiss"))
@@ -396,7 +420,9 @@ def test_hiss_is_white_noise_under_the_room_and_the_chain_draws_it():
     assert what.startswith("room, hiss@") and 5 <= int(what.split("@")[1].split("dB")[0]) <= 15, what
 
 
-def test_recorded_bank_is_deterministic_unit_level_and_empty_without_recordings(tmp_path):
+def test_recorded_bank_is_deterministic_unit_level_and_empty_without_recordings(request, tmp_path):
+    if ran_in_own_process(request):
+        return
     import soundfile as sf
 
     rng = np.random.default_rng(0)

@@ -144,6 +144,60 @@ def first_genre_s(page, url: str) -> float:
     return round(time.monotonic() - t0, 2)
 
 
+TIMELINE_JS = "() => (kiosk.device && kiosk.device.timeline) || null"
+
+
+def run_first(args) -> int:
+    """--first N: only the time to the first genre. N rounds; each opens the page in a fresh browser profile
+    (cold), then reloads it twice (cached). --compare DIR: each round does the same against a server run
+    from another checkout (e.g. the previous commit), interleaved, so both see the same load. Medians, and
+    the page's own timeline (ms from navigation: worker created, microphone's first block, model loaded)."""
+    from playwright.sync_api import sync_playwright
+
+    runs = {"this": {"cold": [], "cached": [], "timelines": []}}
+    if args.compare:
+        runs["compare"] = {"cold": [], "cached": [], "timelines": []}
+    with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
+        # steady music from its first second (the track's intro reads "no music" to both detectors for 1-7 s)
+        wav = write_wav(Path(tmp) / "music.wav", at_level(loopable(music_excerpt("machine_wars", 40, 60)), -20.0))
+        servers = {"this": ServerProcess().wait_ready(300)}
+        if args.compare:
+            servers["compare"] = ServerProcess(root=Path(args.compare)).wait_ready(300)
+        loads = [os.getloadavg()[0]]
+        try:
+            with sync_playwright() as p:
+                for i in range(args.first):
+                    for name, srv in servers.items():
+                        r = runs[name]
+                        url = f"http://127.0.0.1:{srv.port}/?compute=device&hop=1&adapt=0"
+                        with browser_page(p, wav, viewport=(1920, 1080)) as page:
+                            r["cold"].append(first_genre_s(page, url))
+                            r["timelines"].append({"cold": True, **(page.evaluate(TIMELINE_JS) or {})})
+                            for _ in range(2):
+                                r["cached"].append(first_genre_s(page, url))
+                                r["timelines"].append({"cold": False, **(page.evaluate(TIMELINE_JS) or {})})
+                        print(f"round {i + 1} {name}: cold {r['cold'][-1]} s, cached {r['cached'][-2:]} s, "
+                              f"load {os.getloadavg()[0]:.2f}", flush=True)
+                    loads.append(os.getloadavg()[0])
+        finally:
+            for srv in servers.values():
+                srv.stop()
+    report = {"mode": "device-first-genre", "cpu": platform_cpu(), "load1": [round(x, 2) for x in loads],
+              "compare": args.compare}
+    for name, r in runs.items():
+        report[name] = {**r, "cold_median_s": float(np.median(r["cold"])), "cached_median_s": float(np.median(r["cached"]))}
+    out = Path(args.out if args.out else ROOT / "bench/results/kiosk-device-first.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    for name in runs:
+        print(f"{name}: cold median {report[name]['cold_median_s']} s {report[name]['cold']}, "
+              f"cached median {report[name]['cached_median_s']} s {report[name]['cached']}")
+        for t in runs[name]["timelines"][:3]:
+            print("  ", {k: round(v) if isinstance(v, float) else v for k, v in t.items()})
+    print(f"load average {report['load1']}")
+    return 0
+
+
 def run_device(args) -> int:
     import urllib.request
 
@@ -223,7 +277,13 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--out", default=None, help="JSON report (default bench/results/kiosk.json, kiosk-device.json)")
     ap.add_argument("--device", action="store_true", help="device mode: the screen runs the model (see above)")
+    ap.add_argument("--first", type=int, default=0, metavar="N",
+                    help="with --device: only the first genre, N cold opens each reloaded twice (medians)")
+    ap.add_argument("--compare", default=None, metavar="DIR",
+                    help="with --first: also (interleaved) a server run from the checkout in DIR")
     args = ap.parse_args()
+    if args.device and args.first:
+        return run_first(args)
     if args.device:
         return run_device(args)
     args.out = args.out or str(ROOT / "bench/results/kiosk.json")

@@ -22,7 +22,7 @@ export class DeviceModel {
       this.worker.onmessage = (e) => {
         const msg = e.data;
         if (msg.type === "loaded") {
-          Object.assign(this, { manifest: msg.manifest, threads: msg.threads, loadMs: msg.ms, sessionsMs: msg.sessionsMs });
+          Object.assign(this, { manifest: msg.manifest, threads: msg.threads, loadMs: msg.ms, loadSteps: msg.steps });
           resolve(this);
         }
         else if (msg.id != null && this.calls.has(msg.id)) {
@@ -77,7 +77,11 @@ export function create(params, config) {
   };
   // the model loads while the page asks for the microphone
   const loading = new DeviceModel(base).ready;
-  loading.then(() => { d.timeline.loaded = performance.now(); }, () => {});  // (a failure is handled in start)
+  loading.then((m) => {  // (a failure is handled in start)
+    // the worker's own steps, from its start: model.json, the three sessions (runtime compiled), a warm-up forward
+    Object.assign(d.timeline, { loaded: performance.now(), workerManifest: m.loadSteps.manifestMs,
+                                workerSessions: m.loadSteps.sessionsMs, workerWarm: m.loadMs });
+  }, () => {});
   // the microphone's audio until the model is there: the stream starts when the microphone does (as a
   // server's stream starts with its first frame), so the first readout waits for whichever comes last,
   // the model or the first 3 s of audio, not for both in a row. Bounded: one window of audio.

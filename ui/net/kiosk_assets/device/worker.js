@@ -29,6 +29,7 @@ async function load(base) {
   const r = await fetch(new URL("model.json", base));
   if (!r.ok) throw new Error(`model.json: HTTP ${r.status}`);
   manifest = await r.json();
+  const manifestMs = performance.now() - t0;
   const [fe, ...loaded] = await Promise.all([session(new URL(manifest.frontend, base)),
                                              ...manifest.nets.map((e) => session(new URL(e.file, base)))]);
   frontend = fe;
@@ -37,7 +38,7 @@ async function load(base) {
   // one forward of silence while the microphone fills its first patch: the first real window then
   // finds the WebAssembly code warm and the runtime's buffers allocated
   await run([new Float32Array(manifest.patch_samples)], manifest.nets.map((e) => e.name));
-  return { manifest, threads: THREADS, ms: performance.now() - t0, sessionsMs };
+  return { manifest, threads: THREADS, ms: performance.now() - t0, steps: { manifestMs, sessionsMs } };
 }
 
 async function run(patches, which) {

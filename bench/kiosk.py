@@ -121,8 +121,9 @@ def chromium_procs(exclude: set[int]) -> list:
     return out
 
 
-def chromium_usage(exclude: set[int]) -> tuple[float, int]:
-    """(CPU seconds, RSS bytes) of Chromium's processes now."""
+def chromium_usage(exclude: set[int], by_type: dict | None = None) -> tuple[float, int]:
+    """(CPU seconds, RSS bytes) of Chromium's processes now; by_type (if given) gets the RSS per process
+    type (browser, renderer, gpu-process, utility, ...: where a growth sits)."""
     import psutil
 
     cpu = mem = 0
@@ -130,7 +131,11 @@ def chromium_usage(exclude: set[int]) -> tuple[float, int]:
         try:
             t = p.cpu_times()
             cpu += t.user + t.system
-            mem += p.memory_info().rss
+            rss = p.memory_info().rss
+            mem += rss
+            if by_type is not None:
+                kind = next((a.split("=", 1)[1] for a in p.cmdline() if a.startswith("--type=")), "browser")
+                by_type[kind] = by_type.get(kind, 0) + rss
         except psutil.NoSuchProcess:
             pass
     return cpu, mem
@@ -224,13 +229,15 @@ def run_device(args) -> int:
                 for minute in range(1, int(args.minutes) + 1):
                     while time.monotonic() < t0 + 60 * minute:
                         page.wait_for_timeout(1000)
-                    cpu, mem = chromium_usage(exclude)
+                    kinds = {}
+                    cpu, mem = chromium_usage(exclude, kinds)
                     cdp.send("HeapProfiler.collectGarbage")
                     heap = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}["JSHeapUsedSize"]
                     st = page.evaluate("() => ({results: kiosk.results, state: document.getElementById('state')"
                                        ".textContent, infer: kiosk.device.engine.stats.inferMs.slice(-5), "
                                        "skipped: kiosk.device.engine.stats.skipped, hop: kiosk.device.engine.c.hop_s})")
                     row = {"minute": minute, "cpu_share_of_one_core": round((cpu - cpu0) / 60.0, 3), "rss": mem,
+                           "rss_by_type": kinds,
                            "heap": heap, "results_in_minute": st["results"] - last["results"], "state": st["state"],
                            "hop_s": st["hop"], "skipped": st["skipped"],
                            "infer_ms_median": round(float(np.median(st["infer"])), 1) if st["infer"] else None,
@@ -239,7 +246,8 @@ def run_device(args) -> int:
                     rows.append(row)
                     print(f"min {minute:3d}: Chromium CPU {100 * row['cpu_share_of_one_core']:5.1f} % of a core  "
                           f"RSS {mem / 1e6:7.1f} MB  heap {heap / 1e6:6.2f} MB  results {row['results_in_minute']:3d}  "
-                          f"model {row['infer_ms_median']} ms/window  {st['state']}  load {row['load1']}", flush=True)
+                          f"model {row['infer_ms_median']} ms/window  {st['state']}  load {row['load1']}  "
+                          + " ".join(f"{k} {v / 1e6:.0f}" for k, v in sorted(kinds.items())), flush=True)
             with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=30) as r:
                 audio_s = [float(line.split()[1]) for line in r.read().decode().splitlines()
                            if line.startswith("genre_audio_seconds_total ")][0]

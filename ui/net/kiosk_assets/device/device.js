@@ -78,9 +78,9 @@ export function create(params, config) {
   // the model loads while the page asks for the microphone
   const loading = new DeviceModel(base).ready;
   loading.then((m) => {  // (a failure is handled in start)
-    // the worker's own steps, from its start: model.json, the three sessions (runtime compiled), a warm-up forward
+    // the worker's own steps, from its start: model.json, then the three sessions (the runtime compiled)
     Object.assign(d.timeline, { loaded: performance.now(), workerManifest: m.loadSteps.manifestMs,
-                                workerSessions: m.loadSteps.sessionsMs, workerWarm: m.loadMs });
+                                workerSessions: m.loadMs });
   }, () => {});
   // the microphone's audio until the model is there: the stream starts when the microphone does (as a
   // server's stream starts with its first frame), so the first readout waits for whichever comes last,

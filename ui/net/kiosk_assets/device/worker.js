@@ -34,11 +34,9 @@ async function load(base) {
                                              ...manifest.nets.map((e) => session(new URL(e.file, base)))]);
   frontend = fe;
   manifest.nets.forEach((e, i) => { nets[e.name] = loaded[i]; });
-  const sessionsMs = performance.now() - t0;
-  // one forward of silence while the microphone fills its first patch: the first real window then
-  // finds the WebAssembly code warm and the runtime's buffers allocated
-  await run([new Float32Array(manifest.patch_samples)], manifest.nets.map((e) => e.name));
-  return { manifest, threads: THREADS, ms: performance.now() - t0, steps: { manifestMs, sessionsMs } };
+  // (no warm-up forward of silence: measured, it delayed the first readout more than it sped up the
+  // first forward; bench/README.md "Kiosk screen on the device")
+  return { manifest, threads: THREADS, ms: performance.now() - t0, steps: { manifestMs } };
 }
 
 async function run(patches, which) {

@@ -28,6 +28,8 @@ page to the first genre, cold (a fresh browser profile: runtime and model downlo
 profile, reloaded: the HTTP cache revalidates). The server only serves files; its genre_audio_seconds_total is
 read at the end (0: it heard nothing). Targets (issue 36): CPU <= 40 % of one core, memory flat, first genre
 <= 5 s cached, <= 10 s cold. Figures to bench/results/kiosk-device.json.
+
+    python -m bench.kiosk --device --first 4 --compare DIR   # only the first genre, interleaved with DIR's server
 """
 from __future__ import annotations
 

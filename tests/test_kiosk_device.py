@@ -320,9 +320,9 @@ def test_device_readouts_reach_watchers_and_history_and_no_audio_is_counted(tmp_
         async def watch_while_posting():
             async with websockets.connect(f"ws://127.0.0.1:{port}/v1/watch?name=shop&token={token}") as ws:
                 seen = [json.loads(await ws.recv())]  # "watching"
-                for i in range(4):
-                    assert (await asyncio.to_thread(_post, port, "name=shop", json.dumps(_readout(3.0 + i)).encode(),
-                                                    token))[0] == 200
+                for i in range(4):  # the last one: the page's "no music" (genre and label null)
+                    r = _readout(3.0 + i) if i < 3 else {**_readout(3.0 + i), "genre": None, "label": None, "no_music": True}
+                    assert (await asyncio.to_thread(_post, port, "name=shop", json.dumps(r).encode(), token))[0] == 200
                 while len(seen) < 6:
                     seen.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
                 # nothing posted for the idle timeout: the source ends with a summary
@@ -335,7 +335,10 @@ def test_device_readouts_reach_watchers_and_history_and_no_audio_is_counted(tmp_
         events = [e["event"] for e in seen]
         assert events == ["watching", "ready", "result", "result", "result", "result", "summary"], events
         assert seen[1]["compute"] == "device" and seen[2]["genre"] == "Electronic"
-        assert seen[-1]["dominant_genre"] == "Electronic", seen[-1]
+        assert seen[-1]["dominant_genre"] == "Electronic" and seen[-1]["no_music_s"] == 1.0, seen[-1]
+        assert seen[5]["no_music"] is True and seen[5]["genre"] is None
+        status, err = _post(port, "name=shop", json.dumps({**_readout(9.0), "no_music": "yes"}).encode(), token)
+        assert status == 400 and "no_music" in err["error"], err
         assert _metric(port, "genre_audio_seconds_total", token) == 0.0
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/history", headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=30) as r:

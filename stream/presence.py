@@ -105,11 +105,10 @@ class PresenceTracker:
     a genre shows: music under talk reads weaker). Time without music is counted from the
     detector's last music frame (10 ms resolution inside the hop, when `update` gets the
     frames), and from the stream's start too, so talk from the first second reads "no music"
-    at the first readout after `off_s`. Only a hop in which the detector is sure (it hears
-    talk and music below `clear_below`) counts in full once music was established (a run
-    that lasted `on_s`); any other hop without music (a quiet passage, a fade, music buried
-    under talk) counts `pause_weight` of its time: talk ends a genre after `off_s`, a pause
-    keeps it up to `off_s / pause_weight`. `no_music` turns off once music has lasted `on_s`
+    at the first readout after `off_s`. Once music was established (a run that lasted
+    `on_s`), a hop without music in which nobody talks either (a quiet passage, a fade)
+    counts `pause_weight` of its time: talk ends a genre after `off_s`, a pause keeps it up
+    to `off_s / pause_weight`. `no_music` turns off once music has lasted `on_s`
     from its first music frame; a hop in which someone also talks counts half toward it (a
     crowd's one loud second of "music" brings no genre back). `music` is an EMA (time
     constant `tau_s`) of the hop readings, for display. The settings were chosen on a
@@ -118,18 +117,17 @@ class PresenceTracker:
     """
 
     def __init__(self, off_s: float = 2.0, on_s: float = 1.0, tau_s: float = 1.0, threshold: float = 0.5,
-                 keep_threshold: float | None = 0.4, talk_threshold: float = 0.5, pause_weight: float = 0.34,
-                 clear_below: float = 0.1):
+                 keep_threshold: float | None = 0.4, talk_threshold: float = 0.5, pause_weight: float = 0.34):
         keep = threshold if keep_threshold is None else keep_threshold
         if (off_s <= 0 or on_s < 0 or tau_s < 0 or not 0 < threshold < 1 or not 0 < keep <= threshold
-                or not 0 < pause_weight <= 1 or not 0 <= clear_below <= keep):
+                or not 0 < pause_weight <= 1):
             raise ValueError(f"PresenceTracker: off_s > 0, on_s >= 0, tau_s >= 0, 0 < threshold < 1, 0 < "
-                             f"keep_threshold <= threshold, 0 < pause_weight <= 1 and 0 <= clear_below <= keep_threshold (got off_s={off_s}, "
+                             f"keep_threshold <= threshold and 0 < pause_weight <= 1 (got off_s={off_s}, "
                              f"on_s={on_s}, tau_s={tau_s}, threshold={threshold}, keep_threshold={keep_threshold}, "
-                             f"pause_weight={pause_weight}, clear_below={clear_below})")
+                             f"pause_weight={pause_weight})")
         self.off_s, self.on_s, self.tau_s = float(off_s), float(on_s), float(tau_s)
         self.threshold, self.keep_threshold, self.talk_threshold = float(threshold), float(keep), float(talk_threshold)
-        self.pause_weight, self.clear_below = float(pause_weight), float(clear_below)
+        self.pause_weight = float(pause_weight)
         self.reset()
 
     def reset(self, t: float = 0.0) -> None:
@@ -181,7 +179,7 @@ class PresenceTracker:
         else:
             tail = self._run(hit, fs) if self.music_since is not None else 0.0  # the music's last frames
             self.music_since = None
-            pause = self._heard and not (self.talk and music < self.clear_below)
+            pause = self._heard and not self.talk
             self._quiet += max(since - tail, 0.0) * (self.pause_weight if pause else 1.0)
             if not self.no_music and self._quiet >= self.off_s - 1e-9:
                 self.no_music = True

@@ -1,26 +1,27 @@
 #!/usr/bin/env python3
 """Fit the headline's confidence: the chance that the genre shown equals the track's genre.
 
-    python -m tools.calibrate_confidence [--model musicnn] [--cache DIR]
+    python -m tools.calibrate_confidence --part 0 2 & python -m tools.calibrate_confidence --part 1 2
+    python -m tools.calibrate_confidence [--gathered-only]     # fit (and gather what is missing)
 
 No labels: the "track's genre" is the teacher's verdict aggregated over the whole track (the
-mean of its raw genre scores over every window of the track), the target the robust models
-were trained towards. Data: the validation packages only, asc-music (3 tracks) and
-every 3rd of wesnoth-1.16-music (14 of 41 tracks); a 60 s excerpt of each played through an
-inline engine with default settings gives the readouts.
-Split by track (a track's readouts never sit on both sides; every 2nd track of each package,
-by name, fits): fit on one half, ECE and the reliability table on the other. The fit: a
-temperature on the log genre scores (softmax over genres), then isotonic regression of the
-headline's tempered probability (stream/calibration.py); written to
-stream/models/musicnn/calibration.json under the model's name.
+argmax of its genre scores averaged over 3 s patches every 6 s of the track). Readouts: a 30 s
+excerpt of each track (30 s in) played through an inline engine with default settings.
+Split by Debian package (tools/robust_data.py): the confidence is fitted on the robust
+recipe's training packages (up to 16 tracks each) and checked on its validation packages
+(asc-music, wesnoth-1.16-music: every track); the bundled MusiCNN was trained on none.
+Three methods (stream/calibration.py): a temperature alone; a temperature then isotonic
+regression of the headline's tempered probability; isotonic regression of the headline's
+lead over the runner-up ("margin"). The method is chosen by leave-one-package-out on the fit
+packages only; the check packages judge it. For the record, every package held out in turn
+(each judged by a fit on the 13 others) gives a second held-out figure. Gathering is cached
+per track (--cache); written to stream/models/musicnn/calibration.json under the model's name.
 """
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,8 @@ def main() -> None:
         table = json.loads(Path(args.out).read_text())
     table[model.name] = {**cal.to_json(), "genres": genres, "method": method,
                          "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
+                         "fit_packages": sorted({t["pkg"] for t in fit_tracks}),
+                         "check_packages": sorted({t["pkg"] for t in check_tracks}),
                          "fitted_on": described(fit_tracks), "checked_on": described(check_tracks),
                          "ece_check": round(rep["ece"], 4), "ece_raw_score": round(raw_rep["ece"], 4),
                          "ece_check_by_method": {k: round(v, 4) for k, v in by_method.items()},

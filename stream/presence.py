@@ -138,7 +138,7 @@ class PresenceTracker:
         self._t0 = float(t)  # the stream's start: time without music is counted from it
         self._quiet = 0.0  # seconds without music, weighted (the start counts as music)
         self._heard = False  # music established (a run of `on_s`): a pause needs music before it
-        self._on = 0.0  # weighted seconds of music while "no music" shows
+        self._on = 0.0  # weighted seconds of the current music run (talk in a hop halves it)
         self.music_since: float | None = None  # stream time of the current run's first music frame
         self._first = True
 

@@ -7,7 +7,9 @@ the whole track; tools/calibrate_confidence.py fits it on one half of the valida
 checks it on the other; bench/README.md holds the reliability table):
 
     1. temperature: p = softmax(log(scores) / T) over the genres, T fitted by likelihood;
-    2. isotonic: the headline's p through a monotone step map fitted to "headline was right".
+    2. isotonic: a score of the readout through a monotone map fitted to "headline was right";
+       the score is the headline's p ("prob") or its lead over the runner-up in the smoothed
+       scores ("margin"); which one is chosen on held-out packages (tools/calibrate_confidence.py).
 
 Shown as words (`words`: sure / likely / unsure) or as a percentage, with a runner-up
 (`Confidence.alternative`) when two genres are close: "Electronic or Rock".
@@ -67,24 +69,47 @@ def _pav(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(knots), np.array(values)
 
 
+SCORES = ("prob", "margin")
+
+
+def _margin(scores: np.ndarray, headline) -> np.ndarray:
+    """The headline's smoothed score minus the best other genre's (negative: it trails)."""
+    s = np.atleast_2d(np.asarray(scores, np.float64))
+    h = np.broadcast_to(np.asarray(headline), (len(s),))
+    rows = np.arange(len(s))
+    other = s.copy()
+    other[rows, h] = -np.inf
+    return s[rows, h] - other.max(axis=1)
+
+
 @dataclass(frozen=True)
 class Calibrator:
     temperature: float
-    knots: tuple  # isotonic map: headline's tempered probability -> chance it is right
+    knots: tuple  # isotonic map: the readout's score -> chance the headline is right
     values: tuple
+    score: str = "prob"  # what the map reads: "prob" (tempered probability) or "margin"
 
     def tempered(self, scores: np.ndarray) -> np.ndarray:
         return _tempered(scores, self.temperature)
 
+    def scores_of(self, scores: np.ndarray, headline) -> np.ndarray:
+        """The map's input for rows of smoothed `scores` and their `headline` indices."""
+        s = np.atleast_2d(np.asarray(scores))
+        if self.score == "margin":
+            return _margin(s, headline)
+        return self.tempered(s)[np.arange(len(s)), np.broadcast_to(np.asarray(headline), (len(s),))]
+
+    def confidences(self, scores: np.ndarray, headline) -> np.ndarray:
+        return np.interp(self.scores_of(scores, headline), self.knots, self.values)
+
     def confidence(self, scores: np.ndarray, headline: int) -> float:
-        p = self.tempered(scores)[..., headline]
-        return float(np.interp(p, self.knots, self.values))
+        return float(self.confidences(scores, headline)[0])
 
     def __call__(self, scores: np.ndarray, headline: int, genres) -> Confidence:
         """The headline's calibrated confidence (and a close runner-up) from the smoothed
         scores of every genre (`scores[i]` is genre `genres[i]`)."""
         p = self.tempered(scores)
-        c = float(np.interp(p[headline], self.knots, self.values))
+        c = self.confidence(scores, headline)
         rest = np.argsort(-p, kind="stable")
         second = next(int(i) for i in rest if i != headline) if len(p) > 1 else None
         alt = None
@@ -93,12 +118,15 @@ class Calibrator:
         return Confidence(c, words(c), alt)
 
     def to_json(self) -> dict:
-        return {"temperature": round(self.temperature, 4), "knots": [round(float(k), 5) for k in self.knots],
-                "values": [round(float(v), 5) for v in self.values]}
+        return {"temperature": round(self.temperature, 4), "score": self.score,
+                "knots": [round(float(k), 5) for k in self.knots], "values": [round(float(v), 5) for v in self.values]}
 
     @classmethod
     def from_json(cls, d: dict) -> Calibrator:
-        return cls(float(d["temperature"]), tuple(d["knots"]), tuple(d["values"]))
+        score = d.get("score", "prob")
+        if score not in SCORES:
+            raise ValueError(f"calibration score {score!r}: one of {SCORES}")
+        return cls(float(d["temperature"]), tuple(d["knots"]), tuple(d["values"]), score)
 
 
 def load(model_name: str, genres=None, path: Path = TABLE) -> Calibrator | None:
@@ -111,7 +139,10 @@ def load(model_name: str, genres=None, path: Path = TABLE) -> Calibrator | None:
     d = table.get(model_name)
     if not d or (genres is not None and list(d.get("genres", genres)) != list(genres)):
         return None
-    return Calibrator.from_json(d)
+    try:
+        return Calibrator.from_json(d)
+    except (KeyError, TypeError, ValueError):
+        return None  # a table this version cannot read: no confidence rather than a wrong one
 
 
 def fit(scores: np.ndarray, headline: np.ndarray, truth: np.ndarray, method: str = "isotonic") -> Calibrator:
@@ -119,6 +150,8 @@ def fit(scores: np.ndarray, headline: np.ndarray, truth: np.ndarray, method: str
 
     "isotonic": a temperature by likelihood of the track genres, then isotonic regression of the
     headline's tempered probability against "the headline was right" (flexible; needs data).
+    "margin": the same temperature (for the runner-up), isotonic regression of the headline's
+    lead over the runner-up in the smoothed scores.
     "temperature": one temperature by likelihood of "the headline was right" itself, no map
     (one parameter: steadier on few tracks)."""
     scores, headline, truth = np.asarray(scores), np.asarray(headline), np.asarray(truth)
@@ -136,10 +169,11 @@ def fit(scores: np.ndarray, headline: np.ndarray, truth: np.ndarray, method: str
     t = best[1]
     if method == "temperature":
         return Calibrator(t, (0.0, 1.0), (0.0, 1.0))
-    if method != "isotonic":
-        raise ValueError(f"method {method!r}: 'isotonic' or 'temperature'")
-    knots, values = _pav(_tempered(scores, t)[rows, headline], right)
-    return Calibrator(t, tuple(knots), tuple(values))
+    if method not in ("isotonic", "margin"):
+        raise ValueError(f"method {method!r}: 'isotonic', 'margin' or 'temperature'")
+    score = "margin" if method == "margin" else "prob"
+    knots, values = _pav(Calibrator(t, (0.0, 1.0), (0.0, 1.0), score).scores_of(scores, headline), right)
+    return Calibrator(t, tuple(knots), tuple(values), score)
 
 
 def reliability_of(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> float:
@@ -157,7 +191,7 @@ def reliability(cal: Calibrator | None, scores, headline, truth, bins: int = 10)
     if cal is None:
         conf = scores[rows, headline].astype(np.float64)
     else:
-        conf = np.interp(cal.tempered(scores)[rows, headline], cal.knots, cal.values)
+        conf = cal.confidences(scores, headline)
     right = (headline == truth).astype(np.float64)
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)

@@ -451,10 +451,11 @@ class StreamEngine:
     def _deliver(self, job: Job, probs, infer_ms: float, err) -> None:
         _, seq, t_end, level, dur, recent, presence = job.meta
         recent_probs = None
-        heard = None  # (music, speech) of the newest hop: the detector runs where the model does
+        heard = None  # the detector's frames of the newest hop: it runs where the model does
         if presence is not None and err is None and job.meta.gen == self._gen and not self._closed:
             try:
-                heard = self._detector.hop(presence, self.rate, min(self.config.hop_s, len(presence) / self.rate))
+                heard = self._detector.hop_frames(presence, self.rate,
+                                                  min(self.config.hop_s, len(presence) / self.rate))
             except Exception as exc:
                 err = exc
         # patch models already scored the newest patch (the newest ~3 s): no extra forward for them
@@ -484,7 +485,8 @@ class StreamEngine:
             pr = None
             if self._presence is not None:
                 was_off = self._presence.no_music
-                pr = self._presence.update(*(heard or (0.0, 0.0)), t_end, self.config.hop_s)
+                pr = (self._presence.update(0.0, 0.0, t_end, self.config.hop_s) if heard is None
+                      else self._presence.update_frames(heard, t_end, self.config.hop_s))
                 if was_off and not pr.no_music:
                     # music is back: start the readout from it, not from what the voice scored
                     self._smoother.reset()

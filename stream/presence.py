@@ -59,15 +59,23 @@ class MusicDetector:
             return np.zeros((0, 3), np.float32)
         return self._aed.detect_probs(np.clip(y, -1.0, 1.0))
 
+    def hop_frames(self, audio: np.ndarray, rate: int, new_s: float) -> np.ndarray:
+        """The frames (see `frames`) of the newest `new_s` seconds of `audio` (the rest is context)."""
+        p = self.frames(audio, rate)
+        n = max(1, min(len(p), int(round(new_s / self.frame_s))))
+        return p[-n:] if len(p) else p
+
     def hop(self, audio: np.ndarray, rate: int, new_s: float) -> tuple[float, float]:
         """(music, speech) of the newest `new_s` seconds of `audio` (the rest is context): the
         mean frame probability, music taken as the larger of music and singing."""
-        p = self.frames(audio, rate)
-        if not len(p):
-            return 0.0, 0.0
-        n = max(1, min(len(p), int(round(new_s / self.frame_s))))
-        p = p[-n:]
-        return float(np.maximum(p[:, 1], p[:, 2]).mean()), float(p[:, 0].mean())
+        return hop_means(self.hop_frames(audio, rate, new_s))
+
+
+def hop_means(frames: np.ndarray) -> tuple[float, float]:
+    """(music, speech) means of (n, 3) speech / singing / music frames; singing counts as music."""
+    if not len(frames):
+        return 0.0, 0.0
+    return float(np.maximum(frames[:, 1], frames[:, 2]).mean()), float(frames[:, 0].mean())
 
 
 _shared: MusicDetector | None = None
@@ -93,25 +101,33 @@ class PresenceReading:
 class PresenceTracker:
     """Per-stream hysteresis over the detector's hop readings, in stream time.
 
-    `no_music` turns on when no hop has held music (mean probability >= `threshold`) for
-    `off_s` seconds, counted from the stream's start too, so talk from the first second reads
-    "no music" at the first readout after `off_s`. It turns off once consecutive music hops span
-    `on_s` seconds (at a 1 s hop: two hops), so a burst of applause does not bring a genre back.
-    While a genre shows, a hop keeps it from `keep_threshold` on (music under talk reads weaker
-    to the detector); 0.5 / 0.4 / 3 s / 1.5 s were chosen on a development set of voices, crowds,
-    noise and tracks that bench/presence.py does not use.
-    `music` is an EMA (time constant `tau_s`) of the hop readings, for display.
+    A hop is music when its mean music probability reaches `threshold` (`keep_threshold` while
+    a genre shows: music under talk reads weaker). Time without music is counted from the
+    detector's last music frame (10 ms resolution inside the hop, when `update` gets the
+    frames), and from the stream's start too, so talk from the first second reads "no music"
+    at the first readout after `off_s`. Once music was established (a run that lasted
+    `on_s`), a hop without music in which nobody talks either (a quiet passage, a fade)
+    counts `pause_weight` of its time: talk ends a genre after `off_s`, a pause keeps it up
+    to `off_s / pause_weight`. `no_music` turns off once music has lasted `on_s`
+    from its first music frame; a hop in which someone also talks counts half toward it (a
+    crowd's one loud second of "music" brings no genre back). `music` is an EMA (time
+    constant `tau_s`) of the hop readings, for display. The settings were chosen on a
+    development set of voices, crowds, noise and tracks that bench/presence.py does not use
+    (`python -m bench.presence --dev`).
     """
 
-    def __init__(self, off_s: float = 3.0, on_s: float = 1.5, tau_s: float = 1.0, threshold: float = 0.5,
-                 keep_threshold: float | None = 0.4, talk_threshold: float = 0.5):
+    def __init__(self, off_s: float = 2.0, on_s: float = 1.0, tau_s: float = 1.0, threshold: float = 0.5,
+                 keep_threshold: float | None = 0.4, talk_threshold: float = 0.5, pause_weight: float = 0.34):
         keep = threshold if keep_threshold is None else keep_threshold
-        if off_s <= 0 or on_s < 0 or tau_s < 0 or not 0 < threshold < 1 or not 0 < keep <= threshold:
-            raise ValueError(f"PresenceTracker: off_s > 0, on_s >= 0, tau_s >= 0, 0 < threshold < 1 and 0 < "
-                             f"keep_threshold <= threshold (got off_s={off_s}, on_s={on_s}, tau_s={tau_s}, "
-                             f"threshold={threshold}, keep_threshold={keep_threshold})")
+        if (off_s <= 0 or on_s < 0 or tau_s < 0 or not 0 < threshold < 1 or not 0 < keep <= threshold
+                or not 0 < pause_weight <= 1):
+            raise ValueError(f"PresenceTracker: off_s > 0, on_s >= 0, tau_s >= 0, 0 < threshold < 1, 0 < "
+                             f"keep_threshold <= threshold and 0 < pause_weight <= 1 (got off_s={off_s}, "
+                             f"on_s={on_s}, tau_s={tau_s}, threshold={threshold}, keep_threshold={keep_threshold}, "
+                             f"pause_weight={pause_weight})")
         self.off_s, self.on_s, self.tau_s = float(off_s), float(on_s), float(tau_s)
         self.threshold, self.keep_threshold, self.talk_threshold = float(threshold), float(keep), float(talk_threshold)
+        self.pause_weight = float(pause_weight)
         self.reset()
 
     def reset(self, t: float = 0.0) -> None:
@@ -119,30 +135,59 @@ class PresenceTracker:
         self.no_music = False
         self.talk = False
         self._t: float | None = None
-        self._last_music = float(t)  # stream time music was last heard (the start counts as music)
-        self.music_since: float | None = None
+        self._t0 = float(t)  # the stream's start: time without music is counted from it
+        self._quiet = 0.0  # seconds without music, weighted (the start counts as music)
+        self._heard = False  # music established (a run of `on_s`): a pause needs music before it
+        self._on = 0.0  # weighted seconds of the current music run (talk in a hop halves it)
+        self.music_since: float | None = None  # stream time of the current run's first music frame
         self._first = True
 
-    def update(self, music: float, speech: float, t: float, span_s: float) -> PresenceReading:
-        """Fold in one hop's reading (`span_s` seconds of audio ending at stream time `t`)."""
+    @staticmethod
+    def _run(flags: np.ndarray | None, frame_s: float, tail: bool = False) -> float:
+        """Seconds of the leading (or trailing) run of true `flags`."""
+        if flags is None or not len(flags):
+            return 0.0
+        f = flags[::-1] if tail else flags
+        return (len(f) if f.all() else int(np.argmin(f))) * frame_s
+
+    def update(self, music: float, speech: float, t: float, span_s: float,
+               frames: np.ndarray | None = None) -> PresenceReading:
+        """Fold in one hop's reading (`span_s` seconds of audio ending at stream time `t`);
+        `frames`, the hop's (n, 3) detector frames, place the changes inside the hop."""
         dt = span_s if self._t is None else max(t - self._t, 0.0)
+        since = max(t - self._t0, dt) if self._t is None else dt  # the first readout counts from the start
         self._t = t
         w = 1.0 if (self._first or self.tau_s == 0) else 1.0 - math.exp(-dt / self.tau_s)
         self._first = False
         self.music += w * (float(music) - self.music)
-        # a level hysteresis too: music under talk reads weaker, but keeps a genre it already has
-        if music >= (self.keep_threshold if not self.no_music else self.threshold):
-            self._last_music = t
-            if self.music_since is None:
-                self.music_since = t - span_s  # the hop's start
-            if self.no_music and t - self.music_since >= self.on_s - 1e-9:
-                self.no_music = False
-        else:
-            self.music_since = None
-            if not self.no_music and t - self._last_music >= self.off_s - 1e-9:
-                self.no_music = True
         self.talk = speech >= self.talk_threshold
+        level = self.keep_threshold if not self.no_music else self.threshold
+        hit = None  # per frame: music at this hop's level
+        if frames is not None and len(frames):
+            hit = np.maximum(frames[:, 1], frames[:, 2]) >= level
+        fs = span_s / len(hit) if hit is not None else 0.0
+        if music >= level:
+            self._quiet = self._run(None if hit is None else ~hit, fs, tail=True)  # from the last music frame
+            weight = 0.5 if self.talk else 1.0
+            if self.music_since is None:  # a run starts at its first music frame
+                self.music_since = t - span_s + min(self._run(None if hit is None else ~hit, fs), span_s)
+                self._on = (t - self.music_since) * weight
+            else:
+                self._on += dt * weight
+            if self._on >= self.on_s - 1e-9:
+                self.no_music, self._heard = False, True
+        else:
+            tail = self._run(hit, fs) if self.music_since is not None else 0.0  # the music's last frames
+            self.music_since = None
+            pause = self._heard and not self.talk
+            self._quiet += max(since - tail, 0.0) * (self.pause_weight if pause else 1.0)
+            if not self.no_music and self._quiet >= self.off_s - 1e-9:
+                self.no_music = True
         return PresenceReading(self.music, self.no_music, self.talk)
+
+    def update_frames(self, frames: np.ndarray, t: float, span_s: float) -> PresenceReading:
+        """`update` from the hop's (n, 3) detector frames (speech, singing, music)."""
+        return self.update(*hop_means(frames), t, span_s, frames=frames)
 
     def silent(self, t: float, span_s: float) -> PresenceReading:
         """A silent hop: no music, nobody talking."""

@@ -1,54 +1,63 @@
 #!/usr/bin/env python3
 """Fit the headline's confidence: the chance that the genre shown equals the track's genre.
 
-    python -m tools.calibrate_confidence [--model musicnn] [--cache DIR]
+    python -m tools.calibrate_confidence --part 0 2 & python -m tools.calibrate_confidence --part 1 2
+    python -m tools.calibrate_confidence [--gathered-only]     # fit (and gather what is missing)
 
 No labels: the "track's genre" is the teacher's verdict aggregated over the whole track (the
-mean of its raw genre scores over every window of the track), the target the robust models
-were trained towards. Data: the validation packages only, asc-music (3 tracks) and
-every 3rd of wesnoth-1.16-music (14 of 41 tracks); a 60 s excerpt of each played through an
-inline engine with default settings gives the readouts.
-Split by track (a track's readouts never sit on both sides; every 2nd track of each package,
-by name, fits): fit on one half, ECE and the reliability table on the other. The fit: a
-temperature on the log genre scores (softmax over genres), then isotonic regression of the
-headline's tempered probability (stream/calibration.py); written to
-stream/models/musicnn/calibration.json under the model's name.
+argmax of its genre scores averaged over 3 s patches every 6 s of the track). Readouts: a 30 s
+excerpt of each track (30 s in) played through an inline engine with default settings.
+Split by Debian package (tools/robust_data.py): the confidence is fitted on the robust
+recipe's training packages (up to 16 tracks each) and checked on its validation packages
+(asc-music, wesnoth-1.16-music: every track); the bundled MusiCNN was trained on none.
+Three methods (stream/calibration.py): a temperature alone; a temperature then isotonic
+regression of the headline's tempered probability; isotonic regression of the headline's
+lead over the runner-up ("margin"). The method is chosen by leave-one-package-out on the fit
+packages only; the check packages judge it. For the record, every package held out in turn
+(each judged by a fit on the 13 others) gives a second held-out figure. Gathering is cached
+per track (--cache); written to stream/models/musicnn/calibration.json under the model's name.
 """
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PACKAGES = {"asc-music": "/usr/share/games/asc/music/*.mp3",
-            "wesnoth-1.16-music": "/usr/share/games/wesnoth/1.16/data/core/music/*.ogg"}
-
-
-EXCERPT_S = (30.0, 60.0)  # the readouts: 60 s from 30 s into each track (its start if shorter)
+EXCERPT_S = (30.0, 30.0)  # the readouts: 30 s from 30 s into each track (its start if shorter)
 VERDICT_STRIDE_S = 6.0  # the verdict: a 3 s patch every 6 s over the whole track
+PER_PACKAGE = 16  # tracks per package at most, spread over its sorted list (a shared 2-core machine)
+CHECK_PER_PACKAGE = 64  # the check packages: every track
 
 
-def gather(model, path: str) -> dict:
-    """Per readout of one excerpt of a track: the headline genre and the smoothed genre scores
-    (all genres); and the track's verdict: the argmax of the teacher's genre scores averaged
-    over 3 s patches every 6 s of the whole track."""
+def track_list(check_all: bool = True) -> list:
+    """(Track, side) for the fit packages (the robust recipe's training packages) and the check
+    packages (its validation packages: asc-music, wesnoth-1.16-music). The bundled MusiCNN was
+    trained on none of them; the split is by package, so no track, composer session or remix
+    sits on both sides."""
+    from tools import robust_data as R
+    out = []
+    for side, pkgs, cap in (("fit", R.TRAIN, PER_PACKAGE), ("check", R.VALIDATION, CHECK_PER_PACKAGE)):
+        for pkg in pkgs:
+            ts = R.tracks([pkg])
+            if len(ts) > cap:
+                ts = [ts[int(i)] for i in np.linspace(0, len(ts) - 1, cap).round()]
+            out += [((i + 0.5) / len(ts), t, side) for i, t in enumerate(ts)]
+    # every package in step (by the share of its tracks): what is gathered at any moment spreads over all
+    return [(t, side) for _, t, side in sorted(out, key=lambda x: x[0])]
+
+
+def gather(model, y: np.ndarray) -> dict:
+    """Per readout of one excerpt of a track (`y`: mono at the model's rate): the headline genre
+    and the smoothed genre scores (all genres); and the track's verdict: the argmax of the
+    teacher's genre scores averaged over 3 s patches every 6 s of the whole track."""
     from stream import EngineConfig, StreamEngine
-    from stream.files import decode_blocks
-    from stream.resample import StreamingResampler
 
     rate = int(model.sample_rate)
-    parts, rs = [], None
-    for block, r in decode_blocks(path):
-        rs = rs or StreamingResampler(r, rate)
-        parts.append(rs.process(np.ascontiguousarray(block.mean(axis=1) if block.ndim == 2 else block, np.float32)))
-    y = np.concatenate(parts + [rs.flush()])
     out = []
     cfg = EngineConfig(top_k=0, music_detector=False)
     e = StreamEngine(model, cfg, background=False, on_result=out.append)
@@ -61,14 +70,78 @@ def gather(model, path: str) -> dict:
     e.flush()
     e.close()
     rows = [r for r in out if not r.silent and r.genre is not None]
-    smooth = np.array([[r.genre_scores.get(g, 0.0) for g in genres] for r in rows], np.float32)
+    smooth = np.array([[r.genre_scores.get(g, 0.0) for g in genres] for r in rows], np.float32).reshape(-1, len(genres))
     n = int(model.patch_samples or 3 * rate)
+    if len(y) < n:
+        y = np.pad(y, (0, n - len(y)))
     patches = np.stack([y[i:i + n] for i in range(0, len(y) - n + 1, int(VERDICT_STRIDE_S * rate))])
     loud = np.sqrt(np.mean(patches.astype(np.float64) ** 2, axis=1)) > 10 ** (cfg.silence_dbfs / 20)
+    if not loud.any():
+        return {"smooth": smooth[:0], "head": np.zeros(0, np.int64), "verdict": -1, "genres": genres,
+                "times": np.zeros(0, np.float32)}
     probs = np.concatenate([model.predict(patches[loud][i:i + 16]) for i in range(0, int(loud.sum()), 16)])
     verdict = int(np.argmax(np.mean([gl.scores(p) for p in probs], axis=0)))
     head = np.array([genres.index(r.genre) for r in rows], np.int64)
-    return {"smooth": smooth, "head": head, "verdict": verdict, "genres": genres}
+    return {"smooth": smooth, "head": head, "verdict": verdict, "genres": genres,
+            "times": np.array([r.time_s for r in rows], np.float32)}
+
+
+def load_track(model, track) -> np.ndarray:
+    from stream.resample import StreamingResampler
+    from tools import robust_data as R
+    y = R.load(track)  # mono 16 kHz (Fret-on-Fire stems summed)
+    rate = int(model.sample_rate)
+    if rate != R.RATE:
+        rs = StreamingResampler(R.RATE, rate)
+        y = np.concatenate([rs.process(y), rs.flush()])
+    return np.ascontiguousarray(y, np.float32)
+
+
+def gathered(model, cache_dir: str, part: tuple[int, int] | None = None, only_cached: bool = False) -> list[dict]:
+    """The readouts of every track (cached per track in `cache_dir`); with `part` (K, N) only
+    the K-th of N shares of the tracks not yet cached are gathered (run N at once); with
+    `only_cached` none are."""
+    os.makedirs(cache_dir, exist_ok=True)
+    out = []
+    for k, (t, side) in enumerate(track_list()):
+        key = f"{t.package}_{t.name}".replace("/", "_").replace(" ", "_")
+        cache = os.path.join(cache_dir, f"{model.name}_{key}.npz")
+        if os.path.exists(cache):
+            d = dict(np.load(cache, allow_pickle=True))
+            d["genres"], d["verdict"] = list(d["genres"]), int(d["verdict"])
+        elif only_cached or (part and k % part[1] != part[0]):
+            continue  # another part gathers it
+        else:
+            d = gather(model, load_track(model, t))
+            np.savez(cache + ".tmp.npz", **d)
+            os.replace(cache + ".tmp.npz", cache)
+        d.update(pkg=t.package, name=t.name, side=side)
+        out.append(d)
+        if len(d["head"]):
+            print(f"{side:5s} {t.package} {t.name}: {len(d['head'])} readouts, verdict {d['genres'][d['verdict']]}, "
+                  f"headline agrees {np.mean(d['head'] == d['verdict']):.0%}", flush=True)
+    return out
+
+
+METHODS = ("temperature", "isotonic", "margin")
+
+
+def _stack(tracks: list[dict]):
+    ts = [t for t in tracks if len(t["head"])]
+    return (np.concatenate([t["smooth"] for t in ts]), np.concatenate([t["head"] for t in ts]),
+            np.concatenate([np.full(len(t["head"]), t["verdict"]) for t in ts]))
+
+
+def held_out(tracks: list[dict], method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Leave one package out: each package's confidences from a fit on the other packages."""
+    from stream.calibration import fit
+    conf, right = [], []
+    for pkg in sorted({t["pkg"] for t in tracks}):
+        held = _stack([t for t in tracks if t["pkg"] == pkg])
+        c = fit(*_stack([t for t in tracks if t["pkg"] != pkg]), method)
+        conf.append(c.confidences(held[0], held[1]))
+        right.append((held[1] == held[2]).astype(np.float64))
+    return np.concatenate(conf), np.concatenate(right)
 
 
 def main() -> None:
@@ -76,72 +149,58 @@ def main() -> None:
     ap.add_argument("--model", default="musicnn")
     ap.add_argument("--cache", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "calib_cache"))
     ap.add_argument("--part", type=int, nargs=2, metavar=("K", "N"),
-                    help="gather only the K-th of N parts of the tracks (run N at once; then once without)")
+                    help="gather only the K-th of N shares of the tracks (run N at once; then once without)")
+    ap.add_argument("--gathered-only", action="store_true",
+                    help="fit on the tracks already in the cache (the json says which)")
     ap.add_argument("--out", default=str(ROOT / "stream/models/musicnn/calibration.json"))
     args = ap.parse_args()
     from stream import load_model
+    from stream.calibration import fit, reliability, reliability_of
     model = load_model(args.model)
-    os.makedirs(args.cache, exist_ok=True)
-    tracks, todo = [], 0
-    for pkg, pattern in PACKAGES.items():
-        paths = sorted(glob.glob(pattern))
-        # every track of a small package, every 3rd of a large one (a shared 2-core machine)
-        for i, path in enumerate(paths if len(paths) <= 8 else paths[::3]):
-            cache = os.path.join(args.cache, f"{model.name}_{pkg}_{Path(path).stem}.npz")
-            todo += 1
-            if args.part and (todo - 1) % args.part[1] != args.part[0] and not os.path.exists(cache):
-                continue  # another part gathers it
-            if os.path.exists(cache):
-                d = dict(np.load(cache, allow_pickle=True))
-                d["genres"] = list(d["genres"])
-                d["verdict"] = int(d["verdict"])
-            else:
-                d = gather(model, path)
-                np.savez(cache, **d)
-            d.update(pkg=pkg, name=Path(path).stem, fold=i % 2)
-            tracks.append(d)
-            print(f"{pkg} {d['name']}: {len(d['head'])} readouts, verdict {d['genres'][d['verdict']]}, "
-                  f"headline agrees {np.mean(d['head'] == d['verdict']):.0%}", flush=True)
+    tracks = gathered(model, args.cache, args.part, only_cached=args.gathered_only)
     if args.part:
         return
-    from stream.calibration import fit, reliability, reliability_of
+    for t in tracks:  # readouts of the excerpt only (a cache gathered with a longer one is cut)
+        keep = t["times"] <= EXCERPT_S[1] + 0.05 if "times" in t else slice(None)
+        t["smooth"], t["head"] = t["smooth"][keep], t["head"][keep]
+    tracks = [t for t in tracks if len(t["head"])]
     genres = tracks[0]["genres"]
-
-    def stack(fold):
-        ts = [t for t in tracks if t["fold"] == fold and len(t["head"])]
-        return (np.concatenate([t["smooth"] for t in ts]), np.concatenate([t["head"] for t in ts]),
-                np.concatenate([np.full(len(t["head"]), t["verdict"]) for t in ts]))
-
-    fit_set, check_set = stack(0), stack(1)
-    # the method: by leave-one-track-out within the fit split only (the check split judges it)
-    loto = {}
-    fit_tracks = [t for t in tracks if t["fold"] == 0 and len(t["head"])]
-    for method in ("isotonic", "temperature"):
-        conf, right = [], []
-        for i, held in enumerate(fit_tracks):
-            rest = [t for j, t in enumerate(fit_tracks) if j != i]
-            c = fit(np.concatenate([t["smooth"] for t in rest]), np.concatenate([t["head"] for t in rest]),
-                    np.concatenate([np.full(len(t["head"]), t["verdict"]) for t in rest]), method)
-            conf += [c.confidence(s, h) for s, h in zip(held["smooth"], held["head"])]
-            right += list(held["head"] == held["verdict"])
-        loto[method] = reliability_of(np.array(conf), np.array(right, np.float64))
-    method = min(loto, key=loto.get)
-    print(f"leave-one-track-out ECE on the fit split: {loto}; chosen: {method}")
+    fit_tracks = [t for t in tracks if t["side"] == "fit"]
+    check_tracks = [t for t in tracks if t["side"] == "check"]
+    fit_set, check_set = _stack(fit_tracks), _stack(check_tracks)
+    # the method: leave-one-package-out within the fit packages only (the check packages judge it)
+    lopo = {m: reliability_of(*held_out(fit_tracks, m)) for m in METHODS}
+    method = min(lopo, key=lopo.get)
+    print(f"leave-one-package-out ECE on the fit packages: {lopo}; chosen: {method}")
+    by_method = {m: reliability(fit(*fit_set, m), *check_set)["ece"] for m in METHODS}
     cal = fit(*fit_set, method)
     rep = reliability(cal, *check_set)
     raw_rep = reliability(None, *check_set)
-    print(json.dumps({"temperature": cal.temperature, "ece_check": rep["ece"], "ece_raw_score": raw_rep["ece"]}))
+    every = reliability_of(*held_out(tracks, method))  # every package held out in turn, for the record
+    print(json.dumps({"temperature": cal.temperature, "ece_check": rep["ece"], "ece_raw_score": raw_rep["ece"],
+                      "ece_check_by_method": by_method, "lopo_every_package": every}))
+
+    def described(ts):
+        pk = {}
+        for t in ts:
+            pk[t["pkg"]] = pk.get(t["pkg"], 0) + 1
+        return f"{sum(len(t['head']) for t in ts)} readouts of {len(ts)} tracks: " + \
+            ", ".join(f"{k} {v}" for k, v in sorted(pk.items()))
+
     table = {}
     if os.path.exists(args.out):
         table = json.loads(Path(args.out).read_text())
     table[model.name] = {**cal.to_json(), "genres": genres, "method": method,
-                         "loto_ece_fit_split": {k: round(v, 4) for k, v in loto.items()},
-                         "fitted_on": f"{len(fit_set[1])} readouts, every 2nd track of asc-music + wesnoth-1.16-music",
-                         "checked_on": f"{len(check_set[1])} readouts of the other tracks",
+                         "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
+                         "fit_packages": sorted({t["pkg"] for t in fit_tracks}),
+                         "check_packages": sorted({t["pkg"] for t in check_tracks}),
+                         "fitted_on": described(fit_tracks), "checked_on": described(check_tracks),
                          "ece_check": round(rep["ece"], 4), "ece_raw_score": round(raw_rep["ece"], 4),
-                         "reliability": rep["bins"]}
+                         "ece_check_by_method": {k: round(v, 4) for k, v in by_method.items()},
+                         "ece_every_package_held_out": round(every, 4),
+                         "accuracy_check": round(rep["accuracy"], 4), "reliability": rep["bins"]}
     Path(args.out).write_text(json.dumps(table, indent=1) + "\n")
-    print("bins (check split): confidence range | readouts | mean confidence | share right")
+    print("bins (check packages): confidence range | readouts | mean confidence | share right")
     for b in rep["bins"]:
         print(f"  {b['lo']:.1f}-{b['hi']:.1f} | {b['n']} | {b['conf']:.3f} | {b['acc']:.3f}")
     print(f"raw score bins: {raw_rep['bins']}")

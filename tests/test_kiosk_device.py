@@ -451,7 +451,8 @@ def test_presence_head_ships_in_the_manifest_and_a_bad_file_is_refused(model, tm
     assert info["presence"]["weights"] == head.to_json()["weights"] and len(head.weights) == 96 * 2 + 50
     t = PresenceTracker()
     assert info["presence"]["tracker"] == {"off_s": t.off_s, "on_s": t.on_s, "tau_s": t.tau_s, "threshold": t.threshold,
-                                           "keep_threshold": t.keep_threshold, "talk_threshold": t.talk_threshold}
+                                           "keep_threshold": t.keep_threshold, "talk_threshold": t.talk_threshold,
+                                           "pause_weight": t.pause_weight}
     assert "presence" not in manifest(model, EngineConfig(music_detector=False))  # the engine's "off" holds too
     bad = tmp_path / "head.json"
     bad.write_text('{"mean": [0, 1], "scale": [1], "weights": [1, 2], "bias": 0}')

@@ -144,7 +144,8 @@ def presence_manifest(tracker) -> dict:
     head = PresenceHead.load()
     return {**head.to_json(), "tracker": {"off_s": tracker.off_s, "on_s": tracker.on_s, "tau_s": tracker.tau_s,
                                           "threshold": tracker.threshold, "keep_threshold": tracker.keep_threshold,
-                                          "talk_threshold": tracker.talk_threshold}}
+                                          "talk_threshold": tracker.talk_threshold,
+                                          "pause_weight": tracker.pause_weight}}
 
 
 def device_files(model, config: EngineConfig | None = None) -> dict[str, bytes]:

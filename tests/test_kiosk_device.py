@@ -441,7 +441,7 @@ def _voice(seconds: float, rate: int) -> np.ndarray:
 
 def test_presence_head_ships_in_the_manifest_and_a_bad_file_is_refused(model, tmp_path):
     from stream.presence import PresenceTracker
-    from stream.presence_head import PresenceHead
+    from stream.presence_head import TRACKER_SETTINGS, PresenceHead
     from ui.net.device_model import manifest
 
     from stream.engine import EngineConfig
@@ -449,7 +449,7 @@ def test_presence_head_ships_in_the_manifest_and_a_bad_file_is_refused(model, tm
     info = manifest(model, EngineConfig(music_detector=True))  # (the suite turns the detector off by default)
     head = PresenceHead.load()
     assert info["presence"]["weights"] == head.to_json()["weights"] and len(head.weights) == 96 * 2 + 50
-    t = PresenceTracker()
+    t = PresenceTracker(**TRACKER_SETTINGS)  # the server's settings, less the pause rule (no talk signal)
     assert info["presence"]["tracker"] == {"off_s": t.off_s, "on_s": t.on_s, "tau_s": t.tau_s, "threshold": t.threshold,
                                            "keep_threshold": t.keep_threshold, "talk_threshold": t.talk_threshold,
                                            "pause_weight": t.pause_weight}
@@ -464,14 +464,14 @@ def test_presence_head_ships_in_the_manifest_and_a_bad_file_is_refused(model, tm
 
 def _python_presence(pcm: np.ndarray) -> list[dict]:
     """What the page's presence gives for 16 kHz `pcm` fed hop by hop: the head on each hop's newest
-    patch (the page's graphs under ONNX Runtime), then the server's PresenceTracker."""
+    patch (the page's graphs under ONNX Runtime), then the server's PresenceTracker with the page's settings."""
     from stream.presence import PresenceTracker
-    from stream.presence_head import PresenceHead
+    from stream.presence_head import TRACKER_SETTINGS, PresenceHead
     from tools.train_presence_head import DeviceGraphs
 
     ends = list(range(48000, len(pcm) + 1, 16000))
     p = PresenceHead.load().music(DeviceGraphs().features(np.stack([pcm[e - 47616:e] for e in ends])))
-    tr = PresenceTracker()
+    tr = PresenceTracker(**TRACKER_SETTINGS)
     return [{"time_s": e / 16000, **vars(tr.update(float(m), 0.0, e / 16000, 1.0))} for e, m in zip(ends, p)]
 
 

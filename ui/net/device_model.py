@@ -24,7 +24,7 @@ import numpy as np
 
 from stream.config import EngineConfig
 from stream.engine import StreamEngine
-from stream.presence_head import PresenceHead
+from stream.presence_head import TRACKER_SETTINGS, PresenceHead
 from stream.models.musicnn.frontend import HOP, N_FFT, PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, mel_basis
 
 FRONTEND_FILE = "logmel.onnx"
@@ -140,12 +140,13 @@ def manifest(model, config: EngineConfig | None = None) -> dict:
 
 
 def presence_manifest(tracker) -> dict:
-    """The presence head's numbers (stream/presence_head.py) and the server's hysteresis settings."""
+    """The presence head's numbers (stream/presence_head.py) and the server's hysteresis settings,
+    less what needs a talk signal (TRACKER_SETTINGS)."""
     head = PresenceHead.load()
     return {**head.to_json(), "tracker": {"off_s": tracker.off_s, "on_s": tracker.on_s, "tau_s": tracker.tau_s,
                                           "threshold": tracker.threshold, "keep_threshold": tracker.keep_threshold,
                                           "talk_threshold": tracker.talk_threshold,
-                                          "pause_weight": tracker.pause_weight}}
+                                          "pause_weight": tracker.pause_weight, **TRACKER_SETTINGS}}
 
 
 def device_files(model, config: EngineConfig | None = None) -> dict[str, bytes]:

@@ -39,6 +39,17 @@ def pytest_collection_modifyitems(config, items):
                     item.add_marker(mark)
         if any(item.get_closest_marker(m) for m in SLOW_PARTS) and not item.get_closest_marker("slow"):
             item.add_marker("slow")
+        # pytest-xdist (-n): one worker runs every Ray test, one after another (each starts a
+        # local Ray of 2 CPUs and 1-2 GB; two at once only compete for the same cores and memory)
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+def pytest_configure(config):
+    # `-n N` alone means --dist load, which ignores xdist_group: the groups above hold under a
+    # plain `pytest -n N` too. (The workers get the controller's options after this hook.)
+    if getattr(config.option, "dist", "no") == "load" and not hasattr(config, "workerinput"):
+        config.option.dist = "loadgroup"
 
 
 # CI (.ci/run sets CI_NO_SKIP=1) installs everything the tests use, so a skip there means a test

@@ -43,6 +43,12 @@ def pytest_collection_modifyitems(config, items):
         # local Ray of 2 CPUs and 1-2 GB; two at once only compete for the same cores and memory)
         if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.xdist_group("ray"))
+    if hasattr(config, "workerinput"):
+        # Under xdist the workers take tests in this order as they free up: the long ones first
+        # (a browser, a server, then other slow ones; each tier in file order), so that no long
+        # test starts last while the other workers sit idle. Every worker sorts alike.
+        items.sort(key=lambda item: next((i for i, m in enumerate(("browser", "server", "slow"))
+                                          if item.get_closest_marker(m)), 3))
 
 
 def pytest_configure(config):

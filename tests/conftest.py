@@ -39,8 +39,9 @@ def pytest_collection_modifyitems(config, items):
                     item.add_marker(mark)
         if any(item.get_closest_marker(m) for m in SLOW_PARTS) and not item.get_closest_marker("slow"):
             item.add_marker("slow")
-        # pytest-xdist (-n): one worker runs every Ray test, one after another (each starts a
-        # local Ray of 2 CPUs and 1-2 GB; two at once only compete for the same cores and memory)
+        # pytest-xdist (-n): one worker runs every Ray test, one after another. Each starts a local
+        # Ray, and two would not stay apart: ray.init() without an address joins the cluster that a
+        # `ray start` recorded in /tmp/ray (tests/test_serve_cli.py starts one).
         if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.xdist_group("ray"))
     if hasattr(config, "workerinput"):

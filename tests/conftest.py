@@ -29,6 +29,10 @@ FIXTURE_MARKS = {"pw": ("browser",), "server": ("server",), "roomy_server": ("se
                  "ray_app": ("ray",), "wheel": ("slow",),
                  "musicnn": ("slow",)}  # the bundled model: seconds to load, real music through it
 SLOW_PARTS = ("browser", "server", "ray")
+# Modules whose tests share a costly module-scoped fixture (a server, a browser's page server, float32
+# references of real music): under xdist each worker that runs one of their tests builds it again
+# (measured: test_precision's references twice, minutes each), so one worker runs each module whole.
+SHARED_SETUP = ("test_precision.py", "test_presence_faces.py", "test_kiosk_screens.py", "test_page_details.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -44,6 +48,8 @@ def pytest_collection_modifyitems(config, items):
         # `ray start` recorded in /tmp/ray (tests/test_serve_cli.py starts one).
         if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.xdist_group("ray"))
+        elif item.path.name in SHARED_SETUP:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
     if hasattr(config, "workerinput"):
         # Under xdist the workers take tests in this order as they free up: the long ones first
         # (a browser, a server, then other slow ones; each tier in file order), so that no long

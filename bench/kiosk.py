@@ -28,6 +28,8 @@ page to the first genre, cold (a fresh browser profile: runtime and model downlo
 profile, reloaded: the HTTP cache revalidates). The server only serves files; its genre_audio_seconds_total is
 read at the end (0: it heard nothing). Targets (issue 36): CPU <= 40 % of one core, memory flat, first genre
 <= 5 s cached, <= 10 s cold. Figures to bench/results/kiosk-device.json.
+
+    python -m bench.kiosk --device --first 4 --compare DIR   # only the first genre, interleaved with DIR's server
 """
 from __future__ import annotations
 
@@ -121,8 +123,9 @@ def chromium_procs(exclude: set[int]) -> list:
     return out
 
 
-def chromium_usage(exclude: set[int]) -> tuple[float, int]:
-    """(CPU seconds, RSS bytes) of Chromium's processes now."""
+def chromium_usage(exclude: set[int], by_type: dict | None = None) -> tuple[float, int]:
+    """(CPU seconds, RSS bytes) of Chromium's processes now; by_type (if given) gets the RSS per process
+    type (browser, renderer, gpu-process, utility, ...: where a growth sits)."""
     import psutil
 
     cpu = mem = 0
@@ -130,7 +133,11 @@ def chromium_usage(exclude: set[int]) -> tuple[float, int]:
         try:
             t = p.cpu_times()
             cpu += t.user + t.system
-            mem += p.memory_info().rss
+            rss = p.memory_info().rss
+            mem += rss
+            if by_type is not None:
+                kind = next((a.split("=", 1)[1] for a in p.cmdline() if a.startswith("--type=")), "browser")
+                by_type[kind] = by_type.get(kind, 0) + rss
         except psutil.NoSuchProcess:
             pass
     return cpu, mem
@@ -142,6 +149,60 @@ def first_genre_s(page, url: str) -> float:
     page.wait_for_function("() => window.kiosk && kiosk.results >= 1 && kiosk.lastResults.at(-1).genre",
                            timeout=300_000, polling=50)
     return round(time.monotonic() - t0, 2)
+
+
+TIMELINE_JS = "() => (kiosk.device && kiosk.device.timeline) || null"
+
+
+def run_first(args) -> int:
+    """--first N: only the time to the first genre. N rounds; each opens the page in a fresh browser profile
+    (cold), then reloads it twice (cached). --compare DIR: each round does the same against a server run
+    from another checkout (e.g. the previous commit), interleaved, so both see the same load. Medians, and
+    the page's own timeline (ms from navigation: worker created, microphone's first block, model loaded)."""
+    from playwright.sync_api import sync_playwright
+
+    runs = {"this": {"cold": [], "cached": [], "timelines": []}}
+    if args.compare:
+        runs["compare"] = {"cold": [], "cached": [], "timelines": []}
+    with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
+        # steady music from its first second (the track's intro reads "no music" to both detectors for 1-7 s)
+        wav = write_wav(Path(tmp) / "music.wav", at_level(loopable(music_excerpt("machine_wars", 40, 60)), -20.0))
+        servers = {"this": ServerProcess().wait_ready(300)}
+        if args.compare:
+            servers["compare"] = ServerProcess(root=Path(args.compare)).wait_ready(300)
+        loads = [os.getloadavg()[0]]
+        try:
+            with sync_playwright() as p:
+                for i in range(args.first):
+                    for name, srv in servers.items():
+                        r = runs[name]
+                        url = f"http://127.0.0.1:{srv.port}/?compute=device&hop=1&adapt=0"
+                        with browser_page(p, wav, viewport=(1920, 1080)) as page:
+                            r["cold"].append(first_genre_s(page, url))
+                            r["timelines"].append({"cold": True, **(page.evaluate(TIMELINE_JS) or {})})
+                            for _ in range(2):
+                                r["cached"].append(first_genre_s(page, url))
+                                r["timelines"].append({"cold": False, **(page.evaluate(TIMELINE_JS) or {})})
+                        print(f"round {i + 1} {name}: cold {r['cold'][-1]} s, cached {r['cached'][-2:]} s, "
+                              f"load {os.getloadavg()[0]:.2f}", flush=True)
+                    loads.append(os.getloadavg()[0])
+        finally:
+            for srv in servers.values():
+                srv.stop()
+    report = {"mode": "device-first-genre", "cpu": platform_cpu(), "load1": [round(x, 2) for x in loads],
+              "compare": args.compare}
+    for name, r in runs.items():
+        report[name] = {**r, "cold_median_s": float(np.median(r["cold"])), "cached_median_s": float(np.median(r["cached"]))}
+    out = Path(args.out if args.out else ROOT / "bench/results/kiosk-device-first.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    for name in runs:
+        print(f"{name}: cold median {report[name]['cold_median_s']} s {report[name]['cold']}, "
+              f"cached median {report[name]['cached_median_s']} s {report[name]['cached']}")
+        for t in runs[name]["timelines"][:3]:
+            print("  ", {k: round(v) if isinstance(v, float) else v for k, v in t.items()})
+    print(f"load average {report['load1']}")
+    return 0
 
 
 def run_device(args) -> int:
@@ -170,13 +231,15 @@ def run_device(args) -> int:
                 for minute in range(1, int(args.minutes) + 1):
                     while time.monotonic() < t0 + 60 * minute:
                         page.wait_for_timeout(1000)
-                    cpu, mem = chromium_usage(exclude)
+                    kinds = {}
+                    cpu, mem = chromium_usage(exclude, kinds)
                     cdp.send("HeapProfiler.collectGarbage")
                     heap = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}["JSHeapUsedSize"]
                     st = page.evaluate("() => ({results: kiosk.results, state: document.getElementById('state')"
                                        ".textContent, infer: kiosk.device.engine.stats.inferMs.slice(-5), "
                                        "skipped: kiosk.device.engine.stats.skipped, hop: kiosk.device.engine.c.hop_s})")
                     row = {"minute": minute, "cpu_share_of_one_core": round((cpu - cpu0) / 60.0, 3), "rss": mem,
+                           "rss_by_type": kinds,
                            "heap": heap, "results_in_minute": st["results"] - last["results"], "state": st["state"],
                            "hop_s": st["hop"], "skipped": st["skipped"],
                            "infer_ms_median": round(float(np.median(st["infer"])), 1) if st["infer"] else None,
@@ -185,7 +248,8 @@ def run_device(args) -> int:
                     rows.append(row)
                     print(f"min {minute:3d}: Chromium CPU {100 * row['cpu_share_of_one_core']:5.1f} % of a core  "
                           f"RSS {mem / 1e6:7.1f} MB  heap {heap / 1e6:6.2f} MB  results {row['results_in_minute']:3d}  "
-                          f"model {row['infer_ms_median']} ms/window  {st['state']}  load {row['load1']}", flush=True)
+                          f"model {row['infer_ms_median']} ms/window  {st['state']}  load {row['load1']}  "
+                          + " ".join(f"{k} {v / 1e6:.0f}" for k, v in sorted(kinds.items())), flush=True)
             with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/metrics", timeout=30) as r:
                 audio_s = [float(line.split()[1]) for line in r.read().decode().splitlines()
                            if line.startswith("genre_audio_seconds_total ")][0]
@@ -223,7 +287,13 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--out", default=None, help="JSON report (default bench/results/kiosk.json, kiosk-device.json)")
     ap.add_argument("--device", action="store_true", help="device mode: the screen runs the model (see above)")
+    ap.add_argument("--first", type=int, default=0, metavar="N",
+                    help="with --device: only the first genre, N cold opens each reloaded twice (medians)")
+    ap.add_argument("--compare", default=None, metavar="DIR",
+                    help="with --first: also (interleaved) a server run from the checkout in DIR")
     args = ap.parse_args()
+    if args.device and args.first:
+        return run_first(args)
     if args.device:
         return run_device(args)
     args.out = args.out or str(ROOT / "bench/results/kiosk.json")

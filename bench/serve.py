@@ -148,6 +148,7 @@ def main(argv=None) -> dict:
             app = f"bench-{reps}"
             deploy("musicnn", name=app, replicas=reps, cpus=1, max_batch_size=16, batch_wait_s=0.01)
             remote = RemoteModel(app, max_in_flight=args.max_in_flight, max_batch=args.max_batch)
+            print(f"  {remote.notice}", flush=True)  # names the replicas' backend and precision
             if ov is None:
                 ov = overhead(local, remote, repeats=5 if args.quick else 15)
             for n in args.streams:

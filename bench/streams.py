@@ -287,12 +287,14 @@ def network_cpu(models: dict, patches: np.ndarray, rounds: int, batch: int) -> d
     return out
 
 
-def held_interleaved(configs: dict, audio, seconds: float, cap: int, bisect_steps: int, log) -> tuple[dict, dict]:
-    """`streams_held` for several configurations, their trials interleaved (N = 1, 2, 4, ...
-    for each in turn, then bisection in turn), so a change in the machine's load hits all alike."""
+def held_interleaved(configs: dict, audio, seconds: float, cap: int, bisect_steps: int, log,
+                     start: int = 1) -> tuple[dict, dict]:
+    """`streams_held` for several configurations, their trials interleaved (N = start, 2 start, ...
+    for each in turn, then bisection in turn), so a change in the machine's load hits all alike.
+    A configuration that fails at `start` is bisected from 0."""
     state = {k: [0, None] for k in configs}  # good, bad
     trials = {k: [] for k in configs}
-    n = 1
+    n = max(1, int(start))
     while n <= cap and any(b is None for _, b in state.values()):
         for name, (model, cfg) in configs.items():
             if state[name][1] is None:
@@ -361,7 +363,8 @@ def capacity(args, audio, seconds: float) -> dict:
         return out
     cap = args.cap
     held, trials = held_interleaved({k: (m, cfg) for k, m in models.items()}, audio, seconds, cap,
-                                    1 if args.quick else 3, lambda name, r: print(trial_line(name, r), flush=True))
+                                    1 if args.quick else 3, lambda name, r: print(trial_line(name, r), flush=True),
+                                    start=args.start)
     rows = []
     for name, n in held.items():
         best = next((r for r in trials[name] if r["n"] == n), None)
@@ -416,6 +419,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--engines", type=int, nargs="+", default=None, help="fixed engine counts (issue-6 table)")
     ap.add_argument("--accel", default="auto", help="accelerate() mode of the DistilHuBERT-shaped model")
     ap.add_argument("--cap", type=int, default=48, help="largest N tried")
+    ap.add_argument("--start", type=int, default=1, help="--only capacity: first N of the doubling search")
     ap.add_argument("--only", nargs="+", default=["cpu", "bundled", "distilhubert"],
                     choices=["cpu", "bundled", "distilhubert", "capacity"])
     ap.add_argument("--fixed", type=int, nargs="+", default=None,

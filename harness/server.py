@@ -22,11 +22,12 @@ class ServerProcess:
     """`python -m ui.net ... --port 0` (genre-serve) as a subprocess; `port` is read from its
     'Listening on ws://HOST:PORT' line. Everything it logs is kept in `log`."""
 
-    def __init__(self, *args, env=None, port=0):
+    def __init__(self, *args, env=None, port=0, root: Path | None = None):
+        """root: another checkout's server (a benchmark comparing two versions); default this one."""
         self.args = ["--model", "musicnn", "--port", str(port), "--log-level", "warning", *args]
         cmd = [sys.executable, "-m", "ui.net", *self.args]
         env = dict(os.environ if env is None else env, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(cmd, cwd=root or ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.port: int | None = None

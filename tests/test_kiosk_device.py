@@ -171,8 +171,11 @@ def _wait(page, what: str, js: str, timeout: float = PATIENCE_S):
 def _python_readouts(model, pcm: np.ndarray, rate: int) -> list[dict]:
     from stream.engine import StreamEngine
 
-    out = []
-    engine = StreamEngine(model, background=False, on_result=lambda r: out.append(r.to_json()))
+    from stream.engine import EngineConfig
+
+    out = []  # the music detector off here and on the page (presence: false): each has its own (test below)
+    engine = StreamEngine(model, EngineConfig(music_detector=False), background=False,
+                          on_result=lambda r: out.append(r.to_json()))
     try:
         hop = int(round(engine.config.hop_s * rate))
         for i in range(0, len(pcm), hop):
@@ -218,7 +221,7 @@ def test_page_engine_gives_the_python_engines_readouts(model, pw, artifacts, tmp
             page.evaluate("() => { kiosk.device.paused = true; }")
             replay = """async ([b64, rate]) => {
               const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-              return kiosk.device.replay(new Float32Array(bytes.buffer), rate);
+              return kiosk.device.replay(new Float32Array(bytes.buffer), rate, {presence: false});
             }"""
             js16 = page.evaluate(replay, [base64.b64encode(pcm16.tobytes()).decode(), 16000])
             js48 = page.evaluate(replay, [base64.b64encode(pcm48.tobytes()).decode(), 48000])
@@ -317,9 +320,9 @@ def test_device_readouts_reach_watchers_and_history_and_no_audio_is_counted(tmp_
         async def watch_while_posting():
             async with websockets.connect(f"ws://127.0.0.1:{port}/v1/watch?name=shop&token={token}") as ws:
                 seen = [json.loads(await ws.recv())]  # "watching"
-                for i in range(4):
-                    assert (await asyncio.to_thread(_post, port, "name=shop", json.dumps(_readout(3.0 + i)).encode(),
-                                                    token))[0] == 200
+                for i in range(4):  # the last one: the page's "no music" (genre and label null)
+                    r = _readout(3.0 + i) if i < 3 else {**_readout(3.0 + i), "genre": None, "label": None, "no_music": True}
+                    assert (await asyncio.to_thread(_post, port, "name=shop", json.dumps(r).encode(), token))[0] == 200
                 while len(seen) < 6:
                     seen.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
                 # nothing posted for the idle timeout: the source ends with a summary
@@ -332,7 +335,10 @@ def test_device_readouts_reach_watchers_and_history_and_no_audio_is_counted(tmp_
         events = [e["event"] for e in seen]
         assert events == ["watching", "ready", "result", "result", "result", "result", "summary"], events
         assert seen[1]["compute"] == "device" and seen[2]["genre"] == "Electronic"
-        assert seen[-1]["dominant_genre"] == "Electronic", seen[-1]
+        assert seen[-1]["dominant_genre"] == "Electronic" and seen[-1]["no_music_s"] == 1.0, seen[-1]
+        assert seen[5]["no_music"] is True and seen[5]["genre"] is None
+        status, err = _post(port, "name=shop", json.dumps({**_readout(9.0), "no_music": "yes"}).encode(), token)
+        assert status == 400 and "no_music" in err["error"], err
         assert _metric(port, "genre_audio_seconds_total", token) == 0.0
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/history", headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=30) as r:
@@ -409,3 +415,117 @@ def test_a_device_that_falls_behind_steps_down_and_says_so(pw, tmp_path):
             _wait(page, "readouts after the step down", f"() => kiosk.results >= {n + 2}")
     finally:
         srv.stop()
+
+
+# ---- "no music" on the device: the presence head and the server's hysteresis, in JavaScript ------
+def _voice(seconds: float, rate: int) -> np.ndarray:
+    """A synthetic voice (espeak-ng, read from its stdout), looped to `seconds` at `rate`, -24 dBFS."""
+    import io
+    import shutil
+    import subprocess
+
+    import soundfile as sf
+
+    from stream.resample import StreamingResampler
+
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed (scripts/setup.sh --dev installs it)")
+    text = ("Tickets for the evening concert are sold at the box office. The doors open at half past seven; "
+            "latecomers are seated during the interval. Please switch off your phones.")
+    wav = subprocess.run(["espeak-ng", "-v", "en-gb", "--stdout", text], check=True, capture_output=True).stdout
+    y, r = sf.read(io.BytesIO(wav), dtype="float32")
+    rs = StreamingResampler(r, rate)
+    y = np.resize(np.concatenate([rs.process(y), rs.flush()]), int(seconds * rate))
+    return at_level(y, -24.0).astype(np.float32)
+
+
+def test_presence_head_ships_in_the_manifest_and_a_bad_file_is_refused(model, tmp_path):
+    from stream.presence import PresenceTracker
+    from stream.presence_head import PresenceHead
+    from ui.net.device_model import manifest
+
+    from stream.engine import EngineConfig
+
+    info = manifest(model, EngineConfig(music_detector=True))  # (the suite turns the detector off by default)
+    head = PresenceHead.load()
+    assert info["presence"]["weights"] == head.to_json()["weights"] and len(head.weights) == 96 * 2 + 50
+    t = PresenceTracker()
+    assert info["presence"]["tracker"] == {"off_s": t.off_s, "on_s": t.on_s, "tau_s": t.tau_s, "threshold": t.threshold,
+                                           "keep_threshold": t.keep_threshold, "talk_threshold": t.talk_threshold}
+    assert "presence" not in manifest(model, EngineConfig(music_detector=False))  # the engine's "off" holds too
+    bad = tmp_path / "head.json"
+    bad.write_text('{"mean": [0, 1], "scale": [1], "weights": [1, 2], "bias": 0}')
+    with pytest.raises(ValueError, match="differ in length"):
+        PresenceHead.load(bad)
+    with pytest.raises(ValueError, match="train it"):
+        PresenceHead.load(tmp_path / "missing.json")
+
+
+def _python_presence(pcm: np.ndarray) -> list[dict]:
+    """What the page's presence gives for 16 kHz `pcm` fed hop by hop: the head on each hop's newest
+    patch (the page's graphs under ONNX Runtime), then the server's PresenceTracker."""
+    from stream.presence import PresenceTracker
+    from stream.presence_head import PresenceHead
+    from tools.train_presence_head import DeviceGraphs
+
+    ends = list(range(48000, len(pcm) + 1, 16000))
+    p = PresenceHead.load().music(DeviceGraphs().features(np.stack([pcm[e - 47616:e] for e in ends])))
+    tr = PresenceTracker()
+    return [{"time_s": e / 16000, **vars(tr.update(float(m), 0.0, e / 16000, 1.0))} for e, m in zip(ends, p)]
+
+
+@in_chromium
+@pytest.mark.server
+def test_device_page_says_no_music_to_a_voice_and_mirrors_the_servers_presence(pw, artifacts, tmp_path):
+    """A voice at the microphone: the page in device mode shows the grey "no music" state the
+    server-driven page shows. The same PCM (music, a voice, music) through the page's engine and through
+    the head + PresenceTracker in Python: "no music" on the same hops, the presence value within 1e-3;
+    and the JavaScript PresenceTracker equals the Python one on a random sequence of hops."""
+    from stream.presence import PresenceTracker
+
+    voice48 = _voice(20, 48000)
+    pcm = np.concatenate([_music16k("machine_wars", 40, 12), _voice(12, 16000), _music16k("frontiers", 40, 12)])
+    rng = np.random.default_rng(7)
+    hops = [(float(rng.choice([0.05, 0.3, 0.45, 0.55, 0.9])), float(rng.uniform(0, 1)), float(rng.choice([0.5, 1, 2])))
+            for _ in range(200)]
+    import os
+
+    srv = ServerProcess(env={**os.environ, "STREAM_MUSIC_DETECTOR": "on"}).wait_ready()  # (the suite's default: off)
+    try:
+        with browser_page(pw, write_wav(tmp_path / "voice.wav", voice48)) as page:
+            page.goto(f"http://127.0.0.1:{srv.port}/?compute=device")
+            _wait(page, '"no music" on screen', "() => window.kiosk && document.getElementById('genre').textContent "
+                                                "=== 'no music' && kiosk.lastResults.at(-1).no_music")
+            page.screenshot(path=str(artifacts / "device_no_music.png"))
+            shown = page.evaluate("() => ({genre: document.getElementById('genre').dataset.genre, "
+                                  "withGenre: kiosk.lastResults.filter((r) => r.genre).length, n: kiosk.lastResults.length})")
+            page.evaluate("() => { kiosk.device.paused = true; }")
+            js = page.evaluate("""async (b64) => {
+              const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+              return kiosk.device.replay(new Float32Array(bytes.buffer), 16000);
+            }""", base64.b64encode(pcm.tobytes()).decode())
+            js_tracker = page.evaluate("""async (hops) => {
+              const { PresenceTracker } = await import(new URL("kiosk/device/engine.js", location.href));
+              const tr = new PresenceTracker(), out = [];
+              let t = 0;
+              for (const [music, speech, dt] of hops) { t += dt; out.push(music < 0.1 ? tr.silent(t, 1) : tr.update(music, speech, t, 1)); }
+              return out;
+            }""", hops)
+    finally:
+        srv.stop()
+    assert not shown["genre"] and shown["withGenre"] <= 2, shown  # at most the first readouts named a genre
+    tr, py_tracker, t = PresenceTracker(), [], 0.0
+    for music, speech, dt in hops:
+        t += dt
+        r = tr.silent(t, 1) if music < 0.1 else tr.update(music, speech, t, 1)
+        py_tracker.append({"music": r.music, "no_music": r.no_music, "talk": r.talk})
+    assert [r["no_music"] for r in js_tracker] == [r["no_music"] for r in py_tracker]
+    assert [r["talk"] for r in js_tracker] == [r["talk"] for r in py_tracker]
+    assert max(abs(a["music"] - b["music"]) for a, b in zip(js_tracker, py_tracker)) < 1e-9
+    assert any(r["no_music"] for r in py_tracker) and not all(r["no_music"] for r in py_tracker)
+    py = _python_presence(pcm)
+    (artifacts / "presence_parity.json").write_text(json.dumps({"js": js, "py": py}))
+    assert [r["time_s"] for r in js] == [r["time_s"] for r in py]
+    assert [r["no_music"] for r in js] == [r["no_music"] for r in py], [(a["no_music"], b["no_music"]) for a, b in zip(js, py)]
+    assert max(abs(a["music"] - b["music"]) for a, b in zip(js, py)) <= 1e-3
+    assert all(r["genre"] is None for r in js if r["no_music"]) and any(r["genre"] for r in js)

@@ -124,6 +124,8 @@ def test_wheel_carries_code_weights_and_their_license(wheel):
         assert wheel.getinfo(f"stream/models/musicnn/weights/{f}").file_size == \
             (ROOT / "stream/models/musicnn/weights" / f).stat().st_size
     assert "stream/models/musicnn/tags.json" in names and "stream/models/musicnn/genres.json" in names
+    # the device page's presence head and its model card
+    assert {"stream/models/musicnn/presence_head.json", "stream/models/musicnn/PRESENCE_HEAD.md"} <= names
     for py in [*ROOT.glob("stream/**/*.py"), *ROOT.glob("ui/**/*.py")]:  # new modules are picked up by themselves
         assert py.relative_to(ROOT).as_posix() in names
     assert {"ui/web/music_mic.js", "ui/web/page.css"} <= names  # the page's assets (package data)

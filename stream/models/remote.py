@@ -216,14 +216,17 @@ class RemoteModel(AudioModel):
         # a patch-scoring model: engines send only each hop's new patch (3x less traffic for MusiCNN)
         self.patch_samples = info.get("patch_samples")
         self.genres = info.get("genres")  # (None from a deployment older than the genre level)
+        # what the replicas run (None from an older deployment): they pick by their own CPU
+        self.backend, self.precision = info.get("backend"), info.get("precision")
         if max_in_flight is None:
             max_in_flight = max(2, replicas * int(info.get("in_flight", 2)))
         self.max_in_flight = max(1, int(max_in_flight))
         self.max_batch = max(1, int(max_batch))
         self.request_timeout_s = float(request_timeout_s)
         self.replicas = replicas
+        runs = f", {self.backend} {self.precision}" if self.backend else ""
         self.notice = (f"Model: {info['name']} served by Ray Serve app {app!r} at {where} "
-                       f"({replicas} replica{'s' if replicas != 1 else ''})"
+                       f"({replicas} replica{'s' if replicas != 1 else ''}{runs})"
                        + ("; waited for it to start." if waited else "."))
 
     def predict(self, windows: np.ndarray) -> np.ndarray:

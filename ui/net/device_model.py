@@ -24,6 +24,7 @@ import numpy as np
 
 from stream.config import EngineConfig
 from stream.engine import StreamEngine
+from stream.presence_head import PresenceHead
 from stream.models.musicnn.frontend import HOP, N_FFT, PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, mel_basis
 
 FRONTEND_FILE = "logmel.onnx"
@@ -114,7 +115,7 @@ def manifest(model, config: EngineConfig | None = None) -> dict:
             cols = [index[l.strip().lower()] for l in raw]
             counts[cols] += 1
             nets.append({"name": ckpt, "file": f"{ckpt}.onnx", "columns": cols})
-        return {
+        info = {
             "model": model.name,
             "sample_rate": SAMPLE_RATE,
             "patch_samples": PATCH_SAMPLES,
@@ -131,8 +132,19 @@ def manifest(model, config: EngineConfig | None = None) -> dict:
                        "smoothing_s": c.smoothing_s, "change_s": c.change_s, "silence_dbfs": c.silence_dbfs,
                        "top_k": c.top_k, "switch_margin": c.switch_margin, "patch_reuse": c.patch_reuse},
         }
+        if engine._presence is not None:  # the engine says "no music": the page does, with the presence head
+            info["presence"] = presence_manifest(engine._presence)
+        return info
     finally:
         engine.close()
+
+
+def presence_manifest(tracker) -> dict:
+    """The presence head's numbers (stream/presence_head.py) and the server's hysteresis settings."""
+    head = PresenceHead.load()
+    return {**head.to_json(), "tracker": {"off_s": tracker.off_s, "on_s": tracker.on_s, "tau_s": tracker.tau_s,
+                                          "threshold": tracker.threshold, "keep_threshold": tracker.keep_threshold,
+                                          "talk_threshold": tracker.talk_threshold}}
 
 
 def device_files(model, config: EngineConfig | None = None) -> dict[str, bytes]:

@@ -48,6 +48,8 @@ def check_readout(rec) -> dict:
     for key in ("genre", "label"):
         if rec.get(key) is not None and not isinstance(rec[key], str):
             raise ValueError(f"{key} must be a string or null")
+    if not isinstance(rec.get("no_music", False), bool):
+        raise ValueError("no_music must be true or false")
     return rec
 
 
@@ -64,7 +66,8 @@ class DeviceSource:
         t = float(rec["time_s"])
         dt = self.hop_s if self.last_t is None or t <= self.last_t else t - self.last_t
         self.last_t = t
-        self.tally.add(dt, None if rec.get("silent") else rec.get("genre"), None if rec.get("silent") else rec.get("label"))
+        self.tally.add(dt, None if rec.get("silent") else rec.get("genre"), None if rec.get("silent") else rec.get("label"),
+                       bool(rec.get("no_music")) and not rec.get("silent"))  # the page's "no music" (its presence head)
         self.channel.publish(rec)
         if self.recorder is not None:
             self.recorder.add(Result.from_json(rec))
@@ -72,7 +75,7 @@ class DeviceSource:
     def summary(self, reason: str) -> dict:
         s = self.tally.summary()
         return {"event": "summary", "reason": reason, "duration_s": round(s.duration_s, 2),
-                "silent_s": round(s.silent_s, 2), "dominant": s.dominant, "shares": s.shares,
+                "silent_s": round(s.silent_s, 2), "no_music_s": round(s.no_music_s, 2), "dominant": s.dominant, "shares": s.shares,
                 "dominant_genre": s.dominant_genre, "genre_shares": s.genre_shares, "styles": s.styles,
                 "compute": "device"}
 

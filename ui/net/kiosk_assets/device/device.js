@@ -21,7 +21,10 @@ export class DeviceModel {
     this.ready = new Promise((resolve, reject) => {
       this.worker.onmessage = (e) => {
         const msg = e.data;
-        if (msg.type === "loaded") { this.manifest = msg.manifest; this.threads = msg.threads; this.loadMs = msg.ms; resolve(this); }
+        if (msg.type === "loaded") {
+          Object.assign(this, { manifest: msg.manifest, threads: msg.threads, loadMs: msg.ms, loadSteps: msg.steps });
+          resolve(this);
+        }
         else if (msg.id != null && this.calls.has(msg.id)) {
           const { ok, fail } = this.calls.get(msg.id);
           this.calls.delete(msg.id);
@@ -41,8 +44,11 @@ export class DeviceModel {
       this.worker.postMessage({ type: "run", id, patches, nets });
     });
     this.lastMs = msg.ms;
-    return patches.map((_, i) => mergeLogits(this.manifest,
-      Object.fromEntries(Object.entries(msg.logits).map(([n, rows]) => [n, rows[i]])), nets));
+    return patches.map((_, i) => {
+      const probs = mergeLogits(this.manifest, Object.fromEntries(Object.entries(msg.logits).map(([n, rows]) => [n, rows[i]])), nets);
+      if (msg.music) probs.music = msg.music[i];  // the presence head's P(music) of this patch
+      return probs;
+    });
   }
 
   engine(settings) {
@@ -66,10 +72,20 @@ export function create(params, config) {
   const d = {
     model: null, engine: null, problem: null, fallback: null, started: 0, firstResultMs: null,
     loading: true, reportUrl: null, posted: 0, postFailed: 0,
+    // when each step happened (ms since the page's navigation began): bench/kiosk.py --device --first
+    timeline: { created: performance.now() },
   };
   // the model loads while the page asks for the microphone
   const loading = new DeviceModel(base).ready;
-  loading.catch(() => {});  // (handled in start)
+  loading.then((m) => {  // (a failure is handled in start)
+    // the worker's own steps, from its start: model.json, then the three sessions (the runtime compiled)
+    Object.assign(d.timeline, { loaded: performance.now(), workerManifest: m.loadSteps.manifestMs,
+                                workerSessions: m.loadMs });
+  }, () => {});
+  // the microphone's audio until the model is there: the stream starts when the microphone does (as a
+  // server's stream starts with its first frame), so the first readout waits for whichever comes last,
+  // the model or the first 3 s of audio, not for both in a row. Bounded: one window of audio.
+  let early = [], earlyN = 0;
 
   d.start = async (k, show, render) => {
     d.started = performance.now();
@@ -83,13 +99,14 @@ export function create(params, config) {
     }
     d.loading = false;
     d.engine = d.model.engine(urlSettings(params));
+    d.timeline.engine = performance.now();
     // readouts (never audio) go back under the screen's name where the server asks for them
     // (--kiosk-compute device) or the address does (?report=1)
     const report = params.get("report") ?? (config.device_report ? "1" : "0");
     if (report === "1") d.reportUrl = reportUrl(params, k.name);
     d.engine.onResult = (r) => {
       d.lastAt = performance.now();
-      if (d.firstResultMs == null) d.firstResultMs = d.lastAt - d.started;
+      if (d.firstResultMs == null) { d.firstResultMs = d.lastAt - d.started; d.timeline.firstResult = d.lastAt; }
       if (params.get("adapt") !== "0") keepUp(d);  // ?adapt=0: keep hop and networks whatever it costs
       show(r);
       if (d.reportUrl) post(d, r);
@@ -98,10 +115,21 @@ export function create(params, config) {
     const m = d.model.manifest;
     document.getElementById("model").textContent =
       `on this device · model ${m.model} · window ${d.engine.c.window_s} s · hop ${d.engine.c.hop_s} s`;
+    for (const [block, rate] of early) d.engine.feed(block, rate);  // what the microphone heard meanwhile
+    early = null;
     render();
   };
 
-  d.feed = (block, rate) => { if (d.engine && !d.paused) d.engine.feed(block, rate); };
+  d.feed = (block, rate) => {
+    if (d.timeline.mic == null) d.timeline.mic = performance.now();
+    if (d.engine) {
+      if (!d.paused) d.engine.feed(block, rate);
+    } else if (early && !d.problem) {
+      early.push([Float32Array.from(block), rate]);
+      earlyN += block.length;
+      while (earlyN > 12 * rate && early.length > 1) earlyN -= early.shift()[0].length;
+    }
+  };
 
   d.state = () => {
     if (d.problem) return ["error", `device mode: ${d.problem}`];

@@ -184,6 +184,39 @@ function rmsDbfs(x) {
   return ms > 0 ? 10 * Math.log10(ms) : -Infinity;
 }
 
+// ---- is music playing? -------------------------------------------------------------------
+// presence.py PresenceTracker: per-stream hysteresis, in stream time, over each hop's music probability
+// (here the presence head's, stream/presence_head.py, on the hop's newest 3 s patch; the device hears no talk).
+export class PresenceTracker {
+  constructor({ off_s = 3, on_s = 1.5, tau_s = 1, threshold = 0.5, keep_threshold = 0.4, talk_threshold = 0.5 } = {}) {
+    Object.assign(this, { offS: off_s, onS: on_s, tauS: tau_s, threshold, keep: keep_threshold ?? threshold,
+                          talkThreshold: talk_threshold });
+    this.reset();
+  }
+  reset(t = 0) {
+    this.music = 0; this.noMusic = false; this.talk = false;
+    this.t = null; this.lastMusic = t; this.musicSince = null; this.first = true;
+  }
+  update(music, speech, t, spanS) {
+    const dt = this.t == null ? spanS : Math.max(t - this.t, 0);
+    this.t = t;
+    const w = this.first || this.tauS === 0 ? 1 : 1 - Math.exp(-dt / this.tauS);
+    this.first = false;
+    this.music += w * (music - this.music);
+    if (music >= (this.noMusic ? this.threshold : this.keep)) {
+      this.lastMusic = t;
+      if (this.musicSince == null) this.musicSince = t - spanS;  // the hop's start
+      if (this.noMusic && t - this.musicSince >= this.onS - 1e-9) this.noMusic = false;
+    } else {
+      this.musicSince = null;
+      if (!this.noMusic && t - this.lastMusic >= this.offS - 1e-9) this.noMusic = true;
+    }
+    this.talk = speech >= this.talkThreshold;
+    return { music: this.music, no_music: this.noMusic, talk: this.talk };
+  }
+  silent(t, spanS) { return this.update(0, 0, t, spanS); }
+}
+
 // ---- the engine ----------------------------------------------------------------------------
 // settings: model.json's "engine" block, optionally overridden (window_s, hop_s, smoothing_s, top_k).
 // runner(patches: Float32Array[], nets: string[]) -> Promise<Float32Array[]>: merged probabilities per patch.
@@ -203,6 +236,10 @@ export class DeviceEngine {
     this.ring = new RingBuffer(this.win);
     this.genreSmoother = new ScoreSmoother(c.smoothing_s, c.switch_margin, c.change_s, this.min / rate);
     this.smoother = new ScoreSmoother(c.smoothing_s, c.switch_margin, 0, this.min / rate);
+    // "no music" (engine.py with its detector on): where model.json has the presence head and the
+    // settings do not turn it off (presence: false)
+    this.presence = manifest.presence && c.presence !== false ? new PresenceTracker(manifest.presence.tracker) : null;
+    this.patchMusic = new Map();  // hop boundary -> its patch's music probability (the presence head)
     this.resampler = null;
     this.onResult = null;
     this.patchScores = new Map();  // hop boundary (stream sample) -> its patch's probabilities
@@ -216,7 +253,8 @@ export class DeviceEngine {
   // One or both networks (the slow-device fallback drops to the first one).
   useNets(names) {
     this.nets = names;
-    this.patchScores.clear();  // scores of another set of networks do not mix
+    this.patchScores.clear();
+    this.patchMusic.clear();  // scores of another set of networks do not mix
   }
 
   setHop(hopS) {  // the slow-device fallback: a longer hop, from the next boundary on
@@ -225,6 +263,7 @@ export class DeviceEngine {
     const n = this.m.patch_samples, spacing = this.hop * Math.max(1, Math.round(n / this.hop));
     this.plan = this.win >= n ? { n, spacing, count: 1 + Math.floor((this.win - n) / spacing) } : null;
     this.patchScores.clear();
+    this.patchMusic.clear();
     this.patchEnds.clear();
     this.sinceHop = 0;
   }
@@ -328,24 +367,42 @@ export class DeviceEngine {
     if (meta.gen !== this.gen) return;
     this.smoother.reset(); this.genreSmoother.reset();
     this.stats.silent++;
+    const pr = this.presence && this.presence.silent(meta.tEnd, this.c.hop_s);
     this.publish({ event: "result", time_s: meta.tEnd, label: null, scores: {}, silent: true, level_dbfs: meta.level,
-                   window_s: meta.duration, inference_ms: 0, latency_ms: 0, genre: null, genre_scores: {} });
+                   window_s: meta.duration, inference_ms: 0, latency_ms: 0, genre: null, genre_scores: {},
+                   music: pr ? pr.music : null, no_music: !!(pr && pr.no_music), talk: false });
   }
 
   deliver(job, todo, probs, inferMs) {
     const { meta, keys } = job;
     if (meta.gen !== this.gen || job.nets !== this.nets) return;  // reset, or the networks changed meanwhile
     const cache = this.patchScores;
-    todo.forEach((key, i) => cache.set(key, probs[i]));
+    todo.forEach((key, i) => {
+      cache.set(key, probs[i]);
+      if (probs[i].music != null) this.patchMusic.set(key, probs[i].music);
+    });
     const oldest = keys[0] - (this.plan.count - 1) * this.plan.spacing;
     for (const key of [...cache.keys()]) if (key < oldest) cache.delete(key);
+    for (const key of [...this.patchMusic.keys()]) if (key < oldest) this.patchMusic.delete(key);
     const got = keys.filter((key) => cache.has(key)).map((key) => cache.get(key));
     if (!got.length || meta.seq < (this.deliveredSeq ?? 0)) return;
     this.deliveredSeq = meta.seq;
     const L = got[0].length, mean = new Float32Array(L);
     for (let i = 0; i < L; i++) { let s = 0; for (const p of got) s += p[i]; mean[i] = s / got.length; }
-    const recent = meta.wantRecent ? cache.get(keys[0]) ?? null : null;
+    let recent = meta.wantRecent ? cache.get(keys[0]) ?? null : null;
     const m = this.m, gs = this.genreSmoother, st = this.smoother;
+    let pr = null;
+    if (this.presence) {
+      const wasOff = this.presence.noMusic;
+      pr = this.presence.update(this.patchMusic.get(keys[0]) ?? 0, 0, meta.tEnd, this.c.hop_s);
+      if (wasOff && !pr.no_music) {
+        // music is back: start the readout from it, not from what the voice scored (engine.py)
+        st.reset(); gs.reset();
+        const since = this.presence.musicSince;
+        if (since != null) this.anchor = Math.max(Math.round(since * this.rate), 0);
+        recent = null;
+      }
+    }
     const gSmooth = gs.update(this.genreScores(mean), meta.tEnd, null, recent && this.genreScores(recent));
     if (gs.changedAt != null) this.anchor = Math.round(gs.changedAt * this.rate);
     const smooth = st.update(mean, meta.tEnd, m.members[gs.leader], recent, gs.changed);
@@ -358,9 +415,11 @@ export class DeviceEngine {
     this.stats.lastError = null;  // (an error is shown until the model works again)
     this.stats.inferMs.push(inferMs);
     if (this.stats.inferMs.length > 64) this.stats.inferMs.shift();
-    this.publish({ event: "result", time_s: meta.tEnd, label: m.labels[st.leader], scores, silent: false,
+    const none = !!(pr && pr.no_music);  // the headline is "no music"; the scores stay in the record
+    this.publish({ event: "result", time_s: meta.tEnd, label: none ? null : m.labels[st.leader], scores, silent: false,
                    level_dbfs: meta.level, window_s: meta.duration, inference_ms: inferMs,
-                   latency_ms: performance.now() - job.submitted, genre: m.genres[gs.leader], genre_scores: genreScores });
+                   latency_ms: performance.now() - job.submitted, genre: none ? null : m.genres[gs.leader],
+                   genre_scores: genreScores, music: pr ? pr.music : null, no_music: none, talk: false });
   }
 
   genreScores(probs) {  // genres.py GenreLevel.scores: each genre as its best style (or their sum)
@@ -376,7 +435,8 @@ export class DeviceEngine {
 
   reset() {
     this.gen++;
-    this.ring.clear(); this.patchScores.clear(); this.patchEnds.clear(); this.sinceHop = 0;
+    this.ring.clear(); this.patchScores.clear(); this.patchMusic.clear(); this.patchEnds.clear(); this.sinceHop = 0;
+    if (this.presence) this.presence.reset();
     if (this.resampler) this.resampler.reset();
     this.smoother.reset(); this.genreSmoother.reset();
     this.anchor = null; this.latest = null; this.pending = null;

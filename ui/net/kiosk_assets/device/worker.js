@@ -29,11 +29,14 @@ async function load(base) {
   const r = await fetch(new URL("model.json", base));
   if (!r.ok) throw new Error(`model.json: HTTP ${r.status}`);
   manifest = await r.json();
+  const manifestMs = performance.now() - t0;
   const [fe, ...loaded] = await Promise.all([session(new URL(manifest.frontend, base)),
                                              ...manifest.nets.map((e) => session(new URL(e.file, base)))]);
   frontend = fe;
   manifest.nets.forEach((e, i) => { nets[e.name] = loaded[i]; });
-  return { manifest, threads: THREADS, ms: performance.now() - t0 };
+  // (no warm-up forward of silence: measured, it delayed the first readout more than it sped up the
+  // first forward; bench/README.md "Kiosk screen on the device")
+  return { manifest, threads: THREADS, ms: performance.now() - t0, steps: { manifestMs } };
 }
 
 async function run(patches, which) {
@@ -42,12 +45,30 @@ async function run(patches, which) {
   patches.forEach((p, i) => audio.set(p, i * n));
   const { logmel } = await frontend.run({ audio: new ort.Tensor("float32", audio, [k, n]) });
   const logits = {};
-  for (const name of which) {
+  const head = manifest.presence, first = manifest.nets[0].name;
+  for (const name of head && !which.includes(first) ? [first, ...which] : which) {
     const { y } = await nets[name].run({ x: logmel });
     const per = y.dims[1];
     logits[name] = Array.from({ length: k }, (_, i) => y.data.slice(i * per, (i + 1) * per));
   }
-  return { logits, ms: performance.now() - t0 };
+  const music = head ? logits[first].map((z, i) => musicProbability(head, logmel, i, z)) : null;
+  return { logits, music, ms: performance.now() - t0 };
+}
+
+// stream/presence_head.py: the log-mel's mean and standard deviation over time per band and the first
+// network's logits, standardised, into a logistic regression: P(music) of patch i.
+function musicProbability(head, logmel, i, logits) {
+  const [, frames, bands] = logmel.dims, x = logmel.data, off = i * frames * bands;
+  const { mean, scale, weights } = head;
+  let z = head.bias;
+  for (let b = 0; b < bands; b++) {
+    let s = 0, ss = 0;
+    for (let f = 0; f < frames; f++) { const v = x[off + f * bands + b]; s += v; ss += v * v; }
+    const mu = s / frames, sd = Math.sqrt(Math.max(ss / frames - mu * mu, 0));
+    z += (mu - mean[b]) / scale[b] * weights[b] + (sd - mean[bands + b]) / scale[bands + b] * weights[bands + b];
+  }
+  for (let j = 0; j < logits.length; j++) z += (logits[j] - mean[2 * bands + j]) / scale[2 * bands + j] * weights[2 * bands + j];
+  return 1 / (1 + Math.exp(-z));
 }
 
 let queue = Promise.resolve();  // one call at a time: two screens' engines share one worker

@@ -30,9 +30,11 @@ FIXTURE_MARKS = {"pw": ("browser",), "server": ("server",), "roomy_server": ("se
                  "musicnn": ("slow",)}  # the bundled model: seconds to load, real music through it
 SLOW_PARTS = ("browser", "server", "ray")
 # Modules whose tests share a costly module-scoped fixture (a server, a browser's page server, float32
-# references of real music): under xdist each worker that runs one of their tests builds it again
-# (measured: test_precision's references twice, minutes each), so one worker runs each module whole.
-SHARED_SETUP = ("test_precision.py", "test_presence_faces.py", "test_kiosk_screens.py", "test_page_details.py")
+# references of real music, the bundled model's four networks): under xdist each worker that runs one of
+# their tests builds it again (measured: test_precision's references twice, minutes each; test_musicnn's
+# networks four times), so one worker runs each of these modules whole.
+SHARED_SETUP = ("test_precision.py", "test_musicnn.py", "test_presence_faces.py", "test_kiosk_screens.py",
+                "test_page_details.py")
 
 
 def pytest_collection_modifyitems(config, items):

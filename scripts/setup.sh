@@ -2,7 +2,7 @@
 # Install the project into a virtualenv .venv beside this script's repo, plus the Debian packages it needs.
 #   bash scripts/setup.sh         runtime: PortAudio for the terminal listener, ffmpeg for odd file formats
 #   bash scripts/setup.sh --dev   + what the tests use: Chromium, a PulseAudio virtual mic, real music (asc-music)
-# Then: .venv/bin/genre-app, .venv/bin/genre-listen (after --dev also: .venv/bin/python -m pytest -q)
+# Then: .venv/bin/genre-app, .venv/bin/genre-listen (after --dev also: .venv/bin/python -m pytest -q -n 4)
 # The venv is made with $PYTHON (default: python3 on PATH). Always using one means the same commands work on a
 # Python that allows pip installs and on one managed by the system (PEP 668: Debian's own /usr/bin/python3).
 # The project is installed editable: changes to the checkout take effect without reinstalling.
@@ -67,7 +67,7 @@ if ! "$VENV/bin/python" tools/vendor_ort_web.py; then
 fi
 # The closing advice names only what this mode installed (pytest comes with --dev).
 if [ "${1:-}" = "--dev" ]; then
-  echo "setup: done (with the test tools). Run the tests: .venv/bin/python -m pytest -q; the page: .venv/bin/genre-app;" \
+  echo "setup: done (with the test tools). Run the tests: .venv/bin/python -m pytest -q -n 4; the page: .venv/bin/genre-app;" \
     "the terminal listener: .venv/bin/genre-listen"
 else
   echo "setup: done. Run .venv/bin/genre-app (page), .venv/bin/genre-listen (terminal), .venv/bin/genre-serve" \

@@ -83,8 +83,9 @@ class EngineConfig:
         whether music plays; without music for ~3 s the headline is "no music" (genre and
         label None; the genre scores are still computed and kept), and it names a genre again
         once music has played ~1.5 s. False names a genre for any sound (a voice, a fan).
-        None: on, unless the environment says STREAM_MUSIC_DETECTOR=off (the test suite's toy
-        models hear tones, which are no music).
+        None: what the environment variable STREAM_MUSIC_DETECTOR says (`music_detector_env()`:
+        on unless it is off), so a deployment whose input is always music, or a test suite whose
+        toy models hear tones, turns it off without a change of code.
     """
 
     window_s: float | None = None
@@ -100,6 +101,19 @@ class EngineConfig:
     patch_reuse: bool = True
     genres: Mapping[str, str] | str | os.PathLike | None = None
     music_detector: bool | None = None
+
+
+MUSIC_DETECTOR_ENV = "STREAM_MUSIC_DETECTOR"
+_SWITCH = {"on": True, "1": True, "true": True, "yes": True, "off": False, "0": False, "false": False, "no": False}
+
+
+def music_detector_env() -> bool:
+    """EngineConfig.music_detector=None's value: STREAM_MUSIC_DETECTOR (on/off, 1/0, true/false,
+    yes/no; unset or empty: on). ValueError for anything else: a typo must not leave it on."""
+    value = os.environ.get(MUSIC_DETECTOR_ENV, "").strip().lower()
+    if value not in _SWITCH and value:
+        raise ValueError(f"{MUSIC_DETECTOR_ENV}={value!r} is neither on nor off (also 1/0, true/false, yes/no)")
+    return _SWITCH.get(value, True)
 
 
 @dataclass(frozen=True)

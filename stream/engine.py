@@ -4,7 +4,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -15,7 +14,7 @@ import numpy as np
 from .audio import rms_dbfs, to_float_mono, validate_rate, validate_samples
 from .buffer import RingBuffer
 from .calibration import load as load_calibration
-from .config import SETTINGS, EngineConfig
+from .config import SETTINGS, EngineConfig, music_detector_env
 from .errors import EngineClosedError
 from .genres import GenreLevel, genre_level, genre_mapping
 from .presence import CONTEXT_S, PresenceTracker, shared_detector
@@ -137,9 +136,7 @@ class StreamEngine:
         c = replace(c,
                     window_s=float(model.default_window_s if c.window_s is None else c.window_s),
                     hop_s=float(model.default_hop_s if c.hop_s is None else c.hop_s),
-                    music_detector=(os.environ.get("STREAM_MUSIC_DETECTOR", "on").strip().lower()
-                                    not in ("0", "off", "false", "no")) if c.music_detector is None
-                    else bool(c.music_detector))
+                    music_detector=music_detector_env() if c.music_detector is None else bool(c.music_detector))
         problems = [p for s in SETTINGS if (p := s.engine_problem(getattr(c, s.field))) is not None]
         if problems:
             raise ValueError("invalid EngineConfig: " + "; ".join(problems))

@@ -29,6 +29,12 @@ FIXTURE_MARKS = {"pw": ("browser",), "server": ("server",), "roomy_server": ("se
                  "ray_app": ("ray",), "wheel": ("slow",),
                  "musicnn": ("slow",)}  # the bundled model: seconds to load, real music through it
 SLOW_PARTS = ("browser", "server", "ray")
+# Modules whose tests share a costly module-scoped fixture (a server, a browser's page server, float32
+# references of real music, the bundled model's four networks): under xdist each worker that runs one of
+# their tests builds it again (measured: test_precision's references twice, minutes each; test_musicnn's
+# networks four times), so one worker runs each of these modules whole.
+SHARED_SETUP = ("test_precision.py", "test_musicnn.py", "test_presence_faces.py", "test_kiosk_screens.py",
+                "test_page_details.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -39,6 +45,26 @@ def pytest_collection_modifyitems(config, items):
                     item.add_marker(mark)
         if any(item.get_closest_marker(m) for m in SLOW_PARTS) and not item.get_closest_marker("slow"):
             item.add_marker("slow")
+        # pytest-xdist (-n): one worker runs every Ray test, one after another. Each starts a local
+        # Ray, and two would not stay apart: ray.init() without an address joins the cluster that a
+        # `ray start` recorded in /tmp/ray (tests/test_serve_cli.py starts one).
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        elif item.path.name in SHARED_SETUP:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+    if hasattr(config, "workerinput"):
+        # Under xdist the workers take tests in this order as they free up: the long ones first
+        # (a browser, a server, then other slow ones; each tier in file order), so that no long
+        # test starts last while the other workers sit idle. Every worker sorts alike.
+        items.sort(key=lambda item: next((i for i, m in enumerate(("browser", "server", "slow"))
+                                          if item.get_closest_marker(m)), 3))
+
+
+def pytest_configure(config):
+    # `-n N` alone means --dist load, which ignores xdist_group: the groups above hold under a
+    # plain `pytest -n N` too. (The workers get the controller's options after this hook.)
+    if getattr(config.option, "dist", "no") == "load" and not hasattr(config, "workerinput"):
+        config.option.dist = "loadgroup"
 
 
 # CI (.ci/run sets CI_NO_SKIP=1) installs everything the tests use, so a skip there means a test

@@ -347,6 +347,7 @@ def tiny_run(tmp_path, banks, **cfg):
     return RL.Trainer(teacher, frontend, data, val, tags, config, tmp_path / "run")
 
 
+@pytest.mark.slow  # a run of the trainer, twice (resumed): the quick tier's longest test by far (~100 s)
 def test_one_trainer_step_on_track_targets_lowers_the_loss_and_a_run_resumes(request, tmp_path):
     if ran_in_own_process(request):
         return

@@ -127,3 +127,28 @@ def test_the_engine_checks_its_limits_from_the_table():
     # each setting the engine checks is in the table once, and every field the table names exists
     fields = [s.field for s in SETTINGS]
     assert len(fields) == len(set(fields)) and set(fields) <= set(EngineConfig.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("value, on", [(None, True), ("", True), ("on", True), (" Yes", True), ("1", True),
+                                       ("off", False), ("0", False), ("FALSE", False), ("no", False)])
+def test_the_music_detector_switch_is_read_from_the_environment(monkeypatch, value, on):
+    """EngineConfig(music_detector=None) takes STREAM_MUSIC_DETECTOR; an explicit value wins."""
+    from stream import StreamEngine
+
+    class Model:
+        sample_rate, min_samples, default_window_s, default_hop_s = 16000, 1, 9.0, 1.0
+
+    if value is None:
+        monkeypatch.delenv("STREAM_MUSIC_DETECTOR", raising=False)
+    else:
+        monkeypatch.setenv("STREAM_MUSIC_DETECTOR", value)
+    assert StreamEngine.resolve(EngineConfig(), Model()).music_detector is on
+    assert StreamEngine.resolve(EngineConfig(music_detector=not on), Model()).music_detector is (not on)
+
+
+def test_a_misspelt_music_detector_switch_is_refused(monkeypatch):
+    from stream import StreamEngine
+
+    monkeypatch.setenv("STREAM_MUSIC_DETECTOR", "of")
+    with pytest.raises(ValueError, match=r"STREAM_MUSIC_DETECTOR='of' is neither on nor off"):
+        StreamEngine.resolve(EngineConfig(), type("M", (), {"default_window_s": 9.0, "default_hop_s": 1.0})())

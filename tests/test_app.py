@@ -309,9 +309,12 @@ def test_live_readout_updates_with_true_level_and_summary(server, pw, audio, art
         mic = page.evaluate("window.__micSettings")
         assert mic and mic["echoCancellation"] is False and mic["noiseSuppression"] is False \
             and mic["autoGainControl"] is False, mic
-        # privacy: streamed chunks are deleted as they are handled (a few in flight at most; a
-        # busy machine may hold a backlog for a while, which must drain)
-        wait_until(page, "at most 2 chunk files in Gradio's cache", lambda: len(server.chunk_files()) <= 2)
+        # privacy: streamed chunks are deleted as they are handled. The microphone keeps streaming, and
+        # a busy machine (other tests' browsers beside this one) may hold a backlog for a while, so the
+        # property is that every chunk present now is gone later, not a count at one moment
+        seen = set(server.chunk_files())
+        wait_until(page, "the chunk files in Gradio's cache deleted once handled",
+                   lambda: not seen & set(server.chunk_files()))
         # the plot: a line per current top genre and per leader, the leader's band, one legend
         ps = plot_state(page)
         check_plot(ps)

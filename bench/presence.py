@@ -32,7 +32,6 @@ import argparse
 import glob
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -87,19 +86,16 @@ def _loop(y: np.ndarray, seconds: float) -> np.ndarray:
 
 
 def espeak(voice: str, text: str, tmp: str) -> np.ndarray:
-    out = os.path.join(tmp, f"es_{voice.replace('+', '_')}.wav")
-    subprocess.run(["espeak-ng", "-v", voice, "-s", "155", "-w", out, text], check=True, capture_output=True)
-    return _read(out)
+    from tools.train_presence_head import espeak_wav
+
+    return _read(espeak_wav(voice, text, tmp, 155))
 
 
 def festival(voice: str, text: str, tmp: str) -> np.ndarray | None:
-    if not shutil.which("text2wave"):
-        return None
-    out, txt = os.path.join(tmp, f"fe_{voice}.wav"), os.path.join(tmp, f"fe_{voice}.txt")
-    with open(txt, "w", encoding="latin-1", errors="replace") as f:
-        f.write(text)
-    r = subprocess.run(["text2wave", "-eval", f"({voice})", "-o", out, txt], capture_output=True)
-    return _read(out) if r.returncode == 0 and os.path.exists(out) and os.path.getsize(out) > 1000 else None
+    from tools.train_presence_head import festival_wav
+
+    out = festival_wav(voice, text, tmp)
+    return None if out is None else _read(out)
 
 
 def talkers(tmp: str, quick: bool, dev: bool = False) -> list[tuple[str, np.ndarray]]:

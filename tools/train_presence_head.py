@@ -104,20 +104,31 @@ def decode(path: str) -> np.ndarray:
     return RD._ffmpeg_decode(None, path)
 
 
-def espeak(voice: str, text: str, tmp: str, speed: int) -> np.ndarray:
+def espeak_wav(voice: str, text: str, tmp: str, speed: int) -> str:
+    """espeak-ng's speech of `text` as a WAV file in `tmp`; its path."""
     out = os.path.join(tmp, f"t_{voice.replace('+', '_')}_{speed}.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", out, text], check=True, capture_output=True)
-    return decode(out)
+    return out
 
 
-def festival(voice: str, text: str, tmp: str) -> np.ndarray | None:
+def festival_wav(voice: str, text: str, tmp: str) -> str | None:
+    """Festival's speech of `text` as a WAV file in `tmp` (None: no Festival or that voice)."""
     if not shutil.which("text2wave"):
         return None
     out, txt = os.path.join(tmp, f"f_{voice}.wav"), os.path.join(tmp, f"f_{voice}.txt")
     with open(txt, "w", encoding="latin-1", errors="replace") as f:
         f.write(text)
     r = subprocess.run(["text2wave", "-eval", f"({voice})", "-o", out, txt], capture_output=True)
-    return decode(out) if r.returncode == 0 and os.path.exists(out) and os.path.getsize(out) > 1000 else None
+    return out if r.returncode == 0 and os.path.exists(out) and os.path.getsize(out) > 1000 else None
+
+
+def espeak(voice: str, text: str, tmp: str, speed: int) -> np.ndarray:
+    return decode(espeak_wav(voice, text, tmp, speed))
+
+
+def festival(voice: str, text: str, tmp: str) -> np.ndarray | None:
+    out = festival_wav(voice, text, tmp)
+    return None if out is None else decode(out)
 
 
 def voices(tmp: str) -> list[tuple[str, np.ndarray]]:

@@ -297,6 +297,7 @@ def test_terminal_panel_and_lines_say_when_a_server_connection_is_down(capsys):
 
     class Engine:  # a RemoteEngine after one outage
         disconnects, lost_s = 1, 3.456
+        genres, visible_labels, genre_level = [], [], None
         stats = EngineStats(4, 0, 0, 0, None, 120.0, 130.0, 0.12, 160000, 10.0, 0, 0.5)
 
         def summary(self):

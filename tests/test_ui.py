@@ -88,14 +88,11 @@ def test_every_front_end_accepts_the_same_ranges(name, capsys):
     """The page (app.py's flags and sliders), the terminal listener, genre-serve's flags and the
     network API's query take the same values of each setting and refuse the same others,
     each with a sentence naming the value and the range."""
-    import sys
-
     from starlette.datastructures import QueryParams
 
     from ui.net import api
     from ui.net import cli as serve_cli
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     import cli_listen
 
     flag, (lo, hi) = "--" + name.replace("_", "-"), SPANS[name]

@@ -37,6 +37,7 @@ SHARED_SETUP = ("test_precision.py", "test_musicnn.py", "test_presence_faces.py"
                 "test_page_details.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook, which reads the xdist_group marks added here
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for fixture, marks in FIXTURE_MARKS.items():
@@ -52,6 +53,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("ray"))
         elif item.path.name in SHARED_SETUP:
             item.add_marker(pytest.mark.xdist_group(item.path.name))
+        group = item.get_closest_marker("xdist_group")
+        if group and config.getoption("loadgroup", False) and not hasattr(item, "_nodeid"):
+            # pytest >= 9.2 keeps the id in `_id`: xdist 3.8 sets `_nodeid`, which no longer names the
+            # test, so the controller saw no group and spread them over the workers. Its suffix, here.
+            item._id = type(item._id).parse(f"{item.nodeid}@{group.args[0]}")
     if hasattr(config, "workerinput"):
         # Under xdist the workers take tests in this order as they free up: the long ones first
         # (a browser, a server, then other slow ones; each tier in file order), so that no long
@@ -62,9 +68,18 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     # `-n N` alone means --dist load, which ignores xdist_group: the groups above hold under a
-    # plain `pytest -n N` too. (The workers get the controller's options after this hook.)
+    # plain `pytest -n N` too. A worker parses the command line again (it would read "load" and
+    # leave its tests' ids without the group that the controller schedules by): the controller
+    # tells it (pytest_configure_node).
     if getattr(config.option, "dist", "no") == "load" and not hasattr(config, "workerinput"):
         config.option.dist = "loadgroup"
+    if getattr(config, "workerinput", {}).get("live_genre_dist") == "loadgroup":
+        config.option.loadgroup = True
+
+
+@pytest.hookimpl(optionalhook=True)  # (a pytest-xdist hook: absent without it)
+def pytest_configure_node(node):
+    node.workerinput["live_genre_dist"] = node.config.option.dist
 
 
 # CI (.ci/run sets CI_NO_SKIP=1) installs everything the tests use, so a skip there means a test

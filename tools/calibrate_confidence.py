@@ -86,6 +86,28 @@ def gather(model, y: np.ndarray) -> dict:
             "times": np.array([r.time_s for r in rows], np.float32)}
 
 
+def ages(times: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+    """Each readout's age as the engine sees it (seconds since its smoothed genre state began:
+    stream/smoothing.py's `started_at`), from the readouts alone: the state starts afresh after
+    silence (a gap in the readouts' times) and at a detected change, where it jumps to the
+    newest seconds' scores (by more than the smoother's novelty, which the EMA never moves)."""
+    from stream.smoothing import ScoreSmoother, _novelty
+    times = np.asarray(times, np.float64)
+    out = np.zeros(len(times))
+    if not len(times):
+        return out
+    gaps = np.diff(times)
+    hop = float(np.min(gaps[gaps > 0])) if (gaps > 0).any() else 1.0
+    idx = np.arange(smooth.shape[1])
+    start = times[0]
+    for i in range(1, len(times)):
+        if times[i] - times[i - 1] > 1.5 * hop or \
+                _novelty(smooth[i].astype(np.float64), smooth[i - 1].astype(np.float64), idx) > ScoreSmoother.NOVELTY:
+            start = times[i]
+        out[i] = times[i] - start
+    return out
+
+
 def load_track(model, track) -> np.ndarray:
     from stream.resample import StreamingResampler
     from tools import robust_data as R
@@ -123,24 +145,51 @@ def gathered(model, cache_dir: str, part: tuple[int, int] | None = None, only_ca
     return out
 
 
-METHODS = ("temperature", "isotonic", "margin")
+# the candidates, chosen by leave-one-package-out on the fit packages: (name, method, features,
+# weighting): "readouts" weighs every readout alike, "packages" every package alike (a package
+# with many tracks or readouts does not set the map for all)
+METHODS = [("temperature", "temperature", (), "readouts"),
+           ("isotonic", "isotonic", (), "readouts"),
+           ("margin", "margin", (), "readouts")]
+METHODS += [(f"logistic[{'+'.join(f)}]{'' if w == 'readouts' else ', packages alike'}", "logistic", f, w)
+            for f in (("logit",), ("logit", "age"), ("logit", "age", "margin"), ("logit", "age", "entropy"))
+            for w in ("readouts", "packages")]
+BY_NAME = {m[0]: m for m in METHODS}
 
 
 def _stack(tracks: list[dict]):
+    """(scores, headline, truth, age, package weight) of the readouts of `tracks`."""
     ts = [t for t in tracks if len(t["head"])]
+    pkgs = {t["pkg"] for t in ts}
+    per_pkg = {p: sum(len(t["head"]) for t in ts if t["pkg"] == p) for p in pkgs}
+    n = sum(per_pkg.values())
     return (np.concatenate([t["smooth"] for t in ts]), np.concatenate([t["head"] for t in ts]),
-            np.concatenate([np.full(len(t["head"]), t["verdict"]) for t in ts]))
+            np.concatenate([np.full(len(t["head"]), t["verdict"]) for t in ts]),
+            np.concatenate([t["age"] for t in ts]),
+            np.concatenate([np.full(len(t["head"]), n / len(pkgs) / per_pkg[t["pkg"]]) for t in ts]))
 
 
-def held_out(tracks: list[dict], method: str) -> tuple[np.ndarray, np.ndarray]:
-    """Leave one package out: each package's confidences from a fit on the other packages."""
+def fit_named(tracks: list[dict], name: str):
     from stream.calibration import fit
+    _, method, names, weighting = BY_NAME[name]
+    s, h, v, age, w = _stack(tracks)
+    return fit(s, h, v, method, age_s=age, names=names or ("logit",),
+               weights=w if weighting == "packages" else None)
+
+
+def judged(cal, tracks: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(confidences, headline right 0/1) of `cal` on the readouts of `tracks`."""
+    s, h, v, age, _ = _stack(tracks)
+    return cal.confidences(s, h, age), (h == v).astype(np.float64)
+
+
+def held_out(tracks: list[dict], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Leave one package out: each package's confidences from a fit on the other packages."""
     conf, right = [], []
     for pkg in sorted({t["pkg"] for t in tracks}):
-        held = _stack([t for t in tracks if t["pkg"] == pkg])
-        c = fit(*_stack([t for t in tracks if t["pkg"] != pkg]), method)
-        conf.append(c.confidences(held[0], held[1]))
-        right.append((held[1] == held[2]).astype(np.float64))
+        c, r = judged(fit_named([t for t in tracks if t["pkg"] != pkg], name), [t for t in tracks if t["pkg"] == pkg])
+        conf.append(c)
+        right.append(r)
     return np.concatenate(conf), np.concatenate(right)
 
 
@@ -155,30 +204,37 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "stream/models/musicnn/calibration.json"))
     args = ap.parse_args()
     from stream import load_model
-    from stream.calibration import fit, reliability, reliability_of
+    from stream.calibration import reliability, reliability_of
     model = load_model(args.model)
     tracks = gathered(model, args.cache, args.part, only_cached=args.gathered_only)
     if args.part:
         return
     for t in tracks:  # readouts of the excerpt only (a cache gathered with a longer one is cut)
-        keep = t["times"] <= EXCERPT_S[1] + 0.05 if "times" in t else slice(None)
-        t["smooth"], t["head"] = t["smooth"][keep], t["head"][keep]
+        keep = t["times"] <= EXCERPT_S[1] + 0.05
+        t["smooth"], t["head"], t["times"] = t["smooth"][keep], t["head"][keep], t["times"][keep]
+        t["age"] = ages(t["times"], t["smooth"])
     tracks = [t for t in tracks if len(t["head"])]
     genres = tracks[0]["genres"]
     fit_tracks = [t for t in tracks if t["side"] == "fit"]
     check_tracks = [t for t in tracks if t["side"] == "check"]
-    fit_set, check_set = _stack(fit_tracks), _stack(check_tracks)
+    s, h, v, age, _ = _stack(check_tracks)
     # the method: leave-one-package-out within the fit packages only (the check packages judge it)
-    lopo = {m: reliability_of(*held_out(fit_tracks, m)) for m in METHODS}
+    lopo = {m: reliability_of(*held_out(fit_tracks, m)) for m, *_ in METHODS}
     method = min(lopo, key=lopo.get)
-    print(f"leave-one-package-out ECE on the fit packages: {lopo}; chosen: {method}")
-    by_method = {m: reliability(fit(*fit_set, m), *check_set)["ece"] for m in METHODS}
-    cal = fit(*fit_set, method)
-    rep = reliability(cal, *check_set)
-    raw_rep = reliability(None, *check_set)
+    by_method = {m: reliability_of(*judged(fit_named(fit_tracks, m), check_tracks)) for m, *_ in METHODS}
+    print("method | leave-one-package-out ECE on the fit packages | ECE on the check packages")
+    for m, *_ in METHODS:
+        print(f"  {m} | {lopo[m]:.4f} | {by_method[m]:.4f}{'   <- chosen' if m == method else ''}")
+    cal = fit_named(fit_tracks, method)
+    rep = reliability(cal, s, h, v, age_s=age)
+    raw_rep = reliability(None, s, h, v)
     every = reliability_of(*held_out(tracks, method))  # every package held out in turn, for the record
-    print(json.dumps({"temperature": cal.temperature, "ece_check": rep["ece"], "ece_raw_score": raw_rep["ece"],
-                      "ece_check_by_method": by_method, "lopo_every_package": every}))
+    per_pkg = {}
+    for pkg in sorted({t["pkg"] for t in tracks}):  # each package held out, fit on the others
+        c, r = judged(fit_named([t for t in tracks if t["pkg"] != pkg], method), [t for t in tracks if t["pkg"] == pkg])
+        per_pkg[pkg] = {"readouts": len(r), "shown": round(float(c.mean()), 4), "right": round(float(r.mean()), 4)}
+    print(json.dumps({"chosen": method, "temperature": cal.temperature, "ece_check": rep["ece"],
+                      "ece_raw_score": raw_rep["ece"], "lopo_every_package": every, "per_package": per_pkg}))
 
     def described(ts):
         pk = {}
@@ -198,6 +254,7 @@ def main() -> None:
                          "ece_check": round(rep["ece"], 4), "ece_raw_score": round(raw_rep["ece"], 4),
                          "ece_check_by_method": {k: round(v, 4) for k, v in by_method.items()},
                          "ece_every_package_held_out": round(every, 4),
+                         "every_package_held_out": per_pkg,
                          "accuracy_check": round(rep["accuracy"], 4), "reliability": rep["bins"]}
     Path(args.out).write_text(json.dumps(table, indent=1) + "\n")
     print("bins (check packages): confidence range | readouts | mean confidence | share right")

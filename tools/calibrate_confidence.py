@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fit the headline's confidence: the chance that the genre shown equals the track's genre.
 
-    python -m tools.calibrate_confidence --part 0 2 & python -m tools.calibrate_confidence --part 1 2
+    python -m tools.calibrate_confidence --part 0 1           # gather what is missing (10-60 s a track)
     python -m tools.calibrate_confidence [--gathered-only]     # fit (and gather what is missing)
 
 No labels: the "track's genre" is the teacher's verdict aggregated over the whole track (the
@@ -10,12 +10,16 @@ excerpt of each track (30 s in) played through an inline engine with default set
 Split by Debian package (tools/robust_data.py): the confidence is fitted on the robust
 recipe's training packages (up to 16 tracks each) and checked on its validation packages
 (asc-music, wesnoth-1.16-music: every track); the bundled MusiCNN was trained on none.
-Three methods (stream/calibration.py): a temperature alone; a temperature then isotonic
-regression of the headline's tempered probability; isotonic regression of the headline's
-lead over the runner-up ("margin"). The method is chosen by leave-one-package-out on the fit
-packages only; the check packages judge it. For the record, every package held out in turn
-(each judged by a fit on the 13 others) gives a second held-out figure. Gathering is cached
-per track (--cache); written to stream/models/musicnn/calibration.json under the model's name.
+Candidates (stream/calibration.py, `METHODS`): a temperature alone; a temperature then isotonic
+regression of the headline's tempered probability or of its lead over the runner-up; a
+logistic regression on the tempered probability's logit and a few numbers the engine has for
+every readout (its age since the smoothed genre state began, the lead, the entropy), every
+readout or every package weighing alike. The method is chosen by leave-one-package-out on the
+fit packages only; the check packages judge it, and a refit that does worse on them than the
+calibration already in --out does not replace it (--replace does). For the record, every
+package held out in turn (each judged by a fit on the 13 others) gives a second held-out
+figure. Gathering is cached per track (--cache); written to
+stream/models/musicnn/calibration.json under the model's name.
 """
 from __future__ import annotations
 
@@ -202,9 +206,11 @@ def main() -> None:
     ap.add_argument("--gathered-only", action="store_true",
                     help="fit on the tracks already in the cache (the json says which)")
     ap.add_argument("--out", default=str(ROOT / "stream/models/musicnn/calibration.json"))
+    ap.add_argument("--replace", action="store_true",
+                    help="write the refit even where it does worse on the check packages than the calibration in --out")
     args = ap.parse_args()
     from stream import load_model
-    from stream.calibration import reliability, reliability_of
+    from stream.calibration import Calibrator, reliability, reliability_of
     model = load_model(args.model)
     tracks = gathered(model, args.cache, args.part, only_cached=args.gathered_only)
     if args.part:
@@ -228,13 +234,14 @@ def main() -> None:
     cal = fit_named(fit_tracks, method)
     rep = reliability(cal, s, h, v, age_s=age)
     raw_rep = reliability(None, s, h, v)
-    every = reliability_of(*held_out(tracks, method))  # every package held out in turn, for the record
-    per_pkg = {}
-    for pkg in sorted({t["pkg"] for t in tracks}):  # each package held out, fit on the others
-        c, r = judged(fit_named([t for t in tracks if t["pkg"] != pkg], method), [t for t in tracks if t["pkg"] == pkg])
-        per_pkg[pkg] = {"readouts": len(r), "shown": round(float(c.mean()), 4), "right": round(float(r.mean()), 4)}
-    print(json.dumps({"chosen": method, "temperature": cal.temperature, "ece_check": rep["ece"],
-                      "ece_raw_score": raw_rep["ece"], "lopo_every_package": every, "per_package": per_pkg}))
+
+    def every_package(name):
+        """Every package held out in turn (fit on the others, all 14), for the record."""
+        per_pkg = {}
+        for pkg in sorted({t["pkg"] for t in tracks}):
+            c, r = judged(fit_named([t for t in tracks if t["pkg"] != pkg], name), [t for t in tracks if t["pkg"] == pkg])
+            per_pkg[pkg] = {"readouts": len(r), "shown": round(float(c.mean()), 4), "right": round(float(r.mean()), 4)}
+        return round(reliability_of(*held_out(tracks, name)), 4), per_pkg
 
     def described(ts):
         pk = {}
@@ -243,19 +250,39 @@ def main() -> None:
         return f"{sum(len(t['head']) for t in ts)} readouts of {len(ts)} tracks: " + \
             ", ".join(f"{k} {v}" for k, v in sorted(pk.items()))
 
-    table = {}
-    if os.path.exists(args.out):
-        table = json.loads(Path(args.out).read_text())
-    table[model.name] = {**cal.to_json(), "genres": genres, "method": method,
-                         "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
-                         "fit_packages": sorted({t["pkg"] for t in fit_tracks}),
-                         "check_packages": sorted({t["pkg"] for t in check_tracks}),
-                         "fitted_on": described(fit_tracks), "checked_on": described(check_tracks),
-                         "ece_check": round(rep["ece"], 4), "ece_raw_score": round(raw_rep["ece"], 4),
-                         "ece_check_by_method": {k: round(v, 4) for k, v in by_method.items()},
-                         "ece_every_package_held_out": round(every, 4),
-                         "every_package_held_out": per_pkg,
-                         "accuracy_check": round(rep["accuracy"], 4), "reliability": rep["bins"]}
+    table = json.loads(Path(args.out).read_text()) if os.path.exists(args.out) else {}
+    old = table.get(model.name)
+    shipped = None
+    if old and not args.replace:
+        try:
+            shipped = Calibrator.from_json(old)
+        except (KeyError, TypeError, ValueError):
+            pass
+    every, per_pkg = every_package(method)
+    refit = {"method": method, "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
+             "fit_packages": sorted({t["pkg"] for t in fit_tracks}),
+             "check_packages": sorted({t["pkg"] for t in check_tracks}),
+             "fitted_on": described(fit_tracks), "checked_on": described(check_tracks),
+             "ece_check": round(rep["ece"], 4), "ece_check_by_method": {k: round(v, 4) for k, v in by_method.items()},
+             "ece_every_package_held_out": every, "every_package_held_out": per_pkg}
+    kept = shipped is not None and reliability(shipped, s, h, v, age_s=age)["ece"] < rep["ece"]
+    if kept:
+        # the check packages never choose the method, but a refit that does worse on them than
+        # what ships does not replace it (--replace does): the shipped one, judged on today's check set
+        rep = reliability(shipped, s, h, v, age_s=age)
+        print(f"kept the shipped calibration ({old.get('method')}): ECE {rep['ece']:.4f} on the check packages, "
+              f"the refit's {refit['ece_check']:.4f} (--replace replaces it)")
+        every_old = every_package(old["method"]) if old.get("method") in BY_NAME else (None, None)
+        old = {k: v for k, v in old.items() if k != "ece_check_by_method"}  # that of an older check set
+        table[model.name] = {**old, "checked_on": described(check_tracks), "ece_check": round(rep["ece"], 4),
+                             "ece_raw_score": round(raw_rep["ece"], 4), "accuracy_check": round(rep["accuracy"], 4),
+                             "reliability": rep["bins"], "ece_every_package_held_out": every_old[0],
+                             "every_package_held_out": every_old[1], "refit_not_shipped": refit}
+    else:
+        table[model.name] = {**cal.to_json(), "genres": genres, **refit, "ece_raw_score": round(raw_rep["ece"], 4),
+                             "accuracy_check": round(rep["accuracy"], 4), "reliability": rep["bins"]}
+    print(json.dumps({"shipped": table[model.name]["method"], "ece_check": rep["ece"], "ece_raw_score": raw_rep["ece"],
+                      "refit": refit}))
     Path(args.out).write_text(json.dumps(table, indent=1) + "\n")
     print("bins (check packages): confidence range | readouts | mean confidence | share right")
     for b in rep["bins"]:

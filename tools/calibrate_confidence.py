@@ -259,7 +259,7 @@ def main() -> None:
         except (KeyError, TypeError, ValueError):
             pass
     every, per_pkg = every_package(method)
-    refit = {"method": method, "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
+    refit = {"method": method, "calibration": cal.to_json(), "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
              "fit_packages": sorted({t["pkg"] for t in fit_tracks}),
              "check_packages": sorted({t["pkg"] for t in check_tracks}),
              "fitted_on": described(fit_tracks), "checked_on": described(check_tracks),

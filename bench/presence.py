@@ -32,7 +32,6 @@ import argparse
 import glob
 import os
 import shutil
-import sys
 import tempfile
 import time
 
@@ -282,7 +281,7 @@ def main() -> None:
 
     targets = {"talk": (True, 0.95), "crowd": (True, 0.95), "noise": (True, 0.90), "music": (False, 0.99),
                "under 5 dB": (False, 0.90), "under 0 dB": (False, 0.80)}
-    print(f"\n| condition | clips | shown \"no music\" | shown a genre | worst clip | target | met |")
+    print("\n| condition | clips | shown \"no music\" | shown a genre | worst clip | target | met |")
     print("| --- | ---: | ---: | ---: | ---: | --- | --- |")
     for cond, (want_none, goal) in targets.items():
         got = [r[2] for r in rows if r[0] == cond]

@@ -31,7 +31,7 @@ pkgs=(libportaudio2 ffmpeg)
 # conflicts with Debian's npm package: install it only where no npm is on PATH.
 command -v npm >/dev/null || pkgs+=(npm)
 if [ "${1:-}" = "--dev" ]; then
-  pkgs+=(chromium pulseaudio pulseaudio-utils libasound2-plugins asc-music tmux wesnoth-1.16-music espeak-ng)
+  pkgs+=(chromium pulseaudio pulseaudio-utils libasound2-plugins asc-music tmux wesnoth-1.16-music espeak-ng procps)
 fi
 # Debian ships venv's pip bootstrap (ensurepip) in a separate package, python3.X-venv.
 if [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -c 'import ensurepip' 2>/dev/null; then

@@ -448,6 +448,16 @@ class RemoteEngine:
         return 0.0
 
     @property
+    def visible_labels(self) -> list[str]:
+        """[]: the server's labels come with its results (`Result.scores`)."""
+        return []
+
+    @property
+    def genre_level(self) -> None:
+        """None: how the server's labels map to genres is not known here."""
+        return None
+
+    @property
     def disconnected(self) -> bool:
         """True during an outage that is being retried (`reconnect=True`)."""
         return self.disconnected_since is not None

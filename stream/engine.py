@@ -199,6 +199,9 @@ class StreamEngine:
         """None: an engine in this process has no connection to lose (`stream.protocol.Engine`)."""
         return None
 
+    disconnects = 0  # (no connection to lose: no outage, no audio lost to one)
+    lost_s = 0.0
+
     @property
     def visible_labels(self) -> list[str]:
         return [self.model.labels[i] for i in self._visible]

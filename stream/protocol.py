@@ -3,10 +3,13 @@ behind the network API (`stream.client.RemoteEngine`). A front end written again
 check of which kind it has. Plain Python (typing only): importing it costs nothing."""
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 from .config import EngineConfig
 from .records import EngineStats, Result, SessionSummary
+
+if TYPE_CHECKING:
+    from .genres import GenreLevel
 
 
 @runtime_checkable
@@ -18,11 +21,16 @@ class Engine(Protocol):
     on_result: called with each readout (from another thread; keep it short).
     genres: the genres it ranks, in a fixed order ([] where not known in advance: a remote engine).
     min_audio_s: the least audio that gives a readout (0.0 where not known).
+    visible_labels: the model's labels it shows ([] where not known in advance).
+    genre_level: how labels map to genres (None where not known in advance).
+    disconnects, lost_s: connections lost and the seconds of audio dropped meanwhile (0 here).
     """
 
     config: EngineConfig
     latest: Result | None
     on_result: Callable[[Result], None] | None
+    disconnects: int
+    lost_s: float
 
     def feed(self, samples, sample_rate) -> None:
         """Add a chunk ((n,) or (n, channels), any dtype the engine takes); returns at once."""
@@ -53,3 +61,9 @@ class Engine(Protocol):
 
     @property
     def min_audio_s(self) -> float: ...
+
+    @property
+    def visible_labels(self) -> list[str]: ...
+
+    @property
+    def genre_level(self) -> GenreLevel | None: ...

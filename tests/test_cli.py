@@ -389,7 +389,6 @@ def test_invalid_engine_settings(pulse):
 
 def test_server_gets_only_the_engine_flags_given():
     """--server: flags left out keep the server's own defaults (its operator may have set them)."""
-    sys.path.insert(0, str(ROOT))
     import cli_listen
 
     assert cli_listen.parse_args(["--server", "ws://h:1"]).server_options == {}
@@ -403,7 +402,6 @@ def test_server_gets_only_the_engine_flags_given():
 def test_busy_device_message_mapping():
     """PortAudio's 'device unavailable' (EBUSY from ALSA hw) cannot be produced on a virtual
     device; check the mapping with the real exception type."""
-    sys.path.insert(0, str(ROOT))
     import sounddevice as sd
 
     from ui.terminal.devices import DeviceError, stream_error

@@ -17,7 +17,6 @@ import pytest
 from support.music import MACHINE_WARS, needs_both_packages
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 # ---------------------------------------------------------------- genre-history's files ----------
@@ -150,8 +149,6 @@ def test_probes_and_scrapes_log_at_debug_other_requests_at_info():
 
 
 def test_a_new_history_file_is_logged_as_created_an_old_one_as_migrated(tmp_path, caplog):
-    from test_history import Clock, write_day
-
     from ui.history.store import SCHEMA_VERSION, HistoryStore
 
     path = tmp_path / "h.sqlite"

@@ -12,10 +12,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT / "bench"))
-import robust_data as RD  # noqa: E402
-from quality import FAMILIES  # noqa: E402
+from bench.quality import FAMILIES  # noqa: E402
+from tools import robust_data as RD  # noqa: E402
 
 from stream.errors import ModelLoadError  # noqa: E402
 from stream.genres import genre_level  # noqa: E402

@@ -1,6 +1,7 @@
 """One engine protocol (stream.protocol.Engine): the engine in this process and the network API's
 client both are one, so the terminal listener drives either without asking which it holds."""
 import ast
+import re
 from pathlib import Path
 
 from support.models import BandModel
@@ -20,6 +21,9 @@ def test_both_engines_are_one():
         assert engine.failed() is None and not engine.closed
     assert local.min_audio_s == BandModel.min_samples / BandModel.sample_rate and remote.min_audio_s == 0.0
     assert local.genres and remote.genres == []  # a server's genres come with its results
+    assert local.visible_labels and local.genre_level is not None
+    assert remote.visible_labels == [] and remote.genre_level is None
+    assert (local.disconnects, local.lost_s) == (remote.disconnects, remote.lost_s) == (0, 0.0)
     local.close()
     remote.close()
     assert local.closed and remote.closed
@@ -34,5 +38,6 @@ def test_the_entry_point_only_parses_flags():
     assert not names & {"engine", "StreamEngine", "RemoteEngine", "load_model", "connect", "failed"}, names
     funcs = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert funcs == ["int_or_str", "parse_args", "main"], funcs
-    listener = (ROOT / "ui/terminal/listener.py").read_text(encoding="utf-8")
-    assert "getattr(engine" not in listener and "isinstance(engine" not in listener
+    for face in ("listener.py", "view.py"):
+        text = (ROOT / "ui/terminal" / face).read_text(encoding="utf-8")
+        assert not re.search(r"(getattr|hasattr|isinstance)\((self\.)?engine\b", text), face

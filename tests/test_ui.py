@@ -88,14 +88,11 @@ def test_every_front_end_accepts_the_same_ranges(name, capsys):
     """The page (app.py's flags and sliders), the terminal listener, genre-serve's flags and the
     network API's query take the same values of each setting and refuse the same others,
     each with a sentence naming the value and the range."""
-    import sys
-
     from starlette.datastructures import QueryParams
 
     from ui.net import api
     from ui.net import cli as serve_cli
 
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     import cli_listen
 
     flag, (lo, hi) = "--" + name.replace("_", "-"), SPANS[name]
@@ -297,6 +294,7 @@ def test_terminal_panel_and_lines_say_when_a_server_connection_is_down(capsys):
 
     class Engine:  # a RemoteEngine after one outage
         disconnects, lost_s = 1, 3.456
+        genres, visible_labels, genre_level = [], [], None
         stats = EngineStats(4, 0, 0, 0, None, 120.0, 130.0, 0.12, 160000, 10.0, 0, 0.5)
 
         def summary(self):

@@ -39,7 +39,7 @@ import numpy as np
 from fastapi import FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from stream.engine import EngineConfig, Result, StreamEngine
+from stream.engine import Result, StreamEngine
 from stream.models import AudioModel, load_model
 from ui.colours import genre_colours
 from ui.report import dumps

@@ -47,7 +47,7 @@ class Lines:
 
     def outages(self) -> dict:
         """A --server engine's disconnections and the audio lost meanwhile (none: {})."""
-        n = getattr(self.engine, "disconnects", 0)
+        n = self.engine.disconnects
         return {"disconnects": n, "audio_lost_s": round(self.engine.lost_s, 2)} if n else {}
 
     def connection(self, record: dict) -> None:
@@ -117,10 +117,10 @@ class LiveView(Lines):
         self.console = console or Console()
         self.latest = None
         # (a --server RemoteEngine knows neither its genres nor its labels: default widths)
-        genres = getattr(engine, "genres", None) or getattr(engine, "visible_labels", ())
+        genres = engine.genres or engine.visible_labels
         self.label_w = min(max((len(g) for g in genres), default=10), self.MAX_LABEL)
-        level = getattr(engine, "genre_level", None)
-        styles = [l for l in getattr(engine, "visible_labels", ()) if level is None or l in level.genre_of]
+        level = engine.genre_level
+        styles = [l for l in engine.visible_labels if level is None or l in level.genre_of]
         self.style_w = 0 if level is not None and not level.has_styles else min(max((len(l) for l in styles),
                                                                                     default=12), 16)
         self.next_draw = 0.0
@@ -189,7 +189,7 @@ class LiveView(Lines):
             return Text("listening… (first readout after a few seconds of audio)", style="dim", **line), rows, None
         if res.silent:
             return Text(f"silence ({res.level_dbfs:.0f} dBFS): no genre claimed", style="yellow", **line), rows, None
-        if getattr(res, "no_music", False):  # a voice, a crowd, a fan: no genre named
+        if res.no_music:  # a voice, a crowd, a fan: no genre named
             talk = "  (someone is talking)" if res.talk else ""
             return Text.assemble(("no music", "bold grey50"), (talk, "grey50"), **line), rows, None
         by_genre = bool(res.genre_scores)

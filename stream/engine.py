@@ -513,7 +513,7 @@ class StreamEngine:
             if pr is not None and pr.no_music:
                 leader = genre = None  # the headline is "no music"; the scores stay in the record
             elif self._calibrator is not None:
-                cf = self._calibrator(g_smooth, gs.leader, gl.genres)
+                cf = self._calibrator(g_smooth, gs.leader, gl.genres, t_end - gs.started_at)
                 conf, alt = cf.value, cf.alternative
             self._infer_ms.append(infer_ms)
             self._n_classified += 1

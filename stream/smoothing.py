@@ -49,6 +49,7 @@ class ScoreSmoother:
         self.leader: int | None = None
         self.changed_at: float | None = None  # stream time the newest detected change began
         self.changed = False  # the latest update re-anchored (a change detected, or `restart`)
+        self.started_at: float | None = None  # stream time of the update the state (re)started from
         self._last_t: float | None = None
         self._novel_since: float | None = None
 
@@ -70,10 +71,12 @@ class ScoreSmoother:
         if self.state is None or self.tau_s <= 0 or self._last_t is None:
             self.state = scores.copy()
             self._novel_since = None
+            self.started_at = t
         elif restart:
             self.state = recent.copy()
             self._novel_since = None
             self.changed = True
+            self.started_at = t
         else:
             nov = _novelty(recent, self.state, idx) if self.change_s > 0 else 0.0
             if nov > self.NOVELTY * self.ONSET:  # the new music may be starting
@@ -88,6 +91,7 @@ class ScoreSmoother:
                 self.changed_at = self._novel_since - self.recent_s / 2
                 self._novel_since = None
                 self.changed = True
+                self.started_at = t
             else:
                 dt = max(t - self._last_t, 0.0)
                 w = 1.0 - math.exp(-dt / self.tau_s)

@@ -80,6 +80,7 @@ def test_change_restarts_readout_after_change_s_of_consistent_evidence():
         assert t - hop - first == 1.0  # the confirming update is change_s after the first differing one
         assert s.leader == 2 and np.allclose(s.state, new)
         assert s.changed_at == first - 1.5  # the first differing `recent` span was about half new
+        assert s.started_at == t - hop  # the readout's age (calibration) counts from the restart
 
 
 def test_single_odd_update_does_not_restart():
@@ -89,8 +90,11 @@ def test_single_odd_update_does_not_restart():
     s.update(old, 21.0, recent=odd)  # one odd window
     for t in range(22, 30):
         s.update(old, float(t))
-    assert s.changed_at is None and s.leader == 0
+    assert s.changed_at is None and s.leader == 0 and s.started_at == 0.0
     assert s.state[0] > 0.6
+    s.reset()
+    s.update(old, 31.0)
+    assert s.started_at == 31.0
 
 
 def test_change_off_keeps_plain_ema():

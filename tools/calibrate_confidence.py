@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fit the headline's confidence: the chance that the genre shown equals the track's genre.
 
-    python -m tools.calibrate_confidence --part 0 2 & python -m tools.calibrate_confidence --part 1 2
+    python -m tools.calibrate_confidence --part 0 1           # gather what is missing (10-60 s a track)
     python -m tools.calibrate_confidence [--gathered-only]     # fit (and gather what is missing)
 
 No labels: the "track's genre" is the teacher's verdict aggregated over the whole track (the
@@ -10,12 +10,16 @@ excerpt of each track (30 s in) played through an inline engine with default set
 Split by Debian package (tools/robust_data.py): the confidence is fitted on the robust
 recipe's training packages (up to 16 tracks each) and checked on its validation packages
 (asc-music, wesnoth-1.16-music: every track); the bundled MusiCNN was trained on none.
-Three methods (stream/calibration.py): a temperature alone; a temperature then isotonic
-regression of the headline's tempered probability; isotonic regression of the headline's
-lead over the runner-up ("margin"). The method is chosen by leave-one-package-out on the fit
-packages only; the check packages judge it. For the record, every package held out in turn
-(each judged by a fit on the 13 others) gives a second held-out figure. Gathering is cached
-per track (--cache); written to stream/models/musicnn/calibration.json under the model's name.
+Candidates (stream/calibration.py, `METHODS`): a temperature alone; a temperature then isotonic
+regression of the headline's tempered probability or of its lead over the runner-up; a
+logistic regression on the tempered probability's logit and a few numbers the engine has for
+every readout (its age since the smoothed genre state began, the lead, the entropy), every
+readout or every package weighing alike. The method is chosen by leave-one-package-out on the
+fit packages only; the check packages judge it, and a refit that does worse on them than the
+calibration already in --out does not replace it (--replace does). For the record, every
+package held out in turn (each judged by a fit on the 13 others) gives a second held-out
+figure. Gathering is cached per track (--cache); written to
+stream/models/musicnn/calibration.json under the model's name.
 """
 from __future__ import annotations
 
@@ -86,6 +90,28 @@ def gather(model, y: np.ndarray) -> dict:
             "times": np.array([r.time_s for r in rows], np.float32)}
 
 
+def ages(times: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+    """Each readout's age as the engine sees it (seconds since its smoothed genre state began:
+    stream/smoothing.py's `started_at`), from the readouts alone: the state starts afresh after
+    silence (a gap in the readouts' times) and at a detected change, where it jumps to the
+    newest seconds' scores (by more than the smoother's novelty, which the EMA never moves)."""
+    from stream.smoothing import ScoreSmoother, _novelty
+    times = np.asarray(times, np.float64)
+    out = np.zeros(len(times))
+    if not len(times):
+        return out
+    gaps = np.diff(times)
+    hop = float(np.min(gaps[gaps > 0])) if (gaps > 0).any() else 1.0
+    idx = np.arange(smooth.shape[1])
+    start = times[0]
+    for i in range(1, len(times)):
+        if times[i] - times[i - 1] > 1.5 * hop or \
+                _novelty(smooth[i].astype(np.float64), smooth[i - 1].astype(np.float64), idx) > ScoreSmoother.NOVELTY:
+            start = times[i]
+        out[i] = times[i] - start
+    return out
+
+
 def load_track(model, track) -> np.ndarray:
     from stream.resample import StreamingResampler
     from tools import robust_data as R
@@ -123,24 +149,51 @@ def gathered(model, cache_dir: str, part: tuple[int, int] | None = None, only_ca
     return out
 
 
-METHODS = ("temperature", "isotonic", "margin")
+# the candidates, chosen by leave-one-package-out on the fit packages: (name, method, features,
+# weighting): "readouts" weighs every readout alike, "packages" every package alike (a package
+# with many tracks or readouts does not set the map for all)
+METHODS = [("temperature", "temperature", (), "readouts"),
+           ("isotonic", "isotonic", (), "readouts"),
+           ("margin", "margin", (), "readouts")]
+METHODS += [(f"logistic[{'+'.join(f)}]{'' if w == 'readouts' else ', packages alike'}", "logistic", f, w)
+            for f in (("logit",), ("logit", "age"), ("logit", "age", "margin"), ("logit", "age", "entropy"))
+            for w in ("readouts", "packages")]
+BY_NAME = {m[0]: m for m in METHODS}
 
 
 def _stack(tracks: list[dict]):
+    """(scores, headline, truth, age, package weight) of the readouts of `tracks`."""
     ts = [t for t in tracks if len(t["head"])]
+    pkgs = {t["pkg"] for t in ts}
+    per_pkg = {p: sum(len(t["head"]) for t in ts if t["pkg"] == p) for p in pkgs}
+    n = sum(per_pkg.values())
     return (np.concatenate([t["smooth"] for t in ts]), np.concatenate([t["head"] for t in ts]),
-            np.concatenate([np.full(len(t["head"]), t["verdict"]) for t in ts]))
+            np.concatenate([np.full(len(t["head"]), t["verdict"]) for t in ts]),
+            np.concatenate([t["age"] for t in ts]),
+            np.concatenate([np.full(len(t["head"]), n / len(pkgs) / per_pkg[t["pkg"]]) for t in ts]))
 
 
-def held_out(tracks: list[dict], method: str) -> tuple[np.ndarray, np.ndarray]:
-    """Leave one package out: each package's confidences from a fit on the other packages."""
+def fit_named(tracks: list[dict], name: str):
     from stream.calibration import fit
+    _, method, names, weighting = BY_NAME[name]
+    s, h, v, age, w = _stack(tracks)
+    return fit(s, h, v, method, age_s=age, names=names or ("logit",),
+               weights=w if weighting == "packages" else None)
+
+
+def judged(cal, tracks: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(confidences, headline right 0/1) of `cal` on the readouts of `tracks`."""
+    s, h, v, age, _ = _stack(tracks)
+    return cal.confidences(s, h, age), (h == v).astype(np.float64)
+
+
+def held_out(tracks: list[dict], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Leave one package out: each package's confidences from a fit on the other packages."""
     conf, right = [], []
     for pkg in sorted({t["pkg"] for t in tracks}):
-        held = _stack([t for t in tracks if t["pkg"] == pkg])
-        c = fit(*_stack([t for t in tracks if t["pkg"] != pkg]), method)
-        conf.append(c.confidences(held[0], held[1]))
-        right.append((held[1] == held[2]).astype(np.float64))
+        c, r = judged(fit_named([t for t in tracks if t["pkg"] != pkg], name), [t for t in tracks if t["pkg"] == pkg])
+        conf.append(c)
+        right.append(r)
     return np.concatenate(conf), np.concatenate(right)
 
 
@@ -153,32 +206,42 @@ def main() -> None:
     ap.add_argument("--gathered-only", action="store_true",
                     help="fit on the tracks already in the cache (the json says which)")
     ap.add_argument("--out", default=str(ROOT / "stream/models/musicnn/calibration.json"))
+    ap.add_argument("--replace", action="store_true",
+                    help="write the refit even where it does worse on the check packages than the calibration in --out")
     args = ap.parse_args()
     from stream import load_model
-    from stream.calibration import fit, reliability, reliability_of
+    from stream.calibration import Calibrator, reliability, reliability_of
     model = load_model(args.model)
     tracks = gathered(model, args.cache, args.part, only_cached=args.gathered_only)
     if args.part:
         return
     for t in tracks:  # readouts of the excerpt only (a cache gathered with a longer one is cut)
-        keep = t["times"] <= EXCERPT_S[1] + 0.05 if "times" in t else slice(None)
-        t["smooth"], t["head"] = t["smooth"][keep], t["head"][keep]
+        keep = t["times"] <= EXCERPT_S[1] + 0.05
+        t["smooth"], t["head"], t["times"] = t["smooth"][keep], t["head"][keep], t["times"][keep]
+        t["age"] = ages(t["times"], t["smooth"])
     tracks = [t for t in tracks if len(t["head"])]
     genres = tracks[0]["genres"]
     fit_tracks = [t for t in tracks if t["side"] == "fit"]
     check_tracks = [t for t in tracks if t["side"] == "check"]
-    fit_set, check_set = _stack(fit_tracks), _stack(check_tracks)
+    s, h, v, age, _ = _stack(check_tracks)
     # the method: leave-one-package-out within the fit packages only (the check packages judge it)
-    lopo = {m: reliability_of(*held_out(fit_tracks, m)) for m in METHODS}
+    lopo = {m: reliability_of(*held_out(fit_tracks, m)) for m, *_ in METHODS}
     method = min(lopo, key=lopo.get)
-    print(f"leave-one-package-out ECE on the fit packages: {lopo}; chosen: {method}")
-    by_method = {m: reliability(fit(*fit_set, m), *check_set)["ece"] for m in METHODS}
-    cal = fit(*fit_set, method)
-    rep = reliability(cal, *check_set)
-    raw_rep = reliability(None, *check_set)
-    every = reliability_of(*held_out(tracks, method))  # every package held out in turn, for the record
-    print(json.dumps({"temperature": cal.temperature, "ece_check": rep["ece"], "ece_raw_score": raw_rep["ece"],
-                      "ece_check_by_method": by_method, "lopo_every_package": every}))
+    by_method = {m: reliability_of(*judged(fit_named(fit_tracks, m), check_tracks)) for m, *_ in METHODS}
+    print("method | leave-one-package-out ECE on the fit packages | ECE on the check packages")
+    for m, *_ in METHODS:
+        print(f"  {m} | {lopo[m]:.4f} | {by_method[m]:.4f}{'   <- chosen' if m == method else ''}")
+    cal = fit_named(fit_tracks, method)
+    rep = reliability(cal, s, h, v, age_s=age)
+    raw_rep = reliability(None, s, h, v)
+
+    def every_package(name):
+        """Every package held out in turn (fit on the others, all 14), for the record."""
+        per_pkg = {}
+        for pkg in sorted({t["pkg"] for t in tracks}):
+            c, r = judged(fit_named([t for t in tracks if t["pkg"] != pkg], name), [t for t in tracks if t["pkg"] == pkg])
+            per_pkg[pkg] = {"readouts": len(r), "shown": round(float(c.mean()), 4), "right": round(float(r.mean()), 4)}
+        return round(reliability_of(*held_out(tracks, name)), 4), per_pkg
 
     def described(ts):
         pk = {}
@@ -187,18 +250,39 @@ def main() -> None:
         return f"{sum(len(t['head']) for t in ts)} readouts of {len(ts)} tracks: " + \
             ", ".join(f"{k} {v}" for k, v in sorted(pk.items()))
 
-    table = {}
-    if os.path.exists(args.out):
-        table = json.loads(Path(args.out).read_text())
-    table[model.name] = {**cal.to_json(), "genres": genres, "method": method,
-                         "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
-                         "fit_packages": sorted({t["pkg"] for t in fit_tracks}),
-                         "check_packages": sorted({t["pkg"] for t in check_tracks}),
-                         "fitted_on": described(fit_tracks), "checked_on": described(check_tracks),
-                         "ece_check": round(rep["ece"], 4), "ece_raw_score": round(raw_rep["ece"], 4),
-                         "ece_check_by_method": {k: round(v, 4) for k, v in by_method.items()},
-                         "ece_every_package_held_out": round(every, 4),
-                         "accuracy_check": round(rep["accuracy"], 4), "reliability": rep["bins"]}
+    table = json.loads(Path(args.out).read_text()) if os.path.exists(args.out) else {}
+    old = table.get(model.name)
+    shipped = None
+    if old and not args.replace:
+        try:
+            shipped = Calibrator.from_json(old)
+        except (KeyError, TypeError, ValueError):
+            pass
+    every, per_pkg = every_package(method)
+    refit = {"method": method, "calibration": cal.to_json(), "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
+             "fit_packages": sorted({t["pkg"] for t in fit_tracks}),
+             "check_packages": sorted({t["pkg"] for t in check_tracks}),
+             "fitted_on": described(fit_tracks), "checked_on": described(check_tracks),
+             "ece_check": round(rep["ece"], 4), "ece_check_by_method": {k: round(v, 4) for k, v in by_method.items()},
+             "ece_every_package_held_out": every, "every_package_held_out": per_pkg}
+    kept = shipped is not None and reliability(shipped, s, h, v, age_s=age)["ece"] < rep["ece"]
+    if kept:
+        # the check packages never choose the method, but a refit that does worse on them than
+        # what ships does not replace it (--replace does): the shipped one, judged on today's check set
+        rep = reliability(shipped, s, h, v, age_s=age)
+        print(f"kept the shipped calibration ({old.get('method')}): ECE {rep['ece']:.4f} on the check packages, "
+              f"the refit's {refit['ece_check']:.4f} (--replace replaces it)")
+        every_old = every_package(old["method"]) if old.get("method") in BY_NAME else (None, None)
+        old = {k: v for k, v in old.items() if k != "ece_check_by_method"}  # that of an older check set
+        table[model.name] = {**old, "checked_on": described(check_tracks), "ece_check": round(rep["ece"], 4),
+                             "ece_raw_score": round(raw_rep["ece"], 4), "accuracy_check": round(rep["accuracy"], 4),
+                             "reliability": rep["bins"], "ece_every_package_held_out": every_old[0],
+                             "every_package_held_out": every_old[1], "refit_not_shipped": refit}
+    else:
+        table[model.name] = {**cal.to_json(), "genres": genres, **refit, "ece_raw_score": round(raw_rep["ece"], 4),
+                             "accuracy_check": round(rep["accuracy"], 4), "reliability": rep["bins"]}
+    print(json.dumps({"shipped": table[model.name]["method"], "ece_check": rep["ece"], "ece_raw_score": raw_rep["ece"],
+                      "refit": refit}))
     Path(args.out).write_text(json.dumps(table, indent=1) + "\n")
     print("bins (check packages): confidence range | readouts | mean confidence | share right")
     for b in rep["bins"]:

@@ -313,8 +313,11 @@ def test_live_readout_updates_with_true_level_and_summary(server, pw, audio, art
         # a busy machine (other tests' browsers beside this one) may hold a backlog for a while, so the
         # property is that every chunk present now is gone later, not a count at one moment
         seen = set(server.chunk_files())
-        wait_until(page, "the chunk files in Gradio's cache deleted once handled",
-                   lambda: not seen & set(server.chunk_files()))
+        try:
+            wait_until(page, "the chunk files in Gradio's cache deleted once handled",
+                       lambda: not seen & set(server.chunk_files()))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nleft: {server.describe_chunks(seen & set(server.chunk_files()))}") from None
         # the plot: a line per current top genre and per leader, the leader's band, one legend
         ps = plot_state(page)
         check_plot(ps)
@@ -961,6 +964,22 @@ def test_a_chunk_named_before_gradio_moved_it_into_its_cache_is_waited_for(tmp_p
     assert not uploads.wait_for_upload(str(tmp_path / "never.wav"), timeout_s=0.2)
 
 
+def test_a_chunk_given_up_on_is_deleted_when_it_arrives(tmp_path, monkeypatch):
+    """A chunk later than wait_for_upload's patience is not fed, and still does not stay in the
+    cache while the recording goes on (privacy: no audio left behind)."""
+    from ui.web import uploads
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    late = tmp_path / "cache" / "late" / "audio.wav"
+    uploads.discard_when_it_arrives(str(late), every_s=0.05)
+    time.sleep(0.2)
+    write_wav(late, np.zeros(4800, np.float32))
+    deadline = time.monotonic() + PATIENCE_S
+    while late.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not late.exists() and not late.parent.exists()
+
+
 def test_a_chunk_named_twice_is_fed_once_and_not_called_unreadable():
     """Gradio sometimes fires the stream event twice for one upload (its file is named by the
     content's hash, and gone after the first): the second is skipped, not counted as a chunk
@@ -974,6 +993,28 @@ def test_a_chunk_named_twice_is_fed_once_and_not_called_unreadable():
     for i in range(64):  # (only the recent ones are remembered)
         assert not s.repeated_chunk(f"/cache/{i}/audio.wav")
     assert not s.repeated_chunk("/cache/abc/audio.wav")
+    s.close()
+
+
+def test_a_new_chunk_with_the_bytes_of_an_earlier_one_is_fed_and_deleted(tmp_path, monkeypatch):
+    """Gradio names a chunk by its content's hash: two chunks of the same bytes (digital silence)
+    share a path. The second is no repeated event while its file is there: fed and deleted,
+    not left in the cache for the rest of the recording."""
+    from support.models import BandModel
+
+    from ui.web import page, uploads
+    from ui.web.session import LiveSession, LiveSettings
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    chunk = tmp_path / "cache" / "same" / "audio.wav"
+    s = LiveSession(BandModel(), LiveSettings(3.0, 1.0, 0.0, 3, -55.0))
+    s.start(s.settings)
+    for _ in range(2):
+        write_wav(chunk, np.zeros(4800, np.float32))
+        page.on_chunk(str(chunk), s)
+        assert not chunk.exists() and uploads.upload_root() == (tmp_path / "cache").resolve()
+    page.on_chunk(str(chunk), s)  # the same upload named twice: its file is gone, skipped
+    assert len(s._arrivals) == 2 and s.status(None).bad_chunks == 0  # (arrivals: the chunks fed)
     s.close()
 
 

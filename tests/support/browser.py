@@ -103,6 +103,19 @@ class AppServer:
         # os.walk skips folders that vanish mid-walk (the app deletes chunk folders as it goes)
         return [Path(d) / "audio.wav" for d, _, files in os.walk(self.cache) if "audio.wav" in files]
 
+    def describe_chunks(self, paths) -> str:
+        """What a chunk file left behind is (to tell why): its folder, bytes, silent or not, age;
+        and the app's log lines about chunks."""
+        out = []
+        for p in paths:
+            try:
+                b, age = p.read_bytes(), time.time() - p.stat().st_mtime
+            except OSError:
+                continue
+            out.append(f"{p.parent.name[:12]} {len(b)} B {'silent' if not any(b[44:]) else 'sound'} {age:.0f} s old")
+        said = [line for line in self.log(None).splitlines() if "chunk" in line]
+        return "; ".join(out) + "\n" + "\n".join(said[-10:])
+
     def stop(self) -> None:
         stop_process(self.proc, 10)
         self._log.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import threading
 import time
 import weakref
@@ -166,14 +167,16 @@ def on_chunk(path, session: LiveSession | None, request: gr.Request = None):
         if path:
             uploads.discard_upload(path)
         return
-    if session.repeated_chunk(path):
+    if session.repeated_chunk(path) and not os.path.exists(path):
         # Gradio sometimes fires the stream event twice for one upload (same file: its name is
-        # the content's hash): fed once, and its file is gone since; not an unreadable chunk
+        # the content's hash): fed once, and its file is gone since; not an unreadable chunk.
+        # (The file there again is a new chunk of the same bytes, digital silence say: handled.)
         log.debug("microphone chunk %s came twice; fed once", Path(path).parent.name[:12])
         return
     if not uploads.wait_for_upload(path):  # (Gradio may still be moving it into its cache)
         log.info("a microphone chunk never arrived in the upload cache: %s", Path(path).name)
         session.count_bad_chunk()
+        uploads.discard_when_it_arrives(path)
         return
     if session.first_chunk is None and (header := uploads.wav_header(path)) is not None:
         session.first_chunk = (header, arrival)

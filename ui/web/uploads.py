@@ -62,6 +62,20 @@ def discard_upload(path: str) -> None:
         pass
 
 
+def discard_when_it_arrives(path: str, give_up_s: float = 600.0, every_s: float = 1.0) -> None:
+    """Delete an upload as soon as it reaches the cache: a chunk that `wait_for_upload` gave up on
+    (a very busy machine) is not fed, but must not stay behind while the recording goes on."""
+    deadline = time.monotonic() + give_up_s
+
+    def check():
+        if os.path.exists(path):
+            discard_upload(path)
+        elif time.monotonic() < deadline:
+            _later(every_s, check)
+
+    _later(every_s, check)
+
+
 def sweep_orphan_chunks(first_chunk: tuple[bytes, float] | None, delay_s: float = 5.0,
                         busy: Callable[[], set | None] = lambda: set(), give_up_s: float = 3600.0) -> None:
     """Delete, after `delay_s`, a recording's chunks that were uploaded but never handled.

@@ -996,6 +996,26 @@ def test_a_chunk_named_twice_is_fed_once_and_not_called_unreadable():
     s.close()
 
 
+def test_a_chunk_whose_event_never_came_is_deleted_during_the_recording(tmp_path, monkeypatch):
+    """A recording's chunk written well before one the page just handled will never be handled
+    (the queue takes them in order): deleted while the recording goes on, not at its end. Newer
+    chunks and another format's are kept."""
+    import os
+
+    from ui.web import uploads
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    tone = (np.sin(np.arange(4800) / 48000 * 2 * np.pi * 440) * 0.1).astype(np.float32)
+    old, recent = (write_wav(tmp_path / "cache" / n / "audio.wav", tone) for n in ("old", "recent"))
+    other = write_wav(tmp_path / "cache" / "other" / "audio.wav", tone, rate=16000)  # another format
+    header = uploads.wav_header(str(old))
+    now = time.time()
+    for p, age in ((old, 100), (recent, 5), (other, 100)):
+        os.utime(p, (now - age, now - age))
+    assert uploads.sweep_stale_chunks(header, now) == 1
+    assert not old.exists() and recent.exists() and other.exists()
+
+
 def test_a_new_chunk_with_the_bytes_of_an_earlier_one_is_fed_and_deleted(tmp_path, monkeypatch):
     """Gradio names a chunk by its content's hash: two chunks of the same bytes (digital silence)
     share a path. The second is no repeated event while its file is there: fed and deleted,

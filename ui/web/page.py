@@ -157,6 +157,9 @@ def close_expired_session(session) -> None:  # gr.State's delete callback
 
 
 # ---- handlers: the live tab -------------------------------------------------------------------
+STALE_SWEEP_EVERY_S = 10.0  # how often a recording looks for its chunks that were never handled
+
+
 def on_chunk(path, session: LiveSession | None, request: gr.Request = None):
     """Decode the chunk, drop its file, feed the session: a few ms, no inference here."""
     arrival = time.time()
@@ -180,6 +183,7 @@ def on_chunk(path, session: LiveSession | None, request: gr.Request = None):
         return
     if session.first_chunk is None and (header := uploads.wav_header(path)) is not None:
         session.first_chunk = (header, arrival)
+    written = os.path.getmtime(path) if os.path.exists(path) else None
     try:
         rate, data = processing_utils.audio_from_file(path)
     except Exception as exc:  # whatever the browser sent, the recording goes on
@@ -189,6 +193,10 @@ def on_chunk(path, session: LiveSession | None, request: gr.Request = None):
     finally:
         uploads.discard_upload(path)
     session.feed(rate, data, arrival)
+    if written is not None and session.first_chunk is not None and arrival >= session.stale_sweep_due:
+        session.stale_sweep_due = arrival + STALE_SWEEP_EVERY_S
+        if n := uploads.sweep_stale_chunks(session.first_chunk[0], written):
+            log.info("deleted %d microphone chunk(s) whose stream event never came", n)
 
 
 def on_mic_outcome(session, evt: gr.EventData):

@@ -104,6 +104,7 @@ class LiveSession:
         self._last_feed = 0.0
         self._late_chunks = self._bad_chunks = 0
         self._mic_problem: str | None = None
+        self.stale_sweep_due = 0.0  # wall time the page next sweeps this tab's unhandled chunks
 
     def __deepcopy__(self, memo):
         return self

@@ -76,6 +76,25 @@ def discard_when_it_arrives(path: str, give_up_s: float = 600.0, every_s: float 
     _later(every_s, check)
 
 
+STALE_S = 30.0  # a chunk written this long before one just handled will never be handled
+
+
+def sweep_stale_chunks(header: bytes, handled_mtime: float, stale_s: float = STALE_S) -> int:
+    """Delete, while a recording goes on, its chunks (WAV `header`) written more than `stale_s`
+    before the chunk just handled (`handled_mtime`): the page's queue takes chunks in order, one
+    at a time, so such a chunk's stream event never came (its upload raced Record, or Gradio
+    skipped it) and it would stay in the cache until the recording stops. Returns how many."""
+    n = 0
+    for p in upload_root().glob("*/audio.wav"):
+        try:
+            if p.stat().st_mtime < handled_mtime - stale_s and wav_header(str(p)) == header:
+                discard_upload(str(p))
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
 def sweep_orphan_chunks(first_chunk: tuple[bytes, float] | None, delay_s: float = 5.0,
                         busy: Callable[[], set | None] = lambda: set(), give_up_s: float = 3600.0) -> None:
     """Delete, after `delay_s`, a recording's chunks that were uploaded but never handled.

@@ -195,8 +195,13 @@ def on_chunk(path, session: LiveSession | None, request: gr.Request = None):
     session.feed(rate, data, arrival)
     if written is not None and session.first_chunk is not None and arrival >= session.stale_sweep_due:
         session.stale_sweep_due = arrival + STALE_SWEEP_EVERY_S
-        if n := uploads.sweep_stale_chunks(session.first_chunk[0], written):
-            log.info("deleted %d microphone chunk(s) whose stream event never came", n)
+        header = session.first_chunk[0]  # (the sweep reads the cache off the handler's thread)
+        threading.Thread(target=_sweep_stale, args=(header, written), daemon=True).start()
+
+
+def _sweep_stale(header: bytes, written: float) -> None:
+    if n := uploads.sweep_stale_chunks(header, written):
+        log.info("deleted %d microphone chunk(s) whose stream event never came", n)
 
 
 def on_mic_outcome(session, evt: gr.EventData):

@@ -84,10 +84,15 @@ def sweep_stale_chunks(header: bytes, handled_mtime: float, stale_s: float = STA
     before the chunk just handled (`handled_mtime`): the page's queue takes chunks in order, one
     at a time, so such a chunk's stream event never came (its upload raced Record, or Gradio
     skipped it) and it would stay in the cache until the recording stops. Returns how many."""
+    return _discard_chunks(header, written_before=handled_mtime - stale_s)
+
+
+def _discard_chunks(header: bytes, written_from: float = 0.0, written_before: float = float("inf")) -> int:
+    """Delete the cached chunks with this WAV header written in [written_from, written_before)."""
     n = 0
     for p in upload_root().glob("*/audio.wav"):
         try:
-            if p.stat().st_mtime < handled_mtime - stale_s and wav_header(str(p)) == header:
+            if written_from <= p.stat().st_mtime < written_before and wav_header(str(p)) == header:
                 discard_upload(str(p))
                 n += 1
         except OSError:
@@ -121,12 +126,7 @@ def sweep_orphan_chunks(first_chunk: tuple[bytes, float] | None, delay_s: float 
             if time.monotonic() < deadline:
                 _later(delay_s, sweep)
             return
-        for p in upload_root().glob("*/audio.wav"):
-            try:
-                if p.stat().st_mtime >= since - 1 and wav_header(str(p)) == header:
-                    discard_upload(str(p))
-            except OSError:
-                pass
+        _discard_chunks(header, written_from=since - 1)
 
     _later(delay_s, sweep)
 

@@ -1,6 +1,6 @@
 """Does the model hear a room, talk, hiss and real recorded noise as it hears a clean file? (a benchmark, not a test)
 
-    python -m bench.robust                    # original vs musicnn-room, every condition (~30 min on 2 cores)
+    python -m bench.robust                    # original vs musicnn vs musicnn-room, every condition (~30 min on 2 cores)
     python -m bench.robust --models musicnn-original,musicnn-room,dir:PATH   # + a run of tools.train_robust
     python -m bench.robust --conditions clean,hiss --segments 8              # a quicker look
 
@@ -157,7 +157,7 @@ def parse(argv=None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--segments", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--models", default="musicnn-original,musicnn-room",
+    ap.add_argument("--models", default="musicnn-original,musicnn,musicnn-room",
                     help="comma-separated specs, the first is the teacher; dir:PATH = the musicnn pair exported by "
                          "tools.train_robust into PATH")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))

@@ -19,12 +19,14 @@ class Bundled(NamedTuple):
 
 
 BUNDLED: dict[str, Bundled] = {
-    "musicnn": Bundled(("MTT_musicnn", "MSD_musicnn"), None,
-                       "bundled, offline: MusiCNN, styles under nine genres"),
+    "musicnn": Bundled(("MTT_musicnn", "MSD_musicnn"), "track",
+                       "bundled, offline: MusiCNN taught to hear rooms, hiss and phones as it hears a clean file; "
+                       "styles under nine genres"),
     "musicnn-original": Bundled(("MTT_musicnn", "MSD_musicnn"), None,
-                                "the same, always the upstream weights: for comparisons"),
+                                "the upstream MusiCNN weights (the default's teacher): for comparisons"),
     "musicnn-room": Bundled(("MTT_musicnn", "MSD_musicnn"), "robust",
-                            "bundled, taught to hear a room: +18 points where people talk, -6 on clean audio"),
+                            "bundled, the first room model: best where synthetic-sounding voices talk over the "
+                            "music, worse than musicnn through real rooms and phones"),
     "musicnn-mtt": Bundled(("MTT_musicnn",), None, "one checkpoint (MagnaTagATune, 50 tags)", False),
     "musicnn-msd": Bundled(("MSD_musicnn",), None, "one checkpoint (Million Song Dataset, 50 tags)", False),
     "vgg-mtt": Bundled(("MTT_vgg",), None, "the VGG baseline (MagnaTagATune)", False),
@@ -37,8 +39,8 @@ OTHER_SPECS: tuple[tuple[str, str], ...] = (
     ("a directory", "a checkpoint saved with save_pretrained"),
 )
 
-ADVICE = ("Which model: musicnn for clean audio (a line-in, a file, a quiet room), musicnn-room for a microphone "
-          "where people talk over the music (a shop, a bar, a hall).")
+ADVICE = ("Which model: musicnn everywhere (a line-in, a file, a microphone in a shop, a bar or a hall); "
+          "musicnn-original to compare with the upstream weights.")
 
 
 def listed() -> list[tuple[str, str]]:

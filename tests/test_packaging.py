@@ -26,7 +26,8 @@ except ImportError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ["MTT_musicnn.safetensors", "MSD_musicnn.safetensors", "MTT_vgg.safetensors", "MSD_vgg.safetensors",
            "LICENSE", "README.md", "robust/MTT_musicnn.safetensors", "robust/MSD_musicnn.safetensors",
-           "robust/MODEL_CARD.md"]  # robust/: the "musicnn-room" student and its card
+           "robust/MODEL_CARD.md", "track/MTT_musicnn.safetensors", "track/MSD_musicnn.safetensors",
+           "track/MODEL_CARD.md"]  # robust/: the "musicnn-room" student; track/: the default "musicnn"
 # onnxruntime-web for the kiosk's device mode: git-ignored (~15 MB), vendored by tools/vendor_ort_web.py
 # (scripts/setup.sh runs it) and shipped in the wheel as package data.
 ORT_WEB = "ui/net/kiosk_assets/device/ort"

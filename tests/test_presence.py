@@ -299,5 +299,19 @@ def test_shipped_calibration_was_checked_on_held_out_tracks(musicnn):
     eng.close()
 
 
+def test_every_shipped_calibration_and_head_was_fitted_on_the_weights_that_ship_under_its_name():
+    """New weights under an old name (the default became a trained student) need a new fit: a
+    calibration records the digest of the weights it was fitted on."""
+    from stream.models.musicnn.model import SPECS, weights_digest
+    table = json.loads(open("stream/models/musicnn/calibration.json").read())
+    assert "musicnn" in table
+    for name, entry in table.items():
+        assert name in SPECS and entry.get("weights_sha256") == weights_digest(name), name
+    assert weights_digest("musicnn") != weights_digest("musicnn-original")
+    # the device page's presence head reads the default's logits (stream/presence_head.py)
+    head = json.loads(open("stream/models/musicnn/presence_head.json").read())
+    assert head["weights_sha256"] == weights_digest("musicnn")
+
+
 def test_words():
     assert [words(c) for c in (0.9, 0.8, 0.6, 0.2, None)] == ["sure", "sure", "likely", "unsure", None]

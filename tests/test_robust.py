@@ -1,6 +1,8 @@
-"""The room-robust recipe (issue 18): the acoustic chain, the export to the checkpoint layout, a
-real training step, and the student it shipped ("musicnn-room"): it loads, runs under ONNX Runtime
-as under torch, and keeps its family verdict through a room better than the original does."""
+"""The room-robust recipe (issue 18, issue 35): the acoustic chain, the export to the checkpoint
+layout, a real training step, and the students it shipped ("musicnn", the default since
+2026-12-06, and "musicnn-room"): they load and run under ONNX Runtime as under torch, keep their
+family verdict through a room better than the original does, and the default keeps the
+original's clean headline on most patches."""
 from __future__ import annotations
 
 import copy
@@ -229,16 +231,20 @@ def test_blend_runs_from_teacher_to_student_and_missing_packages_are_named(tmp_p
         RD.prepare_patches(tmp_path, [missing], "t", 5.0, 2)
 
 
+STUDENTS = ("musicnn", "musicnn-room")  # the default (track-level targets) and the first room model
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not onnxruntime_available()[0], reason="onnxruntime/onnx not installed")
-def test_shipped_room_model_loads_and_runs_under_onnxruntime_as_under_torch(monkeypatch, tmp_path):
-    folder = WEIGHTS_DIR / TRAINED["musicnn-room"]
+@pytest.mark.parametrize("spec", STUDENTS)
+def test_shipped_student_loads_and_runs_under_onnxruntime_as_under_torch(spec, monkeypatch, tmp_path):
+    folder = WEIGHTS_DIR / TRAINED[spec]
     card = (folder / "MODEL_CARD.md").read_text()
     assert "ISC" in card and "asc-music" in card  # the teacher's licence; the validation packages
     monkeypatch.delenv("STREAM_BACKEND", raising=False)
     monkeypatch.setenv("STREAM_CACHE", str(tmp_path))
-    ref = load_bundled("musicnn-room", backend="torch")
-    fast = load_bundled("musicnn-room", backend="onnxruntime")  # (auto may pick bf16: test_precision.py)
+    ref = load_bundled(spec, backend="torch")
+    fast = load_bundled(spec, backend="onnxruntime")  # (auto may pick bf16: test_precision.py)
     assert fast.backend == "onnxruntime", fast.kernels["MTT_musicnn"].reason
     x = np.stack([p[PRE_ROLL:] for p in real_patches(4, seed=3)])
     assert np.abs(fast.predict(x) - ref.predict(x)).max() <= 1e-4  # the load-time self-check's tolerance
@@ -267,21 +273,58 @@ def validation_excerpts(per_package: int = 5, per_track: int = 8) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def validation_audio():
+    """Real validation excerpts (packages never trained on), with pre-roll."""
+    return validation_excerpts()
+
+
+def kept_family(spec: str, clean: np.ndarray, degraded: np.ndarray) -> int:
+    m = load_bundled(spec, backend="onnxruntime")  # (float32 as torch, a third less CPU)
+    return int((family_is_electronic(m, degraded) == family_is_electronic(m, clean)).sum())
+
+
 @pytest.mark.slow
-def test_room_model_keeps_its_family_through_a_room_more_often_than_the_original():
-    """Real validation excerpts (packages never trained on), each through a seeded draw of the
-    full chain with rooms and voices from the validation seeds: the room model's verdict on the
-    degraded patch equals its own clean verdict more often than the original's does."""
+@pytest.mark.xdist_group("robust_students")
+def test_room_model_keeps_its_family_through_a_room_with_voices_more_often_than_the_original(validation_audio):
+    """Each excerpt through a seeded draw of the full chain, rooms and espeak voices of the
+    validation seeds: the first room model's verdict on the degraded patch equals its own clean
+    verdict more often than the original's does."""
     chain = RC.Chain(RC.rir_bank(8, seed=5000), RC.babble_bank(3, seed=5001, seconds=4.0, talkers=(3, 5)),
                      RC.ChainConfig(p_clean=0.0))
-    audio = validation_excerpts()
-    clean = audio[:, PRE_ROLL:]
-    degraded = np.stack([chain.apply(x, np.random.default_rng(100 + i), PRE_ROLL) for i, x in enumerate(audio)])
-    kept = {}
-    for spec in ("musicnn-original", "musicnn-room"):
-        m = load_bundled(spec, backend="onnxruntime")  # (float32 as torch, a third less CPU)
-        kept[spec] = int((family_is_electronic(m, degraded) == family_is_electronic(m, clean)).sum())
+    clean = validation_audio[:, PRE_ROLL:]
+    degraded = np.stack([chain.apply(x, np.random.default_rng(100 + i), PRE_ROLL) for i, x in enumerate(validation_audio)])
+    kept = {spec: kept_family(spec, clean, degraded) for spec in ("musicnn-original", "musicnn-room")}
     assert kept["musicnn-room"] > kept["musicnn-original"], kept
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("robust_students")
+def test_default_keeps_its_family_through_rooms_hiss_and_a_laptop_more_often_than_the_original(validation_audio):
+    """The default's gains (model card): each excerpt through bench/robust.py's room, laptop and
+    hiss conditions (seeded), the verdicts on all three counted together; under synthetic
+    voices it is no better than the original (the café condition), so they are not here."""
+    clean = validation_audio[:, PRE_ROLL:]
+    degraded = np.concatenate([np.stack([RC.condition(c, x, seed=100 + i)[PRE_ROLL:] for i, x in enumerate(validation_audio)])
+                               for c in ("room", "laptop", "hiss")])
+    clean3 = np.concatenate([clean] * 3)
+    kept = {spec: kept_family(spec, clean3, degraded) for spec in ("musicnn-original", "musicnn")}
+    assert kept["musicnn"] > kept["musicnn-original"], kept
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("robust_students")
+def test_default_keeps_the_originals_clean_headline_on_most_patches(validation_audio):
+    """The default must not trade clean audio for rooms: on clean validation excerpts its headline
+    genre (the engine's genre level) equals the original's on most patches (measured: 92 % of 51)."""
+    from stream import EngineConfig, StreamEngine
+    clean = validation_audio[:, PRE_ROLL:]
+    heads = {}
+    for name in ("musicnn-original", "musicnn"):
+        m = load_bundled(name, backend="onnxruntime")
+        gl = StreamEngine(m, EngineConfig(music_detector=False), background=False).genre_level
+        heads[name] = np.array([np.argmax(gl.scores(p)) for p in m.predict(clean)])
+    assert np.mean(heads["musicnn"] == heads["musicnn-original"]) >= 0.8, heads
 
 
 def test_front_lr_scales_only_the_front_convolutions_of_the_layers_trained():

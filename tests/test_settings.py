@@ -61,7 +61,7 @@ def test_the_models_listed_are_the_ones_that_load():
     from stream.models.musicnn.model import SPECS, TRAINED
 
     assert list(SPECS) == list(registry.BUNDLED)
-    assert TRAINED == {"musicnn-room": "robust"}
+    assert TRAINED == {"musicnn": "track", "musicnn-room": "robust"}
     assert [n for n, _ in registry.listed()][:3] == ["musicnn", "musicnn-original", "musicnn-room"]
 
 

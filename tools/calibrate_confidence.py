@@ -55,10 +55,11 @@ def track_list(check_all: bool = True) -> list:
     return [(t, side) for _, t, side in sorted(out, key=lambda x: x[0])]
 
 
-def gather(model, y: np.ndarray) -> dict:
+def gather(model, y: np.ndarray, teacher=None) -> dict:
     """Per readout of one excerpt of a track (`y`: mono at the model's rate): the headline genre
     and the smoothed genre scores (all genres); and the track's verdict: the argmax of the
-    teacher's genre scores averaged over 3 s patches every 6 s of the whole track."""
+    teacher's genre scores averaged over 3 s patches every 6 s of the whole track (`teacher`:
+    the original MusiCNN, whichever model is calibrated; None: the model itself)."""
     from stream import EngineConfig, StreamEngine
 
     rate = int(model.sample_rate)
@@ -83,7 +84,8 @@ def gather(model, y: np.ndarray) -> dict:
     if not loud.any():
         return {"smooth": smooth[:0], "head": np.zeros(0, np.int64), "verdict": -1, "genres": genres,
                 "times": np.zeros(0, np.float32)}
-    probs = np.concatenate([model.predict(patches[loud][i:i + 16]) for i in range(0, int(loud.sum()), 16)])
+    teacher = teacher or model
+    probs = np.concatenate([teacher.predict(patches[loud][i:i + 16]) for i in range(0, int(loud.sum()), 16)])
     verdict = int(np.argmax(np.mean([gl.scores(p) for p in probs], axis=0)))
     head = np.array([genres.index(r.genre) for r in rows], np.int64)
     return {"smooth": smooth, "head": head, "verdict": verdict, "genres": genres,
@@ -123,7 +125,8 @@ def load_track(model, track) -> np.ndarray:
     return np.ascontiguousarray(y, np.float32)
 
 
-def gathered(model, cache_dir: str, part: tuple[int, int] | None = None, only_cached: bool = False) -> list[dict]:
+def gathered(model, cache_dir: str, part: tuple[int, int] | None = None, only_cached: bool = False,
+             teacher=None) -> list[dict]:
     """The readouts of every track (cached per track in `cache_dir`); with `part` (K, N) only
     the K-th of N shares of the tracks not yet cached are gathered (run N at once); with
     `only_cached` none are."""
@@ -138,7 +141,7 @@ def gathered(model, cache_dir: str, part: tuple[int, int] | None = None, only_ca
         elif only_cached or (part and k % part[1] != part[0]):
             continue  # another part gathers it
         else:
-            d = gather(model, load_track(model, t))
+            d = gather(model, load_track(model, t), teacher)
             np.savez(cache + ".tmp.npz", **d)
             os.replace(cache + ".tmp.npz", cache)
         d.update(pkg=t.package, name=t.name, side=side)
@@ -200,6 +203,8 @@ def held_out(tracks: list[dict], name: str) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="musicnn")
+    ap.add_argument("--teacher", default="musicnn-original",
+                    help="whose verdict over the whole track is the truth (the same for every model calibrated)")
     ap.add_argument("--cache", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "calib_cache"))
     ap.add_argument("--part", type=int, nargs=2, metavar=("K", "N"),
                     help="gather only the K-th of N shares of the tracks (run N at once; then once without)")
@@ -212,7 +217,8 @@ def main() -> None:
     from stream import load_model
     from stream.calibration import Calibrator, reliability, reliability_of
     model = load_model(args.model)
-    tracks = gathered(model, args.cache, args.part, only_cached=args.gathered_only)
+    teacher = load_model(args.teacher) if args.teacher != args.model else model
+    tracks = gathered(model, args.cache, args.part, only_cached=args.gathered_only, teacher=teacher)
     if args.part:
         return
     for t in tracks:  # readouts of the excerpt only (a cache gathered with a longer one is cut)
@@ -259,7 +265,9 @@ def main() -> None:
         except (KeyError, TypeError, ValueError):
             pass
     every, per_pkg = every_package(method)
-    refit = {"method": method, "calibration": cal.to_json(), "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
+    from stream.models.musicnn.model import SPECS, weights_digest
+    digest = weights_digest(model.name) if model.name in SPECS else None
+    refit = {"method": method, "calibration": cal.to_json(), "weights_sha256": digest, "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
              "fit_packages": sorted({t["pkg"] for t in fit_tracks}),
              "check_packages": sorted({t["pkg"] for t in check_tracks}),
              "fitted_on": described(fit_tracks), "checked_on": described(check_tracks),
@@ -279,7 +287,7 @@ def main() -> None:
                              "reliability": rep["bins"], "ece_every_package_held_out": every_old[0],
                              "every_package_held_out": every_old[1], "refit_not_shipped": refit}
     else:
-        table[model.name] = {**cal.to_json(), "genres": genres, **refit, "ece_raw_score": round(raw_rep["ece"], 4),
+        table[model.name] = {**cal.to_json(), "genres": genres, **{k: v for k, v in refit.items() if k != "calibration"}, "ece_raw_score": round(raw_rep["ece"], 4),
                              "accuracy_check": round(rep["accuracy"], 4), "reliability": rep["bins"]}
     print(json.dumps({"shipped": table[model.name]["method"], "ece_check": rep["ece"], "ece_raw_score": raw_rep["ece"],
                       "refit": refit}))

@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 
+from stream.models.musicnn.model import weights_digest
 from stream.presence_head import HEAD_FILE, PresenceHead, head_features
 from tools import robust_data as RD
 
@@ -312,6 +313,7 @@ def main() -> int:
         counts[x] = counts.get(x, 0) + 1
     doc = {**head.to_json(),
            "features": "log-mel mean (96), log-mel std over frames (96), first network's logits (50)",
+           "weights_sha256": weights_digest("musicnn"),  # the networks whose logits it reads
            "recipe": {"script": "tools/train_presence_head.py", "seed": SEED, "l2": l2, "cv_balanced_accuracy": cv,
                       "train_accuracy": train_acc, "patches": counts, "music_packages": [p.name for p in RD.TRAIN],
                       "noise_packages": [p.name for p in RD.NOISE_TRAIN],

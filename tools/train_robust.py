@@ -136,11 +136,17 @@ def validation_data(a, teacher, frontend, tags) -> RL.Validation:
                          RT.top_genre(t_va, tags))
 
 
+RUN_FILE = "run.json"  # the arguments the run last started with (export records them)
+
+
 def export_run(a, teacher, folder: Path, best: dict) -> None:
     students = RL.nets_from(teacher, {ck: blend(teacher[ck].state_dict(), best["nets"][ck], a.blend) for ck in teacher})
     out = WEIGHTS_DIR / "robust" if a.install else (a.out or folder / "weights")
+    # the training run's own arguments (run.json, written when it starts), not an --export-only call's
+    run = folder / RUN_FILE
+    train_args = run.read_text() if run.exists() else json.dumps({k: str(v) for k, v in vars(a).items()})
     meta = {"recipe": "python -m tools.train_robust", "run": a.tag, "step": best["step"], "blend": a.blend,
-            "args": json.dumps({k: str(v) for k, v in vars(a).items()}), "teacher": "musicnn 0.1.0 (ISC)",
+            "args": train_args, "teacher": "musicnn 0.1.0 (ISC)",
             "train_packages": ",".join(p.name for p in RD.TRAIN)}
     export(students, out, meta)
 
@@ -166,6 +172,8 @@ def main(argv=None) -> int:
         export_run(a, teacher, folder, best)
         log(f"exported step {best['step']} (validation score {best['score']:.3f})")
         return 0
+    (folder / RUN_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (folder / RUN_FILE).write_text(json.dumps({k: str(v) for k, v in vars(a).items()}))
     data = training_data(a, teacher, frontend, tags)
     val = validation_data(a, teacher, frontend, tags)
     log(f"validation, the original pair: {RL.evaluate(teacher, frontend, val, tags)}")

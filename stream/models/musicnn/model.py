@@ -1,6 +1,7 @@
 """`MusicnnModel`: the bundled offline tagger (musicnn 0.1.0 weights, ISC) as an `AudioModel`."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -24,8 +25,8 @@ GENRES_PATH = PACKAGE_DIR / "genres.json"  # each genre tag's top-level genre (a
 
 # spec -> checkpoints it runs, and the specs whose weights are not the converted originals: spec ->
 # folder under weights/ (a model card beside them); both from the one list of models (stream/registry.py).
-# "musicnn-room" is the room-robust student of tools/train_robust.py: opt-in, because it misses
-# issue 18's targets for the default (bench/README.md, "Room-robust model").
+# "musicnn" is the track-target student of tools/train_robust.py (weights/track/MODEL_CARD.md);
+# "musicnn-original" the converted upstream pair, its teacher; "musicnn-room" the first student.
 SPECS: dict[str, tuple[str, ...]] = {name: b.checkpoints for name, b in BUNDLED.items()}
 TRAINED: dict[str, str] = {name: b.weights for name, b in BUNDLED.items() if b.weights}
 
@@ -223,15 +224,23 @@ class MusicnnModel(AudioModel):
         return out.cpu().numpy().astype(np.float32, copy=False)
 
 
+def weights_digest(spec: str) -> str:
+    """sha256 over a bundled spec's weight files, in checkpoint order: what a calibration or a
+    head fitted on its outputs records, so that new weights under an old name are caught."""
+    h = hashlib.sha256()
+    for ckpt in SPECS[spec]:
+        h.update((WEIGHTS_DIR / TRAINED.get(spec, "") / f"{ckpt}.safetensors").read_bytes())
+    return h.hexdigest()
+
+
 def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "auto") -> MusicnnModel:
     """Load a bundled musicnn model, offline.
 
-    Specs: ``"musicnn"`` (MTT + MSD musicnn merged, 92 tags; the default), ``"musicnn-original"``
-    (the same, named for comparisons), ``"musicnn-room"`` (the same two networks distilled to hear
-    a room, people talking and a small mic as they hear a clean file: family readouts hold better
-    in noisy rooms, most with talk (+18 points in a café), at the price of ~6 points on clean
-    audio and a top genre that differs from the default's on ~1 clean window in 4; same cost;
-    weights/robust/MODEL_CARD.md),
+    Specs: ``"musicnn"`` (MTT + MSD musicnn merged, 92 tags; the default: the pair taught
+    track-level targets through rooms, hiss and phones, clean headline as the original's on ~97 %
+    of windows; weights/track/MODEL_CARD.md), ``"musicnn-original"`` (the converted upstream
+    pair, the default's teacher), ``"musicnn-room"`` (the first student: best under synthetic
+    talk, ~6 points lower on clean audio; weights/robust/MODEL_CARD.md),
     ``"musicnn-mtt"``, ``"musicnn-msd"``, ``"vgg-mtt"``, ``"vgg-msd"`` (single checkpoints,
     50 tags). The vgg models cost about as much per patch as musicnn on a CPU (see
     bench/musicnn.py) and score a little lower upstream (ROC-AUC on MTT 0.9030 vs

@@ -423,6 +423,28 @@ def test_one_trainer_step_on_track_targets_lowers_the_loss_and_a_run_resumes(req
             assert torch.allclose(net(tr.frontend(x)), want(tr.frontend(x)), atol=1e-4)
 
 
+def test_clean_pass_learns_its_own_targets_when_given(request, tmp_path, monkeypatch):
+    """--clean-mix: the clean items' loss reads `Data.clean_targets` (the teacher's patch output
+    with --clean-mix 0), the degraded pass the track-level targets."""
+    if ran_in_own_process(request):
+        return
+    banks = request.getfixturevalue("banks")
+    tr = tiny_run(tmp_path, banks, p_mask=0.0, dropout=0.0, p_mix=0.0, steps=1)
+    patch_only = {ck: t + 0.125 for ck, t in tr.data.targets.items()}  # distinguishable from the track targets
+    tr.data.clean_targets = patch_only
+    seen = []
+    real = RL.distill_loss
+    monkeypatch.setattr(RL, "distill_loss", lambda nets, mel, t, *a: seen.append(t) or real(nets, mel, t, *a))
+    _, idx, partner, lam, x, clean = next(iter(RL.Batches(tr.data.audio, tr.data.weights, (tr.data.margin > 0).astype(np.int8),
+                                                          tr.data.chain, tr.cfg, 0)))
+    tr.train_step(idx, partner, lam, x, clean)
+    i = idx.numpy()
+    track, own = seen
+    for ck in RT.NETS:
+        assert np.allclose(track[ck].numpy(), tr.data.targets[ck][i])
+        assert np.allclose(own[ck].numpy(), patch_only[ck][i[:len(clean)]])
+
+
 def test_student_noise_masks_mixes_within_a_family_and_drops_out_only_in_training(request):
     if ran_in_own_process(request):
         return

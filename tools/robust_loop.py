@@ -198,6 +198,9 @@ class Data:
     targets: dict  # per net: the track-level target probabilities
     margin: np.ndarray  # the track's family margin per patch
     chain: RC.Chain
+    # per net: the clean pass's targets, when they mix less of the track than `targets` (None: the
+    # same); the teacher's own patch output here anchors the clean headline to the teacher's
+    clean_targets: dict | None = None
 
 
 def lr_lambda(cfg: LoopConfig):
@@ -246,6 +249,8 @@ class Trainer:
         loss = distill_loss(self.students, mel, targets, margin, self.cols, c.family_weight)
         if mel_clean is not None:
             k = len(clean)
+            if d.clean_targets is not None:
+                targets, _ = batch_targets(d.clean_targets, d.margin, idx, partner, lam)
             loss = loss + c.clean_weight * distill_loss(self.students, mel_clean, {ck: t[:k] for ck, t in targets.items()},
                                                         margin[:k], self.cols, c.family_weight)
         self.opt.zero_grad()

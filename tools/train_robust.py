@@ -76,6 +76,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--blend", type=float, default=1.0, help="export teacher + BLEND x (student - teacher)")
     ap.add_argument("--stop-after", type=int, default=None, help="stop (and export) after this many steps")
     ap.add_argument("--mix", type=float, default=0.7, help="share of the track's mean in each patch's target")
+    ap.add_argument("--clean-mix", type=float, default=None,
+                    help="the same for the clean pass (default: --mix; 0: the teacher's own output on the patch)")
     ap.add_argument("--context", type=int, default=0,
                     help="patches either side that the mean covers (0: the whole track; 5 = 33 s at a 3 s stride)")
     ap.add_argument("--stride", type=float, default=3.0, help="seconds between training patches")
@@ -120,7 +122,10 @@ def training_data(a, teacher, frontend, tags) -> RL.Data:
     recorded = RD.recorded_bank(RD.NOISE_TRAIN) if a.recorded else []
     log(f"  chain: {len(rirs)} rooms, {len(babble)} babble clips, {len(recorded)} recorded clips")
     chain = RC.Chain(rirs, babble, chain_config(a.chain, a.p_clean, a.p_hiss), recorded=recorded)
-    return RL.Data(tr["audio"], balance_weights(top, a.balance, a.min_group), targets, margin, chain)
+    clean_targets = None
+    if a.clean_mix is not None and a.clean_mix != a.mix:
+        clean_targets, _ = RT.track_targets(t_tr, tr, cols, a.clean_mix, a.context)
+    return RL.Data(tr["audio"], balance_weights(top, a.balance, a.min_group), targets, margin, chain, clean_targets)
 
 
 def validation_data(a, teacher, frontend, tags) -> RL.Validation:

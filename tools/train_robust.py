@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from stream.models.musicnn.frontend import LogMel
-from stream.models.musicnn.model import GENRE_TAGS, WEIGHTS_DIR, load_tag_lists
+from stream.models.musicnn.model import GENRE_TAGS, TRAINED, WEIGHTS_DIR, load_tag_lists
 
 from . import robust_chain as RC
 from . import robust_data as RD
@@ -70,7 +70,10 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "live-genre-robust")
     ap.add_argument("--tag", default="track", help="the run's folder under --cache (checkpoints, log, snapshots)")
     ap.add_argument("--out", type=Path, default=None, help="where the weights go (default: <cache>/<tag>/weights)")
-    ap.add_argument("--install", action="store_true", help="write them where the package ships the room model")
+    ap.add_argument("--install", action="store_true",
+                    help="write them where the package ships the default musicnn (then refit its confidence, "
+                         "tools/calibrate_confidence.py, and the device's presence head, tools/train_presence_head.py: "
+                         "a test checks both were fitted on the weights that ship)")
     ap.add_argument("--export-only", action="store_true", help="export a snapshot of the run as it stands, and stop")
     ap.add_argument("--step", type=int, default=None, help="with --export-only: this step's snapshot (default: best)")
     ap.add_argument("--blend", type=float, default=1.0, help="export teacher + BLEND x (student - teacher)")
@@ -146,7 +149,7 @@ RUN_FILE = "run.json"  # the arguments the run last started with (export records
 
 def export_run(a, teacher, folder: Path, best: dict) -> None:
     students = RL.nets_from(teacher, {ck: blend(teacher[ck].state_dict(), best["nets"][ck], a.blend) for ck in teacher})
-    out = WEIGHTS_DIR / "robust" if a.install else (a.out or folder / "weights")
+    out = WEIGHTS_DIR / TRAINED["musicnn"] if a.install else (a.out or folder / "weights")
     # the training run's own arguments (run.json, written when it starts), not an --export-only call's
     run = folder / RUN_FILE
     train_args = run.read_text() if run.exists() else json.dumps({k: str(v) for k, v in vars(a).items()})

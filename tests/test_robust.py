@@ -6,6 +6,7 @@ original's clean headline on most patches."""
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import subprocess
 import sys
@@ -279,8 +280,13 @@ def validation_audio():
     return validation_excerpts()
 
 
+@functools.lru_cache(maxsize=None)
+def ort_model(spec: str):
+    return load_bundled(spec, backend="onnxruntime")  # (float32 as torch, a third less CPU)
+
+
 def kept_family(spec: str, clean: np.ndarray, degraded: np.ndarray) -> int:
-    m = load_bundled(spec, backend="onnxruntime")  # (float32 as torch, a third less CPU)
+    m = ort_model(spec)
     return int((family_is_electronic(m, degraded) == family_is_electronic(m, clean)).sum())
 
 
@@ -321,7 +327,7 @@ def test_default_keeps_the_originals_clean_headline_on_most_patches(validation_a
     clean = validation_audio[:, PRE_ROLL:]
     heads = {}
     for name in ("musicnn-original", "musicnn"):
-        m = load_bundled(name, backend="onnxruntime")
+        m = ort_model(name)
         gl = StreamEngine(m, EngineConfig(music_detector=False), background=False).genre_level
         heads[name] = np.array([np.argmax(gl.scores(p)) for p in m.predict(clean)])
     assert np.mean(heads["musicnn"] == heads["musicnn-original"]) >= 0.8, heads

@@ -267,7 +267,8 @@ def main() -> None:
     every, per_pkg = every_package(method)
     from stream.models.musicnn.model import SPECS, weights_digest
     digest = weights_digest(model.name) if model.name in SPECS else None
-    refit = {"method": method, "calibration": cal.to_json(), "weights_sha256": digest, "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
+    refit = {"method": method, "calibration": cal.to_json(), "weights_sha256": digest,
+             "lopo_ece_fit_packages": {k: round(v, 4) for k, v in lopo.items()},
              "fit_packages": sorted({t["pkg"] for t in fit_tracks}),
              "check_packages": sorted({t["pkg"] for t in check_tracks}),
              "fitted_on": described(fit_tracks), "checked_on": described(check_tracks),
@@ -287,7 +288,8 @@ def main() -> None:
                              "reliability": rep["bins"], "ece_every_package_held_out": every_old[0],
                              "every_package_held_out": every_old[1], "refit_not_shipped": refit}
     else:
-        table[model.name] = {**cal.to_json(), "genres": genres, **{k: v for k, v in refit.items() if k != "calibration"}, "ece_raw_score": round(raw_rep["ece"], 4),
+        fitted = {k: v for k, v in refit.items() if k != "calibration"}  # (its fields sit at the top)
+        table[model.name] = {**cal.to_json(), "genres": genres, **fitted, "ece_raw_score": round(raw_rep["ece"], 4),
                              "accuracy_check": round(rep["accuracy"], 4), "reliability": rep["bins"]}
     print(json.dumps({"shipped": table[model.name]["method"], "ece_check": rep["ece"], "ece_raw_score": raw_rep["ece"],
                       "refit": refit}))

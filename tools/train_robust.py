@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         export_run(a, teacher, folder, best)
         log(f"exported step {best['step']} (validation score {best['score']:.3f})")
         return 0
-    (folder / RUN_FILE).parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / RUN_FILE).write_text(json.dumps({k: str(v) for k, v in vars(a).items()}))
     data = training_data(a, teacher, frontend, tags)
     val = validation_data(a, teacher, frontend, tags)

@@ -44,6 +44,7 @@ from bench import common as C
 warnings.filterwarnings("ignore")
 
 CHUNK_S = 0.1
+SETTLE_S = 6.0  # real time fed before each trial's measured period (run)
 
 
 def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int | None = None, cfg=None) -> dict:
@@ -83,6 +84,9 @@ def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int | None 
     t_wait = time.perf_counter()
     while (worker.pending() or any(e.latest is None for e in engines)) and time.perf_counter() - t_wait < 120:
         time.sleep(0.05)
+    # Settle: the prefill scored each window's patches at once, so for two patch spacings the hops
+    # would score patches a live stream scored long before (more rows per hop, none a streaming step).
+    C.paced(SETTLE_S, CHUNK_S, lambda tick: [feed(i, CHUNK_S) for i in range(n)])
     base = [e.stats for e in engines]
     b0, w0, r0 = worker.batches, worker.windows, worker.rows
     lags: list[list[float]] = [[] for _ in range(n)]
@@ -222,10 +226,14 @@ def quality(seconds_per_file: float = 60.0) -> list:
     return [(k, len(v), float(np.max(v)), float(np.median(v)), int(flips[k])) for k, v in rows.items() if v]
 
 
-def model_gflop(model) -> float:
+def model_gflop(model, streaming: bool = False) -> float:
     """GFLOP per patch of all the model's networks: 2 x the multiply-accumulates of their
-    convolutions and linear layers, counted by hooks on one torch forward (the rest is < 1 %)."""
+    convolutions and linear layers, counted by hooks on one torch forward (the rest is < 1 %).
+    streaming: what a live patch after the stream's first costs (the streaming front end's step
+    and the rest of the network, stream/models/musicnn/streaming.py)."""
     import torch
+
+    from stream.models.musicnn.streaming import CHANNELS, _Rest, _Step
 
     macs = 0
 
@@ -239,7 +247,11 @@ def model_gflop(model) -> float:
     for net in model.nets.values():
         handles = [m.register_forward_hook(hook) for m in net.modules()]
         with torch.inference_mode():
-            net(torch.zeros(1, 187, 96))
+            if streaming:
+                _Step(net)(torch.zeros(1, 187, 96))
+                _Rest(net)(torch.zeros(1, 187, 96 + CHANNELS))
+            else:
+                net(torch.zeros(1, 187, 96))
         for h in handles:
             h.remove()
     return 2 * macs / 1e9
@@ -266,24 +278,37 @@ def peak_gflops_per_core(precision: str, ghz: float | None = None) -> tuple[floa
     return per * ghz, f"{per} FLOP/cycle x {ghz:.2f} GHz"
 
 
-def network_cpu(models: dict, patches: np.ndarray, rounds: int, batch: int) -> dict:
-    """CPU ms per patch of the networks alone (both checkpoints), `batch` patches per call,
-    interleaved rounds: {name: [ms per round]}."""
+def network_cpu(models: dict, audio: np.ndarray, rounds: int, batch: int) -> dict:
+    """CPU ms per patch of the networks alone (both checkpoints), `batch` streams' new patches per
+    call, each round the patches one hop (1 s) on: the whole network on each patch, or, for a
+    model with the streaming front end, its step (each stream's previous patch scored before the
+    rounds). Interleaved rounds: {name: [ms per round]}."""
     import torch
 
+    from stream.models.musicnn.frontend import PATCH_SAMPLES
+
+    rate, grid = C.RATE, 256
     out = {k: [] for k in models}
-    x = {}
-    for name, m in models.items():
-        x[name] = m.logmel(patches[:batch])[:, :187]
-        for fwd in m.kernels.values():
-            fwd(x[name])  # warm
-    for _ in range(rounds):
-        for name, m in models.items():
-            c0 = time.process_time()
-            with torch.inference_mode():
+    ends = [PATCH_SAMPLES + i * 7 * rate for i in range(batch)]  # each stream its own music
+
+    def call(m, state, r):
+        at = [e + r * rate - (e + r * rate) % grid for e in ends]
+        x = m.logmel(np.stack([np.take(audio, np.arange(a - PATCH_SAMPLES, a), mode="wrap") for a in at]))
+        c0 = time.process_time()
+        with torch.inference_mode():
+            if m.streaming is not None:
+                m.streaming.logits(x, [(s, a) for s, a in zip(state, at)])
+            else:
                 for fwd in m.kernels.values():
-                    fwd(x[name])
-            out[name].append((time.process_time() - c0) * 1000.0 / batch)
+                    fwd(x)
+        return (time.process_time() - c0) * 1000.0 / batch
+
+    states = {name: [m.new_stream() for _ in ends] for name, m in models.items()}
+    for name, m in models.items():
+        call(m, states[name], 0)  # warm; the streams' first patches
+    for r in range(1, rounds + 1):
+        for name, m in models.items():
+            out[name].append(call(m, states[name], r))
     return out
 
 
@@ -323,34 +348,37 @@ def capacity(args, audio, seconds: float) -> dict:
     from stream.models.backends import openvino_available
     from stream.models.musicnn import load_bundled
 
-    before = load_bundled("musicnn", backend="onnxruntime")
-    before.frontend.forward = before.frontend._logmel  # the front end as it was: batched, torch's threads
-    models = {"before (fp32 ORT)": before, "fp32 ONNX Runtime": load_bundled("musicnn", backend="onnxruntime")}
+    backends = ["onnxruntime"]
     if openvino_available()[0]:
-        models["OpenVINO " + ("bf16" if load_bundled("musicnn-mtt", backend="openvino").precision == "bf16" else "fp32")] = \
-            load_bundled("musicnn", backend="openvino")
+        backends.append("openvino")
+    models = {}
+    for backend in backends:
+        for streaming in (False, True):
+            m = load_bundled("musicnn", backend=backend, streaming=streaming)
+            label = "fp32 ORT" if backend == "onnxruntime" else f"OpenVINO {m.precision}"
+            models[f"{label}, {'streaming' if m.streaming is not None else 'whole patches'}"] = m
     auto = load_bundled("musicnn")
-    print(f"auto on this CPU: {auto.backend} {auto.precision} ({next(iter(auto.kernels.values())).reason})")
-    gflop = model_gflop(auto)
-    music = C.music_windows(3.0, per_file=4)
-    patches = np.stack([y[:auto.patch_samples] for _, y in music])
-    out = {"gflop_per_patch": gflop, "network": {}, "per_hop": {}}
-    print(f"\nnetworks: {gflop:.2f} GFLOP per patch (both checkpoints); CPU ms per patch (median of interleaved rounds)")
+    print(f"auto on this CPU: {auto.backend} {auto.precision} ({next(iter(auto.kernels.values())).reason}), "
+          f"streaming front end {'on' if auto.streaming is not None else 'off'}")
+    gflop = {False: model_gflop(auto), True: model_gflop(auto, streaming=True)}
+    out = {"gflop_per_patch": gflop[False], "gflop_per_step": gflop[True], "network": {}, "per_hop": {}}
+    print(f"\nnetworks: {gflop[False]:.2f} GFLOP per whole patch, {gflop[True]:.2f} per streaming step (both "
+          "checkpoints); CPU ms per patch (median of interleaved rounds)")
     for batch in (1, 4):
-        ms = network_cpu(models, patches, 5 if args.quick else 9, batch)
+        ms = network_cpu(models, audio, 5 if args.quick else 9, batch)
         for name, v in ms.items():
             m = models[name]
             peak, how = peak_gflops_per_core(m.precision, args.ghz)
-            rate = gflop / (C.med(v) / 1000.0)
+            rate = gflop[m.streaming is not None] / (C.med(v) / 1000.0)
             out["network"][(name, batch)] = (C.med(v), rate, rate / peak)
-            print(f"  {name:18s} batch {batch:2d}: {C.med(v):6.1f} CPU ms/patch, {rate:5.0f} GFLOP/s per core = "
+            print(f"  {name:30s} batch {batch:2d}: {C.med(v):6.1f} CPU ms/patch, {rate:5.0f} GFLOP/s per core = "
                   f"{100 * rate / peak:3.0f} % of {peak:.0f} ({m.precision}: {how})", flush=True)
     cfg = EngineConfig()
     ms, wall = per_hop_cpu({k: (m, cfg) for k, m in models.items()}, audio, rounds=3 if args.quick else 6)
     print("\nper-hop CPU of one stream (inline engine, default settings, median of interleaved rounds):")
     for k, v in ms.items():
         out["per_hop"][k] = C.med(v)
-        print(f"  {k:18s} {C.med(v):6.1f} CPU ms per hop", flush=True)
+        print(f"  {k:30s} {C.med(v):6.1f} CPU ms per hop", flush=True)
     if args.fixed:  # a loaded machine holds too few streams to compare: the cost per readout at fixed N instead
         print("\nfixed N, real time (what a readout costs the process, all threads, batching included):")
         out["fixed"] = {}

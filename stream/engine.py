@@ -21,7 +21,7 @@ from .presence import CONTEXT_S, PresenceTracker, shared_detector
 from .records import EngineStats, Result, SessionSummary, ShareTally, iso_utc  # noqa: F401  (re-exported)
 from .resample import StreamingResampler
 from .smoothing import ScoreSmoother
-from .worker import Job, get_worker
+from .worker import Job, get_worker, score
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ class StreamEngine:
         self._patch = self._patch_plan(c, model, self._win, self._hop)
         self._patch_scores: dict[int, np.ndarray] = {}  # hop boundary (stream sample) -> its patch's probabilities
         self._patch_ends: dict[int, int] = {}  # hop boundary -> where its patch's audio ends (feed thread)
+        # the model's per-stream state (its streaming front end: hops short enough for its step), renewed on reset
+        streaming = self._patch and getattr(model, "patch_grid", None) and self._hop <= model.max_stream_step
+        self._frames = model.new_stream() if streaming else None
         self._resampler: StreamingResampler | None = None
         self._worker = get_worker(model) if background else None
         self._feed_lock = threading.Lock()
@@ -296,8 +299,7 @@ class StreamEngine:
             try:
                 if job.prepare is not None:
                     job.prepare(job)
-                x = job.inputs()
-                probs = self.model.predict(x) if len(x) else np.zeros((0, 0), np.float32)
+                probs = score(self.model, [job])
                 probs, err = (probs[0] if job.window.ndim == 1 else probs), None
             except Exception as exc:
                 probs, err = None, exc
@@ -314,16 +316,21 @@ class StreamEngine:
         ends[end] = have
         for key in [k for k in ends if k < end - (count - 1) * spacing]:
             del ends[key]
-        keys, rows = [], []
+        grid = self._frames is not None and getattr(self.model, "patch_grid", None)
+        keys, rows, context = [], [], []
         for i in range(count):
             key = end - i * spacing
-            stop = len(window) - (have - ends.get(key, key))
+            at = ends.get(key, key)  # in stream samples
+            if grid and len(window) - (have - at) - at % grid >= n:
+                at -= at % grid  # on the model's frame grid: the stream's patches share frames
+            stop = len(window) - (have - at)
             if stop < n:
                 break
             keys.append(key)
             rows.append(window[stop - n:stop])
+            context.append((self._frames, at))
         return _PatchJob(window=np.stack(rows), deliver=self._deliver, meta=meta, prepare=self._prepare,
-                         keys=keys, todo=list(keys))
+                         keys=keys, todo=list(keys), context=context if grid else None)
 
     def _prepare(self, job: _PatchJob) -> None:
         with self._result_lock:
@@ -333,6 +340,8 @@ class StreamEngine:
                 keep = [i for i, k in enumerate(job.keys) if k not in self._patch_scores]
         job.todo = [job.keys[i] for i in keep]
         job.window = job.window[keep]
+        if job.context is not None:
+            job.context = [job.context[i] for i in keep]
 
     def _combine(self, job: _PatchJob, rows: np.ndarray) -> np.ndarray | None:
         """Cache the job's new patch scores; the window's probabilities = mean of its patches."""
@@ -580,6 +589,8 @@ class StreamEngine:
             self._ring.clear()
             self._patch_scores.clear()
             self._patch_ends.clear()
+            if self._frames is not None:
+                self._frames = self.model.new_stream()
             self._since_hop = 0
             if self._resampler is not None:
                 self._resampler.reset()
@@ -605,6 +616,7 @@ class StreamEngine:
             self._resampler = None
             self._ring.release()
             self._patch_ends.clear()
+            self._frames = None
         if self._worker is not None:
             self._worker.cancel(self)
         self.on_result = None

@@ -44,6 +44,7 @@ class Job:
     meta: Any = None
     key: Any = None  # the engine it came from (set by submit)
     prepare: Callable[["Job"], None] | None = None
+    context: list | None = None  # per input row, for models that keep per-stream state (`score`)
 
     @property
     def width(self) -> int:
@@ -155,8 +156,7 @@ class InferenceWorker:
             for job in jobs:
                 if job.prepare is not None:
                     job.prepare(job)
-            x = np.concatenate([j.inputs() for j in jobs])
-            probs = self.model.predict(x) if len(x) else np.zeros((0, 0), np.float32)
+            probs = score(self.model, jobs)
             err = None
         except Exception as exc:  # a model failure must not kill the shared thread
             log.exception("model forward failed")
@@ -175,6 +175,18 @@ class InferenceWorker:
                 job.deliver(job, out, ms, err)
             except Exception:
                 log.exception("result delivery failed")
+
+
+def score(model, jobs: list[Job]) -> np.ndarray:
+    """The model's probabilities for the jobs' inputs, stacked. Where the jobs carry a context
+    (live patches of a model with a streaming front end: `patch_grid`), each row's goes along."""
+    x = np.concatenate([j.inputs() for j in jobs])
+    if not len(x):
+        return np.zeros((0, 0), np.float32)
+    if getattr(model, "patch_grid", None) and any(j.context is not None for j in jobs):
+        context = [c for j in jobs for c in (j.context if j.context is not None else [(None, None)] * len(j.inputs()))]
+        return model.predict(x, context=context)
+    return model.predict(x)
 
 
 _workers_lock = threading.Lock()

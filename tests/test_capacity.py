@@ -64,10 +64,10 @@ def test_64_streams_due_at_once_share_one_predict_call():
     calls, gate = [], threading.Event()
     predict = m.predict
 
-    def gated(x):
+    def gated(x, **kw):  # kw: the streams' frames (the streaming front end)
         calls.append(len(x))
         gate.wait(120)
-        return predict(x)
+        return predict(x, **kw)
 
     m.predict = gated
     y, _ = sf.read(REAL, dtype="float32")

@@ -40,8 +40,10 @@ class CountingNet:
 
 @pytest.fixture(scope="module")
 def musicnn():
-    """One network is enough to check the engine's cache (and costs half of "musicnn")."""
-    return load_bundled("musicnn-mtt")
+    """One network is enough to check the engine's cache (and costs half of "musicnn"). The
+    streaming front end is off: these tests wrap the whole-patch kernels and cut patches at hop
+    boundaries (tests/test_streaming_front.py checks the front end on the same engine paths)."""
+    return load_bundled("musicnn-mtt", streaming=False)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +139,7 @@ def assert_agree(a, b, tol=TOL):
 
 
 def test_one_patch_forward_per_network_per_hop(music):
-    model = load_bundled("musicnn")
+    model = load_bundled("musicnn", streaming=False)
     model.kernels = {k: CountingNet(n) for k, n in model.kernels.items()}
     x, rate = music[0]
     counts = {}

@@ -321,3 +321,24 @@ def _try_backend(module, example, name, source, why_cpu, tolerance, multi_label,
     for i in range((fwd.chunk or 0).bit_length()):  # each batch size it will see (1, 2, 4), once: the arena
         fwd(example[:1].expand(1 << i, *example.shape[1:]))  # reaches its working size at load, not mid-stream
     return fwd, ""
+
+
+def same_backend(fwd: Forward, module, example) -> Forward:
+    """`module` on the backend and precision that `fwd` runs (a part of `fwd`'s network, e.g. the
+    streaming front end's pieces), without a self-check of its own: the caller checks the parts
+    together against `fwd`. Falls back to torch, with the reason, where the library fails."""
+    if fwd.backend == "torch":
+        return Forward(module, "torch", fwd.reason)
+    threads = torch.get_num_threads()
+    try:
+        if fwd.backend == "openvino":
+            session = _openvino_session(module, example, threads, "bf16" if fwd.precision == "bf16" else "f32")
+        else:
+            session = _ort_session(module, example, threads)
+    except Exception as exc:
+        return Forward(module, "torch", f"torch: {fwd.backend} could not run this part ({type(exc).__name__}: {exc})")
+    part = Forward(module, fwd.backend, fwd.reason, session, chunk=ORT_CHUNK)
+    part.precision = fwd.precision
+    for i in range(ORT_CHUNK.bit_length()):  # each batch size once, as select_backend does
+        part(example[:1].expand(1 << i, *example.shape[1:]))
+    return part

@@ -27,6 +27,12 @@ class AudioModel(ABC):
         that length must return one patch's probabilities. The engine may then score each
         hop's new patch once and average it with earlier ones (EngineConfig.patch_reuse).
         None (the default, e.g. Hugging Face checkpoints): windows are always scored whole.
+    patch_grid: optional capability of a patch-scoring model that keeps per-stream state (a
+        streaming front end). The engine then cuts each live patch to end on a multiple of
+        `patch_grid` stream samples, keeps one `new_stream()` object per stream (a new one on
+        reset) and calls ``predict(patches, context=[(state, end sample), ...])``, one entry per
+        row; patches up to `max_stream_step` samples after the stream's previous one are cheaper.
+        The result must be what `predict` gives the same patch without a context.
     """
 
     name: str = "model"
@@ -39,6 +45,8 @@ class AudioModel(ABC):
     min_samples: int = 400
     notice: str | None = None
     patch_samples: int | None = None
+    patch_grid: int | None = None
+    max_stream_step: int = 0
     genres: dict[str, str] | None = None
 
     @abstractmethod

@@ -165,12 +165,19 @@ class MusiCNN(nn.Module):
         self.out.weight.data = t["dense_1/kernel"].t().contiguous()
         self.out.bias.data = t["dense_1/bias"].clone()
 
-    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Intermediate tensors named as in the reference vectors (for checking a port)."""
+    def timbral_features(self, x0: torch.Tensor) -> torch.Tensor:
+        """The two timbral branches, VALID in time: normalised (B, 1, T + 6, F) -> (B, 408, T).
+        Each output frame sees 7 input frames (3 either side); the caller pads (`features`: zeros
+        at the patch edges) or passes real neighbours (`stream.models.musicnn.streaming`)."""
+        return torch.cat([_relu_bn_maxfreq(conv(x0), bn) for conv, bn in zip(self.timbral, self.front_bn[:2])],
+                         dim=1)
+
+    def after_timbral(self, x: torch.Tensor, timbral: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything but the timbral convolutions, on a raw patch x (B, T, F) and its timbral
+        features (B, 408, T): temporal branches, mid end, back end."""
         b, n_t, n_f = x.shape
-        x0 = self.bn_in(x.unsqueeze(1))  # (B, 1, T, F)
-        xp = F.pad(x0, (0, 0, 3, 3))  # time padding 3/3 for the 7-frame timbral kernels
-        front = [_relu_bn_maxfreq(conv(xp), bn) for conv, bn in zip(self.timbral, self.front_bn[:2])]
+        x0 = self.bn_in(x.unsqueeze(1))
+        front = [timbral]
         # (B, 1, T, F) -> (B*F, 1, T): each band is an independent 1-D signal.
         xt = x0[:, 0].transpose(1, 2).reshape(b * n_f, 1, n_t)
         for conv, pad, bn in zip(self.temporal, self.temporal_pad, self.front_bn[2:]):
@@ -187,6 +194,12 @@ class MusiCNN(nn.Module):
         pooled = torch.stack([max_pool, mean_pool], dim=2).reshape(b, -1)  # interleaved
         pen = self.dense_bn(F.relu(self.dense(self.pool_bn(pooled))))
         return {"max_pool": max_pool, "mean_pool": mean_pool, "penultimate": pen, "logits": self.out(pen)}
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Intermediate tensors named as in the reference vectors (for checking a port)."""
+        x0 = self.bn_in(x.unsqueeze(1))  # (B, 1, T, F)
+        xp = F.pad(x0, (0, 0, 3, 3))  # time padding 3/3 for the 7-frame timbral kernels
+        return self.after_timbral(x, self.timbral_features(xp))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)["logits"]

@@ -55,6 +55,20 @@ class _PatchJob(Job):
 
     keys: list = field(default_factory=list)
     todo: list = field(default_factory=list)
+    floor: int = 0  # the oldest patch a later window of the stream still averages
+
+    def absorb(self, old: Job) -> None:
+        """Take over the rows of `old`, this stream's window that this one superseded before it was
+        scored, that later windows will still average: scored now, in order, rather than as older
+        rows hops later (a streaming front end then steps through them instead of computing each
+        whole). Called by the worker, under its lock."""
+        if not isinstance(old, _PatchJob) or old.meta.gen != self.meta.gen or self.context is None:
+            return
+        take = [i for i, k in enumerate(old.todo) if k not in self.todo and k >= self.floor]
+        if take:
+            self.window = np.concatenate([self.window, old.window[take]])
+            self.todo = self.todo + [old.todo[i] for i in take]
+            self.context = self.context + [old.context[i] for i in take]
 
 
 class StreamEngine:
@@ -330,15 +344,16 @@ class StreamEngine:
             rows.append(window[stop - n:stop])
             context.append((self._frames, at))
         return _PatchJob(window=np.stack(rows), deliver=self._deliver, meta=meta, prepare=self._prepare,
-                         keys=keys, todo=list(keys), context=context if grid else None)
+                         keys=keys, todo=list(keys), context=context if grid else None,
+                         floor=end - (count - 1) * spacing)
 
     def _prepare(self, job: _PatchJob) -> None:
         with self._result_lock:
             if job.meta.gen != self._gen or self._closed:
                 keep = []
             else:
-                keep = [i for i, k in enumerate(job.keys) if k not in self._patch_scores]
-        job.todo = [job.keys[i] for i in keep]
+                keep = [i for i, k in enumerate(job.todo) if k not in self._patch_scores]
+        job.todo = [job.todo[i] for i in keep]
         job.window = job.window[keep]
         if job.context is not None:
             job.context = [job.context[i] for i in keep]

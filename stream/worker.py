@@ -76,6 +76,8 @@ class InferenceWorker:
             if self._stopping:
                 return False
             replaced = key in self._pending
+            if replaced and hasattr(job, "absorb"):
+                job.absorb(self._pending[key])  # rows the superseded job would have scored, still needed
             job.key = key
             self._pending[key] = job  # same key keeps its place in the order
             if self._thread is None or not self._thread.is_alive():

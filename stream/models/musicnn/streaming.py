@@ -138,40 +138,51 @@ class StreamingFront:
 
     def logits(self, logmel: torch.Tensor, context: list) -> dict[str, torch.Tensor]:
         """{network: (B, tags) logits} for raw patches (B, 187, 96) with their (StreamFrames | None,
-        end sample | None) each. A patch on its stream's grid within `NEW` frames after that
-        stream's previous patch takes the step; any other computes its timbral frames whole.
-        Either way the stream's state then holds its newest patch."""
-        starts, step_rows, whole_rows, newest = [], [], [], {}
+        end sample | None) each. A stream's rows are taken oldest first (several, when its engine
+        fell behind), each in its own pass: a patch on the grid within `NEW` frames after the one
+        before it takes the step, any other computes its timbral frames whole. Either way the
+        stream's state then holds its newest patch."""
+        streams: dict[int, tuple[StreamFrames, list]] = {}
+        alone = []  # rows without a stream state, or off the grid: whole, and nothing kept
         for i, (frames, end) in enumerate(context):
-            g = (end - PATCH_SAMPLES) // HOP if frames is not None and end is not None and end % HOP == 0 else None
-            starts.append(g)
-            if g is None:
-                whole_rows.append(i)
-                continue
-            if frames.start is not None and 0 < g - frames.start <= NEW and id(frames) not in newest:
-                step_rows.append(i)
+            if frames is None or end is None or end % HOP:
+                alone.append(i)
             else:
-                whole_rows.append(i)
-            if id(frames) not in newest or g > starts[newest[id(frames)]]:
-                newest[id(frames)] = i
+                streams.setdefault(id(frames), (frames, []))[1].append(((end - PATCH_SAMPLES) // HOP, i))
+        passes: list[tuple[list, list]] = [(list(alone), [])]  # per pass: whole rows, step rows (row, from, g)
+        last = {}  # row -> (stream state, start)
+        for frames, rows in streams.values():
+            prev = frames.start
+            for p, (g, i) in enumerate(sorted(rows)):
+                if p == len(passes):
+                    passes.append(([], []))
+                if prev is not None and 0 < g - prev <= NEW:
+                    passes[p][1].append((i, g - prev))
+                else:
+                    passes[p][0].append(i)
+                prev = g
+            last[id(frames)] = (frames, prev)
         x = logmel.detach().cpu().numpy()
         out = {}
         for ck, (whole, step, rest) in self.parts.items():
             tim = np.empty((len(x), CHANNELS, PATCH_FRAMES), np.float32)
-            if whole_rows:
-                tim[whole_rows] = whole(torch.from_numpy(x[whole_rows])).numpy()
-            if step_rows:
-                new = step(torch.from_numpy(x[step_rows])).numpy()
-                for j, i in enumerate(step_rows):
-                    frames = context[i][0]
-                    d = starts[i] - frames.start
-                    tim[i, :, :EDGE] = new[j, :, :EDGE]
-                    tim[i, :, EDGE:PATCH_FRAMES - EDGE - NEW] = frames.interior[ck][:, d:d + INTERIOR - NEW]
-                    tim[i, :, PATCH_FRAMES - EDGE - NEW:] = new[j, :, EDGE:]
+            kept = {id(f): f.interior.get(ck) for f, _ in streams.values()}  # each stream's newest interior so far
+            for whole_rows, step_rows in passes:
+                if whole_rows:
+                    tim[whole_rows] = whole(torch.from_numpy(x[whole_rows])).numpy()
+                if step_rows:
+                    new = step(torch.from_numpy(x[[i for i, _ in step_rows]])).numpy()
+                    for j, (i, d) in enumerate(step_rows):
+                        tim[i, :, :EDGE] = new[j, :, :EDGE]
+                        tim[i, :, EDGE:PATCH_FRAMES - EDGE - NEW] = kept[id(context[i][0])][:, d:d + INTERIOR - NEW]
+                        tim[i, :, PATCH_FRAMES - EDGE - NEW:] = new[j, :, EDGE:]
+                for i in whole_rows + [i for i, _ in step_rows]:
+                    if context[i][0] is not None and i not in alone:
+                        kept[id(context[i][0])] = tim[i, :, EDGE:PATCH_FRAMES - EDGE]
             packed = np.concatenate([x, tim.transpose(0, 2, 1)], axis=2)
             out[ck] = rest(torch.from_numpy(packed))
-            for i in newest.values():  # after every read of this network's old frames
-                context[i][0].interior[ck] = tim[i, :, EDGE:PATCH_FRAMES - EDGE].copy()
-        for i in newest.values():
-            context[i][0].start = starts[i]
+            for frames, _ in streams.values():
+                frames.interior[ck] = kept[id(frames)].copy()
+        for frames, start in last.values():
+            frames.start = start
         return out

@@ -107,7 +107,7 @@ class StreamEngine:
         self._patch_scores: dict[int, np.ndarray] = {}  # hop boundary (stream sample) -> its patch's probabilities
         self._patch_ends: dict[int, int] = {}  # hop boundary -> where its patch's audio ends (feed thread)
         # the model's per-stream state (its streaming front end: hops short enough for its step), renewed on reset
-        streaming = self._patch and getattr(model, "patch_grid", None) and self._hop <= model.max_stream_step
+        streaming = self._patch and hasattr(model, "new_stream") and self._hop <= getattr(model, "max_stream_step", 0)
         self._frames = model.new_stream() if streaming else None
         self._resampler: StreamingResampler | None = None
         self._worker = get_worker(model) if background else None
@@ -326,17 +326,21 @@ class StreamEngine:
         scored just before the forward (`_prepare`), so normally one patch is computed."""
         n, spacing, count = self._patch
         have = self._ring.total
-        ends = self._patch_ends  # an early hop's patch ends where its audio did, for good
-        ends[end] = have
+        grid = getattr(self.model, "patch_grid", None)
+        # Where each hop's patch ends (stream samples), fixed when it is first cut: an early hop's
+        # where its audio did; on the model's frame grid where the window holds it (every face then
+        # cuts the same audio, and a stream's patches share their frames).
+        at = have - have % grid if grid and len(window) - have % grid >= n else have
+        ends = self._patch_ends
+        ends[end] = at
         for key in [k for k in ends if k < end - (count - 1) * spacing]:
             del ends[key]
-        grid = self._frames is not None and getattr(self.model, "patch_grid", None)
         keys, rows, context = [], [], []
         for i in range(count):
             key = end - i * spacing
-            at = ends.get(key, key)  # in stream samples
-            if grid and len(window) - (have - at) - at % grid >= n:
-                at -= at % grid  # on the model's frame grid: the stream's patches share frames
+            at = ends.get(key)
+            if at is None:  # a hop that cut no window (silence)
+                at = key - key % grid if grid else key
             stop = len(window) - (have - at)
             if stop < n:
                 break
@@ -344,7 +348,7 @@ class StreamEngine:
             rows.append(window[stop - n:stop])
             context.append((self._frames, at))
         return _PatchJob(window=np.stack(rows), deliver=self._deliver, meta=meta, prepare=self._prepare,
-                         keys=keys, todo=list(keys), context=context if grid else None,
+                         keys=keys, todo=list(keys), context=context if self._frames is not None else None,
                          floor=end - (count - 1) * spacing)
 
     def _prepare(self, job: _PatchJob) -> None:

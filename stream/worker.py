@@ -181,11 +181,11 @@ class InferenceWorker:
 
 def score(model, jobs: list[Job]) -> np.ndarray:
     """The model's probabilities for the jobs' inputs, stacked. Where the jobs carry a context
-    (live patches of a model with a streaming front end: `patch_grid`), each row's goes along."""
+    (live patches of a model with a streaming front end: `new_stream`), each row's goes along."""
     x = np.concatenate([j.inputs() for j in jobs])
     if not len(x):
         return np.zeros((0, 0), np.float32)
-    if getattr(model, "patch_grid", None) and any(j.context is not None for j in jobs):
+    if any(j.context is not None for j in jobs):
         context = [c for j in jobs for c in (j.context if j.context is not None else [(None, None)] * len(j.inputs()))]
         return model.predict(x, context=context)
     return model.predict(x)

@@ -470,7 +470,8 @@ def _python_presence(pcm: np.ndarray) -> list[dict]:
     from tools.train_presence_head import DeviceGraphs
 
     ends = list(range(48000, len(pcm) + 1, 16000))
-    p = PresenceHead.load().music(DeviceGraphs().features(np.stack([pcm[e - 47616:e] for e in ends])))
+    # each hop's newest patch ends on the 256-sample frame grid, as the engines cut it
+    p = PresenceHead.load().music(DeviceGraphs().features(np.stack([pcm[e - e % 256 - 47616:e - e % 256] for e in ends])))
     tr = PresenceTracker(**TRACKER_SETTINGS)
     return [{"time_s": e / 16000, **vars(tr.update(float(m), 0.0, e / 16000, 1.0))} for e, m in zip(ends, p)]
 

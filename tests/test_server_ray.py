@@ -21,7 +21,8 @@ def ray_server():
 
 
 def test_eight_concurrent_clients_through_ray_get_their_own_results(ray_server):
-    runs, mid = eight_clients(ray_server)  # (checks each run's results against an in-process engine)
+    # (checks each run's results against an in-process engine scoring whole patches, as replicas do)
+    runs, mid = eight_clients(ray_server, streaming=False)
     assert mid["streams"] == 8 and "ray://genre" in mid["model"], mid
     assert len(runs) == 8 and ray_server.healthz()["streams"] == 0
 

@@ -27,12 +27,13 @@ class AudioModel(ABC):
         that length must return one patch's probabilities. The engine may then score each
         hop's new patch once and average it with earlier ones (EngineConfig.patch_reuse).
         None (the default, e.g. Hugging Face checkpoints): windows are always scored whole.
-    patch_grid: optional capability of a patch-scoring model that keeps per-stream state (a
-        streaming front end). The engine then cuts each live patch to end on a multiple of
-        `patch_grid` stream samples, keeps one `new_stream()` object per stream (a new one on
-        reset) and calls ``predict(patches, context=[(state, end sample), ...])``, one entry per
-        row; patches up to `max_stream_step` samples after the stream's previous one are cheaper.
-        The result must be what `predict` gives the same patch without a context.
+    patch_grid: optional, for patch-scoring models: the engine cuts each live patch to end on a
+        multiple of `patch_grid` stream samples (the newest at most that much before the hop).
+    new_stream(): optional, for a model that keeps per-stream state (a streaming front end): the
+        engine keeps what it returns per stream (None: nothing to keep; a new one on reset) and
+        calls ``predict(patches, context=[(state, end sample), ...])``, one entry per row, when
+        its hop is at most `max_stream_step` samples. The result must be what `predict` gives
+        the same patch without a context.
     """
 
     name: str = "model"

@@ -215,6 +215,7 @@ class RemoteModel(AudioModel):
         self.min_samples = int(info["min_samples"])
         # a patch-scoring model: engines send only each hop's new patch (3x less traffic for MusiCNN)
         self.patch_samples = info.get("patch_samples")
+        self.patch_grid = info.get("patch_grid")  # patches cut as an in-process engine cuts them
         self.genres = info.get("genres")  # (None from a deployment older than the genre level)
         # what the replicas run (None from an older deployment): they pick by their own CPU
         self.backend, self.precision = info.get("backend"), info.get("precision")

@@ -142,12 +142,15 @@ CLIENTS = [
 _local_model: dict = {}
 
 
-def local_scores(data: bytes, rate, ch, fmt, chunk_bytes) -> dict:
+def local_scores(data: bytes, rate, ch, fmt, chunk_bytes, streaming: bool = True) -> dict:
     """time_s -> every visible label's probability, from an in-process engine fed the same
-    bytes in the same pieces (smoothing off, so a readout depends on its own window only)."""
-    from stream import EngineConfig, StreamEngine, load_model
+    bytes in the same pieces (smoothing off, so a readout depends on its own window only).
+    streaming: as an in-process server computes (the streaming front end); False as Ray replicas
+    do (whole patches: under bf16 the two differ by rounding, up to ~2e-3)."""
+    from stream import EngineConfig, StreamEngine
+    from stream.models.musicnn import load_bundled
 
-    model = _local_model.get("m") or _local_model.setdefault("m", load_model("musicnn"))
+    model = _local_model.get(streaming) or _local_model.setdefault(streaming, load_bundled("musicnn", streaming=streaming))
     dtype = np.dtype(FORMAT_DTYPES[fmt][0])
     out = {}
     engine = StreamEngine(model, EngineConfig(hop_s=1, smoothing_s=0, top_k=0), background=False,
@@ -158,14 +161,14 @@ def local_scores(data: bytes, rate, ch, fmt, chunk_bytes) -> dict:
     return out
 
 
-def eight_clients(server) -> tuple[list[StreamRun], dict]:
+def eight_clients(server, streaming: bool = True) -> tuple[list[StreamRun], dict]:
     """The CLIENTS streaming to `server` at once in real time (smoothing off, 1 s hop); checks
     what every such run must show and returns (runs, /healthz while all eight stream).
 
     Each run: the server echoed its format, closed normally, received every byte, and its
     results end at its own stream time and are the readouts of its own audio: the same as an
     in-process engine fed the same bytes (batching with other streams changes float rounding
-    only)."""
+    only). streaming: whether the server's model streams its front end (False behind Ray)."""
     chunks = {}
 
     async def one(track, start, seconds, rate, ch, fmt):
@@ -197,7 +200,7 @@ def eight_clients(server) -> tuple[list[StreamRun], dict]:
         assert times and times == sorted(times) and abs(times[-1] - seconds) < 0.1, (what, times)
         assert s["windows_classified"] == len(times), (what, s)
         step = int(0.1 * rate * ch * int(fmt[1:3]) // 8)
-        local = local_scores(chunks[(track, start)], rate, ch, fmt, step)
+        local = local_scores(chunks[(track, start)], rate, ch, fmt, step, streaming)
         for _, r in run.results:
             ref = local[r["time_s"]]
             assert all(abs(v - ref[k]) < 2e-3 for k, v in r["scores"].items()), (what, r, ref)

@@ -119,6 +119,7 @@ def manifest(model, config: EngineConfig | None = None) -> dict:
             "model": model.name,
             "sample_rate": SAMPLE_RATE,
             "patch_samples": PATCH_SAMPLES,
+            "patch_grid": model.patch_grid,  # patches end on the frame grid, as the server's engine cuts them
             "patch_frames": PATCH_FRAMES,
             "frontend": FRONTEND_FILE,
             "nets": nets,

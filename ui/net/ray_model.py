@@ -70,7 +70,8 @@ class ModelServer:
                 "default_labels": None if m.default_labels is None else list(m.default_labels),
                 "default_window_s": float(m.default_window_s), "default_hop_s": float(m.default_hop_s),
                 "min_samples": int(m.min_samples), "in_flight": self.in_flight,
-                "patch_samples": getattr(m, "patch_samples", None), "genres": getattr(m, "genres", None),
+                "patch_samples": getattr(m, "patch_samples", None), "patch_grid": getattr(m, "patch_grid", None),
+                "genres": getattr(m, "genres", None),
                 # the kernel the replica's CPU picked (OpenVINO bf16 / ONNX Runtime fp32 / torch)
                 "backend": getattr(m, "backend", None), "precision": getattr(m, "precision", None)}
 

@@ -113,9 +113,9 @@ class MusicnnModel(AudioModel):
     # per patch ONNX Runtime and OpenVINO cost the same at 1 or 4 rows, so a bigger call only saves
     # per-call overhead; at ~10 ms per patch 64 patches still come back within the hop).
     max_batch = 64
-    # Live patches ending on multiples of this (stream samples) share their timbral frames with the
-    # stream's previous patch (streaming.py); None where the streaming front end is off.
-    patch_grid: int | None = None
+    # Live patches end on multiples of this (stream samples): the STFT's frame grid, so that a stream's
+    # patches share their frames (streaming.py), and every face (page, Ray edge) cuts the same audio.
+    patch_grid = HOP
     max_stream_step = NEW * HOP  # samples: live patches further apart than this are computed whole
 
     def __init__(self, name: str, checkpoints: dict[str, torch.nn.Module], tag_lists: dict[str, list[str]],
@@ -174,11 +174,11 @@ class MusicnnModel(AudioModel):
             self.max_patches_per_forward = 16
         self.streaming = StreamingFront.build(self.nets, self.kernels, self.logmel) \
             if streaming and self.device.type == "cpu" else None
-        self.patch_grid = HOP if self.streaming is not None else None
 
-    def new_stream(self) -> StreamFrames:
-        """A live stream's state for `predict(..., context=)` (the engine keeps one per stream)."""
-        return StreamFrames()
+    def new_stream(self) -> StreamFrames | None:
+        """A live stream's state for `predict(..., context=)` (the engine keeps one per stream);
+        None where the streaming front end is off."""
+        return StreamFrames() if self.streaming is not None else None
 
     # -- pieces, exposed for tests and tools ------------------------------------------
 

@@ -334,10 +334,15 @@ export class DeviceEngine {
     // the grid patches: the newest ends at this hop boundary, each other one `spacing` earlier
     const { n: size, spacing, count } = this.plan;
     const have = this.ring.total, end = have + early, keys = [], rows = [], ends = this.patchEnds;
-    ends.set(end, have);  // an early window's patch ends where its audio did, for good
+    // where each hop's patch ends, fixed when first cut: an early window's where its audio did; on the
+    // model's frame grid where the window holds it (engine.py _patch_job)
+    const grid = this.m.patch_grid || 0;
+    ends.set(end, grid && window.length - (have % grid) >= size ? have - (have % grid) : have);
     for (const key of [...ends.keys()]) if (key < end - (count - 1) * spacing) ends.delete(key);
     for (let i = 0; i < count; i++) {
-      const key = end - i * spacing, stop = window.length - (have - (ends.get(key) ?? key));
+      const key = end - i * spacing;
+      const at = ends.get(key) ?? (grid ? key - (key % grid) : key);  // a hop that cut no window: silence
+      const stop = window.length - (have - at);
       if (stop < size) break;
       keys.push(key);
       if (!this.patchScores.has(key)) rows.push([key, window.slice(stop - size, stop)]);

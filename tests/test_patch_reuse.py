@@ -6,6 +6,7 @@ and windows skipped under overload; and against whole-window scoring."""
 import numpy as np
 import pytest
 
+from support.models import CountingNet
 from support.music import MUSIC_DIR, needs_music
 from stream import EngineConfig, StreamEngine, decode_blocks
 from stream.models.musicnn import load_bundled
@@ -25,17 +26,6 @@ class Recompute(StreamEngine):
         with self._result_lock:
             self._patch_scores.clear()
         super()._prepare(job)
-
-
-class CountingNet:
-    """Wraps a network: counts the patches it scores."""
-
-    def __init__(self, net):
-        self.net, self.patches = net, 0
-
-    def __call__(self, x):
-        self.patches += len(x)
-        return self.net(x)
 
 
 @pytest.fixture(scope="module")

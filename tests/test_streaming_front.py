@@ -4,10 +4,13 @@ every patch whole on the same frame grid: the model alone, the engine through re
 change, silence and flush, several streams sharing the worker under overload, and the check at
 load that turns it off."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
 import stream.models.musicnn.streaming as S
+from support.models import CountingNet
 from support.music import TRACKS, music, needs_music, resample
 from stream import EngineConfig, StreamEngine
 from stream.models.backends import BF16_TOLERANCE
@@ -31,26 +34,20 @@ def mono():
     return resample(x.mean(axis=1), rate, 16000).astype(np.float32)
 
 
-class Counting:
-    """Wraps a part: counts the rows it computes."""
-
-    def __init__(self, part):
-        self.part, self.rows = part, 0
-
-    def __call__(self, x):
-        self.rows += len(x)
-        return self.part(x)
-
-
+@contextlib.contextmanager
 def counted(model):
-    """model's streaming parts wrapped in `Counting`: {"whole": [...], "step": [...]}."""
+    """model's streaming parts wrapped in `CountingNet` (restored on exit): {"whole": [...], "step": [...]}."""
+    saved = dict(model.streaming.parts)
     seen = {"whole": [], "step": []}
-    for ck, (whole, step, rest) in list(model.streaming.parts.items()):
-        w, s = Counting(whole), Counting(step)
+    for ck, (whole, step, rest) in saved.items():
+        w, s = CountingNet(whole), CountingNet(step)
         seen["whole"].append(w)
         seen["step"].append(s)
         model.streaming.parts[ck] = (w, s, rest)
-    return seen
+    try:
+        yield seen
+    finally:
+        model.streaming.parts = saved
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "auto"])
@@ -59,28 +56,27 @@ def test_each_live_patch_scores_as_the_whole_patch_and_takes_the_step(backend, m
     whole = load_bundled("musicnn", backend=backend, streaming=False)
     assert model.patch_grid == whole.patch_grid == 256 and whole.new_stream() is None
     tol = BF16_TOLERANCE if model.precision == "bf16" else TOL
-    seen = counted(model)
     frames = model.new_stream()
     worst, same, n = 0.0, 0, 0
-    for hop_end in range(N + 16000, len(mono), 16000):  # a 1 s hop: patches 62 or 63 frames apart
-        end = hop_end - hop_end % 256
-        got = model.predict(mono[None, end - N:end], context=[(frames, end)])[0]
-        want = whole.predict(mono[None, end - N:end])[0]
-        worst = max(worst, float(np.abs(got - want).max()))
-        top = np.sort(want)[-2:]
-        if top[1] - top[0] > 2 * tol:  # a near-tie is no property
-            same += int(got.argmax() == want.argmax())
-            n += 1
+    with counted(model) as seen:
+        for hop_end in range(N + 16000, len(mono), 16000):  # a 1 s hop: patches 62 or 63 frames apart
+            end = hop_end - hop_end % 256
+            got = model.predict(mono[None, end - N:end], context=[(frames, end)])[0]
+            want = whole.predict(mono[None, end - N:end])[0]
+            worst = max(worst, float(np.abs(got - want).max()))
+            top = np.sort(want)[-2:]
+            if top[1] - top[0] > 2 * tol:  # a near-tie is no property
+                same += int(got.argmax() == want.argmax())
+                n += 1
     assert worst <= tol, worst
     assert same == n and n >= 10, (same, n)
     # the first patch computes its timbral frames whole, every later one only its newest
-    assert [w.rows for w in seen["whole"]] == [1, 1]
-    assert [s.rows for s in seen["step"]] == [len(range(N + 16000, len(mono), 16000)) - 1] * 2
+    assert [w.patches for w in seen["whole"]] == [1, 1]
+    assert [s.patches for s in seen["step"]] == [len(range(N + 16000, len(mono), 16000)) - 1] * 2
 
 
 def test_a_patch_too_far_from_the_last_or_off_the_grid_is_computed_whole(fp32, mono):
-    seen = counted(fp32)
-    try:
+    with counted(fp32) as seen:
         frames = fp32.new_stream()
         fp32.predict(mono[None, :N], context=[(frames, N)])
         fp32.predict(mono[None, 17000:17000 + N], context=[(frames, 17000 + N)])  # 17000 is off the grid
@@ -88,13 +84,11 @@ def test_a_patch_too_far_from_the_last_or_off_the_grid_is_computed_whole(fp32, m
         fp32.predict(mono[None, far - N:far], context=[(frames, far)])
         near = far + 256 * S.NEW  # the furthest the step reaches
         got = fp32.predict(mono[None, near - N:near], context=[(frames, near)])
-        assert [w.rows for w in seen["whole"]] == [3, 3] and [s.rows for s in seen["step"]] == [1, 1]
+        assert [w.patches for w in seen["whole"]] == [3, 3] and [s.patches for s in seen["step"]] == [1, 1]
         want = load_bundled("musicnn", backend="onnxruntime", streaming=False).predict(mono[None, near - N:near])
         assert np.abs(got - want).max() <= TOL
         with pytest.raises(ValueError, match="2 context entries for 1 windows"):
             fp32.predict(mono[None, :N], context=[(frames, N), (frames, N)])
-    finally:
-        fp32.streaming.parts = {ck: (w.part, s.part, r) for ck, (w, s, r) in fp32.streaming.parts.items()}
 
 
 class Whole(StreamEngine):
@@ -151,21 +145,18 @@ def test_the_engine_streams_through_reset_rate_change_silence_and_flush(fp32):
               (b[4 * rb: 14 * rb], rb),
               "flush",  # an off-grid final window
               (b[14 * rb:], rb)]
-    seen = counted(fp32)
-    try:
+    with counted(fp32) as seen:
         streamed = run(StreamEngine, fp32, pieces)
-        steps = sum(s.rows for s in seen["step"])
-    finally:
-        fp32.streaming.parts = {ck: (w.part, s.part, r) for ck, (w, s, r) in fp32.streaming.parts.items()}
+    steps = sum(s.patches for s in seen["step"])
     assert sum(r.silent for r in streamed) >= 2 and sum(not r.silent for r in streamed) >= 20
     assert steps >= 2 * 20  # most patches took the step, on both networks
     assert worst_diff(streamed, run(Whole, fp32, pieces)) <= TOL
 
 
 def test_streams_sharing_the_worker_under_overload_keep_their_own_frames(fp32):
-    """Three streams fed faster than real time: windows are superseded (their patches never
-    scored, so the next one is too far for the step) and the streams' patches share forwards;
-    every readout must still be its own stream's, scored whole."""
+    """Three streams fed faster than real time: windows are superseded (their patches then go
+    with the window that replaced them) and the streams' patches share forwards; every readout
+    must still be its own stream's, scored whole."""
     import threading
 
     streams = [music(TRACKS[i], 20, 16) for i in range(3)]
@@ -175,19 +166,16 @@ def test_streams_sharing_the_worker_under_overload_keep_their_own_frames(fp32):
     def go(i):
         results[i] = run(StreamEngine, fp32, [streams[i]], background=True, chunk_s=0.5, stats=stats)
 
-    seen = counted(fp32)
-    try:
+    with counted(fp32) as seen:
         threads = [threading.Thread(target=go, args=(i,)) for i in range(3)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(600)
-    finally:
-        fp32.streaming.parts = {ck: (w.part, s.part, r) for ck, (w, s, r) in fp32.streaming.parts.items()}
     assert sum(st.windows_skipped for st in stats) > 0  # the case this test is named after happened
     # a superseded window's patches go with the next one, so the stream steps through them; only
     # each stream's first patches are computed whole
-    whole, steps = seen["whole"][0].rows, seen["step"][0].rows
+    whole, steps = seen["whole"][0].patches, seen["step"][0].patches
     assert 3 <= whole <= 2 * 3 and steps >= 2 * whole, (whole, steps)
     for s, got in zip(streams, results):
         assert got

@@ -318,9 +318,15 @@ def _try_backend(module, example, name, source, why_cpu, tolerance, multi_label,
         log.warning(problem)
         return None, problem
     fwd.check_diff = diff
-    for i in range((fwd.chunk or 0).bit_length()):  # each batch size it will see (1, 2, 4), once: the arena
-        fwd(example[:1].expand(1 << i, *example.shape[1:]))  # reaches its working size at load, not mid-stream
+    _warm(fwd, example)
     return fwd, ""
+
+
+def _warm(fwd: Forward, example) -> None:
+    """Run each batch size `fwd` will see (1, 2, 4), once: the arena reaches its working size at
+    load, not mid-stream."""
+    for i in range((fwd.chunk or 0).bit_length()):
+        fwd(example[:1].expand(1 << i, *example.shape[1:]))
 
 
 def same_backend(fwd: Forward, module, example) -> Forward:
@@ -339,6 +345,5 @@ def same_backend(fwd: Forward, module, example) -> Forward:
         return Forward(module, "torch", f"torch: {fwd.backend} could not run this part ({type(exc).__name__}: {exc})")
     part = Forward(module, fwd.backend, fwd.reason, session, chunk=ORT_CHUNK)
     part.precision = fwd.precision
-    for i in range(ORT_CHUNK.bit_length()):  # each batch size once, as select_backend does
-        part(example[:1].expand(1 << i, *example.shape[1:]))
+    _warm(part, example)
     return part

@@ -10,6 +10,17 @@ from harness.checkpoint import GTZAN_LABELS, make_tiny_checkpoint  # noqa: F401
 from stream.models.base import AudioModel
 
 
+class CountingNet:
+    """Wraps a network (or any callable on a batch): counts the rows it scores in `patches`."""
+
+    def __init__(self, net):
+        self.net, self.patches = net, 0
+
+    def __call__(self, x):
+        self.patches += len(x)
+        return self.net(x)
+
+
 class BandModel(AudioModel):
     """A real, deterministic classifier for engine tests: which third of the spectrum
     (low < 1 kHz, mid 1-3 kHz, high > 3 kHz) holds most energy. Optional delay emulates a

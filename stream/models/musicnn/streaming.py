@@ -177,7 +177,7 @@ class StreamingFront:
                         tim[i, :, EDGE:PATCH_FRAMES - EDGE - NEW] = kept[id(context[i][0])][:, d:d + INTERIOR - NEW]
                         tim[i, :, PATCH_FRAMES - EDGE - NEW:] = new[j, :, EDGE:]
                 for i in whole_rows + [i for i, _ in step_rows]:
-                    if context[i][0] is not None and i not in alone:
+                    if i not in alone:
                         kept[id(context[i][0])] = tim[i, :, EDGE:PATCH_FRAMES - EDGE]
             packed = np.concatenate([x, tim.transpose(0, 2, 1)], axis=2)
             out[ck] = rest(torch.from_numpy(packed))

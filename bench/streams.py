@@ -47,14 +47,18 @@ CHUNK_S = 0.1
 SETTLE_S = 6.0  # real time fed before each trial's measured period (run)
 
 
-def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int | None = None, cfg=None) -> dict:
-    """N engines in real time for `seconds`; the trial's figures (see HEADER / `holds`)."""
+def run(model, n: int, seconds: float, audio: np.ndarray, max_batch: int | None = None, cfg=None,
+        deliver_apart: bool = True) -> dict:
+    """N engines in real time for `seconds`; the trial's figures (see HEADER / `holds`).
+    deliver_apart=False: readouts built on the forward's thread (the worker before its delivery thread)."""
     from stream import EngineConfig, StreamEngine
+    from stream.worker import InferenceWorker
 
     rate = C.RATE
     if max_batch is not None:
         model.max_batch = max_batch
-    model._stream_worker = None  # a fresh shared worker (with this max_batch)
+    # a fresh shared worker (with this max_batch)
+    model._stream_worker = InferenceWorker(model, getattr(model, "max_batch", 8), deliver_apart=deliver_apart)
     results: list[list[float]] = [[] for _ in range(n)]
     latencies: list[float] = []
     measuring = threading.Event()
@@ -314,26 +318,26 @@ def network_cpu(models: dict, audio: np.ndarray, rounds: int, batch: int) -> dic
 
 def held_interleaved(configs: dict, audio, seconds: float, cap: int, bisect_steps: int, log,
                      start: int = 1) -> tuple[dict, dict]:
-    """`streams_held` for several configurations, their trials interleaved (N = start, 2 start, ...
+    """`streams_held` for several configurations ({name: (model, cfg[, run()'s keyword items])}), their trials interleaved (N = start, 2 start, ...
     for each in turn, then bisection in turn), so a change in the machine's load hits all alike.
     A configuration that fails at `start` is bisected from 0."""
     state = {k: [0, None] for k in configs}  # good, bad
     trials = {k: [] for k in configs}
     n = max(1, int(start))
     while n <= cap and any(b is None for _, b in state.values()):
-        for name, (model, cfg) in configs.items():
+        for name, (model, cfg, *opts) in configs.items():
             if state[name][1] is None:
-                r = run(model, n, seconds, audio, cfg=cfg)
+                r = run(model, n, seconds, audio, cfg=cfg, **dict(*opts))
                 trials[name].append(r)
                 log(name, r)
                 state[name][0 if holds(r) else 1] = n
         n = min(2 * n, cap) if n < cap else cap + 1
     for _ in range(bisect_steps):
-        for name, (model, cfg) in configs.items():
+        for name, (model, cfg, *opts) in configs.items():
             good, bad = state[name]
             if bad is not None and bad - good > 1:
                 mid = (good + bad) // 2
-                r = run(model, mid, seconds, audio, cfg=cfg)
+                r = run(model, mid, seconds, audio, cfg=cfg, **dict(*opts))
                 trials[name].append(r)
                 log(name, r)
                 state[name][0 if holds(r) else 1] = mid
@@ -356,7 +360,9 @@ def capacity(args, audio, seconds: float) -> dict:
         for streaming in (False, True):
             m = load_bundled("musicnn", backend=backend, streaming=streaming)
             label = "fp32 ORT" if backend == "onnxruntime" else f"OpenVINO {m.precision}"
-            models[f"{label}, {'streaming' if m.streaming is not None else 'whole patches'}"] = m
+            name = f"{label}, {'streaming' if m.streaming is not None else 'whole patches'}"
+            if not args.configs or any(c in name for c in args.configs):
+                models[name] = m
     auto = load_bundled("musicnn")
     print(f"auto on this CPU: {auto.backend} {auto.precision} ({next(iter(auto.kernels.values())).reason}), "
           f"streaming front end {'on' if auto.streaming is not None else 'off'}")
@@ -379,18 +385,23 @@ def capacity(args, audio, seconds: float) -> dict:
     for k, v in ms.items():
         out["per_hop"][k] = C.med(v)
         print(f"  {k:30s} {C.med(v):6.1f} CPU ms per hop", flush=True)
+    trials_of = {}  # each model with its readouts built apart from the forward (the worker's way), or also on its thread
+    for name, m in models.items():
+        for apart in {"apart": (True,), "forward": (False,), "both": (True, False)}[args.delivery]:
+            label = name if apart else name + ", readouts on the forward thread"
+            trials_of[label] = (m, cfg, (("deliver_apart", apart),))
     if args.fixed:  # a loaded machine holds too few streams to compare: the cost per readout at fixed N instead
         print("\nfixed N, real time (what a readout costs the process, all threads, batching included):")
         out["fixed"] = {}
         for n in args.fixed:
-            for name, m in models.items():
-                r = run(m, n, seconds, audio, cfg=cfg)
+            for name, (m, _, opts) in trials_of.items():
+                r = run(m, n, seconds, audio, cfg=cfg, **dict(*opts))
                 out["fixed"][(name, n)] = r
                 print(trial_line(name, r) + f"; {r['cpu_ms_per_result']:.1f} CPU ms per readout", flush=True)
         print(C.load_note().replace(" at start", " now"))
         return out
     cap = args.cap
-    held, trials = held_interleaved({k: (m, cfg) for k, m in models.items()}, audio, seconds, cap,
+    held, trials = held_interleaved(trials_of, audio, seconds, cap,
                                     1 if args.quick else 3, lambda name, r: print(trial_line(name, r), flush=True),
                                     start=args.start)
     rows = []
@@ -452,6 +463,11 @@ def main(argv=None) -> dict:
                     choices=["cpu", "bundled", "distilhubert", "capacity"])
     ap.add_argument("--fixed", type=int, nargs="+", default=None,
                     help="--only capacity: fixed stream counts instead of the streams-held search")
+    ap.add_argument("--configs", nargs="+", default=None,
+                    help="--only capacity: only the backends whose name contains one of these (e.g. 'bf16, streaming')")
+    ap.add_argument("--delivery", default="apart", choices=["apart", "forward", "both"],
+                    help="--only capacity: readouts built on the worker's delivery thread (apart, the default), on "
+                         "the forward's thread (before), or both interleaved")
     ap.add_argument("--ghz", type=float, default=None, help="core clock for the peak (default: /proc/cpuinfo's)")
     ap.add_argument("--quality", action="store_true", help="also compare patch-grid and whole-window readouts")
     args = ap.parse_args(argv)

@@ -21,7 +21,7 @@ from .presence import CONTEXT_S, PresenceTracker, shared_detector
 from .records import EngineStats, Result, SessionSummary, ShareTally, iso_utc  # noqa: F401  (re-exported)
 from .resample import StreamingResampler
 from .smoothing import ScoreSmoother
-from .worker import Job, get_worker, score
+from .worker import Job, get_worker, outcome, score
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class _PatchJob(Job):
     keys: list = field(default_factory=list)
     todo: list = field(default_factory=list)
     floor: int = 0  # the oldest patch a later window of the stream still averages
+    newest: np.ndarray | None = None  # the newest patch's scores (set once scored: the change evidence)
 
     def absorb(self, old: Job) -> None:
         """Take over the rows of `old`, this stream's window that this one superseded before it was
@@ -317,6 +318,7 @@ class StreamEngine:
                 probs, err = (probs[0] if job.window.ndim == 1 else probs), None
             except Exception as exc:
                 probs, err = None, exc
+            probs, err = outcome(job, probs, err)
             self._deliver(job, probs, (time.perf_counter() - t0) * 1000.0, err)
 
     def _patch_job(self, window: np.ndarray, end: int, meta: _WindowMeta) -> _PatchJob:
@@ -348,8 +350,8 @@ class StreamEngine:
             rows.append(window[stop - n:stop])
             context.append((self._frames, at))
         return _PatchJob(window=np.stack(rows), deliver=self._deliver, meta=meta, prepare=self._prepare,
-                         keys=keys, todo=list(keys), context=context if self._frames is not None else None,
-                         floor=end - (count - 1) * spacing)
+                         scored=self._combine, keys=keys, todo=list(keys),
+                         context=context if self._frames is not None else None, floor=end - (count - 1) * spacing)
 
     def _prepare(self, job: _PatchJob) -> None:
         with self._result_lock:
@@ -363,17 +365,20 @@ class StreamEngine:
             job.context = [job.context[i] for i in keep]
 
     def _combine(self, job: _PatchJob, rows: np.ndarray) -> np.ndarray | None:
-        """Cache the job's new patch scores; the window's probabilities = mean of its patches."""
-        if job.meta.gen != self._gen or self._closed:
-            return None
-        cache = self._patch_scores
-        for key, p in zip(job.todo, rows):
-            cache[key] = p
-        _, spacing, count = self._patch
-        oldest = job.keys[0] - (count - 1) * spacing  # no later window reaches further back
-        for key in [k for k in cache if k < oldest]:
-            del cache[key]
-        got = [cache[k] for k in job.keys if k in cache]
+        """Cache the job's new patch scores (right after the forward, so the next job's `_prepare`
+        sees them, also for a stale window); the window's probabilities = mean of its patches."""
+        with self._result_lock:
+            if job.meta.gen != self._gen or self._closed:
+                return None
+            cache = self._patch_scores
+            for key, p in zip(job.todo, rows):
+                cache[key] = p
+            _, spacing, count = self._patch
+            oldest = job.keys[0] - (count - 1) * spacing  # no later window reaches further back
+            for key in [k for k in cache if k < oldest]:
+                del cache[key]
+            got = [cache[k] for k in job.keys if k in cache]
+            job.newest = cache.get(job.keys[0])
         return np.mean(got, axis=0, dtype=np.float64).astype(np.float32) if got else None
 
     def _skipped(self) -> None:
@@ -479,7 +484,7 @@ class StreamEngine:
     def _deliver(self, job: Job, probs, infer_ms: float, err) -> None:
         _, seq, t_end, level, dur, recent, presence = job.meta
         recent_probs = None
-        heard = None  # the detector's frames of the newest hop: it runs where the model does
+        heard = None  # the detector's frames of the newest hop: it runs where readouts are built
         if presence is not None and err is None and job.meta.gen == self._gen and not self._closed:
             try:
                 heard = self._detector.hop_frames(presence, self.rate,
@@ -496,10 +501,8 @@ class StreamEngine:
                 err = exc
             infer_ms += (time.perf_counter() - t0) * 1000.0
         with self._result_lock:
-            if err is None and isinstance(job, _PatchJob):
-                probs = self._combine(job, probs)  # caches the new patches, also for a stale window
-                if recent is not None and probs is not None:
-                    recent_probs = self._patch_scores.get(job.keys[0])
+            if err is None and isinstance(job, _PatchJob) and recent is not None and probs is not None:
+                recent_probs = job.newest  # `_combine` kept it when the patches were scored
             if err is not None or probs is None or not self._accept(job.meta):
                 self._done_seq = max(self._done_seq, seq)  # no callback for this window
                 if err is not None and job.meta.gen == self._gen and not self._closed:  # not for audio reset() discarded

@@ -12,11 +12,15 @@ A remote model (`max_in_flight` > 1, e.g. a Ray Serve deployment) spends most of
 waiting on the network and on other streams' batches, so the worker keeps up to
 `max_in_flight` calls running at once; each engine still has at most one window in flight
 and one pending, so its results arrive in order and its lag stays bounded. In-process
-models run one forward at a time (a second one would only compete for the same cores).
+models run one forward at a time (a second one would only compete for the same cores), and
+hand its results to a delivery thread of their own: the next forward starts while the
+readouts of the last one are built (music detector, smoothing, callbacks), so the forward's
+threads and that Python work run side by side instead of in turn.
 """
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import threading
 import time
@@ -36,7 +40,9 @@ class Job:
     """window: one window (n,), delivered as one row of probabilities (labels,); or a stack of
     model inputs (k, n), delivered as (k, labels). prepare(job), if set, runs on the worker
     thread just before the forward (outside the worker's lock) and may replace a stacked
-    `window` by fewer rows (k may become 0: no forward, deliver still runs)."""
+    `window` by fewer rows (k may become 0: no forward, deliver still runs). scored(job, out),
+    if set, runs on that thread right after the forward (before any later forward's prepare)
+    and returns what deliver gets instead of `out`; deliver may run later, on another thread."""
 
     window: np.ndarray
     deliver: Callable[["Job", np.ndarray | None, float, BaseException | None], None]
@@ -45,6 +51,7 @@ class Job:
     key: Any = None  # the engine it came from (set by submit)
     prepare: Callable[["Job"], None] | None = None
     context: list | None = None  # per input row, for models that keep per-stream state (`score`)
+    scored: Callable[["Job", np.ndarray], Any] | None = None
 
     @property
     def width(self) -> int:
@@ -55,8 +62,74 @@ class Job:
         return self.window if self.window.ndim == 2 else self.window[None]
 
 
+def outcome(job: Job, out, err: BaseException | None) -> tuple[Any, BaseException | None]:
+    """(what `job.deliver` gets, error) once its forward returned `out` or raised `err`."""
+    if err is None and job.scored is not None:
+        try:
+            out = job.scored(job, out)
+        except Exception as exc:
+            out, err = None, exc
+    return out, err
+
+
+class _Deliveries:
+    """Batches of results delivered in order on one thread of their own. At most `limit` wait:
+    a slow callback then holds up the forwards instead of a queue growing."""
+
+    def __init__(self, name: str, limit: int = 2):
+        self.name, self.limit = name, limit
+        self._queue: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._busy = False  # a batch is being delivered
+        self.held = 0  # producers waiting for room (the bound at work)
+
+    def put(self, batch: list) -> None:
+        with self._cond:
+            while len(self._queue) >= self.limit and self._thread is not None:
+                self.held += 1
+                self._cond.wait()
+                self.held -= 1
+            self._queue.append(batch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def join(self, timeout: float) -> None:
+        """Wait until every queued batch was delivered."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while (self._queue or self._busy) and time.monotonic() < end:
+                self._cond.wait(max(0.0, end - time.monotonic()))
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+                if not self._queue:
+                    self._cond.wait(IDLE_EXIT_S)
+                if not self._queue:
+                    self._thread = None
+                    return
+                batch = self._queue.popleft()
+                self._busy = True
+                self._cond.notify_all()
+            deliver(batch)
+            del batch  # not kept while idle: a closed engine is freed by reference counting
+
+
+def deliver(batch: list) -> None:
+    for job, out, ms, err in batch:
+        try:
+            job.deliver(job, out, ms, err)
+        except Exception:
+            log.exception("result delivery failed")
+
+
 class InferenceWorker:
-    def __init__(self, model, max_batch: int = 8):
+    def __init__(self, model, max_batch: int = 8, deliver_apart: bool = True):
         self.model = model
         self.max_batch = max(1, int(max_batch))
         self.max_in_flight = max(1, int(getattr(model, "max_in_flight", 1)))
@@ -66,6 +139,9 @@ class InferenceWorker:
         self._pending: dict[Any, Job] = {}  # insertion order = service order
         self._thread: threading.Thread | None = None
         self._stopping = False
+        # in-process: deliveries on a thread of their own (remote calls deliver on their call thread)
+        self._deliveries = (_Deliveries(f"results-{getattr(model, 'name', '')}")
+                            if deliver_apart and self.max_in_flight == 1 else None)
         self.batches = 0
         self.windows = 0  # jobs served
         self.rows = 0  # model inputs scored (windows, or patches of patch-scoring models)
@@ -105,6 +181,8 @@ class InferenceWorker:
             t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
+        if self._deliveries is not None:
+            self._deliveries.join(timeout)
         with self._cond:  # remote calls in flight end by themselves (the model's request timeout)
             end = time.monotonic() + timeout
             while self._running and time.monotonic() < end:
@@ -168,15 +246,17 @@ class InferenceWorker:
             self.batches += 1
             self.windows += len(jobs)
             self.rows += sum(len(j.inputs()) for j in jobs)
-        start = 0
+        start, batch = 0, []
         for job in jobs:
             rows = len(job.inputs())
             out = None if err is not None else probs[start] if job.window.ndim == 1 else probs[start:start + rows]
             start += rows
-            try:
-                job.deliver(job, out, ms, err)
-            except Exception:
-                log.exception("result delivery failed")
+            out, job_err = outcome(job, out, err)
+            batch.append((job, out, ms, job_err))
+        if self._deliveries is not None:
+            self._deliveries.put(batch)
+        else:
+            deliver(batch)
 
 
 def score(model, jobs: list[Job]) -> np.ndarray:

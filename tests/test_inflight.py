@@ -139,3 +139,42 @@ def test_failed_remote_call_frees_its_slot_and_engine():
     assert wait_for(lambda: len(got) == 3)
     assert isinstance(got[0][2], RuntimeError) and isinstance(got[1][2], RuntimeError) and got[2][2] is None
     w.stop()
+
+
+def test_in_process_results_are_delivered_apart_in_order_and_bounded():
+    """The next forward runs while the last one's results are still being delivered (a slow
+    callback, the readout's Python work); a stalled delivery holds up the forwards once two
+    batches wait, instead of a queue growing."""
+    m = GatedModel()
+    m.gate.set()
+    w = InferenceWorker(m, max_batch=1)
+    release = threading.Event()
+    got = []
+
+    def slow(j, p, ms, err):
+        release.wait(60)
+        got.append(j.meta)
+
+    keys = [object() for _ in range(8)]
+    for i, k in enumerate(keys):
+        w.submit(k, Job(window=np.full(400, float(i), np.float32), deliver=slow, meta=i))
+    # forward 1 is being delivered, 2 and 3 wait for delivery, 4 waits for room: no 5th forward
+    assert wait_for(lambda: w._deliveries.held == 1), (m.seen, w.pending())
+    assert len(m.seen) == 4 and w.pending() == 4 and not got
+    release.set()
+    assert wait_for(lambda: len(got) == 8)
+    assert got == list(range(8)) and m.seen == list(range(8))
+    assert len(m.threads) == 1  # still one forward at a time, on the worker thread
+    w.stop()
+
+
+def test_in_process_delivery_can_stay_on_the_forward_thread():
+    m = GatedModel()
+    m.gate.set()
+    w = InferenceWorker(m, max_batch=1, deliver_apart=False)
+    threads = []
+    w.submit(object(), Job(window=np.zeros(400, np.float32), meta=0,
+                           deliver=lambda j, p, ms, err: threads.append(threading.current_thread())))
+    assert wait_for(lambda: threads)
+    assert threads == list(m.threads)
+    w.stop()

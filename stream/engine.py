@@ -77,7 +77,7 @@ class StreamEngine:
     (A `stream.protocol.Engine`, as the network API's client `stream.client.RemoteEngine` is.)
 
     One engine per listener (browser session, microphone). All engines of one model share a
-    single inference thread; `feed` never waits for the model.
+    single inference thread (and its results thread); `feed` never waits for the model.
 
     background=False runs inference inline inside `feed` (every hop is classified, nothing
     skipped, deterministic): for tests and file replay. Live audio wants the default: a
@@ -85,7 +85,8 @@ class StreamEngine:
     (logged once); for whole files see `analyze_file`.
     For patch-scoring models the engine keeps the scores of the stream's recent patches
     (bounded: the patches one window spans) and forgets them on `reset()`.
-    on_result(result) is called from the inference thread, or, for silent windows and in
+    on_result(result) is called from the model's results thread (stream/worker.py: in order,
+    beside the next forward), or, for silent windows and in
     inline mode, by the thread that fed the audio just before `feed`/`flush` returns; keep it
     short. It may call the engine's own methods.
     """
@@ -429,7 +430,7 @@ class StreamEngine:
     def _post(self, res: Result, seq: int) -> None:
         if self._feeder == threading.get_ident():
             self._outbox.append((res, seq))
-        else:  # the inference thread
+        else:  # the worker's results thread
             self._notify(res, seq)
 
     def _done(self, seq: int) -> None:

@@ -120,7 +120,7 @@ class _Stream:
         """Results dropped because the client did not read them."""
         return self.out.dropped
 
-    # called on the event loop (via call_soon_threadsafe from the inference thread)
+    # called on the event loop (via call_soon_threadsafe from the worker's results thread)
     def push_result(self, res: Result) -> None:
         self.results_seen += 1
         if not res.silent:

@@ -12,7 +12,7 @@ On SIGTERM (ServerOps.drain) watchers are drained like streams: the live sources
 new ones are refused ("draining", 1013).
 
 Everything here runs on the server's event loop: the source's events arrive there already
-(ui/net/api.py hands results over from the inference thread), so there are no locks. Each
+(ui/net/api.py hands results over from the worker's results thread), so there are no locks. Each
 watcher has its own bounded queue (`SendQueue`, the one a listening stream has too), so a slow
 screen only loses its own oldest results.
 Under Ray Serve each ingress replica has its own hub (`genre-serve --ray` runs one).

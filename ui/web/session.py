@@ -91,7 +91,7 @@ class LiveSession:
         self.styles: dict = {}
         self._engine: StreamEngine | None = None
         self._lock = threading.Lock()
-        self._history: collections.deque = collections.deque()  # Readouts, appended on the inference thread
+        self._history: collections.deque = collections.deque()  # Readouts, appended on the worker's results thread
         self._history_lock = threading.Lock()
         self._arrivals: collections.deque = collections.deque(maxlen=512)  # wall times chunks arrived
         self._handler_ms: collections.deque = collections.deque(maxlen=256)
@@ -278,7 +278,7 @@ class LiveSession:
         if rec is not None:
             rec.close(summary, reason)
 
-    def _on_result(self, res: Result) -> None:  # on the inference thread: record, wake the waiters
+    def _on_result(self, res: Result) -> None:  # on the worker's results thread: record, wake the waiters
         if (rec := self._recorder) is not None:
             rec.add(res)
         with self._history_lock:

@@ -261,7 +261,7 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "aut
     """Load a bundled musicnn model, offline.
 
     Specs: ``"musicnn"`` (MTT + MSD musicnn merged, 92 tags; the default: the pair taught
-    track-level targets through rooms, hiss and phones, clean headline as the original's on ~97 %
+    track-level targets through rooms, hiss and phones, clean headline as the original's on 85-97 %
     of windows; weights/track/MODEL_CARD.md), ``"musicnn-original"`` (the converted upstream
     pair, the default's teacher), ``"musicnn-room"`` (the first student: best under synthetic
     talk, ~6 points lower on clean audio; weights/robust/MODEL_CARD.md),

@@ -318,7 +318,7 @@ def network_cpu(models: dict, audio: np.ndarray, rounds: int, batch: int) -> dic
 
 def held_interleaved(configs: dict, audio, seconds: float, cap: int, bisect_steps: int, log,
                      start: int = 1) -> tuple[dict, dict]:
-    """`streams_held` for several configurations ({name: (model, cfg[, run()'s keyword items])}), their trials interleaved (N = start, 2 start, ...
+    """`streams_held` for several configurations ({name: (model, cfg[, run()'s keywords])}), their trials interleaved (N = start, 2 start, ...
     for each in turn, then bisection in turn), so a change in the machine's load hits all alike.
     A configuration that fails at `start` is bisected from 0."""
     state = {k: [0, None] for k in configs}  # good, bad
@@ -327,7 +327,7 @@ def held_interleaved(configs: dict, audio, seconds: float, cap: int, bisect_step
     while n <= cap and any(b is None for _, b in state.values()):
         for name, (model, cfg, *opts) in configs.items():
             if state[name][1] is None:
-                r = run(model, n, seconds, audio, cfg=cfg, **dict(*opts))
+                r = run(model, n, seconds, audio, cfg=cfg, **(opts[0] if opts else {}))
                 trials[name].append(r)
                 log(name, r)
                 state[name][0 if holds(r) else 1] = n
@@ -337,7 +337,7 @@ def held_interleaved(configs: dict, audio, seconds: float, cap: int, bisect_step
             good, bad = state[name]
             if bad is not None and bad - good > 1:
                 mid = (good + bad) // 2
-                r = run(model, mid, seconds, audio, cfg=cfg, **dict(*opts))
+                r = run(model, mid, seconds, audio, cfg=cfg, **(opts[0] if opts else {}))
                 trials[name].append(r)
                 log(name, r)
                 state[name][0 if holds(r) else 1] = mid
@@ -389,13 +389,13 @@ def capacity(args, audio, seconds: float) -> dict:
     for name, m in models.items():
         for apart in {"apart": (True,), "forward": (False,), "both": (True, False)}[args.delivery]:
             label = name if apart else name + ", readouts on the forward thread"
-            trials_of[label] = (m, cfg, (("deliver_apart", apart),))
+            trials_of[label] = (m, cfg, {"deliver_apart": apart})
     if args.fixed:  # a loaded machine holds too few streams to compare: the cost per readout at fixed N instead
         print("\nfixed N, real time (what a readout costs the process, all threads, batching included):")
         out["fixed"] = {}
         for n in args.fixed:
             for name, (m, _, opts) in trials_of.items():
-                r = run(m, n, seconds, audio, cfg=cfg, **dict(*opts))
+                r = run(m, n, seconds, audio, cfg=cfg, **opts)
                 out["fixed"][(name, n)] = r
                 print(trial_line(name, r) + f"; {r['cpu_ms_per_result']:.1f} CPU ms per readout", flush=True)
         print(C.load_note().replace(" at start", " now"))

@@ -316,6 +316,26 @@ def network_cpu(models: dict, audio: np.ndarray, rounds: int, batch: int) -> dic
     return out
 
 
+def free_networks(model):
+    """A second load of `model`'s spec and backend whose networks cost nothing: every call returns
+    the logits the real networks gave one real-music patch (so the readouts downstream see music).
+    What a trial of it costs is everything but the networks: feeding, log-mel, batching, the
+    music detector, smoothing, confidence, callbacks."""
+    import torch
+
+    from stream.models.musicnn import load_bundled
+    from stream.models.musicnn.frontend import PATCH_SAMPLES
+
+    free = load_bundled(model.name, backend=model.backend, streaming=model.streaming is not None)
+    audio = C.music_windows(PATCH_SAMPLES / C.RATE, per_file=1)[0][1]
+    with torch.inference_mode():
+        rows = {ck: fwd(free.logmel(audio[None, :PATCH_SAMPLES])[:, :187]) for ck, fwd in free.kernels.items()}
+    free.kernels = {ck: (lambda x, r=r: r.expand(len(x), -1)) for ck, r in rows.items()}
+    if free.streaming is not None:
+        free.streaming.logits = lambda logmel, _context: {ck: r.expand(len(logmel), -1) for ck, r in rows.items()}
+    return free
+
+
 def held_interleaved(configs: dict, audio, seconds: float, cap: int, bisect_steps: int, log,
                      start: int = 1) -> tuple[dict, dict]:
     """`streams_held` for several configurations ({name: (model, cfg[, run()'s keywords])}), their trials interleaved (N = start, 2 start, ...
@@ -363,6 +383,8 @@ def capacity(args, audio, seconds: float) -> dict:
             name = f"{label}, {'streaming' if m.streaming is not None else 'whole patches'}"
             if not args.configs or any(c in name for c in args.configs):
                 models[name] = m
+                if args.free_networks:
+                    models[name + ", networks free"] = free_networks(m)
     auto = load_bundled("musicnn")
     print(f"auto on this CPU: {auto.backend} {auto.precision} ({next(iter(auto.kernels.values())).reason}), "
           f"streaming front end {'on' if auto.streaming is not None else 'off'}")
@@ -370,8 +392,9 @@ def capacity(args, audio, seconds: float) -> dict:
     out = {"gflop_per_patch": gflop[False], "gflop_per_step": gflop[True], "network": {}, "per_hop": {}}
     print(f"\nnetworks: {gflop[False]:.2f} GFLOP per whole patch, {gflop[True]:.2f} per streaming step (both "
           "checkpoints); CPU ms per patch (median of interleaved rounds)")
-    for batch in (1, 4):
-        ms = network_cpu(models, audio, 5 if args.quick else 9, batch)
+    for batch in args.net_batches:
+        ms = network_cpu({k: m for k, m in models.items() if not k.endswith("networks free")}, audio,
+                         5 if args.quick else 9, batch)
         for name, v in ms.items():
             m = models[name]
             peak, how = peak_gflops_per_core(m.precision, args.ghz)
@@ -468,6 +491,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--delivery", default="apart", choices=["apart", "forward", "both"],
                     help="--only capacity: readouts built on the worker's delivery thread (apart, the default), on "
                          "the forward's thread (before), or both interleaved")
+    ap.add_argument("--net-batches", type=int, nargs="+", default=[1, 4],
+                    help="--only capacity: streams' patches per network call in the networks' CPU figures")
+    ap.add_argument("--free-networks", action="store_true",
+                    help="--only capacity: also each backend with networks that cost nothing (a fixed real-music "
+                         "output): what everything around the networks costs per readout")
     ap.add_argument("--ghz", type=float, default=None, help="core clock for the peak (default: /proc/cpuinfo's)")
     ap.add_argument("--quality", action="store_true", help="also compare patch-grid and whole-window readouts")
     args = ap.parse_args(argv)

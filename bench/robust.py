@@ -98,6 +98,21 @@ def load_dir(path: str):
     return MusicnnModel("musicnn", nets, load_tag_lists())
 
 
+def load_floor(spec: str):
+    """floorA:NAME (bundled) or floorA:dir:PATH: that model with `take_floor(alpha=A)` after its
+    log-mel (whole patches: the streaming front end reuses frames that a per-patch floor changes)."""
+    from stream.models.musicnn import load_bundled
+    from stream.models.musicnn.frontend import FloorLogMel
+
+    head, name = spec.split(":", 1)
+    alpha = float(head[len("floor"):] or 1.0)
+    m = load_dir(name[4:]) if name.startswith("dir:") else load_bundled(name, streaming=False)
+    m.streaming = None
+    m.frontend = FloorLogMel(alpha).to(m.device).eval()
+    m.name = f"{m.name}+floor{alpha:g}"
+    return m
+
+
 def degrade(name: str, mono: np.ndarray, seed: int, babble, recorded) -> np.ndarray:
     """The stream heard in condition `name`: tools/robust_chain.py's simulations, or the held-out recordings."""
     if name not in REAL:
@@ -168,7 +183,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--segments", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", default="musicnn-original,musicnn,musicnn-room",
-                    help="comma-separated specs, the first is the teacher; dir:PATH = the musicnn pair exported by "
+                    help="comma-separated specs, the first is the teacher; floorA:NAME = NAME with each band's floor "
+                         "taken off (FloorFront); dir:PATH = the musicnn pair exported by "
                          "tools.train_robust into PATH")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "live-genre-robust" / "bench",
@@ -250,7 +266,8 @@ def main(argv=None) -> int:
     stream = Q.build_stream(sources, a.segments, a.seed)
     mono = soxr.resample(stream.audio.mean(axis=1), Q.RATE, RATE).astype(np.float32)
     print(f"# stream: {a.segments} excerpts of validation packages, {stream.duration:.0f} s")
-    models = {s: load_dir(s[4:]) if s.startswith("dir:") else load_model(s) for s in a.models.split(",")}
+    models = {s: load_dir(s[4:]) if s.startswith("dir:") else load_floor(s) if s.startswith("floor")
+              else load_model(s) for s in a.models.split(",")}
     for s, m in models.items():
         print(f"# model {s}: {m.name}, {m.backend}")
     runs = measure(a, stream, mono, models)

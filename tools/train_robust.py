@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stream.models.musicnn.frontend import LogMel
+from stream.models.musicnn.frontend import FloorLogMel, LogMel
 from stream.models.musicnn.model import GENRE_TAGS, TRAINED, WEIGHTS_DIR, load_tag_lists
 
 from . import robust_chain as RC
@@ -96,6 +96,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--chain", nargs="*", default=[], metavar="KEY=VALUE", help="ChainConfig overrides")
     for f in dataclasses.fields(RL.LoopConfig):
         ap.add_argument("--" + f.name.replace("_", "-"), type=type(getattr(d, f.name)), default=getattr(d, f.name))
+    ap.add_argument("--floor", type=float, default=0.0,
+                    help="the student hears its input with each band's floor taken off (take_floor alpha; 0: off); "
+                         "the teacher's targets stay those of the plain clean log-mel")
     ap.add_argument("--threads", type=int, default=2)
     return ap.parse_args(argv)
 
@@ -186,7 +189,8 @@ def main(argv=None) -> int:
     val = validation_data(a, teacher, frontend, tags)
     log(f"validation, the original pair: {RL.evaluate(teacher, frontend, val, tags)}")
     cfg = RL.LoopConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(RL.LoopConfig)})
-    best = RL.Trainer(teacher, frontend, data, val, tags, cfg, folder).run(a.stop_after)
+    student_front = FloorLogMel(a.floor).eval() if a.floor > 0 else frontend
+    best = RL.Trainer(teacher, student_front, data, val, tags, cfg, folder).run(a.stop_after)
     if best is None:
         log("no evaluation ran (steps already done?)")
         return 1

@@ -111,6 +111,29 @@ class LogMel(torch.nn.Module):
         return torch.log10(10000.0 * mel + 1.0).transpose(1, 2)
 
 
+def take_floor(logmel: torch.Tensor, alpha: float, smooth: int = 9, keep: float = 0.1) -> torch.Tensor:
+    """Each band's stationary floor taken off a log-mel (B, T, 96) (an experiment, not the shipped
+    front end): the band's mel power smoothed over `smooth` frames, its minimum over the input
+    times `alpha` subtracted, never below `keep` of the power. Steady hiss and hum sit at that
+    floor; music rarely stays there for a whole 3 s patch (bench/README.md "A floor off each band")."""
+    mel = (torch.pow(10.0, logmel.double()) - 1.0) / 10000.0
+    sm = torch.nn.functional.avg_pool1d(mel.transpose(1, 2), smooth, 1, smooth // 2, count_include_pad=False)
+    floor = sm.amin(dim=2).unsqueeze(1)  # (B, 1, 96)
+    mel = torch.maximum(mel - alpha * floor, keep * mel)
+    return torch.log10(10000.0 * mel + 1.0).to(logmel.dtype)
+
+
+class FloorLogMel(LogMel):
+    """`LogMel` then `take_floor(alpha)` per input (an experiment: tools/train_robust.py --floor)."""
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return take_floor(super().forward(audio), self.alpha)
+
+
 def patch_starts(total_frames: int, align: str = "end") -> list[int]:
     """Start frames of the non-overlapping 187-frame patches cut from `total_frames` frames.
 

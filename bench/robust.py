@@ -184,7 +184,7 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", default="musicnn-original,musicnn,musicnn-room",
                     help="comma-separated specs, the first is the teacher; floorA:NAME = NAME with each band's floor "
-                         "taken off (FloorFront); dir:PATH = the musicnn pair exported by "
+                         "taken off (take_floor in stream/models/musicnn/frontend.py); dir:PATH = the musicnn pair exported by "
                          "tools.train_robust into PATH")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "live-genre-robust" / "bench",

@@ -324,12 +324,12 @@ def free_networks(model):
     import torch
 
     from stream.models.musicnn import load_bundled
-    from stream.models.musicnn.frontend import PATCH_SAMPLES
+    from stream.models.musicnn.frontend import PATCH_FRAMES, PATCH_SAMPLES
 
     free = load_bundled(model.name, backend=model.backend, streaming=model.streaming is not None)
     audio = C.music_windows(PATCH_SAMPLES / C.RATE, per_file=1)[0][1]
     with torch.inference_mode():
-        rows = {ck: fwd(free.logmel(audio[None, :PATCH_SAMPLES])[:, :187]) for ck, fwd in free.kernels.items()}
+        rows = {ck: fwd(free.logmel(audio[None, :PATCH_SAMPLES])[:, :PATCH_FRAMES]) for ck, fwd in free.kernels.items()}
     free.kernels = {ck: (lambda x, r=r: r.expand(len(x), -1)) for ck, r in rows.items()}
     if free.streaming is not None:
         free.streaming.logits = lambda logmel, _context: {ck: r.expand(len(logmel), -1) for ck, r in rows.items()}

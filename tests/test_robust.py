@@ -518,7 +518,7 @@ def test_taking_each_bands_floor_off_brings_hissy_music_closer_to_the_clean():
     kept tenth of the power."""
     import soundfile as sf
 
-    from stream.models.musicnn.frontend import LogMel, take_floor
+    from stream.models.musicnn.frontend import take_floor
 
     y, _ = sf.read(Path(__file__).parent / "data" / "musicnn" / "real.wav", dtype="float32")
     clean = y[:PATCH_SAMPLES]

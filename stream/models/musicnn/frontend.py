@@ -115,7 +115,8 @@ def take_floor(logmel: torch.Tensor, alpha: float, smooth: int = 9, keep: float 
     """Each band's stationary floor taken off a log-mel (B, T, 96) (an experiment, not the shipped
     front end): the band's mel power smoothed over `smooth` frames, its minimum over the input
     times `alpha` subtracted, never below `keep` of the power. Steady hiss and hum sit at that
-    floor; music rarely stays there for a whole 3 s patch (bench/README.md "A floor off each band")."""
+    floor; music rarely stays there for a whole 3 s patch (bench/README.md "Run 17 (track-front) and a
+    floor off each band")."""
     mel = (torch.pow(10.0, logmel.double()) - 1.0) / 10000.0
     sm = torch.nn.functional.avg_pool1d(mel.transpose(1, 2), smooth, 1, smooth // 2, count_include_pad=False)
     floor = sm.amin(dim=2).unsqueeze(1)  # (B, 1, 96)

@@ -668,6 +668,32 @@ def test_an_error_goes_when_the_next_file_comes_and_clear_stops_an_analysis(room
     assert srv.alive()
 
 
+def test_an_analysis_asked_for_before_clear_is_dropped_and_a_new_upload_of_the_file_is_not():
+    """Gradio may announce one upload twice; on a busy machine the second analysis event can be
+    handled after Clear and used to write the cleared file's results (or error) back. Such a late
+    event is dropped; the same file uploaded again after the Clear is analysed (its upload handler,
+    which runs first, lifts the mark)."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from ui.web import page as P
+
+    tab, path = SimpleNamespace(session_hash="clear-test"), "/tmp/gradio/abc/corrupt.wav"
+    P._SHOWN[tab.session_hash] = path  # its error is on screen
+    try:
+        assert P.clear_file(tab)[3] == ""
+        skip = type(gr.skip())
+        late = list(P.analyse(None, path, 9.0, 3, tab))  # (returns before it needs the page's setup)
+        assert len(late) == 1 and all(isinstance(o, skip) for o in late[0]), late
+        assert not P._cleared_since(SimpleNamespace(session_hash="another-tab"), path)
+        P.new_file(path, tab)  # uploaded again
+        assert not P._cleared_since(tab, path)
+    finally:
+        P.end_session(tab)
+    assert tab.session_hash not in P._CLEARED
+
+
 @browser
 def test_no_audio_after_record_says_so_and_how_to_retry(server, pw, audio, artifacts):
     """Record pressed, and no audio reaches the server (here: the chunk uploads are blocked):

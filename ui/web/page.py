@@ -113,6 +113,7 @@ _SESSIONS: weakref.WeakValueDictionary[str, LiveSession] = weakref.WeakValueDict
 _FILE_JOBS: dict = collections.defaultdict(set)  # running file analyses' cancel events, by session hash
 _FILE_JOBS_LOCK = threading.Lock()
 _SHOWN: dict = {}  # the file whose analysis the File tab shows, by session hash
+_CLEARED: dict = collections.defaultdict(set)  # files Clear took off the File tab, by session hash
 _last_warning: dict = {}
 
 
@@ -144,6 +145,8 @@ def end_session(request: gr.Request):
     cancel_file_jobs(request, "the tab closed")
     session = _SESSIONS.pop(request.session_hash, None)
     _SHOWN.pop(request.session_hash, None)
+    with _FILE_JOBS_LOCK:
+        _CLEARED.pop(request.session_hash, None)
     if session is not None:
         session.close()
         uploads.sweep_orphan_chunks(session.first_chunk, busy=_streaming_formats)
@@ -317,7 +320,7 @@ def analyse(setup: Setup, path, window, top_k, request: gr.Request, progress=gr.
     screen are always the newest file's, and name it. Gradio may announce one upload twice:
     a file whose results are on screen already is not analysed again.
     Outputs: scores, timeline, segment, text."""
-    if path and _SHOWN.get(_tab(request)) == path:
+    if not path or _SHOWN.get(_tab(request)) == path or _cleared_since(request, path):
         yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return
     yield from analyse_again(setup, path, window, top_k, request, progress)
@@ -403,15 +406,34 @@ def new_file(path, request: gr.Request = None):
     """A file was uploaded: the tab's analysis of another file stops now (its own analysis
     may have to wait for that one's end: Gradio runs one event of a kind per tab at a time)."""
     if path:
+        with _FILE_JOBS_LOCK:
+            _CLEARED.get(_tab(request), set()).discard(path)  # (uploaded again after a Clear)
         cancel_file_jobs(request, "a new file came", keep=path)
 
 
 def clear_file(request: gr.Request = None):
-    """Clear pressed on the File tab: its analysis stops, its results go.
+    """Clear pressed on the File tab: its analysis stops, its results go, and an analysis of the
+    same file asked for before the Clear but handled after it (Gradio may announce one upload
+    twice; on a busy machine the second comes late) is dropped (`_cleared_since`).
     Outputs: scores, timeline, segment, text."""
+    key = _tab(request)
+    with _FILE_JOBS_LOCK:
+        gone = {c.path for c in _FILE_JOBS.get(key, ())} | ({_SHOWN[key]} if key in _SHOWN else set())
+        if gone:
+            _CLEARED[key] |= gone
     cancel_file_jobs(request, "Clear was pressed")
-    _SHOWN.pop(_tab(request), None)
+    _SHOWN.pop(key, None)
     return None, EMPTY_PLOT, None, ""
+
+
+def _cleared_since(request: gr.Request | None, path: str) -> bool:
+    """True when Clear took `path` off the tab and it has not been uploaded again: an analysis
+    event for it is then a late one from before the Clear. (A new upload of the same file lifts
+    the mark in `new_file`, which the page runs before the upload's analysis event.)"""
+    if path not in _CLEARED.get(_tab(request), ()):
+        return False
+    log.info("file analysis of %s dropped: Clear was pressed after it was asked for", Path(path).name)
+    return True
 
 
 def refuse_file(setup: Setup, evt: gr.EventData):
@@ -547,12 +569,13 @@ def build_demo(model, args, history=None) -> gr.Blocks:
         # "always_last": a file that comes while another is analysed is kept and analysed as
         # soon as that one stops (Gradio's default would drop it); Clear and the new file
         # itself (`new_file`) stop the running one at its next decoded block
+        # (first: the page runs one event's handlers in the order they were added, each to its end)
+        file_in.upload(new_file, inputs=[file_in], outputs=None, concurrency_limit=None, show_progress="hidden",
+                       trigger_mode="multiple")
         for event, fn in ((analyse_btn.click, analyse_again), (file_in.upload, analyse),
                           (file_in.stop_recording, analyse)):
             event(fn, inputs=[page, file_in, window, top_k], outputs=file_out, concurrency_limit=2,
                   concurrency_id="file-analysis", show_progress_on=[file_md], trigger_mode="always_last")
-        file_in.upload(new_file, inputs=[file_in], outputs=None, concurrency_limit=None, show_progress="hidden",
-                       trigger_mode="multiple")
         file_in.clear(clear_file, outputs=file_out, concurrency_limit=None, show_progress="hidden")
         file_limit.submit(refuse_file, inputs=[page], outputs=file_out, concurrency_limit=None, show_progress="hidden")
     return demo

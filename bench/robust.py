@@ -26,7 +26,8 @@ each steady readout's family with its excerpt's **aggregated teacher verdict** (
 model's mean clean scores over the whole excerpt: what track-level targets aim at, and the
 ceiling they lift); the headline (the shown label) equal to the same window's clean headline of
 the same model; on clean audio, the headline equal to the first model's; cost per patch
-(median of interleaved timings). Readouts are kept under --cache by what the model computes, so a
+(median of interleaved timings) and per hop of one live stream (streaming front end and floor
+as the model runs them). Readouts are kept under --cache by what the model computes, so a
 rerun measures only what changed.
 """
 from __future__ import annotations
@@ -86,7 +87,7 @@ def fingerprint(model) -> str:
     return model.name.replace("/", "_") + "-" + hashlib.sha1(np.round(model.predict(patch), 3).tobytes()).hexdigest()[:10]
 
 
-def load_dir(path: str):
+def load_dir(path: str, floor: float = 0.0):
     """The MTT + MSD musicnn pair from a folder of exported weights, as the bundled model runs them."""
     from safetensors.torch import load_file
 
@@ -95,17 +96,27 @@ def load_dir(path: str):
 
     nets = {ck: ARCHITECTURES["musicnn"](load_file(os.path.join(path, f"{ck}.safetensors")))
             for ck in ("MTT_musicnn", "MSD_musicnn")}
-    return MusicnnModel("musicnn", nets, load_tag_lists())
+    return MusicnnModel("musicnn", nets, load_tag_lists(), floor=floor)
 
 
 def load_floor(spec: str):
     """floorA:NAME (bundled) or floorA:dir:PATH: that model with `take_floor(alpha=A)` after its
-    log-mel (whole patches: the streaming front end reuses frames that a per-patch floor changes)."""
+    log-mel, the floor of each patch's own audio (whole patches: the streaming front end reuses
+    frames that a per-patch floor changes). livefloorA:NAME: the model's `floor` option instead,
+    each stream's floor kept over ~10 s (stream/models/musicnn/floor.py), streaming front end on."""
     from stream.models.musicnn import load_bundled
     from stream.models.musicnn.frontend import FloorLogMel
 
     head, name = spec.split(":", 1)
-    alpha = float(head[len("floor"):] or 1.0)
+    live = head.startswith("live")
+    alpha, *times = (head[len("livefloor" if live else "floor"):] or "1").split("/")
+    alpha = float(alpha)
+    if live:
+        m = load_dir(name[4:], floor=alpha) if name.startswith("dir:") else load_bundled(name, floor=alpha)
+        if times:  # livefloorA/MEMORY/EVERY: other memory and re-estimation times (s)
+            m.floor_memory_s, m.floor_every_s = float(times[0]), float(times[1])
+        m.name = f"{m.name}+livefloor{alpha:g}" + "".join(f"-{t}" for t in times)
+        return m
     m = load_dir(name[4:]) if name.startswith("dir:") else load_bundled(name, streaming=False)
     m.streaming = None
     m.frontend = FloorLogMel(alpha).to(m.device).eval()
@@ -184,7 +195,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", default="musicnn-original,musicnn,musicnn-room",
                     help="comma-separated specs, the first is the teacher; floorA:NAME = NAME with each band's floor "
-                         "taken off (take_floor in stream/models/musicnn/frontend.py); dir:PATH = the musicnn pair exported by "
+                         "taken off (take_floor in stream/models/musicnn/frontend.py), per patch; livefloorA[/MEMORY/EVERY]:NAME: "
+                         "kept per stream (the model's floor option); dir:PATH = the musicnn pair exported by "
                          "tools.train_robust into PATH")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "live-genre-robust" / "bench",
@@ -266,7 +278,7 @@ def main(argv=None) -> int:
     stream = Q.build_stream(sources, a.segments, a.seed)
     mono = soxr.resample(stream.audio.mean(axis=1), Q.RATE, RATE).astype(np.float32)
     print(f"# stream: {a.segments} excerpts of validation packages, {stream.duration:.0f} s")
-    models = {s: load_dir(s[4:]) if s.startswith("dir:") else load_floor(s) if s.startswith("floor")
+    models = {s: load_dir(s[4:]) if s.startswith("dir:") else load_floor(s) if s.startswith(("floor", "livefloor"))
               else load_model(s) for s in a.models.split(",")}
     for s, m in models.items():
         print(f"# model {s}: {m.name}, {m.backend}")
@@ -274,7 +286,16 @@ def main(argv=None) -> int:
     patch = np.random.default_rng(0).standard_normal((1, RC.RATE * 3)).astype(np.float32) * 0.1
     cost = C.interleaved({s: (lambda m=m: m.predict(patch[:, : m.patch_samples])) for s, m in models.items()},
                          repeats=30)
+    # live: a minute of the clean stream through the engine as each model runs live (streaming front
+    # end, floor re-estimations): what a stream costs, not a whole patch
+    from stream import EngineConfig
+
+    minute = mono[:60 * RATE]
+    live = C.interleaved({s: (lambda m=m: run(m, minute, EngineConfig(top_k=0))) for s, m in models.items()},
+                         repeats=3)
     report(a, stream, models, runs, cost)
+    print("ms per hop live (one stream, 60 hops of the clean stream through the engine): " +
+          ", ".join(f"{s} {C.med(live[s]) / 60:.1f}" for s in models))
     print(f"# {C.load_note()}")
     return 0
 

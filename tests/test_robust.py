@@ -379,7 +379,7 @@ def test_track_targets_mix_the_track_mean_deterministically_and_refuse_validatio
         RT.track_targets(probs, patches, cols)
 
 
-def tiny_run(tmp_path, banks, **cfg):
+def tiny_run(tmp_path, banks, init=None, **cfg):
     """A real Trainer on 6 real patches (validation recordings standing in for a training package)."""
     audio = real_patches(6, seed=1)
     teacher = {ck: n.eval() for ck, n in RT.load_nets().items()}
@@ -393,7 +393,7 @@ def tiny_run(tmp_path, banks, **cfg):
     clean = audio[:, PRE_ROLL:]
     val = RL.Validation(clean, clean, margin > 0, RT.top_genre(probs, tags))
     config = RL.LoopConfig(**{"batch": 4, "clean_items": 2, "eval_every": 1, "warmup": 1, **cfg})
-    return RL.Trainer(teacher, frontend, data, val, tags, config, tmp_path / "run")
+    return RL.Trainer(teacher, frontend, data, val, tags, config, tmp_path / "run", init)
 
 
 @pytest.mark.slow  # a run of the trainer, twice (resumed): the quick tier's longest test by far (~100 s)
@@ -532,3 +532,100 @@ def test_taking_each_bands_floor_off_brings_hissy_music_closer_to_the_clean():
         assert torch.allclose(take_floor(c, 0.0), c, atol=1e-5 * float(c.abs().max()))
         kept = torch.log10(1000.0 * ((torch.pow(10.0, n.double()) - 1.0) / 10000.0) + 1.0).float()
         assert bool((take_floor(n, 5.0) >= kept - 1e-5).all())
+
+
+def test_a_streams_floor_is_kept_over_seconds_and_its_streamed_patches_are_whole_ones():
+    """The model's `floor` option live (stream/models/musicnn/floor.py): a stream's floor comes
+    from its patches of the last 10 s, changes at most every 5 s, and a patch computed by the
+    streaming front end equals the same patch computed whole with the same floor (the frames it
+    reuses were floored alike); the floor takes something off; a bad setting is refused."""
+    import soundfile as sf
+
+    from stream.models.musicnn.floor import EVERY_S, MEMORY_S, StreamFloor
+    from stream.models.musicnn.frontend import HOP, SAMPLE_RATE
+
+    # the state alone: 1 s patches whose own floors fall, then rise
+    st, levels = StreamFloor(), [5.0, 4.0, 3.0, 2.0, 1.0] + [6.0] * 15
+    changed = [st.observe((k + 3) * SAMPLE_RATE, np.full(96, v)) for k, v in enumerate(levels)]
+    assert [k for k, c in enumerate(changed) if c] == [0, 5, 15]  # re-estimated every 5 s only
+    assert st.floor[0] == 6.0  # the 1.0 patch (k = 4) ended more than MEMORY_S before k = 15
+    assert 15 - 4 > MEMORY_S and EVERY_S == 5.0
+    st.observe(SAMPLE_RATE, np.full(96, 9.0))  # the stream went back: start over
+    assert st.floor[0] == 9.0 and len(st.minima) == 1
+
+    y, _ = sf.read(Path(__file__).parent / "data" / "musicnn" / "real.wav", dtype="float32")
+    music = np.tile(y, 3)
+    audio = RC.add_at_snr(music, RC.coloured_noise(len(music), np.random.default_rng(0), 0.0), 10.0).astype(np.float32)
+    live = load_bundled("musicnn-original", backend="torch", floor=1.0)
+    whole = load_bundled("musicnn-original", backend="torch", floor=1.0, streaming=False)
+    plain = load_bundled("musicnn-original", backend="torch", streaming=False)
+    assert live.streaming is not None and whole.streaming is None
+    s_live, s_whole = live.new_stream(), whole.new_stream()
+    ends = [PATCH_SAMPLES + k * SAMPLE_RATE for k in range(14)]
+    ends = [e - e % HOP for e in ends]
+    got = {name: np.concatenate([m.predict(audio[None, e - PATCH_SAMPLES:e], context=[(s, e)]) for e in ends])
+           for name, m, s in (("live", live, s_live), ("whole", whole, s_whole))}
+    assert np.abs(got["live"] - got["whole"]).max() <= 1e-4
+    off = np.concatenate([plain.predict(audio[None, e - PATCH_SAMPLES:e]) for e in ends])
+    assert np.abs(got["whole"] - off).max() > 1e-2
+    assert np.array_equal(s_live.floor.floor, s_whole.floor.floor)
+    from stream.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="floor must be between 0 .off. and 4, got -1.0. Use floor=0"):
+        load_bundled("musicnn-original", backend="torch", floor=-1.0)
+
+
+def test_the_lagged_training_floor_is_what_a_stream_floored_every_other_hop_hears(request):
+    """tools.train_robust --floor-lag: batches keep their pre-roll (same degraded audio), and each
+    patch takes its own floor or that of the audio a second earlier; a live stream with the floor
+    re-estimated every 1.5 s from 0.5 s of memory takes exactly those two, hop by hop."""
+    if ran_in_own_process(request):
+        return
+    banks = request.getfixturevalue("banks")
+    from stream.models.musicnn.frontend import SAMPLE_RATE, FloorLogMel, band_floor, minus_floor
+
+    family = np.array([0, 0, 1, 1], np.int8)
+    audio = np.random.default_rng(0).standard_normal((4, PRE_ROLL + PATCH_SAMPLES)).astype(np.float16)
+    cfg = RL.LoopConfig(batch=4, clean_items=2, steps=1)
+    chain = RC.Chain(*banks, RC.ChainConfig(p_clean=0.0))
+    cut = next(iter(RL.Batches(audio, np.ones(4), family, chain, cfg, 0)))
+    full = next(iter(RL.Batches(audio, np.ones(4), family, chain, cfg, 0, pre_roll=True)))
+    assert full[4].shape[1] == PRE_ROLL + PATCH_SAMPLES and torch.equal(full[4][:, PRE_ROLL:], cut[4])
+    assert torch.equal(full[5][:, PRE_ROLL:], cut[5])
+
+    lag = RL.LaggedFloorLogMel(1.0, seed=0)
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((16, PRE_ROLL + PATCH_SAMPLES)).astype(np.float32))
+    lm = LogMel()
+    with torch.inference_mode():
+        got = lag(x)
+        own = FloorLogMel(1.0)(x[:, PRE_ROLL:])
+        earlier = minus_floor(lm(x[:, PRE_ROLL:]), band_floor(lm(x[:, :PATCH_SAMPLES])), 1.0)
+        assert torch.equal(lag(x[:, PRE_ROLL:]), own)  # a bare patch: its own floor
+    is_own = [bool(torch.equal(got[i], own[i])) for i in range(16)]
+    is_earlier = [bool(torch.equal(got[i], earlier[i])) for i in range(16)]
+    assert all(a != b for a, b in zip(is_own, is_earlier)) and 3 <= sum(is_own) <= 13, (is_own, is_earlier)
+
+    from stream.models.musicnn.floor import StreamFloor
+
+    st = StreamFloor()
+    ends = [PATCH_SAMPLES + k * SAMPLE_RATE for k in range(8)]
+    ends = [e - e % 256 for e in ends]  # (the engine's grid: hops of 15872 or 16128 samples)
+    levels = np.arange(8, 0, -1.0)
+    changed = [st.observe(e, np.full(96, v), memory_s=0.5, every_s=1.5) for e, v in zip(ends, levels)]
+    assert changed == [True, False] * 4
+
+
+def test_students_can_start_from_other_weights_than_the_teachers(request, tmp_path):
+    """tools.train_robust --init musicnn: the students (and their average) start as the shipped
+    default, the teacher whose outputs are the targets stays the original pair."""
+    if ran_in_own_process(request):
+        return
+    banks = request.getfixturevalue("banks")
+    shipped = RT.load_nets(WEIGHTS_DIR / TRAINED["musicnn"])
+    tr = tiny_run(tmp_path, banks, init=shipped)
+    for ck, net in shipped.items():
+        want = dict(net.named_parameters())
+        for name, p in tr.students[ck].named_parameters():
+            assert torch.equal(p, want[name]), name
+        assert torch.equal(tr.ema[ck][name], want[name])
+        assert not torch.equal(dict(tr.teacher[ck].named_parameters())[name], want[name])

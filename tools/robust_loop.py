@@ -122,8 +122,10 @@ class Batches(torch.utils.data.IterableDataset):
     a patch mixed (audio and targets) with `lam` of itself and 1 - lam of a partner of the same
     family; lam 1 = not mixed."""
 
-    def __init__(self, audio, weights, family, chain, cfg: LoopConfig, start: int):
+    def __init__(self, audio, weights, family, chain, cfg: LoopConfig, start: int, pre_roll: bool = False):
+        """pre_roll: the audio keeps its pre-roll (for a front end that reads it: LaggedFloorLogMel)."""
         self.audio, self.p, self.chain, self.cfg, self.start = audio, weights / weights.sum(), chain, cfg, start
+        self.cut = 0 if pre_roll else PRE_ROLL
         self.by_family = {f: np.flatnonzero(family == f) for f in np.unique(family)}
         self.family = family
 
@@ -136,8 +138,8 @@ class Batches(torch.utils.data.IterableDataset):
             lam = np.where(rng.random(c.batch) < c.p_mix, rng.uniform(0.3, 0.7, c.batch), 1.0)
             mixed = [self.audio[i].astype(np.float32) * a + self.audio[j].astype(np.float32) * (1 - a)
                      for i, j, a in zip(idx, partner, lam)]
-            x = np.stack([self.chain.apply(m, rng, PRE_ROLL) for m in mixed])
-            clean = np.stack([m[PRE_ROLL:] for m in mixed[:c.clean_items]]) if c.clean_items else np.zeros((0, 1))
+            x = np.stack([self.chain.apply(m, rng, self.cut) for m in mixed])
+            clean = np.stack([m[self.cut:] for m in mixed[:c.clean_items]]) if c.clean_items else np.zeros((0, 1))
             yield (step, torch.from_numpy(idx), torch.from_numpy(partner), torch.from_numpy(lam.astype(np.float32)),
                    torch.from_numpy(x), torch.from_numpy(clean.astype(np.float32)))
 
@@ -191,6 +193,34 @@ def evaluate(nets, frontend, val: Validation, tags) -> dict:
 
 # ---- the loop --------------------------------------------------------------------------------
 
+class LaggedFloorLogMel(torch.nn.Module):
+    """The student's input as a live stream with the model's floor every 2 s from 1 s of memory
+    (`MusicnnModel.floor_every_s` / `floor_memory_s`) hears it: each band's floor x alpha taken
+    off the patch's log-mel, the floor that of the patch itself or, as often, of the patch one
+    second earlier (the previous hop's, whose floor the stream still holds). Takes audio with the
+    1 s pre-roll in front (training batches: `wants_pre_roll`); a bare patch takes its own floor."""
+
+    wants_pre_roll = True
+
+    def __init__(self, alpha: float, seed: int = 0) -> None:
+        super().__init__()
+        from stream.models.musicnn.frontend import LogMel
+
+        self.alpha, self.logmel = float(alpha), LogMel()
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        from stream.models.musicnn.frontend import PATCH_SAMPLES, band_floor, minus_floor
+
+        lm = self.logmel(audio[:, -PATCH_SAMPLES:])
+        floor = band_floor(lm)
+        if audio.shape[1] >= PATCH_SAMPLES + PRE_ROLL:
+            earlier = band_floor(self.logmel(audio[:, -PATCH_SAMPLES - PRE_ROLL:-PRE_ROLL]))
+            lagged = torch.rand(len(audio), generator=self.gen) < 0.5
+            floor = torch.where(lagged[:, None], earlier, floor)
+        return minus_floor(lm, floor, self.alpha)
+
+
 @dataclass
 class Data:
     audio: np.ndarray  # training patches (float16, with pre-roll)
@@ -214,12 +244,14 @@ class Trainer:
     """Students, optimiser, EMA and checkpoints of one run; `run()` trains to cfg.steps from
     where the checkpoint left off and keeps a snapshot of the averaged weights at every evaluation."""
 
-    def __init__(self, teacher: dict, frontend, data: Data, val: Validation, tags, cfg: LoopConfig, folder: Path):
+    def __init__(self, teacher: dict, frontend, data: Data, val: Validation, tags, cfg: LoopConfig, folder: Path,
+                 init: dict | None = None):
+        """init: the networks the students start from (default: the teacher's)."""
         torch.manual_seed(cfg.seed)
         self.teacher, self.frontend, self.data, self.val, self.tags, self.cfg = teacher, frontend, data, val, tags, cfg
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.students = {ck: copy.deepcopy(n).train() for ck, n in teacher.items()}
+        self.students = {ck: copy.deepcopy((init or teacher)[ck]).train() for ck in teacher}
         for n in self.students.values():
             add_dropout(n, cfg.dropout)
         self.opt = torch.optim.Adam(param_groups(self.students.values(), cfg.layers, cfg.lr, cfg.front_lr))
@@ -274,7 +306,8 @@ class Trainer:
     def run(self, stop_after: int | None = None) -> dict | None:
         d, c = self.data, self.cfg
         family = (d.margin > 0).astype(np.int8)
-        loader = torch.utils.data.DataLoader(Batches(d.audio, d.weights, family, d.chain, c, self.step),
+        pre_roll = getattr(self.frontend, "wants_pre_roll", False)
+        loader = torch.utils.data.DataLoader(Batches(d.audio, d.weights, family, d.chain, c, self.step, pre_roll),
                                              batch_size=None, num_workers=1, prefetch_factor=4)
         new = not (self.folder / "log.csv").exists()
         with open(self.folder / "log.csv", "a", newline="") as f:

@@ -99,6 +99,12 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--floor", type=float, default=0.0,
                     help="the student hears its input with each band's floor taken off (take_floor alpha; 0: off); "
                          "the teacher's targets stay those of the plain clean log-mel")
+    ap.add_argument("--floor-lag", action="store_true",
+                    help="with --floor: half the patches take the floor of the audio a second earlier, as a live stream "
+                         "with the model's floor every 2 s from 1 s of memory does (robust_loop.LaggedFloorLogMel)")
+    ap.add_argument("--init", default=None,
+                    help="the students start from these weights: a folder of exported ones, or 'musicnn' for the shipped "
+                         "default (default: the teacher, the original pair); the targets stay the teacher's")
     ap.add_argument("--threads", type=int, default=2)
     return ap.parse_args(argv)
 
@@ -189,8 +195,14 @@ def main(argv=None) -> int:
     val = validation_data(a, teacher, frontend, tags)
     log(f"validation, the original pair: {RL.evaluate(teacher, frontend, val, tags)}")
     cfg = RL.LoopConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(RL.LoopConfig)})
-    student_front = FloorLogMel(a.floor).eval() if a.floor > 0 else frontend
-    best = RL.Trainer(teacher, student_front, data, val, tags, cfg, folder).run(a.stop_after)
+    student_front = (RL.LaggedFloorLogMel(a.floor, a.seed) if a.floor_lag else FloorLogMel(a.floor)).eval() \
+        if a.floor > 0 else frontend
+    init = None
+    if a.init:
+        init = {ck: n.eval() for ck, n in RT.load_nets(WEIGHTS_DIR / TRAINED[a.init] if a.init in TRAINED
+                                                         else Path(a.init)).items()}
+        log(f"students start from {a.init}")
+    best = RL.Trainer(teacher, student_front, data, val, tags, cfg, folder, init).run(a.stop_after)
     if best is None:
         log("no evaluation ran (steps already done?)")
         return 1

@@ -111,17 +111,30 @@ class LogMel(torch.nn.Module):
         return torch.log10(10000.0 * mel + 1.0).transpose(1, 2)
 
 
-def take_floor(logmel: torch.Tensor, alpha: float, smooth: int = 9, keep: float = 0.1) -> torch.Tensor:
-    """Each band's stationary floor taken off a log-mel (B, T, 96) (an experiment, not the shipped
-    front end): the band's mel power smoothed over `smooth` frames, its minimum over the input
-    times `alpha` subtracted, never below `keep` of the power. Steady hiss and hum sit at that
-    floor; music rarely stays there for a whole 3 s patch (bench/README.md "Run 17 (track-front) and a
-    floor off each band")."""
+def band_floor(logmel: torch.Tensor, smooth: int = 9) -> torch.Tensor:
+    """Each band's floor in a log-mel (B, T, 96): the lowest level its mel power, smoothed over
+    `smooth` frames, reaches in the input, as mel power (B, 96) float64."""
     mel = (torch.pow(10.0, logmel.double()) - 1.0) / 10000.0
     sm = torch.nn.functional.avg_pool1d(mel.transpose(1, 2), smooth, 1, smooth // 2, count_include_pad=False)
-    floor = sm.amin(dim=2).unsqueeze(1)  # (B, 1, 96)
-    mel = torch.maximum(mel - alpha * floor, keep * mel)
+    return sm.amin(dim=2)
+
+
+def minus_floor(logmel: torch.Tensor, floor: torch.Tensor, alpha: float, keep: float = 0.1) -> torch.Tensor:
+    """A log-mel (B, T, 96) with `alpha` x `floor` (mel power, (B, 96)) taken off each band, never
+    below `keep` of its power."""
+    mel = (torch.pow(10.0, logmel.double()) - 1.0) / 10000.0
+    mel = torch.maximum(mel - alpha * floor.to(mel).unsqueeze(1), keep * mel)
     return torch.log10(10000.0 * mel + 1.0).to(logmel.dtype)
+
+
+def take_floor(logmel: torch.Tensor, alpha: float, smooth: int = 9, keep: float = 0.1) -> torch.Tensor:
+    """Each band's stationary floor taken off a log-mel (B, T, 96), the floor from the input itself
+    (`band_floor`; per patch, as tools/train_robust.py --floor trains): the band's mel power
+    smoothed over `smooth` frames, its minimum over the input times `alpha` subtracted, never below
+    `keep` of the power. Steady hiss and hum sit at that floor; music rarely stays there for a whole
+    3 s patch (bench/README.md "Run 17 (track-front) and a floor off each band"). Live, the model's
+    `floor` option keeps each stream's floor over a longer memory instead (floor.py)."""
+    return minus_floor(logmel, band_floor(logmel, smooth), alpha, keep)
 
 
 class FloorLogMel(LogMel):

@@ -15,7 +15,9 @@ from ...genres import load_genre_file
 from ...registry import BUNDLED
 from ..backends import Forward, select_backend
 from ..base import AudioModel
-from .frontend import HOP, PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, LogMel, patch_starts
+from .floor import EVERY_S as FLOOR_EVERY_S
+from .floor import MEMORY_S as FLOOR_MEMORY_S
+from .frontend import HOP, PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, LogMel, band_floor, minus_floor, patch_starts
 from .nets import ARCHITECTURES
 from .streaming import NEW, StreamFrames, StreamingFront
 
@@ -120,9 +122,13 @@ class MusicnnModel(AudioModel):
 
     def __init__(self, name: str, checkpoints: dict[str, torch.nn.Module], tag_lists: dict[str, list[str]],
                  device: str | torch.device = "cpu", align: str = "end", backend: str = "auto",
-                 streaming: bool = True) -> None:
+                 streaming: bool = True, floor: float = 0.0) -> None:
         if align not in ("start", "end"):
             raise ValueError(f"align must be 'start' or 'end', got {align!r}")
+        if not 0.0 <= floor <= 4.0:
+            raise ValueError(f"floor must be between 0 (off) and 4, got {floor!r}")
+        self.floor = float(floor)
+        self.floor_memory_s, self.floor_every_s = FLOOR_MEMORY_S, FLOOR_EVERY_S  # (floor.py; bench.robust varies them)
         self.name = name
         self.align = align
         self.device = torch.device(device)
@@ -177,8 +183,8 @@ class MusicnnModel(AudioModel):
 
     def new_stream(self) -> StreamFrames | None:
         """A live stream's state for `predict(..., context=)` (the engine keeps one per stream);
-        None where the streaming front end is off."""
-        return StreamFrames() if self.streaming is not None else None
+        None where neither the streaming front end nor the floor is on."""
+        return StreamFrames() if self.streaming is not None or self.floor else None
 
     # -- pieces, exposed for tests and tools ------------------------------------------
 
@@ -203,7 +209,27 @@ class MusicnnModel(AudioModel):
         The patches of all windows are batched together, `max_patches_per_forward` at a time.
         """
         with torch.inference_mode():
-            p = self.patches(self.logmel(windows))
+            lm = self.logmel(windows)
+            return self._patch_logits(self._floored(lm, None)[0] if self.floor else lm)
+
+    def _floored(self, logmel: torch.Tensor, context: list | None) -> tuple[torch.Tensor, set]:
+        """`logmel` with each band's floor taken off (the `floor` option), and the rows whose
+        stream's floor changed with them (their timbral frames must be computed whole). A row of a
+        live stream takes its stream's floor (floor.py), any other row the floor of its own audio."""
+        floors = band_floor(logmel)
+        fresh = set()
+        if context is not None:
+            rows = sorted((end, i) for i, (state, end) in enumerate(context) if state is not None and end is not None)
+            for end, i in rows:
+                state = context[i][0].floor
+                if state.observe(end, floors[i].cpu().numpy(), self.floor_memory_s, self.floor_every_s):
+                    fresh.add(i)
+                floors[i] = torch.from_numpy(state.floor)
+        return minus_floor(logmel, floors, self.floor), fresh
+
+    def _patch_logits(self, logmel: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            p = self.patches(logmel)
             b, k = p.shape[:2]
             flat = p.reshape(b * k, PATCH_FRAMES, p.shape[-1])
             n = self.max_patches_per_forward
@@ -235,11 +261,16 @@ class MusicnnModel(AudioModel):
             raise ValueError("predict got NaN or infinite samples")
         if context is not None and len(context) != len(w):
             raise ValueError(f"predict got {len(context)} context entries for {len(w)} windows")
+        live = context is not None and w.shape[1] == PATCH_SAMPLES
         with torch.inference_mode():
-            if context is not None and self.streaming is not None and w.shape[1] == PATCH_SAMPLES:
-                per_net = {ck: l[:, None] for ck, l in self.streaming.logits(self.logmel(w), context).items()}
+            lm = self.logmel(w)
+            fresh = set()
+            if self.floor:
+                lm, fresh = self._floored(lm, context if live else None)
+            if live and self.streaming is not None:
+                per_net = {ck: l[:, None] for ck, l in self.streaming.logits(lm, context, fresh).items()}
             else:
-                per_net = self.patch_logits(w)
+                per_net = self._patch_logits(lm)
             out = None
             for ckpt, logits in per_net.items():
                 probs = torch.sigmoid(logits).mean(dim=1) @ self._merge[ckpt]
@@ -257,7 +288,7 @@ def weights_digest(spec: str) -> str:
 
 
 def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "auto",
-                 streaming: bool = True) -> MusicnnModel:
+                 streaming: bool = True, floor: float = 0.0) -> MusicnnModel:
     """Load a bundled musicnn model, offline.
 
     Specs: ``"musicnn"`` (MTT + MSD musicnn merged, 92 tags; the default: the pair taught
@@ -278,6 +309,8 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "aut
     say what runs (stream/models/backends.py).
     streaming: live streams compute only each new patch's newest timbral frames (the same result
     for ~0.6x the work, checked at load; streaming.py); False scores every patch whole.
+    floor: an experiment, off (0) by default: each band's stationary floor times `floor` taken off
+    the log-mel, kept per live stream over ~10 s (floor.py; bench/README.md "A floor kept per stream").
     Raises `ModelLoadError` for an unknown spec, a missing/corrupt weight file, a bad device
     or a backend that cannot run.
     """
@@ -285,6 +318,9 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "aut
     if key not in SPECS:
         raise ModelLoadError(spec, "not a bundled musicnn model",
                              f"Use one of: {', '.join(SPECS)}", fallback=None)
+    if not 0.0 <= floor <= 4.0:
+        raise ModelLoadError(spec, f"floor must be between 0 (off) and 4, got {floor!r}",
+                             "Use floor=0, or 1 for each band's floor as measured", fallback=None)
     try:
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
@@ -304,6 +340,6 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "aut
             "Regenerate them: pip download --no-deps musicnn==0.1.0 -d /tmp/w && "
             "python tools/convert_musicnn.py /tmp/w/musicnn-0.1.0-py3-none-any.whl", fallback=None) from e
     try:
-        return MusicnnModel(key, nets, tags, device=dev, backend=backend, streaming=streaming)
+        return MusicnnModel(key, nets, tags, device=dev, backend=backend, streaming=streaming, floor=floor)
     except ValueError as e:  # unknown backend, or onnxruntime asked for and unusable
         raise ModelLoadError(spec, str(e), "Use backend='auto' or 'torch' (or unset STREAM_BACKEND).") from e

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backends import BF16_TOLERANCE, Forward, same_backend
+from .floor import StreamFloor
 from .frontend import HOP, N_MELS, PATCH_FRAMES, PATCH_SAMPLES
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,12 @@ class StreamFrames:
     its interior timbral frames, per network. The engine keeps one per stream (a new one on
     reset); the model reads and replaces it while scoring that stream's patches."""
 
-    __slots__ = ("start", "interior")
+    __slots__ = ("start", "interior", "floor")
 
     def __init__(self) -> None:
         self.start: int | None = None
         self.interior: dict[str, np.ndarray] = {}
+        self.floor = StreamFloor()  # (used where the model's `floor` option is on)
 
 
 class _Whole(nn.Module):
@@ -136,11 +138,12 @@ class StreamingFront:
         front.check_diff = diff
         return front
 
-    def logits(self, logmel: torch.Tensor, context: list) -> dict[str, torch.Tensor]:
+    def logits(self, logmel: torch.Tensor, context: list, fresh=frozenset()) -> dict[str, torch.Tensor]:
         """{network: (B, tags) logits} for raw patches (B, 187, 96) with their (StreamFrames | None,
         end sample | None) each. A stream's rows are taken oldest first (several, when its engine
         fell behind), each in its own pass: a patch on the grid within `NEW` frames after the one
-        before it takes the step, any other computes its timbral frames whole. Either way the
+        before it takes the step, any other (and the rows in `fresh`: their input changed otherwise
+        than by new frames, e.g. a new floor) computes its timbral frames whole. Either way the
         stream's state then holds its newest patch."""
         streams: dict[int, tuple[StreamFrames, list]] = {}
         alone = []  # rows without a stream state, or off the grid: whole, and nothing kept
@@ -156,7 +159,7 @@ class StreamingFront:
             for p, (g, i) in enumerate(sorted(rows)):
                 if p == len(passes):
                     passes.append(([], []))
-                if prev is not None and 0 < g - prev <= NEW:
+                if prev is not None and 0 < g - prev <= NEW and i not in fresh:
                     passes[p][1].append((i, g - prev))
                 else:
                     passes[p][0].append(i)

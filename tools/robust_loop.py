@@ -194,10 +194,11 @@ def evaluate(nets, frontend, val: Validation, tags) -> dict:
 # ---- the loop --------------------------------------------------------------------------------
 
 class LaggedFloorLogMel(torch.nn.Module):
-    """The student's input as a live stream with the model's floor every 2 s from 1 s of memory
-    (`MusicnnModel.floor_every_s` / `floor_memory_s`) hears it: each band's floor x alpha taken
-    off the patch's log-mel, the floor that of the patch itself or, as often, of the patch one
-    second earlier (the previous hop's, whose floor the stream still holds). Takes audio with the
+    """The student's input as a live stream hears it whose floor is re-estimated every other hop
+    from the re-estimating patch alone (`MusicnnModel.floor_every_s` 1.5, `floor_memory_s` 0.5):
+    each band's floor x alpha taken off the patch's log-mel, the floor that of the patch itself
+    or, as often, of the patch one second earlier (the previous hop's, whose floor the stream
+    still holds). Takes audio with the
     1 s pre-roll in front (training batches: `wants_pre_roll`); a bare patch takes its own floor."""
 
     wants_pre_roll = True

@@ -101,7 +101,8 @@ def parse(argv=None) -> argparse.Namespace:
                          "the teacher's targets stay those of the plain clean log-mel")
     ap.add_argument("--floor-lag", action="store_true",
                     help="with --floor: half the patches take the floor of the audio a second earlier, as a live stream "
-                         "with the model's floor every 2 s from 1 s of memory does (robust_loop.LaggedFloorLogMel)")
+                         "does whose floor is re-estimated every other hop from that patch alone (floor_every_s 1.5, "
+                         "floor_memory_s 0.5; robust_loop.LaggedFloorLogMel)")
     ap.add_argument("--init", default=None,
                     help="the students start from these weights: a folder of exported ones, or 'musicnn' for the shipped "
                          "default (default: the teacher, the original pair); the targets stay the teacher's")

@@ -19,6 +19,12 @@ from .frontend import SAMPLE_RATE
 
 MEMORY_S = 10.0  # patches that ended this long ago still count
 EVERY_S = 5.0  # the floor a stream's patches are taken down by changes at most this often
+MAX_ALPHA = 4.0  # the floor option's largest multiple of the floor
+
+
+def alpha_error(alpha: float) -> str | None:
+    """What is wrong with a floor option's value (None: nothing)."""
+    return None if 0.0 <= alpha <= MAX_ALPHA else f"floor must be between 0 (off) and {MAX_ALPHA:g}, got {alpha!r}"
 
 
 class StreamFloor:

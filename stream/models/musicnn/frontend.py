@@ -111,18 +111,23 @@ class LogMel(torch.nn.Module):
         return torch.log10(10000.0 * mel + 1.0).transpose(1, 2)
 
 
+def _mel_power(logmel: torch.Tensor) -> torch.Tensor:
+    """`LogMel`'s output back to mel power (float64)."""
+    return (torch.pow(10.0, logmel.double()) - 1.0) / 10000.0
+
+
 def band_floor(logmel: torch.Tensor, smooth: int = 9) -> torch.Tensor:
     """Each band's floor in a log-mel (B, T, 96): the lowest level its mel power, smoothed over
     `smooth` frames, reaches in the input, as mel power (B, 96) float64."""
-    mel = (torch.pow(10.0, logmel.double()) - 1.0) / 10000.0
-    sm = torch.nn.functional.avg_pool1d(mel.transpose(1, 2), smooth, 1, smooth // 2, count_include_pad=False)
+    sm = torch.nn.functional.avg_pool1d(_mel_power(logmel).transpose(1, 2), smooth, 1, smooth // 2,
+                                        count_include_pad=False)
     return sm.amin(dim=2)
 
 
 def minus_floor(logmel: torch.Tensor, floor: torch.Tensor, alpha: float, keep: float = 0.1) -> torch.Tensor:
     """A log-mel (B, T, 96) with `alpha` x `floor` (mel power, (B, 96)) taken off each band, never
     below `keep` of its power."""
-    mel = (torch.pow(10.0, logmel.double()) - 1.0) / 10000.0
+    mel = _mel_power(logmel)
     mel = torch.maximum(mel - alpha * floor.to(mel).unsqueeze(1), keep * mel)
     return torch.log10(10000.0 * mel + 1.0).to(logmel.dtype)
 

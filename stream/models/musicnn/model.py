@@ -17,6 +17,7 @@ from ..backends import Forward, select_backend
 from ..base import AudioModel
 from .floor import EVERY_S as FLOOR_EVERY_S
 from .floor import MEMORY_S as FLOOR_MEMORY_S
+from .floor import alpha_error
 from .frontend import HOP, PATCH_FRAMES, PATCH_SAMPLES, SAMPLE_RATE, LogMel, band_floor, minus_floor, patch_starts
 from .nets import ARCHITECTURES
 from .streaming import NEW, StreamFrames, StreamingFront
@@ -125,8 +126,8 @@ class MusicnnModel(AudioModel):
                  streaming: bool = True, floor: float = 0.0) -> None:
         if align not in ("start", "end"):
             raise ValueError(f"align must be 'start' or 'end', got {align!r}")
-        if not 0.0 <= floor <= 4.0:
-            raise ValueError(f"floor must be between 0 (off) and 4, got {floor!r}")
+        if alpha_error(floor):
+            raise ValueError(alpha_error(floor))
         self.floor = float(floor)
         self.floor_memory_s, self.floor_every_s = FLOOR_MEMORY_S, FLOOR_EVERY_S  # (floor.py; bench.robust varies them)
         self.name = name
@@ -318,9 +319,9 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "aut
     if key not in SPECS:
         raise ModelLoadError(spec, "not a bundled musicnn model",
                              f"Use one of: {', '.join(SPECS)}", fallback=None)
-    if not 0.0 <= floor <= 4.0:
-        raise ModelLoadError(spec, f"floor must be between 0 (off) and 4, got {floor!r}",
-                             "Use floor=0, or 1 for each band's floor as measured", fallback=None)
+    if alpha_error(floor):  # (before the weights load; the model checks it too, when made directly)
+        raise ModelLoadError(spec, alpha_error(floor), "Use floor=0, or 1 for each band's floor as measured",
+                             fallback=None)
     try:
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():

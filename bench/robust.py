@@ -171,6 +171,15 @@ def family_figures(readouts, stream, aggregated: list[str]) -> tuple[float, floa
     return float(right), float(agg)
 
 
+def by_family(readouts, stream) -> str:
+    """Family accuracy of the steady readouts within each true family, "electronic/acoustic" (%):
+    where a condition's errors fall (so far nearly all on the acoustic excerpts)."""
+    pairs = list(steady(readouts, stream))
+    shares = [np.mean([verdict(r.scores) == fam for k, r in pairs if stream.families[k] == fam] or [np.nan])
+              for fam in Q.FAMILIES]
+    return "/".join(f"{100 * v:.0f}" for v in shares)
+
+
 def one_family(readouts, stream, share: float = 0.95) -> str | None:
     """The family that `share` or more of the steady readouts favour whatever plays, if one does: its
     figure is then the share of that family's excerpts in the stream, not the model hearing anything."""
@@ -252,6 +261,8 @@ def report(a, stream, models, runs: dict, cost: dict) -> None:
             real = [vals[c] for c in REAL if c in vals]
             table.append([s, name] + [f"{100 * vals[c]:.1f}" for c in a.conditions] +
                          [f"{100 * np.mean(sim):.1f}" if sim else "-", f"{100 * np.mean(real):.1f}" if real else "-"])
+        table.append([s, "family % " + "/".join(Q.FAMILIES) + " excerpts"] +
+                     [by_family(runs[c, s], stream) for c in a.conditions] + ["", ""])
     print(C.table(table, header))
     for s, c, fam in degenerate:
         print(f"# {s} / {c}: >= 95 % of steady readouts favour {fam} whatever plays: its family figure is the share "

@@ -218,6 +218,19 @@ def test_chain_settings_override_and_bad_ones_are_refused():
         TR.chain_config(["p_room=lots"], 0.0)
 
 
+def test_acoustic_share_sets_how_often_each_family_is_drawn_and_keeps_the_balance_within_it():
+    """--acoustic-share: the acoustic patches carry that share of the draws; within a family the
+    genre balance (--balance) is kept; a share outside (0, 1) or a missing family is refused."""
+    weights = np.array([1.0, 1.0, 2.0, 0.5, 0.5, 3.0])
+    acoustic = np.array([False, False, False, True, True, False])
+    got = TR.family_share(weights, acoustic, 0.7)
+    assert got[acoustic].sum() == pytest.approx(0.7) and got.sum() == pytest.approx(1.0)
+    assert got[2] / got[0] == pytest.approx(2.0) and got[3] == pytest.approx(got[4])
+    for bad, mask in ((1.0, acoustic), (0.0, acoustic), (0.5, np.zeros(6, bool))):
+        with pytest.raises(SystemExit, match="--acoustic-share must be within"):
+            TR.family_share(weights, mask, bad)
+
+
 def test_blend_runs_from_teacher_to_student_and_missing_packages_are_named(tmp_path):
     """--blend: 0 gives the teacher's tensors, 1 the student's, 0.5 the midpoint. A package list
     with nothing installed stops with the names to install, not numpy's empty-stack error."""

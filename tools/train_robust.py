@@ -89,6 +89,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--balance", type=float, default=1.0,
                     help="sample each patch with weight 1/count(teacher's top genre of its track)**balance")
     ap.add_argument("--min-group", type=int, default=100)
+    ap.add_argument("--acoustic-share", type=float, default=None,
+                    help="draw patches of acoustic-family tracks (the teacher's track verdict) this share of the time "
+                         "(default: as --balance leaves it, ~0.47): degraded acoustic music is what the networks lose")
     ap.add_argument("--p-clean", type=float, default=0.1, help="share of patches the chain leaves clean")
     ap.add_argument("--p-hiss", type=float, default=0.15, help="share of hiss draws (room + white noise 5-15 dB)")
     ap.add_argument("--recorded", action=argparse.BooleanOptionalAction, default=True,
@@ -116,6 +119,16 @@ def balance_weights(top: np.ndarray, balance: float, min_group: int) -> np.ndarr
     return 1.0 / np.maximum(counts[top], min_group).astype(np.float64) ** balance
 
 
+def family_share(weights: np.ndarray, acoustic: np.ndarray, share: float) -> np.ndarray:
+    """`weights` rescaled within each family so that the acoustic patches carry `share` of the total."""
+    if not 0.0 < share < 1.0 or not acoustic.any() or acoustic.all():
+        raise SystemExit(f"--acoustic-share must be within (0, 1) with both families present, got {share}")
+    out = weights.astype(np.float64).copy()
+    out[acoustic] *= share / out[acoustic].sum()
+    out[~acoustic] *= (1.0 - share) / out[~acoustic].sum()
+    return out
+
+
 def training_data(a, teacher, frontend, tags) -> RL.Data:
     tag = f"train-{a.stride:g}-{a.max_per_track}"
     log("prepare: training patches (all of every training track)")
@@ -138,7 +151,11 @@ def training_data(a, teacher, frontend, tags) -> RL.Data:
     clean_targets = None
     if a.clean_mix is not None and a.clean_mix != a.mix:
         clean_targets, _ = RT.track_targets(t_tr, tr, cols, a.clean_mix, a.context)
-    return RL.Data(tr["audio"], balance_weights(top, a.balance, a.min_group), targets, margin, chain, clean_targets)
+    weights = balance_weights(top, a.balance, a.min_group)
+    if a.acoustic_share is not None:
+        weights = family_share(weights, margin <= 0, a.acoustic_share)
+    log(f"  acoustic-family share of draws {weights[margin <= 0].sum() / weights.sum():.2f}")
+    return RL.Data(tr["audio"], weights, targets, margin, chain, clean_targets)
 
 
 def validation_data(a, teacher, frontend, tags) -> RL.Validation:

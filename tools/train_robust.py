@@ -123,7 +123,7 @@ def family_share(weights: np.ndarray, acoustic: np.ndarray, share: float) -> np.
     """`weights` rescaled within each family so that the acoustic patches carry `share` of the total."""
     if not 0.0 < share < 1.0 or not acoustic.any() or acoustic.all():
         raise SystemExit(f"--acoustic-share must be within (0, 1) with both families present, got {share}")
-    out = weights.astype(np.float64).copy()
+    out = weights.astype(np.float64)  # (a copy)
     out[acoustic] *= share / out[acoustic].sum()
     out[~acoustic] *= (1.0 - share) / out[~acoustic].sum()
     return out
@@ -151,10 +151,10 @@ def training_data(a, teacher, frontend, tags) -> RL.Data:
     clean_targets = None
     if a.clean_mix is not None and a.clean_mix != a.mix:
         clean_targets, _ = RT.track_targets(t_tr, tr, cols, a.clean_mix, a.context)
-    weights = balance_weights(top, a.balance, a.min_group)
+    weights, acoustic = balance_weights(top, a.balance, a.min_group), margin <= 0
     if a.acoustic_share is not None:
-        weights = family_share(weights, margin <= 0, a.acoustic_share)
-    log(f"  acoustic-family share of draws {weights[margin <= 0].sum() / weights.sum():.2f}")
+        weights = family_share(weights, acoustic, a.acoustic_share)
+    log(f"  acoustic-family share of draws {weights[acoustic].sum() / weights.sum():.2f}")
     return RL.Data(tr["audio"], weights, targets, margin, chain, clean_targets)
 
 

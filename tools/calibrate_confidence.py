@@ -8,7 +8,7 @@ No labels: the "track's genre" is the teacher's verdict aggregated over the whol
 argmax of its genre scores averaged over 3 s patches every 6 s of the track). Readouts: a 30 s
 excerpt of each track (30 s in) played through an inline engine with default settings.
 Split by Debian package (tools/robust_data.py): the confidence is fitted on the robust
-recipe's training packages (up to 16 tracks each) and checked on its validation packages
+recipe's training packages (every track, up to 64 each) and checked on its validation packages
 (asc-music, wesnoth-1.16-music: every track); the bundled MusiCNN was trained on none.
 Candidates (stream/calibration.py, `METHODS`): a temperature alone; a temperature then isotonic
 regression of the headline's tempered probability or of its lead over the runner-up; a
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 EXCERPT_S = (30.0, 30.0)  # the readouts: 30 s from 30 s into each track (its start if shorter)
 VERDICT_STRIDE_S = 6.0  # the verdict: a 3 s patch every 6 s over the whole track
-PER_PACKAGE = 16  # tracks per package at most, spread over its sorted list (a shared 2-core machine)
+PER_PACKAGE = 64  # tracks per package at most, spread over its sorted list (every track of today's packages: ~10 s each)
 CHECK_PER_PACKAGE = 64  # the check packages: every track
 
 

@@ -25,8 +25,8 @@ BUNDLED: dict[str, Bundled] = {
     "musicnn-original": Bundled(("MTT_musicnn", "MSD_musicnn"), None,
                                 "the upstream MusiCNN weights (the default's teacher): for comparisons"),
     "musicnn-room": Bundled(("MTT_musicnn", "MSD_musicnn"), "robust",
-                            "bundled, the first room model: best where synthetic-sounding voices talk over the "
-                            "music, worse than musicnn through real rooms and phones"),
+                            "bundled, the first room model, for comparisons: musicnn is better in every condition "
+                            "measured, talk included"),
     "musicnn-mtt": Bundled(("MTT_musicnn",), None, "one checkpoint (MagnaTagATune, 50 tags)", False),
     "musicnn-msd": Bundled(("MSD_musicnn",), None, "one checkpoint (Million Song Dataset, 50 tags)", False),
     "vgg-mtt": Bundled(("MTT_vgg",), None, "the VGG baseline (MagnaTagATune)", False),

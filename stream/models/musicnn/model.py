@@ -294,9 +294,10 @@ def load_bundled(spec: str = "musicnn", device: str = "cpu", backend: str = "aut
 
     Specs: ``"musicnn"`` (MTT + MSD musicnn merged, 92 tags; the default: the pair taught
     track-level targets through rooms, hiss and phones, acoustic music drawn 70 % of the time;
-    clean headline as the original's on 90.5 % of validation windows; weights/track/MODEL_CARD.md), ``"musicnn-original"`` (the converted upstream
-    pair, the default's teacher), ``"musicnn-room"`` (the first student: best under synthetic
-    talk, ~6 points lower on clean audio; weights/robust/MODEL_CARD.md),
+    clean headline as the original's on 90.5 % of validation windows; weights/track/MODEL_CARD.md),
+    ``"musicnn-original"`` (the converted upstream pair, the default's teacher), ``"musicnn-room"``
+    (the first student, for comparisons: the default beats it in every condition measured;
+    weights/robust/MODEL_CARD.md),
     ``"musicnn-mtt"``, ``"musicnn-msd"``, ``"vgg-mtt"``, ``"vgg-msd"`` (single checkpoints,
     50 tags). The vgg models cost about as much per patch as musicnn on a CPU (see
     bench/musicnn.py) and score a little lower upstream (ROC-AUC on MTT 0.9030 vs

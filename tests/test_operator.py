@@ -196,13 +196,15 @@ def test_every_deployment_example_names_its_model():
 
 # ---------------------------------------------------------------- genre-evaluate's levels -------
 def labelled(root: Path, names: dict, extra: dict | None = None) -> Path:
-    """test_evaluate's folder (real electronic and orchestral cuts, 6 s) under other folder
-    names, plus `extra` folders {name: a copy of one electronic cut}."""
+    """test_evaluate's folder (real electronic and orchestral cuts, 10 s) under other folder
+    names, plus `extra` folders {name: a copy of one electronic cut}. 10 s, not 6: on 6 s of
+    time_to_strike the default's Pop and Electronic sit within 10 % of each other (a near-tie);
+    on 10 s Electronic leads 3 to 1 for the default and the original alike."""
     import shutil
 
     from test_evaluate import make_folder
 
-    make_folder(root, names, seconds=6.0)
+    make_folder(root, names, seconds=10.0)
     src = next((root / names["electronic"]).iterdir())
     for name in extra or {}:
         (root / name).mkdir()

@@ -4,6 +4,8 @@ float32 on real music (headline genre on >= 99 % of windows, family on >= 99.5 %
 only where float32's own margin exceeds what bf16 can move (a near-tie is no property)."""
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +32,11 @@ REAL_BF16 = any(f in accel.cpu_flags() for f in accel.BF16_FLAGS)
 ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})
 SAPPHIRE_RAPIDS = ZEN4 | {"amx_bf16", "amx_tile", "amx_int8"}
 AVX2 = frozenset({"avx2", "fma"})
+# a process whose oneDNN is capped below bf16 (ONEDNN_MAX_CPU_ISA=AVX2, the AVX2 path emulated):
+# OpenVINO asked for bf16 there crashes it, so tests that inject a bf16 CPU cannot run
+BF16_CAPPED = accel.capped(SAPPHIRE_RAPIDS, os.environ.get("ONEDNN_MAX_CPU_ISA")) != SAPPHIRE_RAPIDS
+no_bf16_cap = pytest.mark.skipif(BF16_CAPPED, reason="oneDNN capped below bf16 (ONEDNN_MAX_CPU_ISA): "
+                                 "test_an_isa_cap_takes_bf16_away_before_any_backend_is_asked covers it")
 SECONDS_PER_TRACK = 40
 WINDOW_PATCHES, SPACING_S = 3, 3  # the engine's default: 9 s window, patches every 3 s, 1 s hop
 
@@ -42,7 +49,7 @@ def test_auto_prefers_openvino_bf16_only_where_the_cpu_computes_bf16(flags, want
 
 
 @pytest.mark.skipif(not (HAVE_ORT and HAVE_OV), reason="onnxruntime/openvino not installed")
-@pytest.mark.parametrize("flags, backend, precision", [(SAPPHIRE_RAPIDS, "openvino", "bf16"),
+@pytest.mark.parametrize("flags, backend, precision", [pytest.param(SAPPHIRE_RAPIDS, "openvino", "bf16", marks=no_bf16_cap),
                                                        (AVX2, "onnxruntime", "fp32")])
 def test_load_picks_by_cpu_and_stream_backend_overrides(monkeypatch, tmp_path, flags, backend, precision):
     """The CPU's flags are injected: both paths run here. (On an AVX2-only CPU OpenVINO would be
@@ -77,6 +84,7 @@ def test_missing_openvino_falls_back_to_onnxruntime_or_fails_clearly(monkeypatch
 
 
 @pytest.mark.skipif(not (HAVE_ORT and HAVE_OV), reason="onnxruntime/openvino not installed")
+@no_bf16_cap
 def test_bf16_that_fails_the_load_time_check_is_not_used(monkeypatch, tmp_path):
     """A bf16 kernel beyond BF16_TOLERANCE falls back to ONNX Runtime float32 (auto) or is an error (asked for)."""
     from stream.models import backends
@@ -90,6 +98,33 @@ def test_bf16_that_fails_the_load_time_check_is_not_used(monkeypatch, tmp_path):
     assert m.backend == "onnxruntime" and ("bfloat16 differed" in reason or not REAL_BF16), reason
     with pytest.raises(ModelLoadError, match="differed" if REAL_BF16 else "OpenVINO"):
         load_bundled("musicnn-mtt", backend="openvino")
+
+
+def test_an_isa_cap_takes_bf16_away_before_any_backend_is_asked():
+    """ONEDNN_MAX_CPU_ISA caps what torch and OpenVINO may use; the flags the backends choose by
+    are those under the cap, so a capped bf16 CPU runs float32 instead of crashing."""
+    assert accel.capped(ZEN4, None) == ZEN4 and accel.capped(SAPPHIRE_RAPIDS, "") == SAPPHIRE_RAPIDS
+    for isa in ("AVX2", "avx2", "AVX512_CORE", "AVX512_CORE_VNNI"):
+        flags = accel.capped(SAPPHIRE_RAPIDS, isa)
+        assert not flags & {"avx512_bf16", "amx_bf16", "amx_tile"}, (isa, flags)
+        assert preferred_backend(flags)[0] == "onnxruntime", isa
+    assert "avx512f" not in accel.capped(ZEN4, "AVX2") and "avx512f" in accel.capped(ZEN4, "AVX512_CORE")
+    # a cap at bf16 keeps it and takes AMX away
+    assert accel.capped(SAPPHIRE_RAPIDS, "AVX512_CORE_BF16") == ZEN4
+    assert accel.capped(SAPPHIRE_RAPIDS, "AVX512_CORE_AMX") == SAPPHIRE_RAPIDS
+
+
+@pytest.mark.skipif(not HAVE_OV, reason="openvino not installed")
+def test_a_process_capped_at_avx2_loads_the_default_in_float32(tmp_path):
+    """The real process: on a bf16 CPU, OpenVINO asked for bf16 under ONEDNN_MAX_CPU_ISA=AVX2
+    died of a segmentation fault at its first forward."""
+    code = ("from stream.models.musicnn import load_bundled; m = load_bundled('musicnn'); "
+            "print(m.backend, m.precision)")
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2", STREAM_CACHE=str(tmp_path))
+    env.pop("STREAM_BACKEND", None)
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    assert p.stdout.split()[-1] == "fp32", p.stdout
 
 
 # ---- agreement on real music ----------------------------------------------------------------

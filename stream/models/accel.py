@@ -44,17 +44,41 @@ ENV_VAR = "STREAM_ACCEL"
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+# oneDNN's ISA names (ONEDNN_MAX_CPU_ISA) that leave out AVX-512, bf16 compute, AMX
+_NO_AVX512 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"})
+_NO_BF16 = _NO_AVX512 | {"AVX512_CORE", "AVX512_CORE_VNNI"}
+_NO_AMX = _NO_BF16 | {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512"}
+
+
+def capped(flags: frozenset, isa: str | None) -> frozenset:
+    """The flags a oneDNN capped at `isa` can use. torch and OpenVINO both honour the cap, and
+    OpenVINO asked for bf16 past it crashes the process (seen with AVX2 on Zen 4), so a capped
+    process must not be told it has bf16."""
+    isa = (isa or "").strip().upper()
+    drop = set()
+    if isa in _NO_AVX512:
+        drop |= {f for f in flags if f.startswith("avx512")}
+    if isa in _NO_BF16:
+        drop.add("avx512_bf16")
+    if isa in _NO_AMX:
+        drop |= {f for f in flags if f.startswith("amx")}
+    return frozenset(flags - drop)
+
+
 @lru_cache(maxsize=1)
 def cpu_flags() -> frozenset:
-    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS), less
+    those an ONEDNN_MAX_CPU_ISA cap takes away."""
+    flags = frozenset()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                    flags = frozenset(line.split(":", 1)[1].split())
+                    break
     except OSError:
         pass
-    return frozenset()
+    return capped(flags, os.environ.get("ONEDNN_MAX_CPU_ISA"))
 
 
 def bf16_support() -> tuple[bool, str]:

@@ -34,22 +34,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 EXCERPT_S = (30.0, 30.0)  # the readouts: 30 s from 30 s into each track (its start if shorter)
 VERDICT_STRIDE_S = 6.0  # the verdict: a 3 s patch every 6 s over the whole track
-PER_PACKAGE = 64  # tracks per package at most, spread over its sorted list (every track of today's packages: ~10 s each)
-CHECK_PER_PACKAGE = 64  # the check packages: every track
+PER_PACKAGE = 64  # tracks per package at most, fit and check alike, spread over its sorted list (every track of today's packages: ~10 s each)
 
 
-def track_list(check_all: bool = True) -> list:
+def track_list() -> list:
     """(Track, side) for the fit packages (the robust recipe's training packages) and the check
     packages (its validation packages: asc-music, wesnoth-1.16-music). The bundled MusiCNN was
     trained on none of them; the split is by package, so no track, composer session or remix
     sits on both sides."""
     from tools import robust_data as R
     out = []
-    for side, pkgs, cap in (("fit", R.TRAIN, PER_PACKAGE), ("check", R.VALIDATION, CHECK_PER_PACKAGE)):
+    for side, pkgs in (("fit", R.TRAIN), ("check", R.VALIDATION)):
         for pkg in pkgs:
             ts = R.tracks([pkg])
-            if len(ts) > cap:
-                ts = [ts[int(i)] for i in np.linspace(0, len(ts) - 1, cap).round()]
+            if len(ts) > PER_PACKAGE:
+                ts = [ts[int(i)] for i in np.linspace(0, len(ts) - 1, PER_PACKAGE).round()]
             out += [((i + 0.5) / len(ts), t, side) for i, t in enumerate(ts)]
     # every package in step (by the share of its tracks): what is gathered at any moment spreads over all
     return [(t, side) for _, t, side in sorted(out, key=lambda x: x[0])]

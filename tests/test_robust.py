@@ -218,6 +218,20 @@ def test_chain_settings_override_and_bad_ones_are_refused():
         TR.chain_config(["p_room=lots"], 0.0)
 
 
+def test_babble_weight_sets_how_often_talk_is_the_background():
+    """--chain babble_weight=W: 0 never draws babble; a large weight makes it nearly every background."""
+    x = np.ones(4000, np.float32)
+
+    def share(weight):
+        chain = RC.Chain(RC.rir_bank(1, seed=1), [np.ones(100, np.float32)],
+                         RC.ChainConfig(p_clean=0.0, p_room=0.0, p_noise=1.0, p_codec=0.0, babble_weight=weight))
+        return np.mean(["babble" in chain(x, np.random.default_rng(s))[1] for s in range(60)])
+
+    assert share(0.0) == 0.0
+    assert share(20.0) > 0.8 > share(RC.ChainConfig.babble_weight)
+    assert TR.chain_config(["babble_weight=1.2"], 0.0).babble_weight == 1.2
+
+
 def test_acoustic_share_sets_how_often_each_family_is_drawn_and_keeps_the_balance_within_it():
     """--acoustic-share: the acoustic patches carry that share of the draws; within a family the
     genre balance (--balance) is kept; a share outside (0, 1) or a missing family is refused."""

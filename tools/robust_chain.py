@@ -49,6 +49,7 @@ class ChainConfig:
     gain_db: tuple[float, float] = (-12.0, 12.0)
     p_hiss: float = 0.0  # room + white noise at hiss_snr_db instead of the background draw
     hiss_snr_db: tuple[float, float] = (5.0, 15.0)
+    babble_weight: float = 0.4  # babble's weight among the background kinds (pink 0.25 ... recorded 0.4)
 
 
 # ---- banks (precomputed once, cached by the caller) ------------------------------------
@@ -223,7 +224,7 @@ class Chain:
 
     def _noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         kinds = ("pink", "brown", "white", "babble", "hum", "recorded")
-        p = np.array([0.25, 0.15, 0.1, 0.4, 0.1, 0.4 if self.recorded else 0.0])
+        p = np.array([0.25, 0.15, 0.1, self.config.babble_weight, 0.1, 0.4 if self.recorded else 0.0])
         picks = rng.choice(len(kinds), size=1 + int(rng.random() < 0.25), replace=False, p=p / p.sum())
         total = np.zeros(n, np.float32)
         for k in picks:

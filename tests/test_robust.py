@@ -232,6 +232,19 @@ def test_babble_weight_sets_how_often_talk_is_the_background():
     assert TR.chain_config(["babble_weight=1.2"], 0.0).babble_weight == 1.2
 
 
+def test_festival_babble_is_deterministic_and_falls_back_to_espeak_without_festival():
+    """--festival-babble: Festival voices read some talkers (a different bank from the same seed);
+    with none installed the bank is espeak-ng's, draw for draw."""
+    espeak_only = RC.babble_bank(1, seed=3, seconds=2.0, talkers=(2, 3))
+    a = RC.babble_bank(1, seed=3, seconds=2.0, talkers=(2, 3), festival_share=1.0)
+    b = RC.babble_bank(1, seed=3, seconds=2.0, talkers=(2, 3), festival_share=1.0)
+    assert np.array_equal(a[0], b[0]) and abs(RC.rms(a[0]) - 1) < 1e-3
+    if any(RC.festival_speech("one", v) is not None for v in RC.FESTIVAL_VOICES):
+        assert not np.allclose(a[0], espeak_only[0], atol=1e-2)
+    else:
+        assert np.array_equal(a[0], espeak_only[0])
+
+
 def test_acoustic_share_sets_how_often_each_family_is_drawn_and_keeps_the_balance_within_it():
     """--acoustic-share: the acoustic patches carry that share of the draws; within a family the
     genre balance (--balance) is kept; a share outside (0, 1) or a missing family is refused."""

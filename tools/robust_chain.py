@@ -7,7 +7,8 @@
   random size, absorption and source/mic positions; image sources to order 3 plus ray
   tracing for the late tail, so long RT60s have a real diffuse tail; RT60 0.2-1.2 s);
 - a background at 0-20 dB SNR: pink, brown or white noise, mains hum with harmonics,
-  babble (several espeak-ng voices reading different text at once), or a recorded sound
+  babble (several espeak-ng voices, and with `festival_share` Festival's, reading different text
+  at once), or a recorded sound
   (ambiences and voices from game packages, `recorded=`), or two of them;
 - or, with `p_hiss`, broadband hiss: white noise 5-15 dB below the music under a room's
   diffuse tail (the condition the first student gained nothing on);
@@ -126,17 +127,51 @@ def speech(text: str, voice: str, speed: int, pitch: int, rate: int = RATE) -> n
     return soxr.resample(y, sr, rate).astype(np.float32) if sr != rate else y
 
 
-def babble_bank(n: int, seed: int, seconds: float = 8.0, talkers: tuple[int, int] = (3, 7)) -> list[np.ndarray]:
+# Festival voices the training side may use: the presence head's (tools/train_presence_head.py);
+# bench/presence.py's kal, slt and lp stay held out
+FESTIVAL_VOICES = ("voice_pc_diphone", "voice_ked_diphone", "voice_upc_ca_ona_hts", "voice_czech_dita",
+                   "voice_suo_fi_lj_diphone", "voice_hy_fi_mv_diphone")
+
+
+def festival_speech(text: str, voice: str, rate: int = RATE) -> np.ndarray | None:
+    """Festival's `voice` reading `text` (mono float32 at `rate`), or None where Festival or the voice is missing."""
+    import soundfile as sf
+    import soxr
+
+    if not shutil.which("text2wave"):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        txt, wav = os.path.join(tmp, "t.txt"), os.path.join(tmp, "t.wav")
+        with open(txt, "w", encoding="latin-1", errors="replace") as f:
+            f.write(text)
+        r = subprocess.run(["text2wave", "-eval", f"({voice})", "-o", wav, txt], capture_output=True)
+        if r.returncode != 0 or not os.path.exists(wav) or os.path.getsize(wav) < 1000:
+            return None
+        y, sr = sf.read(wav, dtype="float32")
+    y = y if y.ndim == 1 else y.mean(axis=1)
+    return soxr.resample(y, sr, rate).astype(np.float32) if sr != rate else y
+
+
+def babble_bank(n: int, seed: int, seconds: float = 8.0, talkers: tuple[int, int] = (3, 7),
+                festival_share: float = 0.0) -> list[np.ndarray]:
     """`n` clips of several people talking at once (different voices, speeds, pitches, texts,
-    offsets), each `seconds` long at unit RMS."""
+    offsets), each `seconds` long at unit RMS. festival_share: the share of talkers read by one of
+    FESTIVAL_VOICES (more natural than espeak-ng's; speed and pitch moved together by 0.88-1.12x)
+    instead of espeak-ng; voices not installed are left out."""
     rng = np.random.default_rng(seed)
     length = int(seconds * RATE)
+    festival = [v for v in FESTIVAL_VOICES if festival_share > 0 and festival_speech("one", v) is not None]
     out = []
     for _ in range(n):
         mix = np.zeros(length, np.float32)
         for text in _sentences(rng, int(rng.integers(*talkers))):
-            voice = f"{_VOICES[rng.integers(len(_VOICES))]}+{_VARIANTS[rng.integers(len(_VARIANTS))]}"
-            y = speech(text, voice, int(rng.integers(130, 200)), int(rng.integers(20, 80)))
+            y = None
+            if festival and rng.random() < festival_share:
+                y = festival_speech(" ".join(text.split()[:25]), festival[rng.integers(len(festival))],
+                                    int(RATE * rng.uniform(0.88, 1.12)))
+            if y is None:
+                voice = f"{_VOICES[rng.integers(len(_VOICES))]}+{_VARIANTS[rng.integers(len(_VARIANTS))]}"
+                y = speech(text, voice, int(rng.integers(130, 200)), int(rng.integers(20, 80)))
             y = y / (np.sqrt(np.mean(y ** 2)) + 1e-9) * rng.uniform(0.5, 1.0)
             start = int(rng.integers(0, length // 4))
             y = y[: length - start]
@@ -322,17 +357,18 @@ def condition(name: str, x: np.ndarray, seed: int, babble: list[np.ndarray] | No
     raise ValueError(f"unknown condition {name!r}; use one of {', '.join(CONDITIONS)}")
 
 
-def cached_banks(cache, seed: int, n_rirs: int, n_babble: int) -> tuple[list, list]:
+def cached_banks(cache, seed: int, n_rirs: int, n_babble: int, festival_share: float = 0.0) -> tuple[list, list]:
     """A RIR bank and a babble bank drawn from `seed`, made once and kept under `cache`."""
     import time
 
-    path = os.path.join(cache, f"banks-{seed}-{n_rirs}-{n_babble}.npz")
+    tail = f"-festival{festival_share:g}" if festival_share > 0 else ""
+    path = os.path.join(cache, f"banks-{seed}-{n_rirs}-{n_babble}{tail}.npz")
     if os.path.exists(path):
         d = np.load(path, allow_pickle=True)
         # equal-length clips come back as one 2-D object array: make each a float32 vector again
         return [np.asarray(h, np.float32) for h in d["rirs"]], [np.asarray(b, np.float32) for b in d["babble"]]
     t = time.time()
-    rirs, babble = rir_bank(n_rirs, seed), babble_bank(n_babble, seed + 1)
+    rirs, babble = rir_bank(n_rirs, seed), babble_bank(n_babble, seed + 1, festival_share=festival_share)
     print(f"  banks: {n_rirs} rooms, {n_babble} babble clips in {time.time() - t:.0f} s", flush=True)
     np.savez(path, rirs=np.array(rirs, dtype=object), babble=np.array(babble, dtype=object))
     return rirs, babble

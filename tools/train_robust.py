@@ -94,6 +94,8 @@ def parse(argv=None) -> argparse.Namespace:
                          "(default: as --balance leaves it, ~0.47): degraded acoustic music is what the networks lose")
     ap.add_argument("--p-clean", type=float, default=0.1, help="share of patches the chain leaves clean")
     ap.add_argument("--p-hiss", type=float, default=0.15, help="share of hiss draws (room + white noise 5-15 dB)")
+    ap.add_argument("--festival-babble", type=float, default=0.0,
+                    help="share of the babble's talkers read by Festival voices instead of espeak-ng (0: espeak-ng only)")
     ap.add_argument("--recorded", action=argparse.BooleanOptionalAction, default=True,
                     help="recorded ambiences and voices of the training-side sound packages in the chain")
     ap.add_argument("--chain", nargs="*", default=[], metavar="KEY=VALUE", help="ChainConfig overrides")
@@ -144,7 +146,7 @@ def training_data(a, teacher, frontend, tags) -> RL.Data:
     counts = np.bincount(top, minlength=len(names))
     log("target top genre: " + ", ".join(f"{names[i]} {counts[i]}" for i in np.argsort(-counts) if counts[i]))
     log(f"  track family: {int((margin > 0).sum())} electronic, {int((margin <= 0).sum())} acoustic patches")
-    rirs, babble = RC.cached_banks(a.cache, 1000 + a.seed, 200, 60)
+    rirs, babble = RC.cached_banks(a.cache, 1000 + a.seed, 200, 60, a.festival_babble)
     recorded = RD.recorded_bank(RD.NOISE_TRAIN) if a.recorded else []
     log(f"  chain: {len(rirs)} rooms, {len(babble)} babble clips, {len(recorded)} recorded clips")
     chain = RC.Chain(rirs, babble, chain_config(a.chain, a.p_clean, a.p_hiss), recorded=recorded)

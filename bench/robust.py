@@ -24,8 +24,10 @@ Figures per model and condition: family accuracy of steady readouts (bench/quali
 readouts from 12 s after a change whose smoothed scores favour the right family); agreement of
 each steady readout's family with its excerpt's **aggregated teacher verdict** (the first
 model's mean clean scores over the whole excerpt: what track-level targets aim at, and the
-ceiling they lift); the headline (the shown label) equal to the same window's clean headline of
-the same model; on clean audio, the headline equal to the first model's; cost per patch
+ceiling they lift); the headline genre (what a face shows large: "Electronic", or nothing while
+the music detector holds "no music") equal to the same window's clean headline of the same
+model, and the style beside it (the model's tag, "ambient") likewise, a stricter figure; on clean
+audio, both equal to the first model's; cost per patch
 (median of interleaved timings) and per hop of one live stream (streaming front end and floor
 as the model runs them). Readouts are kept under --cache by what the model computes, so a
 rerun measures only what changed.
@@ -60,22 +62,26 @@ def run(model, audio: np.ndarray, config) -> list:
     got = []
     pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
     with StreamEngine(model, config, background=False,
-                      on_result=lambda r: got.append(Q.Readout(r.time_s, r.label, r.scores, r.raw_scores, r.window_s))) as e:
+                      on_result=lambda r: got.append(Q.Readout(r.time_s, r.label, r.scores, r.raw_scores, r.window_s,
+                                                               genre=r.genre))) as e:
         for i in range(0, len(pcm), CHUNK):
             e.feed(pcm[i:i + CHUNK], RATE)
     return got
 
 
 def cached_run(cache: Path | None, key: str, model, audio, config) -> list:
-    """run(), its readouts kept as JSON under `cache` by `key` (None: always run)."""
+    """run(), its readouts kept as JSON under `cache` by `key` (None: always run). Readouts kept
+    before the genre was recorded are run again."""
     path = cache / f"{key}.json" if cache else None
     if path and path.exists():
-        return [Q.Readout(**d) for d in json.loads(path.read_text())]
+        kept = json.loads(path.read_text())
+        if all("genre" in d for d in kept):
+            return [Q.Readout(**d) for d in kept]
     got = run(model, audio, config)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps([{"t": r.t, "label": r.label, "scores": r.scores, "raw": r.raw,
-                                     "window_s": r.window_s} for r in got]))
+                                     "window_s": r.window_s, "genre": r.genre} for r in got]))
     return got
 
 
@@ -190,10 +196,12 @@ def one_family(readouts, stream, share: float = 0.95) -> str | None:
     return None
 
 
-def same_headline(readouts, reference) -> float:
-    """Share of readouts whose shown label equals the reference run's at the same time."""
-    ref = {round(r.t, 3): r.label for r in reference}
-    pairs = [(r.label, ref[round(r.t, 3)]) for r in readouts if round(r.t, 3) in ref]
+def same_headline(readouts, reference, level: str = "genre") -> float:
+    """Share of readouts whose headline equals the reference run's at the same time. level "genre":
+    the genre a face shows as its headline ("Electronic"; None while the music detector holds "no
+    music"); "label": the style beside it (the model's own tag, "ambient"), a stricter figure."""
+    ref = {round(r.t, 3): getattr(r, level) for r in reference}
+    pairs = [(getattr(r, level), ref[round(r.t, 3)]) for r in readouts if round(r.t, 3) in ref]
     return float(np.mean([a == b for a, b in pairs])) if pairs else float("nan")
 
 
@@ -252,11 +260,14 @@ def report(a, stream, models, runs: dict, cost: dict) -> None:
     for s in specs:
         figs = {c: family_figures(runs[c, s], stream, aggregated) for c in a.conditions}
         degenerate += [(s, c, f) for c in a.conditions if (f := one_family(runs[c, s], stream))]
-        heads = {c: same_headline(runs[c, s], runs["clean", s]) for c in a.conditions}
+        heads, styles = ({c: same_headline(runs[c, s], runs["clean", s], level) for c in a.conditions}
+                         for level in ("genre", "label"))
         heads["clean"] = same_headline(runs["clean", s], runs["clean", teacher])
+        styles["clean"] = same_headline(runs["clean", s], runs["clean", teacher], "label")
         for name, vals in (("family %", {c: f[0] for c, f in figs.items()}),
                            ("= aggregated teacher %", {c: f[1] for c, f in figs.items()}),
-                           ("headline = clean % (clean: = teacher's)", heads)):
+                           ("headline genre = clean % (clean: = teacher's)", heads),
+                           ("style = clean % (clean: = teacher's)", styles)):
             sim = [vals[c] for c in SIMULATED if c in vals]
             real = [vals[c] for c in REAL if c in vals]
             table.append([s, name] + [f"{100 * vals[c]:.1f}" for c in a.conditions] +

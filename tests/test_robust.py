@@ -230,6 +230,10 @@ def test_babble_weight_sets_how_often_talk_is_the_background():
     assert share(0.0) == 0.0
     assert share(20.0) > 0.8 > share(RC.ChainConfig.babble_weight)
     assert TR.chain_config(["babble_weight=1.2"], 0.0).babble_weight == 1.2
+    with pytest.raises(ValueError, match="babble_weight -1.0: .* >= 0"):
+        RC.Chain(RC.rir_bank(1, seed=1), [x], RC.ChainConfig(babble_weight=-1.0))
+    with pytest.raises(SystemExit):
+        TR.parse(["--festival-babble", "2"])
 
 
 def test_festival_babble_is_deterministic_and_falls_back_to_espeak_without_festival():

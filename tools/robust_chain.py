@@ -253,6 +253,8 @@ class Chain:
                  use_codec: bool = True, recorded: list[np.ndarray] | None = None) -> None:
         if not rirs or not babble:
             raise ValueError("the chain needs a non-empty RIR bank and babble bank")
+        if config.babble_weight < 0:
+            raise ValueError(f"babble_weight {config.babble_weight}: a weight among the background kinds, >= 0")
         self.rirs, self.babble, self.config = rirs, babble, config
         self.recorded = [r for r in (recorded or []) if len(r)]
         self.use_codec = use_codec and shutil.which("ffmpeg") is not None

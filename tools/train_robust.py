@@ -112,7 +112,10 @@ def parse(argv=None) -> argparse.Namespace:
                     help="the students start from these weights: a folder of exported ones, or 'musicnn' for the shipped "
                          "default (default: the teacher, the original pair); the targets stay the teacher's")
     ap.add_argument("--threads", type=int, default=2)
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    if not 0.0 <= a.festival_babble <= 1.0:
+        ap.error(f"--festival-babble is a share of the talkers, within [0, 1]; got {a.festival_babble}")
+    return a
 
 
 def balance_weights(top: np.ndarray, balance: float, min_group: int) -> np.ndarray:

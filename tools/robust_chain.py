@@ -133,19 +133,25 @@ FESTIVAL_VOICES = ("voice_pc_diphone", "voice_ked_diphone", "voice_upc_ca_ona_ht
                    "voice_suo_fi_lj_diphone", "voice_hy_fi_mv_diphone")
 
 
+def festival_wav(voice: str, text: str, tmp: str) -> str | None:
+    """Festival's speech of `text` as a WAV file in `tmp` (None: no Festival or that voice)."""
+    if not shutil.which("text2wave"):
+        return None
+    out, txt = os.path.join(tmp, f"f_{voice}.wav"), os.path.join(tmp, f"f_{voice}.txt")
+    with open(txt, "w", encoding="latin-1", errors="replace") as f:
+        f.write(text)
+    r = subprocess.run(["text2wave", "-eval", f"({voice})", "-o", out, txt], capture_output=True)
+    return out if r.returncode == 0 and os.path.exists(out) and os.path.getsize(out) > 1000 else None
+
+
 def festival_speech(text: str, voice: str, rate: int = RATE) -> np.ndarray | None:
     """Festival's `voice` reading `text` (mono float32 at `rate`), or None where Festival or the voice is missing."""
     import soundfile as sf
     import soxr
 
-    if not shutil.which("text2wave"):
-        return None
     with tempfile.TemporaryDirectory() as tmp:
-        txt, wav = os.path.join(tmp, "t.txt"), os.path.join(tmp, "t.wav")
-        with open(txt, "w", encoding="latin-1", errors="replace") as f:
-            f.write(text)
-        r = subprocess.run(["text2wave", "-eval", f"({voice})", "-o", wav, txt], capture_output=True)
-        if r.returncode != 0 or not os.path.exists(wav) or os.path.getsize(wav) < 1000:
+        wav = festival_wav(voice, text, tmp)
+        if wav is None:
             return None
         y, sr = sf.read(wav, dtype="float32")
     y = y if y.ndim == 1 else y.mean(axis=1)

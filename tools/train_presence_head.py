@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -35,6 +34,7 @@ import numpy as np
 from stream.models.musicnn.model import weights_digest
 from stream.presence_head import HEAD_FILE, PresenceHead, head_features
 from tools import robust_data as RD
+from tools.robust_chain import festival_wav  # noqa: F401  (bench/presence.py takes it from here too)
 
 RATE = 16000
 PATCH = 47616
@@ -120,17 +120,6 @@ def espeak_wav(voice: str, text: str, tmp: str, speed: int) -> str:
     out = os.path.join(tmp, f"t_{voice.replace('+', '_')}_{speed}.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", out, text], check=True, capture_output=True)
     return out
-
-
-def festival_wav(voice: str, text: str, tmp: str) -> str | None:
-    """Festival's speech of `text` as a WAV file in `tmp` (None: no Festival or that voice)."""
-    if not shutil.which("text2wave"):
-        return None
-    out, txt = os.path.join(tmp, f"f_{voice}.wav"), os.path.join(tmp, f"f_{voice}.txt")
-    with open(txt, "w", encoding="latin-1", errors="replace") as f:
-        f.write(text)
-    r = subprocess.run(["text2wave", "-eval", f"({voice})", "-o", out, txt], capture_output=True)
-    return out if r.returncode == 0 and os.path.exists(out) and os.path.getsize(out) > 1000 else None
 
 
 def espeak(voice: str, text: str, tmp: str, speed: int) -> np.ndarray:

@@ -673,3 +673,48 @@ def test_students_can_start_from_other_weights_than_the_teachers(request, tmp_pa
             assert torch.equal(p, want[name]), name
         assert torch.equal(tr.ema[ck][name], want[name])
         assert not torch.equal(dict(tr.teacher[ck].named_parameters())[name], want[name])
+
+
+@pytest.mark.slow  # a trainer step and an ONNX export of the wide pair
+def test_a_widened_student_starts_as_the_narrow_one_trains_exports_and_runs_under_onnxruntime(request, tmp_path):
+    """tools.train_robust --width 128x400 (issue 35, item 4): the wider pair computes the shipped
+    default's function at the start, a trainer step moves its new units, the export loads back as the
+    same function at the new width, and the engine's model runs it under ONNX Runtime as under torch."""
+    if ran_in_own_process(request):
+        return
+    from safetensors.torch import load_file
+
+    from stream.models.musicnn.model import MusicnnModel
+    from stream.models.musicnn.nets import ARCHITECTURES, check_tensors
+    from tools.robust_widen import same_function, widen
+
+    shipped = RT.load_nets(WEIGHTS_DIR / TRAINED["musicnn"])
+    wide = TR.widened(shipped, (128, 400), seed=0)
+    for ck, net in wide.items():
+        assert (net.mid[0].out_channels, net.dense.out_features) == (128, 400)
+        assert same_function(net, shipped[ck]) < 1e-6, ck
+    tr = tiny_run(tmp_path, request.getfixturevalue("banks"), init=wide, steps=1, p_mask=0.0, p_mix=0.0, lr=1e-3)
+    tr.run()
+    net = tr.students["MTT_musicnn"].eval()
+    assert float(net.out.weight[:, 200:].abs().max()) > 0  # the new dense units now speak
+    assert tr.best is not None  # validation ran on nets at the students' width
+    RE.export({ck: n.eval() for ck, n in tr.students.items()}, tmp_path / "w", {"run": "wide-test"})
+    for ck, n in tr.students.items():
+        tensors = load_file(str(tmp_path / "w" / f"{ck}.safetensors"))
+        assert tuple(tensors["dense/kernel"].shape) == (2 * (561 + 3 * 128), 400)
+        assert same_function(ARCHITECTURES["musicnn"](tensors).eval(), n) < 1e-5
+    nets = {ck: ARCHITECTURES["musicnn"](load_file(str(tmp_path / "w" / f"{ck}.safetensors")))
+            for ck in ("MTT_musicnn", "MSD_musicnn")}
+    x = np.stack([p[PRE_ROLL:] for p in real_patches(2, seed=4)])
+    ref = MusicnnModel("wide", nets, load_tag_lists(), backend="torch").predict(x)
+    fast = MusicnnModel("wide", {k: copy.deepcopy(v) for k, v in nets.items()}, load_tag_lists(), backend="onnxruntime")
+    assert fast.backend == "onnxruntime", fast.kernels["MTT_musicnn"].reason
+    assert np.abs(fast.predict(x) - ref).max() <= 1e-4
+    # the load-time check: a width beyond the engine's bound, and a set whose shapes disagree, are refused
+    t = load_file(str(WEIGHTS_DIR / "MTT_musicnn.safetensors"))
+    with pytest.raises(ValueError, match="up to 256"):
+        check_tensors("musicnn", widen(t, 64, 200) | {"conv2d_5/kernel": torch.zeros(7, 561, 1, 300)})
+    with pytest.raises(ValueError, match="wrong shape"):
+        check_tensors("musicnn", widen(t, 128, 200) | {"conv2d_6/kernel": torch.zeros(7, 64, 1, 128)})
+    with pytest.raises(ValueError, match="cannot narrow"):
+        widen(widen(t, 128, 400), 64, 400)

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from stream.models.musicnn.model import WEIGHTS_DIR
-from stream.models.musicnn.nets import ARCHITECTURES
+from stream.models.musicnn.nets import ARCHITECTURES, BN_EPS
 
 from .robust_data import log
 
@@ -17,11 +17,24 @@ def _unflip(w: torch.Tensor, bn) -> torch.Tensor:
     return w
 
 
+def _folded_bn(name: str, bn) -> dict[str, torch.Tensor]:
+    """TF batch-norm tensors that fold back to `bn`'s scale and shift (mean 0, variance 1 - eps)."""
+    n = bn.scale.shape[0]
+    return {f"{name}/gamma": bn.scale.detach().clone(), f"{name}/beta": bn.shift.detach().clone(),
+            f"{name}/moving_mean": torch.zeros(n), f"{name}/moving_variance": torch.full((n,), 1.0 - BN_EPS)}
+
+
 def to_tf(net: torch.nn.Module, original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The student's weights in the checkpoint's TF names and layouts (the inverse of nets.py's
     MusiCNN loading: un-flip the channels flipped for negative BN scales, transpose back).
-    Batch norms did not train, so their tensors are the original's."""
+    Batch norms did not train, so their tensors are the original's; a widened net's
+    (tools/robust_widen.py) are written from its folded scale and shift."""
     t = {k: v.clone() for k, v in original.items()}
+    bns = [("batch_normalization", net.bn_in)] + [(f"batch_normalization_{i}", bn) for i, bn in enumerate(
+        [*net.front_bn, *net.mid_bn, net.pool_bn, net.dense_bn], start=1)]
+    for name, bn in bns:
+        if t[f"{name}/gamma"].shape != bn.scale.shape:
+            t.update(_folded_bn(name, bn))
     for conv, name, bn in zip(net.timbral, ("conv2d", "conv2d_1"), net.front_bn[:2]):
         t[f"{name}/kernel"] = _unflip(conv.weight, bn).permute(2, 3, 1, 0).contiguous()
         t[f"{name}/bias"] = _unflip(conv.bias, bn)

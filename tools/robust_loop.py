@@ -252,6 +252,7 @@ class Trainer:
         self.teacher, self.frontend, self.data, self.val, self.tags, self.cfg = teacher, frontend, data, val, tags, cfg
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        self.template = {ck: copy.deepcopy((init or teacher)[ck]).eval() for ck in teacher}  # at the students' width
         self.students = {ck: copy.deepcopy((init or teacher)[ck]).train() for ck in teacher}
         for n in self.students.values():
             add_dropout(n, cfg.dropout)
@@ -294,7 +295,7 @@ class Trainer:
         return float(loss.detach())
 
     def validate(self) -> dict:
-        res = evaluate(nets_from(self.teacher, self.ema), self.frontend, self.val, self.tags)
+        res = evaluate(nets_from(self.template, self.ema), self.frontend, self.val, self.tags)
         if self.best is None or res["score"] > self.best["score"]:
             self.best = {"score": res["score"], "step": self.step, "nets": copy.deepcopy(self.ema)}
         torch.save({"ema": self.ema, "step": self.step, "res": res}, self.folder / f"ema-{self.step:06d}.pt")

@@ -38,7 +38,8 @@ from . import robust_data as RD
 from . import robust_loop as RL
 from . import robust_targets as RT
 from .robust_data import PRE_ROLL, log
-from .robust_export import blend, export
+from .robust_export import blend, export, to_tf
+from .robust_widen import parse_width, widen
 
 VAL_TAG = "val-15-20"  # validation patches: every 15 s, at most 20 a track
 
@@ -111,8 +112,16 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--init", default=None,
                     help="the students start from these weights: a folder of exported ones, or 'musicnn' for the shipped "
                          "default (default: the teacher, the original pair); the targets stay the teacher's")
+    ap.add_argument("--width", default=None, metavar="MIDxDENSE",
+                    help="widen the students' mid end and dense layer (upstream 64x200) before training, keeping "
+                         "their function (tools/robust_widen.py; the new units start silent)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
+    if a.width:
+        try:
+            a.width = parse_width(a.width)
+        except ValueError as e:
+            ap.error(str(e))
     if not 0.0 <= a.festival_babble <= 1.0:
         ap.error(f"--festival-babble is a share of the talkers, within [0, 1]; got {a.festival_babble}")
     return a
@@ -179,8 +188,30 @@ def validation_data(a, teacher, frontend, tags) -> RL.Validation:
 RUN_FILE = "run.json"  # the arguments the run last started with (export records them)
 
 
+def widened(nets: dict, width: tuple[int, int], seed: int) -> dict:
+    """Each net widened to `width` (mid channels, dense units), computing the same function."""
+    from safetensors.torch import load_file
+
+    from stream.models.musicnn.nets import ARCHITECTURES
+
+    out = {}
+    for i, (ck, net) in enumerate(nets.items()):
+        tensors = to_tf(net, load_file(str(WEIGHTS_DIR / f"{ck}.safetensors")))
+        out[ck] = ARCHITECTURES["musicnn"](widen(tensors, *width, seed=seed + i)).eval()
+    return out
+
+
+def template_for(teacher: dict, states: dict) -> dict:
+    """The teacher at the width of a run's weights `states` (a widened run's are wider)."""
+    st = next(iter(states.values()))
+    width = (st["mid.0.weight"].shape[0], st["dense.weight"].shape[0])
+    net = next(iter(teacher.values()))
+    return teacher if width == (net.mid[0].weight.shape[0], net.dense.weight.shape[0]) else widened(teacher, width, 0)
+
+
 def export_run(a, teacher, folder: Path, best: dict) -> None:
-    students = RL.nets_from(teacher, {ck: blend(teacher[ck].state_dict(), best["nets"][ck], a.blend) for ck in teacher})
+    base = template_for(teacher, best["nets"])
+    students = RL.nets_from(base, {ck: blend(base[ck].state_dict(), best["nets"][ck], a.blend) for ck in base})
     out = WEIGHTS_DIR / TRAINED["musicnn"] if a.install else (a.out or folder / "weights")
     # the training run's own arguments (run.json, written when it starts), not an --export-only call's
     run = folder / RUN_FILE
@@ -225,6 +256,9 @@ def main(argv=None) -> int:
         init = {ck: n.eval() for ck, n in RT.load_nets(WEIGHTS_DIR / TRAINED[a.init] if a.init in TRAINED
                                                          else Path(a.init)).items()}
         log(f"students start from {a.init}")
+    if a.width:
+        init = widened(init or teacher, a.width, a.seed)
+        log(f"students widened to {a.width[0]} mid channels, {a.width[1]} dense units")
     best = RL.Trainer(teacher, student_front, data, val, tags, cfg, folder, init).run(a.stop_after)
     if best is None:
         log("no evaluation ran (steps already done?)")

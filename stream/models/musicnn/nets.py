@@ -18,23 +18,29 @@ BN_EPS = 1e-3
 
 # TF tensor names and shapes each architecture needs (the full inference set).
 _BN_PARAMS = ("gamma", "beta", "moving_mean", "moving_variance")
+FRONT = 2 * 204 + 3 * 51  # musicnn's front-end channels (timbral + temporal), fixed
+MAX_WIDTH = {"mid": 256, "dense": 1024}  # the widest student allowed (about 1.3x upstream's cost per patch)
 
 
 def _bn_shapes(name: str, c: int) -> dict[str, tuple[int, ...]]:
     return {f"{name}/{p}": (c,) for p in _BN_PARAMS}
 
 
-def _musicnn_shapes() -> dict[str, tuple[int, ...]]:
+def _musicnn_shapes(mid: int = 64, dense: int = 200) -> dict[str, tuple[int, ...]]:
+    """The musicnn tensors with a mid end `mid` channels wide and a dense layer of `dense` units
+    (upstream: 64 and 200; a wider student keeps the front end and the 50 tags)."""
     s: dict[str, tuple[int, ...]] = {}
     convs = [("conv2d", (7, 38, 1, 204)), ("conv2d_1", (7, 67, 1, 204)), ("conv2d_2", (128, 1, 1, 51)),
-             ("conv2d_3", (64, 1, 1, 51)), ("conv2d_4", (32, 1, 1, 51)), ("conv2d_5", (7, 561, 1, 64)),
-             ("conv2d_6", (7, 64, 1, 64)), ("conv2d_7", (7, 64, 1, 64))]
+             ("conv2d_3", (64, 1, 1, 51)), ("conv2d_4", (32, 1, 1, 51)), ("conv2d_5", (7, FRONT, 1, mid)),
+             ("conv2d_6", (7, mid, 1, mid)), ("conv2d_7", (7, mid, 1, mid))]
     for name, k in convs:
         s[f"{name}/kernel"] = k
         s[f"{name}/bias"] = (k[-1],)
-    for i, c in enumerate([1, 204, 204, 51, 51, 51, 64, 64, 64, 1506, 200]):
+    pooled = 2 * (FRONT + 3 * mid)
+    for i, c in enumerate([1, 204, 204, 51, 51, 51, mid, mid, mid, pooled, dense]):
         s.update(_bn_shapes("batch_normalization" + (f"_{i}" if i else ""), c))
-    s.update({"dense/kernel": (1506, 200), "dense/bias": (200,), "dense_1/kernel": (200, 50), "dense_1/bias": (50,)})
+    s.update({"dense/kernel": (pooled, dense), "dense/bias": (dense,), "dense_1/kernel": (dense, 50),
+              "dense_1/bias": (50,)})
     return s
 
 
@@ -52,9 +58,31 @@ def _vgg_shapes() -> dict[str, tuple[int, ...]]:
 EXPECTED_SHAPES = {"musicnn": _musicnn_shapes(), "vgg": _vgg_shapes()}
 
 
+def musicnn_widths(tensors: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(mid-end channels, dense units) of musicnn weights, read from the tensors' shapes."""
+    try:
+        mid, dense = int(tensors["conv2d_5/kernel"].shape[-1]), int(tensors["dense/kernel"].shape[-1])
+    except (KeyError, IndexError):
+        return 64, 200  # check_tensors names what is missing
+    return mid, dense
+
+
+def expected_shapes(arch: str, tensors: dict[str, torch.Tensor] | None = None) -> dict[str, tuple[int, ...]]:
+    """The inference set of `arch`; for musicnn at the widths `tensors` carry (upstream's without)."""
+    if arch == "musicnn" and tensors is not None:
+        return _musicnn_shapes(*musicnn_widths(tensors))
+    return EXPECTED_SHAPES[arch]
+
+
 def check_tensors(arch: str, tensors: dict[str, torch.Tensor]) -> None:
-    """Raise ValueError unless `tensors` is exactly the inference set of `arch`."""
-    want = EXPECTED_SHAPES[arch]
+    """Raise ValueError unless `tensors` is exactly the inference set of `arch` (musicnn: at any
+    mid/dense width up to MAX_WIDTH, the rest of the shapes following from those two)."""
+    want = expected_shapes(arch, tensors)
+    if arch == "musicnn":
+        mid, dense = musicnn_widths(tensors)
+        if not (1 <= mid <= MAX_WIDTH["mid"] and 1 <= dense <= MAX_WIDTH["dense"]):
+            raise ValueError(f"musicnn weights with a mid end of {mid} channels and a dense layer of {dense} "
+                             f"units: the engine takes up to {MAX_WIDTH['mid']} and {MAX_WIDTH['dense']}")
     missing = sorted(set(want) - set(tensors))
     extra = sorted(set(tensors) - set(want))
     bad = sorted(k for k in set(want) & set(tensors) if tuple(tensors[k].shape) != want[k])
@@ -120,6 +148,8 @@ class MusiCNN(nn.Module):
       32 frames (1 band); each ReLU -> BN -> max over frequency; concat -> (B, 561, T).
     Mid end: three 1-D convs (k=7, 64 ch) with residuals; concat -> (B, 753, T).
     Back end: max & mean over time (interleaved) -> BN -> dense 200 + ReLU -> BN -> dense 50.
+    A wider student (tools/robust_widen.py) has M mid channels and D dense units instead of 64
+    and 200, read from the tensors' shapes.
     """
 
     arch = "musicnn"
@@ -151,17 +181,17 @@ class MusiCNN(nn.Module):
         self.mid = nn.ModuleList()
         for conv in ("conv2d_5", "conv2d_6", "conv2d_7"):
             k = t[f"{conv}/kernel"]  # [7, C, 1, 64]
-            c = nn.Conv1d(k.shape[1], 64, 7)
+            c = nn.Conv1d(k.shape[1], k.shape[3], 7)
             c.weight.data = k[:, :, 0, :].permute(2, 1, 0).contiguous()  # [64, C, 7]
             c.bias.data = t[f"{conv}/bias"].clone()
             self.mid.append(c)
         self.mid_bn = nn.ModuleList(_BN(t, f"batch_normalization_{i}") for i in range(6, 9))
         self.pool_bn = _BN(t, "batch_normalization_9")
-        self.dense = nn.Linear(1506, 200)
+        self.dense = nn.Linear(*t["dense/kernel"].shape)
         self.dense.weight.data = t["dense/kernel"].t().contiguous()
         self.dense.bias.data = t["dense/bias"].clone()
         self.dense_bn = _BN(t, "batch_normalization_10")
-        self.out = nn.Linear(200, 50)
+        self.out = nn.Linear(*t["dense_1/kernel"].shape)
         self.out.weight.data = t["dense_1/kernel"].t().contiguous()
         self.out.bias.data = t["dense_1/bias"].clone()
 
@@ -188,7 +218,7 @@ class MusiCNN(nn.Module):
         m1 = self.mid_bn[0](F.relu(self.mid[0](F.pad(front_t, (3, 3)))))
         r2 = self.mid_bn[1](F.relu(self.mid[1](F.pad(m1, (3, 3))))) + m1
         r3 = self.mid_bn[2](F.relu(self.mid[2](F.pad(r2, (3, 3))))) + r2
-        mid = torch.cat([front_t, m1, r2, r3], dim=1)  # (B, 753, T)
+        mid = torch.cat([front_t, m1, r2, r3], dim=1)  # (B, 561 + 3M, T)
         max_pool = mid.amax(dim=2)
         mean_pool = mid.mean(dim=2)
         pooled = torch.stack([max_pool, mean_pool], dim=2).reshape(b, -1)  # interleaved

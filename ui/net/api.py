@@ -276,7 +276,8 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, ops: ServerOps
     finally:
         if limit is not None:
             limit.cancel()
-        ops.streams.discard(st)
+        ops.streams.discard(st)  # no longer counts against max_streams: the client sees its close next
+        ops.closing.add(st)
         if channel is not None:  # its watchers see the end even when the source just vanished
             channel_end = lambda: st.engine.summary().to_json(st.engine.stats, "source disconnected",  # noqa: E731
                                                               dropped_results=st.dropped)
@@ -297,6 +298,7 @@ async def _listen(ws: WebSocket, model, settings: ServerSettings, ops: ServerOps
     finally:
         st.count_skipped()
         ops.metrics.stream_closed(outcome)
+        ops.closing.discard(st)
         event(log, "close", level=logging.INFO, stream=st.id, client=st.client,
               duration_s=round(time.monotonic() - st.opened, 3), results=st.sent, reason=reason, outcome=outcome,
               code=code, dropped=st.dropped or None)

@@ -45,6 +45,7 @@ class ServerOps:
         self.model, self.settings = model, settings
         self.metrics = ServerMetrics(model.name, backend_of(model))
         self.streams: set = set()  # the stream routes' per-connection objects (each has request_stop)
+        self.closing: set = set()  # streams past their last audio, still delivering, closing and being counted
         self.started = time.monotonic()
         self.ready = False
         self.not_ready = "warming up"  # why /readyz says 503 (None once ready)
@@ -109,7 +110,9 @@ class ServerOps:
         event(log, "drain", f"draining {len(self.streams)} stream(s), at most {timeout:g} s", reason="shutdown")
         for st in list(self.streams):
             st.request_stop("shutdown", deadline)
-        while self.streams and time.monotonic() < deadline:
+        # until each has had its last results delivered, its close sent and its end counted: a stream
+        # that has merely stopped taking audio would otherwise be cut (and go uncounted) by the exit
+        while (self.streams or self.closing) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self.hub is not None:  # the sources' summaries are queued for their watchers by now
             self.hub.close_all()
@@ -117,7 +120,7 @@ class ServerOps:
             until = max(deadline, time.monotonic() + WATCHER_CLOSE_S)
             while self.hub.watchers and time.monotonic() < until:
                 await asyncio.sleep(0.05)
-        left = len(self.streams) + (self.hub.watchers if self.hub is not None else 0)
+        left = len(self.streams | self.closing) + (self.hub.watchers if self.hub is not None else 0)
         event(log, "drain", "all streams closed" if not left
               else f"{left} stream(s) or watcher(s) still open at the timeout",
               level=logging.INFO if not left else logging.WARNING, reason="done" if not left else "timeout")

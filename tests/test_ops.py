@@ -348,6 +348,40 @@ def test_sigterm_drains_every_stream_then_exits_0_and_a_reconnect_client_resumes
     assert "of audio lost while disconnected" in err and "Traceback" not in err, err
 
 
+def test_drain_waits_for_streams_still_closing_and_gives_up_at_its_timeout():
+    """A stream that has stopped taking audio is still delivering, closing and being counted: the
+    drain (and so the exit) waits for it, up to the timeout (seen: SIGTERM at load 14 exited with
+    finished streams uncounted in genre_streams_total)."""
+    from types import SimpleNamespace
+
+    from ui.net.ops import ServerOps
+    from ui.net.settings import ServerSettings
+
+    async def scenario(linger_s: float, timeout_s: float):
+        ops = ServerOps(SimpleNamespace(name="drain-test"), ServerSettings())
+        counted = []
+
+        class Stream:  # the stream route's lifecycle: leave `streams`, close, be counted, leave `closing`
+            def request_stop(self, reason, deadline):
+                asyncio.get_running_loop().call_soon(self.finish)
+
+            def finish(self):
+                ops.streams.discard(self)
+                ops.closing.add(self)
+                asyncio.get_running_loop().call_later(linger_s, self.closed)
+
+            def closed(self):
+                counted.append(self)
+                ops.closing.discard(self)
+
+        ops.streams.update({Stream(), Stream()})
+        all_closed = await ops.drain(timeout_s)
+        return all_closed, len(counted), len(ops.closing)
+
+    assert run_async(scenario(0.3, 30.0)) == (True, 2, 0)  # waited for both closes, not only the last audio
+    assert run_async(scenario(60.0, 0.3)) == (False, 0, 2)  # a close that hangs does not hold the exit
+
+
 async def _drain_scenario(srv, clients, drain_s):
     from websockets.asyncio.client import connect
 

@@ -714,7 +714,10 @@ def test_no_audio_after_record_says_so_and_how_to_retry(server, pw, audio, artif
         stop(page)
         page.evaluate(OBSERVER_JS)
         record(page)
-        wait_for_readouts(page, 1)
+        try:
+            wait_for_readouts(page, 1)
+        except AssertionError as e:  # (seen once, -n 4 at load ~7: no audio after Record again; the log says in which order)
+            raise AssertionError(f"{e}\napp log:\n{server.log(4000)}") from None
         assert "No sound" not in status(page)
         stop(page)
 

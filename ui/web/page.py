@@ -222,6 +222,7 @@ async def watch(setup: Setup, session: LiveSession | None, window, hop, smoothin
     if session is None and request is not None:  # Record came before the load event's output
         session = _registered(request) or new_session(setup, request)[0]
     run = _start(session, settings)
+    log.info("Record: recording %d", run)  # with Stop's line: the order in which the server saw them
     waiting = f"Listening… the first readout comes after {EngineConfig.min_window_s:g} s of audio."
     yield ("listening…", render.style_html(None), render.EMPTY_LIVE_PLOT,
            render.status_html(session.status(None), note=waiting), "", session)
@@ -267,6 +268,7 @@ def finish(session: LiveSession | None):
     if session is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     summary = session.stop()
+    log.info("Stop: recording %d, %.1f s received", session.run, session.stats.seconds_received if session.stats else 0)
     uploads.sweep_orphan_chunks(session.first_chunk, busy=_streaming_formats)
     res, stats = session.latest, session.stats
     text = summary_text(summary, received_s=stats.seconds_received if stats else None, markdown=True)

@@ -222,6 +222,11 @@ class LiveSession:
         return self._closed
 
     @property
+    def run(self) -> int:
+        """The id of the latest recording (Record pressed `run` times)."""
+        return self._run
+
+    @property
     def recording(self) -> bool:
         """Between Record and Stop (or the tab's end), while audio comes (see `active`)."""
         return self._recording and not self._closed and time.monotonic() - self._last_feed < IDLE_STOP_S

@@ -723,6 +723,48 @@ def test_no_audio_after_record_says_so_and_how_to_retry(server, pw, audio, artif
 
 
 @browser
+def test_a_stop_that_reaches_the_server_after_the_next_record_does_not_end_it(server, pw, audio):
+    """Stop, then Record at once: the two events are separate requests, handled concurrently, and
+    under load Stop's came second (CI, -n 4); it ended the new recording, which then heard nothing.
+    Here Stop's request is held until Record's has gone: the new recording goes on."""
+    with browser_page(pw, audio["chord"]) as page:
+        open_app(page, server)
+        deps = page.evaluate("() => fetch('config').then(r => r.json()).then(c => c.dependencies)")
+        ids = {d.get("api_name"): d.get("id") for d in deps}
+        held = []
+
+        def reorder(route):
+            try:
+                fn = json.loads(route.request.post_data or "{}").get("fn_index")
+            except ValueError:
+                fn = None
+            if fn == ids["finish"] and not held:
+                held.append(route)  # Stop's request: held back
+                return
+            route.continue_()
+            if fn == ids["watch"] and held:
+                time.sleep(1.0)  # Record's is in; now Stop's
+                held.pop().continue_()
+
+        page.route("**/gradio_api/queue/join*", reorder)
+        page.evaluate(OBSERVER_JS)
+        record(page)
+        wait_for_readouts(page, 1)
+        stop(page)
+        page.wait_for_timeout(500)
+        page.evaluate(OBSERVER_JS)
+        record(page)
+        wait_until(page, "Record's request sent, then Stop's", lambda: not held)
+        try:
+            wait_for_readouts(page, 1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\napp log:\n{server.log(3000)}") from None
+        page.wait_for_timeout(1500)
+        assert "stopped" not in status(page).lower(), status(page)
+        stop(page)
+
+
+@browser
 def test_record_pressed_while_the_recorder_still_loads_records(server, pw, audio):
     """Gradio loads its recorder's WAV encoder in the background; Record pressed before it is
     there used to fail inside Gradio ("... is not a constructor") and record nothing. Here the

@@ -46,6 +46,10 @@ SESSION_TTL_S = 3600  # an idle session's engine is closed after this long
 MUSIC_MIC_JS = Path(__file__).with_name("music_mic.js").read_text()
 # Refuses a file over the upload limit in the browser, in one sentence of ours (see the file).
 FILE_LIMIT_JS = Path(__file__).with_name("file_limit.js").read_text()
+# Record and Stop each carry the tab's recording number, counted in the browser when pressed: a Stop
+# that reaches the server after the next Record (two requests, handled concurrently) must not end it.
+TAKE_ON_RECORD_JS = "(...a) => { window.__genreTake = (window.__genreTake || 0) + 1; a[a.length - 1] = window.__genreTake; return a; }"
+TAKE_ON_STOP_JS = "(...a) => { a[a.length - 1] = window.__genreTake || 0; return a; }"
 CSS = Path(__file__).with_name("page.css").read_text()
 EMPTY_PLOT = None  # (an empty DataFrame as a plot's first value breaks its colour legend in Gradio 6)
 # Words Gradio's front end announces to screen readers (its status tracker's live region) but
@@ -214,15 +218,16 @@ def on_mic_outcome(session, evt: gr.EventData):
         session.report_mic(str(getattr(evt, "mic", None) or "Error")[:40])
 
 
-async def watch(setup: Setup, session: LiveSession | None, window, hop, smoothing, top_k,
+async def watch(setup: Setup, session: LiveSession | None, window, hop, smoothing, top_k, take=None,
                 request: gr.Request = None):
-    """Started by Record: push every new readout to the page until Stop.
+    """Started by Record: push every new readout to the page until Stop. `take`: the tab's
+    recording number, counted by the page (TAKE_ON_RECORD_JS).
     Outputs: label (the genre), style, plot, status, summary, session."""
     settings = setup.settings(window, hop, smoothing, top_k)
     if session is None and request is not None:  # Record came before the load event's output
         session = _registered(request) or new_session(setup, request)[0]
-    run = _start(session, settings)
-    log.info("Record: recording %d", run)  # with Stop's line: the order in which the server saw them
+    run = _start(session, settings, take)
+    log.info("Record: recording %d (take %s)", run, take)  # with Stop's line: the order the server saw them in
     waiting = f"Listening… the first readout comes after {EngineConfig.min_window_s:g} s of audio."
     yield ("listening…", render.style_html(None), render.EMPTY_LIVE_PLOT,
            render.status_html(session.status(None), note=waiting), "", session)
@@ -262,10 +267,15 @@ async def watch(setup: Setup, session: LiveSession | None, window, hop, smoothin
                 yield gr.skip(), gr.skip(), gr.skip(), status, gr.skip(), session
 
 
-def finish(session: LiveSession | None):
-    """Stop: the last window is classified; the summary, final status, readout and plot.
+def finish(session: LiveSession | None, take=None):
+    """Stop: the last window is classified; the summary, final status, readout and plot. `take`:
+    the recording the page stopped (TAKE_ON_STOP_JS); a Stop of an earlier one than the session
+    records now came late, after the next Record, and changes nothing.
     Outputs: summary, status, label, style, plot."""
     if session is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    if take is not None and session.take is not None and take < session.take:
+        log.info("Stop of take %s came after Record of take %s: the recording goes on", take, session.take)
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     summary = session.stop()
     log.info("Stop: recording %d, %.1f s received", session.run, session.stats.seconds_received if session.stats else 0)
@@ -279,11 +289,11 @@ def finish(session: LiveSession | None):
             render.label_value(res, session.settings.top_k), render.style_html(res), _plot_html(session, res))
 
 
-def _start(session: LiveSession | None, settings: LiveSettings) -> int:
+def _start(session: LiveSession | None, settings: LiveSettings, take=None) -> int:
     if session is None:
         raise gr.Error("This page's session expired; reload the page.")
     try:
-        return session.start(settings)
+        return session.start(settings, take)
     except ValueError as exc:
         raise gr.Error(f"Invalid settings: {exc}") from None
     except EngineClosedError:
@@ -524,6 +534,7 @@ def build_demo(model, args, history=None) -> gr.Blocks:
         # goes, or by the time-to-live (refreshed by every live readout) when a tab vanishes
         session = gr.State(None, delete_callback=close_expired_session, time_to_live=SESSION_TTL_S)
         page = gr.State(setup)
+        take = gr.Number(value=0, precision=0, visible=False)  # (filled in by the page's Record/Stop js)
         window, hop, smoothing, top_k = _sliders(setup.defaults)
         with gr.Tabs():
             with gr.Tab("Live", id="live"):
@@ -560,11 +571,13 @@ def build_demo(model, args, history=None) -> gr.Blocks:
         demo.unload(end_session)
         mic.stream(on_chunk, inputs=[mic, session], outputs=None, stream_every=STREAM_EVERY_S,
                    concurrency_limit=None, time_limit=None, show_progress="hidden", queue=True)
-        mic.start_recording(watch, inputs=[page, session, window, hop, smoothing, top_k],
+        mic.start_recording(watch, inputs=[page, session, window, hop, smoothing, top_k, take],
                             outputs=[live_label, live_style, live_plot, live_status, summary, session],
-                            concurrency_limit=None, show_progress="hidden", trigger_mode="multiple")
-        mic.stop_recording(finish, inputs=[session], outputs=[summary, live_status, live_label, live_style, live_plot],
-                           concurrency_limit=None, show_progress="hidden")
+                            concurrency_limit=None, show_progress="hidden", trigger_mode="multiple",
+                            js=TAKE_ON_RECORD_JS)
+        mic.stop_recording(finish, inputs=[session, take],
+                           outputs=[summary, live_status, live_label, live_style, live_plot],
+                           concurrency_limit=None, show_progress="hidden", js=TAKE_ON_STOP_JS)
         live_status.submit(on_mic_outcome, inputs=[session], outputs=None, concurrency_limit=None,
                            show_progress="hidden")
         file_out = [file_label, timeline, segment, file_md]

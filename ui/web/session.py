@@ -100,6 +100,7 @@ class LiveSession:
         self._ready: tuple = (None, 0.0)  # newest result and the wall time it was ready
         self._waiters: set = set()  # (loop, asyncio.Event) of `updates` iterators
         self._run = 0
+        self.take: int | None = None  # the page's number of the latest recording (Record pressed)
         self._recording = self._stopped = self._closed = False
         self._last_feed = 0.0
         self._late_chunks = self._bad_chunks = 0
@@ -110,12 +111,14 @@ class LiveSession:
         return self
 
     # ---- what the page does ---------------------------------------------------------------
-    def start(self, settings: LiveSettings) -> int:
+    def start(self, settings: LiveSettings, take: int | None = None) -> int:
         """Record pressed: (re)configure, forget the previous recording, return its run id.
+        `take`: the page's own number for this recording, if it counts them (`take`).
         Raises ValueError for settings the engine refuses, EngineClosedError once closed."""
         with self._lock:
             if self._closed:
                 raise EngineClosedError("session closed")
+            self.take = take
             self.settings = settings
             self._new_engine()
             self._late_chunks = self._bad_chunks = 0

@@ -686,7 +686,8 @@ def test_a_widened_student_starts_as_the_narrow_one_trains_exports_and_runs_unde
 
     from stream.models.musicnn.model import MusicnnModel
     from stream.models.musicnn.nets import ARCHITECTURES, check_tensors
-    from tools.robust_widen import same_function, widen
+    from tools.robust_export import same_function
+    from tools.robust_widen import widen
 
     shipped = RT.load_nets(WEIGHTS_DIR / TRAINED["musicnn"])
     wide = TR.widened(shipped, (128, 400), seed=0)

@@ -7,7 +7,6 @@ New batch norms are identities (gamma 1, beta 0, mean 0, variance 1 - eps: scale
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from stream.models.musicnn.nets import BN_EPS, FRONT, check_tensors, musicnn_widths
@@ -84,10 +83,3 @@ def parse_width(text: str) -> tuple[int, int]:
     if mid < 1 or dense < 1:
         raise ValueError(f"width {text!r}: both numbers must be positive")
     return mid, dense
-
-
-def same_function(a: torch.nn.Module, b: torch.nn.Module, seed: int = 0) -> float:
-    """Largest difference of the two nets' sigmoid outputs on random patches."""
-    x = torch.from_numpy(np.random.default_rng(seed).normal(2.0, 1.0, (2, 187, 96)).astype(np.float32))
-    with torch.inference_mode():
-        return float((torch.sigmoid(a(x)) - torch.sigmoid(b(x))).abs().max())

@@ -32,6 +32,7 @@ import torch
 
 from stream.models.musicnn.frontend import FloorLogMel, LogMel
 from stream.models.musicnn.model import GENRE_TAGS, TRAINED, WEIGHTS_DIR, load_tag_lists
+from stream.models.musicnn.nets import ARCHITECTURES
 
 from . import robust_chain as RC
 from . import robust_data as RD
@@ -191,8 +192,6 @@ RUN_FILE = "run.json"  # the arguments the run last started with (export records
 def widened(nets: dict, width: tuple[int, int], seed: int) -> dict:
     """Each net widened to `width` (mid channels, dense units), computing the same function."""
     from safetensors.torch import load_file
-
-    from stream.models.musicnn.nets import ARCHITECTURES
 
     out = {}
     for i, (ck, net) in enumerate(nets.items()):

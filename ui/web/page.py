@@ -278,9 +278,9 @@ def finish(session: LiveSession | None, take=None):
         log.info("Stop of take %s came after Record of take %s: the recording goes on", take, session.take)
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     summary = session.stop()
-    log.info("Stop: recording %d, %.1f s received", session.run, session.stats.seconds_received if session.stats else 0)
     uploads.sweep_orphan_chunks(session.first_chunk, busy=_streaming_formats)
     res, stats = session.latest, session.stats
+    log.info("Stop: recording %d, %.1f s received", session.run, stats.seconds_received if stats else 0.0)
     text = summary_text(summary, received_s=stats.seconds_received if stats else None, markdown=True)
     if res is None:
         return text, render.status_html(session.status(None), note="stopped"), gr.skip(), gr.skip(), gr.skip()

@@ -113,7 +113,7 @@ class LiveSession:
     # ---- what the page does ---------------------------------------------------------------
     def start(self, settings: LiveSettings, take: int | None = None) -> int:
         """Record pressed: (re)configure, forget the previous recording, return its run id.
-        `take`: the page's own number for this recording, if it counts them (`take`).
+        `take`: the page's own number for this recording, if the page counts them.
         Raises ValueError for settings the engine refuses, EngineClosedError once closed."""
         with self._lock:
             if self._closed:

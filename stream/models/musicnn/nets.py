@@ -19,7 +19,7 @@ BN_EPS = 1e-3
 # TF tensor names and shapes each architecture needs (the full inference set).
 _BN_PARAMS = ("gamma", "beta", "moving_mean", "moving_variance")
 FRONT = 2 * 204 + 3 * 51  # musicnn's front-end channels (timbral + temporal), fixed
-MAX_WIDTH = {"mid": 256, "dense": 1024}  # the widest student allowed (about 1.3x upstream's cost per patch)
+MAX_WIDTH = {"mid": 256, "dense": 1024}  # the widest student allowed (mid 256: ~1.2x upstream's multiply-adds)
 
 
 def _bn_shapes(name: str, c: int) -> dict[str, tuple[int, ...]]:

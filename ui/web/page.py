@@ -35,7 +35,7 @@ from stream import registry
 from ui.report import model_line, summary_text
 
 from . import render, uploads
-from .session import PAGE_SETTINGS, LiveSession, LiveSettings
+from .session import PAGE_SETTINGS, LateStop, LiveSession, LiveSettings
 
 log = logging.getLogger(__name__)
 
@@ -274,10 +274,11 @@ def finish(session: LiveSession | None, take=None):
     Outputs: summary, status, label, style, plot."""
     if session is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    if take is not None and session.take is not None and take < session.take:
-        log.info("Stop of take %s came after Record of take %s: the recording goes on", take, session.take)
+    try:
+        summary = session.stop(take)
+    except LateStop as late:
+        log.info("%s: the recording goes on", late)
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    summary = session.stop()
     uploads.sweep_orphan_chunks(session.first_chunk, busy=_streaming_formats)
     res, stats = session.latest, session.stats
     log.info("Stop: recording %d, %.1f s received", session.run, stats.seconds_received if stats else 0.0)

@@ -70,6 +70,14 @@ class LiveStatus(NamedTuple):
     handler_ms: tuple | None  # (median, max) time the page's chunk handler took
 
 
+class LateStop(Exception):
+    """A Stop for an earlier recording than the session's (it reached the server after the next Record)."""
+
+    def __init__(self, take: int, current: int):
+        super().__init__(f"Stop of take {take} came after Record of take {current}")
+        self.take, self.current = take, current
+
+
 class LiveSession:
     """Per-tab state: the engine of the current recording, its readouts and chunk arrivals.
 
@@ -173,10 +181,14 @@ class LiveSession:
         self._mic_problem = None if outcome == "ok" else outcome
         self._wake()
 
-    def stop(self) -> SessionSummary | None:
+    def stop(self, take: int | None = None) -> SessionSummary | None:
         """Stop pressed: classify what is left, wait briefly for it, return the session summary
-        (None if nothing was recorded)."""
+        (None if nothing was recorded). `take`: the page's number of the recording Stop was
+        pressed for; one earlier than Record last brought came late (after the next Record) and
+        raises LateStop, changing nothing (checked under the lock Record takes)."""
         with self._lock:
+            if take is not None and self.take is not None and take < self.take:
+                raise LateStop(take, self.take)
             self._recording, self._stopped = False, True
             engine = self._engine
             if engine is None or engine.closed:
